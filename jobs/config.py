@@ -1,0 +1,154 @@
+"""Configuration: defaults (jobs/defaults.yaml) <- profile file (--conf) <- --set key=value.
+
+Unknown keys and type mismatches are errors, so a typo in a 3 a.m. batch config fails at once
+instead of silently running with a default.
+"""
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import secrets
+import time
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+DEFAULTS_PATH = Path(__file__).with_name("defaults.yaml")
+
+# Keys whose values are free-form mappings (not validated key by key).
+_FREE_MAPPINGS = {"spark.conf", "weighting.action_values", "weighting.combined"}
+
+STRATEGIES = (
+    "none", "relevance", "confidence", "information_gain", "loss", "el2n", "ipw",
+    "action_value", "combined",
+)
+
+
+class ConfigError(ValueError):
+    """A config value is unknown, mistyped or out of range."""
+
+
+def load_defaults() -> dict[str, Any]:
+    with open(DEFAULTS_PATH) as f:
+        return yaml.safe_load(f)
+
+
+def _merge(base: dict, override: dict, prefix: str = "") -> dict:
+    out = copy.deepcopy(base)
+    for key, value in (override or {}).items():
+        dotted = f"{prefix}{key}"
+        if key not in base:
+            raise ConfigError(f"unknown config key '{dotted}'")
+        if dotted in _FREE_MAPPINGS:
+            if not isinstance(value, dict):
+                raise ConfigError(f"'{dotted}' must be a mapping, got {value!r}")
+            out[key] = {**base[key], **value}
+        elif isinstance(base[key], dict):
+            if not isinstance(value, dict):
+                raise ConfigError(f"'{dotted}' is a section; got {value!r}")
+            out[key] = _merge(base[key], value, dotted + ".")
+        else:
+            out[key] = _coerce(dotted, base[key], value)
+    return out
+
+
+def _coerce(dotted: str, default: Any, value: Any) -> Any:
+    if default is None or value is None:
+        return value
+    if isinstance(default, bool):
+        if not isinstance(value, bool):
+            raise ConfigError(f"'{dotted}' must be true/false, got {value!r}")
+        return value
+    if isinstance(default, float) and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if isinstance(default, list) and isinstance(value, str):
+        return [v.strip() for v in value.split(",") if v.strip()]
+    if not isinstance(value, type(default)) or isinstance(value, bool) != isinstance(default, bool):
+        raise ConfigError(
+            f"'{dotted}' must be {type(default).__name__}, got {type(value).__name__} {value!r}"
+        )
+    return value
+
+
+def parse_overrides(pairs: list[str] | None) -> dict[str, Any]:
+    """['a.b=1', 'c=x'] -> {'a': {'b': 1}, 'c': 'x'}; values parsed as YAML scalars."""
+    tree: dict[str, Any] = {}
+    for pair in pairs or []:
+        if "=" not in pair:
+            raise ConfigError(f"--set expects key=value, got '{pair}'")
+        key, raw = pair.split("=", 1)
+        value = yaml.safe_load(raw) if raw != "" else None
+        node = tree
+        parts = key.strip().split(".")
+        # spark.conf keys contain dots themselves: everything after 'spark.conf.' is one key.
+        if parts[:2] == ["spark", "conf"] and len(parts) > 2:
+            parts = ["spark", "conf", ".".join(parts[2:])]
+            value = str(raw)
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+        node[parts[-1]] = value
+    return tree
+
+
+def load_config(conf_file: str | None = None, overrides: list[str] | None = None) -> dict[str, Any]:
+    cfg = load_defaults()
+    if conf_file:
+        path = Path(conf_file)
+        if not path.is_file():
+            raise ConfigError(f"config file not found: {conf_file}")
+        with open(path) as f:
+            cfg = _merge(cfg, yaml.safe_load(f) or {})
+    cfg = _merge(cfg, parse_overrides(overrides))
+    validate(cfg)
+    return cfg
+
+
+def _check(cond: bool, msg: str) -> None:
+    if not cond:
+        raise ConfigError(msg)
+
+
+def validate(cfg: dict[str, Any]) -> None:
+    w = cfg["weighting"]
+    _check(w["strategy"] in STRATEGIES, f"weighting.strategy must be one of {STRATEGIES}, got {w['strategy']!r}")
+    _check(0 < w["w_min"] <= 1 <= w["w_max"], "need 0 < weighting.w_min <= 1 <= weighting.w_max")
+    _check(w["temperature"] > 0, "weighting.temperature must be > 0")
+    _check(0 < w["propensity_min"] <= 1, "weighting.propensity_min must be in (0, 1]")
+    for name in w["combined"]:
+        _check(name in STRATEGIES and name not in ("none", "combined"),
+               f"weighting.combined: unknown signal {name!r}")
+    t = cfg["train"]
+    _check(t["launcher"] in ("torch_distributor", "torchrun"), "train.launcher: torch_distributor | torchrun")
+    _check(t["num_processes"] >= 1, "train.num_processes must be >= 1")
+    _check(t["batch_size"] >= 1 and t["epochs"] >= 1, "train.batch_size and train.epochs must be >= 1")
+    _check(t["lr"] > 0, "train.lr must be > 0")
+    _check(0 <= t["warmup_ratio"] < 1, "train.warmup_ratio must be in [0, 1)")
+    _check(0 < t["eval_fraction"] < 1, "train.eval_fraction must be in (0, 1)")
+    _check(t["reader_pool"] in ("dummy", "thread"), "train.reader_pool: dummy | thread")
+    _check(t["max_steps_per_epoch"] is None or t["max_steps_per_epoch"] >= 1,
+           "train.max_steps_per_epoch must be null or >= 1")
+    _check(cfg["model"]["max_length"] >= 8, "model.max_length must be >= 8")
+    _check(cfg["scorer"]["batch_size"] >= 1, "scorer.batch_size must be >= 1")
+    for key in ("model", "scorer"):
+        p = cfg[key]["path"]
+        _check(p is None or Path(p).is_dir(), f"{key}.path is not a folder: {p}")
+    g = cfg["generate"]
+    _check(g["rows"] >= 1 and g["days"] >= 1, "generate.rows and generate.days must be >= 1")
+    _check(0 <= g["malformed_fraction"] < 0.5, "generate.malformed_fraction must be in [0, 0.5)")
+
+
+def config_hash(cfg: dict[str, Any]) -> str:
+    """Hash of everything that changes results (run_id excluded)."""
+    material = {k: v for k, v in cfg.items() if k != "run_id"}
+    return hashlib.sha256(json.dumps(material, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def new_run_id() -> str:
+    return time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()) + "-" + secrets.token_hex(3)
+
+
+def dump(cfg: dict[str, Any], path: str | Path) -> None:
+    with open(path, "w") as f:
+        yaml.safe_dump(cfg, f, sort_keys=False)

@@ -1,0 +1,349 @@
+"""clickweight score: validate -> score distinct pairs with BERT -> weight -> write atomically.
+
+    spark-submit jobs/score.py --input clicks/ --output weighted/ [--conf conf/cluster.yaml]
+    clickweight score --input clicks/ --output weighted/ --set weighting.strategy=none
+"""
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from pyspark import StorageLevel
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+
+from jobs import config as config_mod
+from jobs.common import (
+    HadoopFS,
+    absolute,
+    commit_dir,
+    dump_config_text,
+    get_spark,
+    log,
+    print_json,
+    setup_logging,
+    sibling,
+    versions,
+)
+from udfs import model_loader, schema, weights
+from udfs.scoring import ScoringSettings, make_score_udf
+
+WEIGHT_SIGNAL_SCHEMA = "loss double, info_gain double, propensity double, raw_weight double"
+
+
+# ---------------------------------------------------------------- extract
+
+def extract(spark: SparkSession, source: str, catalog: str | None) -> tuple[DataFrame, DataFrame | None]:
+    """A Parquet path (file, folder, URI) or a catalog / Hive table name."""
+    def read(src: str) -> DataFrame:
+        looks_like_path = "/" in src or src.endswith(".parquet") or "://" in src
+        return spark.read.parquet(absolute(src)) if looks_like_path else spark.table(src)
+
+    return read(source), (read(catalog) if catalog else None)
+
+
+# ---------------------------------------------------------------- transform
+
+def attach_catalog(df: DataFrame, catalog: DataFrame) -> DataFrame:
+    """Fill title from the (item_id, title) catalog; a title in the clickstream wins."""
+    # Several catalog titles for one item: take the smallest, deterministically, rather than
+    # multiplying impressions by a join.
+    cat = catalog.groupBy("item_id").agg(F.min("title").alias("_catalog_title"))
+    if "title" not in df.columns:
+        df = df.withColumn("title", F.lit(None).cast("string"))
+    return (df.join(cat, "item_id", "left")
+              .withColumn("title", F.coalesce(F.col("title"), F.col("_catalog_title")))
+              .drop("_catalog_title"))
+
+
+def validate(df: DataFrame, cfg: dict[str, Any], has_catalog: bool) -> tuple[DataFrame, DataFrame]:
+    schema.check_schema(df.schema, has_catalog=has_catalog)
+    df = schema.conform(df)
+    inp = cfg["input"]
+    now = dt.datetime.now(dt.timezone.utc)
+    reasons = schema.row_reasons(
+        df, inp["max_title_chars"], inp["max_query_chars"], inp["max_position"],
+        min_event_ts=inp["min_event_ts"],
+        max_event_ts=(now + dt.timedelta(days=1)).strftime("%Y-%m-%d %H:%M:%S"),
+    )
+    return schema.split_valid(df, reasons)
+
+
+def score_pairs(valid: DataFrame, settings: ScoringSettings, partitions: int) -> DataFrame:
+    """Each distinct (query, title) scored once: click logs repeat pairs heavily."""
+    pairs = (valid.select(F.trim("query").alias("_q"), F.trim("title").alias("_t"))
+                  .distinct()
+                  .repartition(partitions, "_q", "_t"))
+    udf = make_score_udf(settings)
+    return pairs.withColumn("_s", udf("_q", "_t")).select("_q", "_t", "_s.*")
+
+
+def fit_calibration(df: DataFrame, base_rate: float, iterations: int = 8) -> tuple[float, float]:
+    """Platt scaling p = sigmoid(a * relevance + b) fitted to the clicks by Newton steps (one aggregate each)."""
+    a, b = 0.0, float(np.log(base_rate / (1 - base_rate)))
+    for _ in range(iterations):
+        p = 1 / (1 + F.exp(-(F.lit(a) * F.col("relevance") + F.lit(b))))
+        w = p * (1 - p)
+        row = df.select(
+            F.sum((p - F.col("clicked")) * F.col("relevance")).alias("g_a"),
+            F.sum(p - F.col("clicked")).alias("g_b"),
+            F.sum(w * F.col("relevance") ** 2).alias("h_aa"),
+            F.sum(w * F.col("relevance")).alias("h_ab"),
+            F.sum(w).alias("h_bb"),
+        ).first()
+        new_a, new_b = weights.platt_newton_step(row.asDict(), a, b)
+        if abs(new_a - a) + abs(new_b - b) < 1e-7:
+            a, b = new_a, new_b
+            break
+        a, b = new_a, new_b
+    return a, b
+
+
+def estimate_propensity(df: DataFrame, floor: float) -> dict[int, float]:
+    stats = (df.groupBy("position")
+               .agg(F.count("*").alias("n"), F.sum("clicked").alias("c"), F.sum("p_model").alias("r"))
+               .toPandas())  # one row per position: small
+    return weights.position_propensity(stats["position"].to_numpy(), stats["c"].to_numpy(),
+                                       stats["r"].to_numpy(), stats["n"].to_numpy(), floor=floor)
+
+
+def make_weight_udf(strategy: str, params: dict[str, Any], propensity: dict[int, float]):
+    from pyspark.sql.functions import pandas_udf
+
+    floor = params["propensity_min"]
+
+    @pandas_udf(WEIGHT_SIGNAL_SCHEMA)
+    def weigh(clicked: pd.Series, added_to_cart: pd.Series, purchased: pd.Series, dwell_ms: pd.Series,
+              position: pd.Series, relevance: pd.Series, p_model: pd.Series) -> pd.DataFrame:
+        cols = {
+            "clicked": clicked.to_numpy(dtype=np.float64),
+            "added_to_cart": added_to_cart.to_numpy(dtype=np.float64, na_value=0.0),
+            "purchased": purchased.to_numpy(dtype=np.float64, na_value=0.0),
+            "dwell_ms": dwell_ms.to_numpy(dtype=np.float64, na_value=0.0),
+            "relevance": relevance.to_numpy(dtype=np.float64),
+            "p_model": p_model.to_numpy(dtype=np.float64),
+            "propensity": position.map(propensity).fillna(floor).to_numpy(dtype=np.float64),
+        }
+        return pd.DataFrame({
+            "loss": weights.bce(cols["p_model"], cols["clicked"]),
+            "info_gain": weights.information_gain(cols["p_model"], params["base_rate"]),
+            "propensity": cols["propensity"],
+            "raw_weight": weights.raw_weights(strategy, cols, params),
+        })
+
+    return weigh
+
+
+def normalise(df: DataFrame, w: dict[str, Any]) -> tuple[DataFrame, float]:
+    """weight = clip(s * raw_weight, w_min, w_max) with s chosen so the global mean is 1."""
+    if not w["normalize"]:
+        return df.withColumn("weight", F.least(F.greatest(F.col("raw_weight"), F.lit(w["w_min"])),
+                                               F.lit(w["w_max"]))), 1.0
+    raw_mean = df.agg(F.avg("raw_weight")).first()[0]
+
+    def mean_of_clipped(s: float) -> float:
+        clipped = F.least(F.greatest(F.col("raw_weight") * F.lit(s), F.lit(w["w_min"])), F.lit(w["w_max"]))
+        return float(df.agg(F.avg(clipped)).first()[0])
+
+    scale = weights.normalise_scale(mean_of_clipped, w["w_min"], w["w_max"], raw_mean)
+    weight = F.least(F.greatest(F.col("raw_weight") * F.lit(scale), F.lit(w["w_min"])), F.lit(w["w_max"]))
+    return df.withColumn("weight", weight), scale
+
+
+def scorer_id(path: str) -> str:
+    """Folder name plus content fingerprint: names the scorer in provenance."""
+    return f"{path.rstrip('/').rsplit('/', 1)[-1]}@{model_loader.model_fingerprint(path)}"
+
+
+def scoring_settings(cfg: dict[str, Any]) -> ScoringSettings:
+    trainee = model_loader.resolve_model_path(cfg["model"]["path"])
+    scorer = model_loader.resolve_model_path(cfg["scorer"]["path"] or cfg["model"]["path"])
+    sc = cfg["scorer"]
+    return ScoringSettings(scorer_path=scorer, trainee_path=trainee, batch_size=sc["batch_size"],
+                           scorer_max_length=sc["max_length"], train_max_length=cfg["model"]["max_length"],
+                           torch_threads=sc["torch_threads"], device=sc["device"])
+
+
+def transform(df: DataFrame, cfg: dict[str, Any], run_id: str, catalog: DataFrame | None = None,
+              ) -> tuple[DataFrame, DataFrame, dict[str, Any]]:
+    """Validated, scored, weighted rows; quarantined rows; and the statistics the weights used.
+
+    The returned scored frame is persisted; the caller unpersists it after writing.
+    """
+    if catalog is not None:
+        df = attach_catalog(df, catalog)
+    valid, quarantined = validate(df, cfg, has_catalog=catalog is not None)
+    settings = scoring_settings(cfg)
+    partitions = int(cfg["spark"]["conf"].get("spark.sql.shuffle.partitions", 8))
+    stats: dict[str, Any] = {"scorer_model": scorer_id(settings.scorer_path)}
+
+    scored_pairs = score_pairs(valid, settings, partitions)
+    joined = (valid.withColumn("_q", F.trim("query")).withColumn("_t", F.trim("title"))
+                   .join(scored_pairs, ["_q", "_t"], "inner").drop("_q", "_t")
+                   .persist(StorageLevel.MEMORY_AND_DISK))
+    stats["rows_valid"] = joined.count()
+    if stats["rows_valid"] == 0:
+        raise ValueError("no valid rows to score: every input row was quarantined (see _quarantine)")
+    base_rate = float(joined.agg(F.avg("clicked")).first()[0])
+    base_rate = float(np.clip(base_rate, weights.EPS, 1 - weights.EPS))
+    stats["base_rate"] = base_rate
+
+    cross = model_loader.is_cross_encoder(settings.scorer_path)
+    stats["scorer_kind"] = "cross_encoder" if cross else "sentence_encoder"
+    if not cross:
+        a, b = fit_calibration(joined, base_rate)
+        stats["calibration"] = {"a": a, "b": b}
+        joined = joined.withColumn("p_model", 1 / (1 + F.exp(-(F.lit(a) * F.col("relevance") + F.lit(b)))))
+    propensity = estimate_propensity(joined, cfg["weighting"]["propensity_min"])
+    stats["propensity"] = propensity
+
+    w = cfg["weighting"]
+    params = {**w, "base_rate": base_rate}
+    weigh = make_weight_udf(w["strategy"], params, propensity)
+    signals = weigh("clicked", "added_to_cart", "purchased", "dwell_ms", "position", "relevance", "p_model")
+    weighted = (joined.withColumn("_w", signals).select("*", "_w.*").drop("_w")
+                      .persist(StorageLevel.MEMORY_AND_DISK))
+    weighted.count()
+    joined.unpersist()
+    weighted, scale = normalise(weighted, w)
+    stats["scale"] = scale
+    out = (weighted.withColumn("event_date", F.to_date("event_ts"))
+                   .withColumn("scorer_model", F.lit(stats["scorer_model"]))
+                   .withColumn("config_hash", F.lit(config_mod.config_hash(cfg)))
+                   .withColumn("run_id", F.lit(run_id)))
+    quarantined = quarantined.withColumn("run_id", F.lit(run_id))
+    return out, quarantined, stats
+
+
+# ---------------------------------------------------------------- load
+
+def weight_summary(df: DataFrame) -> dict[str, Any]:
+    qs = [0.0, 0.01, 0.1, 0.5, 0.9, 0.99, 1.0]
+    row = df.agg(
+        F.count("*").alias("n"), F.avg("weight").alias("mean"), F.sum("weight").alias("sum"),
+        F.sum(F.col("weight") ** 2).alias("sum_sq"),
+        F.percentile_approx("weight", qs, 10000).alias("q"),
+        F.sum(F.when(~F.isnan("weight") & (F.col("weight") > 0), 1).otherwise(0)).alias("finite_positive"),
+    ).first()
+    ess = row["sum"] ** 2 / row["sum_sq"] if row["sum_sq"] else 0.0
+    return {"rows": row["n"], "mean": row["mean"], "quantiles": dict(zip(map(str, qs), row["q"])),
+            "effective_sample_size": ess, "ess_fraction": ess / row["n"] if row["n"] else 0.0,
+            "finite_positive_rows": row["finite_positive"]}
+
+
+def parquet_layout(path: str) -> dict[str, int]:
+    """Row groups and rows of the written data files, from their footers (no data read)."""
+    import pyarrow.parquet as pq
+
+    groups = rows = files = 0
+    for f in Path(path).glob("event_date=*/*.parquet"):
+        meta = pq.ParquetFile(f).metadata
+        files += 1
+        groups += meta.num_row_groups
+        rows += meta.num_rows
+    return {"files": files, "row_groups": groups, "rows": rows}
+
+
+def load(scored: DataFrame, quarantined: DataFrame, output: str, cfg: dict[str, Any],
+         run_id: str, summary: dict[str, Any]) -> dict[str, Any]:
+    """Write into a hidden staging folder beside `output`, verify, then swap it into place."""
+    spark = scored.sparkSession
+    output = absolute(output)
+    fs = HadoopFS(spark, output)
+    staged = sibling(output, "tmp", run_id)
+    fs.delete(staged)
+    ranks = cfg["train"]["num_processes"]
+    files_per_date = cfg["output"]["files_per_date"] or 2 * ranks
+    (scored.repartition(files_per_date, "event_id")
+           .sortWithinPartitions("event_date", "event_id")
+           .write.mode("overwrite").partitionBy("event_date").parquet(staged))
+    quarantined.repartition(1).write.mode("overwrite").parquet(f"{staged}/_quarantine")
+
+    written = spark.read.parquet(staged)
+    summary["rows_out"] = written.count()
+    summary["rows_quarantined"] = spark.read.parquet(f"{staged}/_quarantine").count()
+    summary["quarantine_reasons"] = {
+        r["reason"]: r["count"]
+        for r in spark.read.parquet(f"{staged}/_quarantine").groupBy("reason").count().collect()
+    }
+    summary["weights"] = weight_summary(written)
+    if "://" not in staged or staged.startswith("file:"):
+        summary["layout"] = parquet_layout(staged.replace("file:", ""))
+        need = ranks * cfg["output"]["min_row_groups_per_rank"]
+        if summary["layout"]["row_groups"] < need:
+            log.warning("only %d row groups for %d training ranks (want >= %d): raise output.files_per_date",
+                        summary["layout"]["row_groups"], ranks, need)
+    if summary["rows_in"] != summary["rows_out"] + summary["rows_quarantined"]:
+        fs.delete(staged)
+        raise RuntimeError(
+            f"counts do not reconcile: in={summary['rows_in']} out={summary['rows_out']} "
+            f"quarantined={summary['rows_quarantined']}; nothing was committed")
+    fs.write_text(f"{staged}/_config.yaml", dump_config_text(cfg))
+    fs.write_text(f"{staged}/_summary.json", json.dumps(summary, indent=2, sort_keys=True, default=str) + "\n")
+    commit_dir(fs, staged, output, run_id)
+    return summary
+
+
+# ---------------------------------------------------------------- run
+
+def run_score(spark: SparkSession, source: str, output: str, cfg: dict[str, Any]) -> dict[str, Any]:
+    run_id = cfg["run_id"] or config_mod.new_run_id()
+    cfg = {**cfg, "run_id": run_id}
+    t0 = time.time()
+    df, catalog = extract(spark, source, cfg["input"]["catalog"])
+    settings = scoring_settings(cfg)
+    rows_in = df.count()
+    scored, quarantined, stats = transform(df, cfg, run_id, catalog)
+    summary = {
+        "run_id": run_id, "input": source, "output": output, "rows_in": rows_in,
+        "strategy": cfg["weighting"]["strategy"], "config_hash": config_mod.config_hash(cfg),
+        "scorer_path": settings.scorer_path, "trainee_tokenizer": settings.trainee_path,
+        "versions": versions(), **stats,
+    }
+    try:
+        summary = load(scored, quarantined, output, cfg, run_id, summary)
+    finally:
+        scored.unpersist()
+    summary["seconds"] = round(time.time() - t0, 2)
+    log.info("score: in=%d out=%d quarantined=%d in %.1fs -> %s", summary["rows_in"], summary["rows_out"],
+             summary["rows_quarantined"], summary["seconds"], output)
+    return summary
+
+
+def add_common_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--conf", help="YAML profile (e.g. conf/cluster.yaml)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override one config value, e.g. weighting.strategy=none (repeatable)")
+
+
+def build_parser(p: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:
+    p = p or argparse.ArgumentParser(prog="clickweight score", description=__doc__.split("\n")[0])
+    p.add_argument("--input", required=True, help="clickstream Parquet path or table name")
+    p.add_argument("--output", required=True, help="output folder (replaced atomically)")
+    p.add_argument("--catalog", help="(item_id, title) Parquet path or table")
+    add_common_args(p)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    setup_logging()
+    args = build_parser().parse_args(argv)
+    overrides = list(args.overrides)
+    if args.catalog:
+        overrides.append(f"input.catalog={args.catalog}")
+    cfg = config_mod.load_config(args.conf, overrides)
+    spark = get_spark(cfg)
+    summary = run_score(spark, args.input, args.output, cfg)
+    print_json({k: summary[k] for k in ("output", "rows_in", "rows_out", "rows_quarantined", "strategy",
+                                        "seconds")} | {"weights": summary["weights"]})
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

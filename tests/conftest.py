@@ -1,0 +1,51 @@
+"""Shared fixtures: one SparkSession for the whole run, a tiny BERT built from a config."""
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
+os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("CLICKWEIGHT_LOG", "WARNING")
+
+
+@pytest.fixture(scope="session")
+def spark():
+    from jobs import config
+    from jobs.common import get_spark
+
+    cfg = config.load_config(overrides=["spark.master=local[2]", "spark.conf.spark.sql.shuffle.partitions=4",
+                                        "spark.conf.spark.driver.memory=2g"])
+    session = get_spark(cfg)
+    yield session
+    session.stop()
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory) -> str:
+    """A 2-layer, 32-wide BERT with the packaged MiniLM tokenizer, saved like any checkpoint."""
+    import torch
+    from transformers import BertConfig, BertModel
+
+    from udfs.model_loader import default_model_path
+
+    folder = tmp_path_factory.mktemp("tiny_bert")
+    torch.manual_seed(0)
+    cfg = BertConfig(vocab_size=30522, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                     intermediate_size=64, max_position_embeddings=128)
+    BertModel(cfg).save_pretrained(folder)
+    src = Path(default_model_path())
+    for name in ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "special_tokens_map.json"):
+        if (src / name).exists():
+            shutil.copy(src / name, folder / name)
+    return str(folder)
+
+
+def tiny_overrides(model_dir: str, *extra: str) -> list[str]:
+    return [f"model.path={model_dir}", "spark.master=local[2]", "scorer.batch_size=32",
+            "model.max_length=32", "scorer.max_length=32", *extra]

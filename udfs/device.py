@@ -1,0 +1,48 @@
+"""Which torch device a scoring task uses.
+
+Spark assigns GPUs to tasks only on a cluster with `spark.task.resource.gpu.amount`; in local
+mode it never does, so the task then picks a CUDA device by partition id itself, else the CPU.
+"""
+from __future__ import annotations
+
+
+def choose_device(
+    requested: str, gpu_addresses: list[str] | None, partition_id: int, cuda_device_count: int
+) -> str:
+    """Pure decision: 'cpu' or 'cuda:N'.
+
+    requested: 'auto' | 'cpu' | 'cuda' | 'cuda:N' (config scorer.device).
+    gpu_addresses: the task's Spark `gpu` resource addresses, or None when Spark assigned none.
+    """
+    if requested == "cpu":
+        return "cpu"
+    if requested.startswith("cuda:"):
+        return requested
+    if gpu_addresses:
+        # Spark hands out physical ordinals; with CUDA_VISIBLE_DEVICES narrowed per executor the
+        # address may exceed the visible count, so fall back to modulo.
+        idx = int(gpu_addresses[0])
+        if cuda_device_count > 0 and idx >= cuda_device_count:
+            idx = idx % cuda_device_count
+        return f"cuda:{idx}"
+    if cuda_device_count > 0:
+        return f"cuda:{partition_id % cuda_device_count}"
+    if requested == "cuda":
+        raise RuntimeError("scorer.device=cuda but no CUDA device is visible to this Python worker")
+    return "cpu"
+
+
+def task_device(requested: str) -> str:
+    """The device for the current Spark task (or the driver, outside a task)."""
+    import torch
+    from pyspark import TaskContext
+
+    ctx = TaskContext.get()
+    addresses = None
+    partition_id = 0
+    if ctx is not None:
+        partition_id = ctx.partitionId()
+        gpu = ctx.resources().get("gpu")
+        if gpu is not None and gpu.addresses:
+            addresses = list(gpu.addresses)
+    return choose_device(requested, addresses, partition_id, torch.cuda.device_count())

