@@ -1,6 +1,7 @@
 """Thin glue shared by the jobs: SparkSession, atomic directory commit, provenance, JSON output."""
 from __future__ import annotations
 
+import argparse
 import json
 import logging
 import os
@@ -136,3 +137,9 @@ def dump_config_text(cfg: dict[str, Any]) -> str:
 
 def print_json(obj: Any) -> None:
     print(json.dumps(obj, indent=2, sort_keys=True, default=str))
+
+
+def add_common_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--conf", help="YAML profile (e.g. conf/cluster.yaml)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override one config value, e.g. weighting.strategy=none (repeatable)")

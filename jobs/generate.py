@@ -360,6 +360,8 @@ def generate(rows: int, days: int, seed: int, heldout_query_fraction: float = 0.
     q_pop = 1.0 / (np.arange(1, nq_click + 1) + 5.0) ** 1.0
     q_pop = q_pop[rng.permutation(nq_click)]
     q_pop /= q_pop.sum()
+    # Tiny runs get shorter pages so there are at least `days` sessions to spread over the dates.
+    page_cap = min(MAX_LIST, max(1, n_good // days))
     sess_q = np.zeros(0, dtype=np.int64)
     sess_len = np.zeros(0, dtype=np.int64)
     while sess_len.sum() < n_good:
@@ -367,7 +369,7 @@ def generate(rows: int, days: int, seed: int, heldout_query_fraction: float = 0.
         new_q = rng.choice(nq_click, n_new, p=q_pop)
         new_len = np.where(rng.random(n_new) < 0.85, MAX_LIST, rng.integers(2, MAX_LIST, n_new))
         sess_q = np.concatenate([sess_q, new_q])
-        sess_len = np.concatenate([sess_len, np.minimum(new_len, pool_len[new_q])])
+        sess_len = np.concatenate([sess_len, np.minimum(np.minimum(new_len, page_cap), pool_len[new_q])])
     cum = np.cumsum(sess_len)
     n_sess = int(np.searchsorted(cum, n_good) + 1)
     sess_q, sess_len = sess_q[:n_sess], sess_len[:n_sess].copy()

@@ -213,7 +213,10 @@ def transform(df: DataFrame, cfg: dict[str, Any], run_id: str, catalog: DataFram
     joined.unpersist()
     weighted, scale = normalise(weighted, w)
     stats["scale"] = scale
+    # Stable per-query bucket: training holds out whole queries (bucket < eval_fraction * 1000).
+    bucket = F.pmod(F.xxhash64(F.lower(F.trim("query"))), F.lit(1000)).cast("int")
     out = (weighted.withColumn("event_date", F.to_date("event_ts"))
+                   .withColumn("query_bucket", bucket)
                    .withColumn("scorer_model", F.lit(stats["scorer_model"]))
                    .withColumn("config_hash", F.lit(config_mod.config_hash(cfg)))
                    .withColumn("run_id", F.lit(run_id)))
@@ -314,12 +317,6 @@ def run_score(spark: SparkSession, source: str, output: str, cfg: dict[str, Any]
     log.info("score: in=%d out=%d quarantined=%d in %.1fs -> %s", summary["rows_in"], summary["rows_out"],
              summary["rows_quarantined"], summary["seconds"], output)
     return summary
-
-
-def add_common_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--conf", help="YAML profile (e.g. conf/cluster.yaml)")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="override one config value, e.g. weighting.strategy=none (repeatable)")
 
 
 def build_parser(p: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:

@@ -45,9 +45,10 @@ COLUMN_BY_NAME = {c.name: c for c in INPUT_COLUMNS}
 REQUIRED = tuple(c.name for c in INPUT_COLUMNS if c.required)
 
 # Output columns added by the score job (documented in README; one place for the names).
-SIGNAL_COLUMNS = ("relevance", "p_model", "loss", "info_gain", "propensity", "raw_weight")
+SIGNAL_COLUMNS = ("relevance", "p_model", "loss", "info_gain", "propensity", "raw_weight", "weight")
 MODEL_INPUT_COLUMNS = ("input_ids", "token_type_ids", "input_len")
 PROVENANCE_COLUMNS = ("scorer_model", "config_hash", "run_id")
+SPLIT_COLUMN = "query_bucket"  # pmod(xxhash64(lower(trim(query))), 1000): held-out split by query
 TRAINING_COLUMNS = ("input_ids", "token_type_ids", "input_len", "clicked", "weight")
 
 # Control characters other than tab / newline / carriage return.

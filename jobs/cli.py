@@ -1,0 +1,42 @@
+"""The `clickweight` command: one subcommand per job; each job is also spark-submit-able from jobs/."""
+from __future__ import annotations
+
+import importlib
+import sys
+
+SUBCOMMANDS = {
+    "generate": ("jobs.generate", "synthetic clickstream with hidden true relevance"),
+    "score": ("jobs.score", "validate, BERT-score, weight and write a clickstream (Spark)"),
+    "train": ("jobs.train", "DDP fine-tuning on a scored output (Petastorm)"),
+    "evaluate": ("jobs.evaluate", "AUC / NDCG@10 / log loss of a model on labelled pairs"),
+    "pipeline": ("jobs.pipeline", "generate -> score -> train -> evaluate demo with a comparison table"),
+}
+
+
+def usage() -> str:
+    lines = ["usage: clickweight {" + ",".join(SUBCOMMANDS) + "} [options]", ""]
+    lines += [f"  {name:<10}{doc}" for name, (_, doc) in SUBCOMMANDS.items()]
+    lines += ["", "`clickweight SUBCOMMAND --help` lists a subcommand's options."]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help"):
+        print(usage())
+        return 0 if argv else 2
+    name, rest = argv[0], argv[1:]
+    if name not in SUBCOMMANDS:
+        print(f"clickweight: unknown subcommand '{name}'\n\n{usage()}", file=sys.stderr)
+        return 2
+    module = importlib.import_module(SUBCOMMANDS[name][0])
+    try:
+        return int(module.main(rest) or 0)
+    except (ValueError, FileNotFoundError) as exc:
+        # Contract violations (bad config, schema, paths) are the user's to fix: say what, no trace.
+        print(f"clickweight {name}: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,65 @@
+"""Evaluate a model folder on (query, title, label) Parquet: AUC, NDCG@10, log loss.
+
+Runs in plain PyTorch on the driver: evaluation sets are small next to the click logs. A
+clickweight model (cross-encoder) is scored by its click probability; any other BERT folder by
+the cosine of its mean-pooled embeddings (the zero-shot baseline).
+"""
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from training import metrics
+from udfs import model_loader
+from udfs.scoring import PairScorer, ScoringSettings
+
+
+def predict(model_dir: str, queries: list[str], titles: list[str], batch_size: int = 64,
+            max_length: int = 64, device: str = "cpu") -> np.ndarray:
+    """Probability (cross-encoder) or cosine (sentence encoder) per pair."""
+    folder = model_loader.resolve_model_path(model_dir)
+    settings = ScoringSettings(scorer_path=folder, trainee_path=folder, batch_size=batch_size,
+                               scorer_max_length=max_length, train_max_length=max_length,
+                               torch_threads=0, device=device)
+    scorer = PairScorer(settings, device)
+    if scorer.cross:
+        return scorer.cross_probability(queries, titles)
+    return scorer.score(pd.Series(queries), pd.Series(titles))["relevance"].to_numpy()
+
+
+def evaluate_frame(frame: pd.DataFrame, scores: np.ndarray, label_col: str,
+                   positive_threshold: float | None, is_probability: bool) -> dict[str, Any]:
+    y = frame[label_col].to_numpy(dtype=np.float64)
+    binary = bool(np.isin(np.unique(y), [0.0, 1.0]).all())
+    threshold = positive_threshold if positive_threshold is not None else (1.0 if binary else float(np.median(y)))
+    ndcg, groups = metrics.ndcg_at_k(frame["query"].to_numpy(), y, scores, k=10)
+    out: dict[str, Any] = {
+        "rows": int(len(frame)), "queries": int(frame["query"].nunique()), "ndcg_queries": groups,
+        "auc": metrics.auc(y >= threshold, scores), "ndcg@10": ndcg, "positive_threshold": threshold,
+        "positive_rate": float(np.mean(y >= threshold)),
+        "logloss": metrics.log_loss(y, scores) if binary and is_probability else None,
+    }
+    return out
+
+
+def evaluate(model_dir: str, input_path: str, label_col: str, positive_threshold: float | None = None,
+             batch_size: int = 64, max_length: int = 64) -> dict[str, Any]:
+    frame = pd.read_parquet(input_path)
+    missing = [c for c in ("query", "title", label_col) if c not in frame.columns]
+    if missing:
+        raise ValueError(f"{input_path} lacks column(s) {missing}")
+    bad = frame["query"].isna() | frame["title"].isna() | frame[label_col].isna()
+    if bad.any():
+        raise ValueError(f"{int(bad.sum())} evaluation rows have a null query, title or label")
+    started = time.time()
+    folder = model_loader.resolve_model_path(model_dir)
+    scores = predict(folder, frame["query"].astype(str).tolist(), frame["title"].astype(str).tolist(),
+                     batch_size, max_length)
+    result = evaluate_frame(frame, scores, label_col, positive_threshold,
+                            is_probability=model_loader.is_cross_encoder(folder))
+    result.update({"model": folder, "input": input_path, "label_col": label_col,
+                   "seconds": round(time.time() - started, 2)})
+    return result

@@ -1,0 +1,53 @@
+"""Ranking and classification metrics: pure numpy, no sklearn."""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+EPS = 1e-7
+
+
+def auc(labels: np.ndarray, scores: np.ndarray) -> float | None:
+    """ROC AUC via the Mann-Whitney statistic with tie-averaged ranks; None if one class is absent."""
+    y = np.asarray(labels).astype(bool)
+    s = np.asarray(scores, dtype=np.float64)
+    n_pos, n_neg = int(y.sum()), int((~y).sum())
+    if n_pos == 0 or n_neg == 0:
+        return None
+    ranks = pd.Series(s).rank(method="average").to_numpy()
+    return float((ranks[y].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+
+
+def log_loss_per_row(labels: np.ndarray, probs: np.ndarray) -> np.ndarray:
+    p = np.clip(np.asarray(probs, dtype=np.float64), EPS, 1 - EPS)
+    y = np.asarray(labels, dtype=np.float64)
+    return -(y * np.log(p) + (1 - y) * np.log(1 - p))
+
+
+def log_loss(labels: np.ndarray, probs: np.ndarray) -> float:
+    return float(log_loss_per_row(labels, probs).mean())
+
+
+def dcg(gains_in_rank_order: np.ndarray, k: int) -> float:
+    g = np.asarray(gains_in_rank_order, dtype=np.float64)[:k]
+    return float(np.sum((2.0 ** g - 1.0) / np.log2(np.arange(2, len(g) + 2))))
+
+
+def ndcg_at_k(groups: np.ndarray, labels: np.ndarray, scores: np.ndarray, k: int = 10) -> tuple[float, int]:
+    """Mean NDCG@k over groups (queries) with >= 2 items and some positive gain; (mean, groups used).
+
+    Gain 2^label - 1 on the graded label; ties in score are broken by the worse label first, so a
+    constant scorer gets no credit from the input order.
+    """
+    frame = pd.DataFrame({"g": groups, "y": np.asarray(labels, dtype=np.float64),
+                          "s": np.asarray(scores, dtype=np.float64)})
+    values = []
+    for _, part in frame.groupby("g", sort=False):
+        if len(part) < 2:
+            continue
+        ideal = dcg(np.sort(part["y"].to_numpy())[::-1], k)
+        if ideal <= 0:
+            continue
+        ranked = part.sort_values(["s", "y"], ascending=[False, True], kind="mergesort")
+        values.append(dcg(ranked["y"].to_numpy(), k) / ideal)
+    return (float(np.mean(values)) if values else float("nan")), len(values)

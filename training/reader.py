@@ -1,0 +1,127 @@
+"""Petastorm reading of the weighted output: one shard per rank, numeric columns only, guarded.
+
+petastorm 0.13.1 can end a read early without an error (ThreadPool race, see PLATFORM.md), so
+every pass counts its rows and `check_epoch_rows` compares the ranks' total against the Parquet
+footers; a mismatch fails the run instead of silently training on less data.
+"""
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+
+from udfs.schema import TRAINING_COLUMNS
+
+EVAL_BUCKETS = 1000  # `query_bucket` is in [0, EVAL_BUCKETS); the held-out split is a bucket range
+
+
+class ReaderGuardError(RuntimeError):
+    """Rows read do not match the dataset's Parquet metadata."""
+
+
+def data_files(path: str) -> list[Path]:
+    return sorted(Path(path).glob("event_date=*/*.parquet"))
+
+
+def dataset_rows(path: str) -> int:
+    """Rows in the dataset according to the Parquet footers (no data read)."""
+    import pyarrow.parquet as pq
+
+    files = data_files(path)
+    if not files:
+        raise FileNotFoundError(f"no event_date=*/ Parquet files under {path}: is it a `clickweight score` output?")
+    return sum(pq.ParquetFile(f).metadata.num_rows for f in files)
+
+
+def check_columns(path: str, fields: tuple[str, ...]) -> None:
+    """Fail with the missing column names before any rank starts reading."""
+    import pyarrow.parquet as pq
+
+    present = set(pq.read_schema(data_files(path)[0]).names)
+    missing = [f for f in fields if f not in present]
+    if missing:
+        raise ValueError(f"{path} lacks training column(s) {missing}: re-run `clickweight score` on it")
+
+
+def dataset_row_groups(path: str) -> int:
+    import pyarrow.parquet as pq
+
+    return sum(pq.ParquetFile(f).metadata.num_row_groups for f in data_files(path))
+
+
+def make_reader(path: str, rank: int, world: int, seed: int, fields: tuple[str, ...], pool: str = "dummy"):
+    """A one-epoch petastorm batch reader over this rank's row groups, in a seeded shuffled order."""
+    import warnings
+
+    from petastorm import make_batch_reader
+
+    # petastorm 0.13.1 uses pyarrow's legacy dataset API, which warns on every construction.
+    warnings.filterwarnings("ignore", category=FutureWarning, module="petastorm")
+    warnings.filterwarnings("ignore", category=DeprecationWarning, module="petastorm")
+    return make_batch_reader(
+        Path(path).resolve().as_uri(), schema_fields=list(fields), num_epochs=1,
+        shuffle_row_groups=True, seed=seed, cur_shard=rank, shard_count=world,
+        reader_pool_type=pool, workers_count=2 if pool == "thread" else 1,
+    )
+
+
+def iter_shard(path: str, rank: int, world: int, seed: int, fields: tuple[str, ...],
+               pool: str = "dummy") -> Iterator[dict[str, np.ndarray]]:
+    """Column batches (dicts of numpy arrays) of one rank's shard, one pass."""
+    reader = make_reader(path, rank, world, seed, fields, pool)
+    try:
+        for batch in reader:
+            yield {f: np.asarray(getattr(batch, f)) for f in fields}
+    finally:  # not `with`: its __exit__ prints a cache message on every pass
+        reader.stop()
+        reader.join()
+
+
+def is_eval(query_bucket: np.ndarray, eval_fraction: float) -> np.ndarray:
+    return np.asarray(query_bucket) < int(round(eval_fraction * EVAL_BUCKETS))
+
+
+def shard_train_rows(path: str, rank: int, world: int, eval_fraction: float, pool: str = "dummy") -> tuple[int, int]:
+    """(train rows, total rows) in this rank's shard: a cheap pass over one int column."""
+    train = total = 0
+    for b in iter_shard(path, rank, world, seed=0, fields=("query_bucket",), pool=pool):
+        n = len(b["query_bucket"])
+        total += n
+        train += int(n - is_eval(b["query_bucket"], eval_fraction).sum())
+    return train, total
+
+
+class ShuffleBuffer:
+    """Row-level shuffling across row-group batches with a seeded RNG (reproducible on resume)."""
+
+    def __init__(self, capacity: int, rng: np.random.Generator):
+        self.capacity = capacity
+        self.rng = rng
+        self.parts: list[dict[str, np.ndarray]] = []
+        self.size = 0
+
+    def add(self, batch: dict[str, np.ndarray]) -> None:
+        self.parts.append(batch)
+        self.size += len(next(iter(batch.values())))
+
+    def _merged(self) -> dict[str, np.ndarray]:
+        keys = self.parts[0].keys()
+        merged = {k: np.concatenate([p[k] for p in self.parts]) for k in keys}
+        self.parts = [merged]
+        return merged
+
+    def take(self, n: int, final: bool = False) -> Iterator[dict[str, np.ndarray]]:
+        """Yield batches of n rows while the buffer holds more than its capacity (or all, if final)."""
+        while self.size >= n and (final or self.size > self.capacity):
+            merged = self._merged()
+            pick = self.rng.choice(self.size, size=n, replace=False)
+            keep = np.ones(self.size, dtype=bool)
+            keep[pick] = False
+            yield {k: v[pick] for k, v in merged.items()}
+            self.parts = [{k: v[keep] for k, v in merged.items()}]
+            self.size -= n
+
+
+def training_fields() -> tuple[str, ...]:
+    return (*TRAINING_COLUMNS, "query_bucket")
