@@ -157,28 +157,36 @@ def _make_catalog(rng: np.random.Generator, n_items: int) -> tuple[pd.DataFrame,
     n_extra = rng.integers(0, 4, n_items)
     extra_pick = rng.integers(0, len(EXTRAS), (n_items, 8))
 
+    extra_words = [_words(e) for e in EXTRAS]
+    extra_pack = ["pack)" in e for e in EXTRAS]
+    types_l = types.tolist()
+    slot_vals = {s: attrs[s].tolist() for s in _SLOTS}
     titles = []
     for i in range(n_items):
-        cat = _TYPE_CAT[types[i]]
-        parts = {s: _slot_vocab(s, cat)[attrs[s][i]] if attrs[s][i] >= 0 else "" for s in _SLOTS}
+        t = types_l[i]
+        cat = int(_TYPE_CAT[t])
+        parts = {s: _slot_vocab(s, cat)[slot_vals[s][i]] if slot_vals[s][i] >= 0 else "" for s in _SLOTS}
+        n_words = sum(_words(p) for p in parts.values()) + _words(_TYPES[t])
         # Long attribute combinations would break the 15-word budget: drop finish, then material,
         # and forget them in attrs too so relevance stays consistent with the visible title.
         for s in ("finish", "material"):
-            if sum(_words(p) for p in parts.values()) + _words(_TYPES[types[i]]) > 12 and parts[s]:
+            if n_words > 12 and parts[s]:
+                n_words -= _words(parts[s])
                 parts[s] = ""
                 attrs[s][i] = -1
         base = " ".join(p for p in (parts["brand"], parts["size"], parts["color"], parts["finish"],
-                                    parts["material"], _TYPES[types[i]]) if p)
-        extras: list[str] = []
-        for j in range(8):
-            e = EXTRAS[extra_pick[i, j]]
-            n_now = _words(base) + sum(_words(x) for x in extras)
+                                    parts["material"], _TYPES[t]) if p)
+        picked: list[int] = []
+        has_pack = False
+        for e in extra_pick[i].tolist():
             # One pack size per title at most; keep within the 15-word budget.
-            if e in extras or ("pack)" in e and any("pack)" in x for x in extras)) or n_now + _words(e) > 15:
+            if e in picked or (extra_pack[e] and has_pack) or n_words + extra_words[e] > 15:
                 continue
-            if len(extras) < n_extra[i] or n_now < 6:
-                extras.append(e)
-        titles.append(_title_case(" ".join([base, *extras])))
+            if len(picked) < n_extra[i] or n_words < 6:
+                picked.append(e)
+                n_words += extra_words[e]
+                has_pack = has_pack or extra_pack[e]
+        titles.append(_title_case(" ".join([base, *(EXTRAS[e] for e in picked)])))
     item_ids = np.array([f"i{i:07d}" for i in range(n_items)], dtype=object)
     catalog = pd.DataFrame({"item_id": item_ids, "title": np.array(titles, dtype=object)})
     return catalog, item_ids, attrs
@@ -211,34 +219,43 @@ def _misspell(rng: np.random.Generator, text: str) -> str:
 def _make_queries(rng: np.random.Generator, n_queries: int, attrs: dict) -> tuple[list[str], dict]:
     n_items = len(attrs["type"])
     texts: list[str] = []
-    seen: dict[str, int] = {}
-    qa: dict[str, list[int]] = {k: [] for k in ("type", *_SLOTS)}
-    tries = 0
-    while len(texts) < n_queries and tries < n_queries * 20:
-        tries += 1
+    seen: set[str] = set()
+    qa: dict[str, list[int]] = {k: [] for k in ("type", "src", *_SLOTS)}
+    item_slots = np.stack([attrs[s] for s in _SLOTS], axis=1)
+    for _ in range(20):     # batches of draws; duplicates are skipped, so a few rounds may be needed
+        if len(texts) >= n_queries:
+            break
+        b = 2 * (n_queries - len(texts)) + 16
         # Take attributes from a real item, so every query has at least one exact match.
-        src = int(rng.integers(n_items))
-        t = int(attrs["type"][src])
-        cat = int(_TYPE_CAT[t])
-        present = [s for s in _SLOTS if attrs[s][src] >= 0]
-        n_attr = min(len(present), int(rng.choice(4, p=[0.35, 0.4, 0.2, 0.05])))
-        chosen = set(rng.choice(present, n_attr, replace=False).tolist()) if n_attr else set()
-        vals = {s: int(attrs[s][src]) if s in chosen else -1 for s in _SLOTS}
-        words = [_slot_vocab(s, cat)[vals[s]] for s in ("brand", "color", "finish", "material")
-                 if vals[s] >= 0]
-        words.append(_TYPES[t])
-        if vals["size"] >= 0:
-            words.append(_slot_vocab("size", cat)[vals["size"]])
-        text = " ".join(words)
-        if rng.random() < 0.06:
-            text = _misspell(rng, text)
-        if text in seen:
-            continue
-        seen[text] = len(texts)
-        texts.append(text)
-        qa["type"].append(t)
-        for s in _SLOTS:
-            qa[s].append(vals[s])
+        src = rng.integers(0, n_items, b)
+        n_attr = rng.choice(4, b, p=[0.35, 0.4, 0.2, 0.05])
+        # Random slot order; absent slots sort last, then the first n_attr present ones are used.
+        key = rng.random((b, len(_SLOTS))) + (item_slots[src] < 0)
+        rank = np.argsort(np.argsort(key, axis=1), axis=1)
+        use = (rank < n_attr[:, None]) & (item_slots[src] >= 0)
+        vals = np.where(use, item_slots[src], -1).tolist()
+        typo = (rng.random(b) < 0.06).tolist()
+        for k, i in enumerate(src.tolist()):
+            t = int(attrs["type"][i])
+            cat = int(_TYPE_CAT[t])
+            v = dict(zip(_SLOTS, vals[k]))
+            words = [_slot_vocab(s, cat)[v[s]] for s in ("brand", "color", "finish", "material") if v[s] >= 0]
+            words.append(_TYPES[t])
+            if v["size"] >= 0:
+                words.append(_slot_vocab("size", cat)[v["size"]])
+            text = " ".join(words)
+            if typo[k]:
+                text = _misspell(rng, text)
+            if text in seen:
+                continue
+            seen.add(text)
+            texts.append(text)
+            qa["type"].append(t)
+            qa["src"].append(i)
+            for s in _SLOTS:
+                qa[s].append(v[s])
+            if len(texts) >= n_queries:
+                break
     return texts, {k: np.array(v, dtype=np.int64) for k, v in qa.items()}
 
 
@@ -266,17 +283,16 @@ def _candidate_pool(rng: np.random.Generator, qa: dict, q: int, attrs: dict, by_
                     n_rand: int, size: int) -> tuple[np.ndarray, np.ndarray]:
     t = qa["type"][q]
     same_type = by_type[t]
-    struct = _structural_relevance(qa, q, attrs, same_type)
-    # Best structural matches first (stable sort on a random permutation keeps it seed-driven).
-    perm = rng.permutation(len(same_type))
-    exact = same_type[perm[np.argsort(-struct[perm], kind="stable")[:n_exact]]]
-    typed = rng.choice(same_type, min(n_type, len(same_type)), replace=False)
+    # A bounded sample of same-type items (with replacement: cheap; duplicates are dropped below).
+    sample = np.concatenate([[qa["src"][q]], same_type[rng.integers(0, len(same_type), 256)]])
+    struct = _structural_relevance(qa, q, attrs, sample)
+    exact = sample[np.argsort(-struct, kind="stable")[:n_exact]]   # best matches, the source first
+    typed = sample[1:n_type + 1]
     cat_items = by_cat[_TYPE_CAT[t]]
-    cat_items = cat_items[attrs["type"][cat_items] != t]
-    if len(cat_items):
-        cat_items = rng.choice(cat_items, min(n_cat, len(cat_items)), replace=False)
-    rand = rng.choice(n_items, n_rand, replace=False)
-    pool = np.concatenate([exact, typed, cat_items, rand])
+    cat_items = cat_items[rng.integers(0, len(cat_items), 4 * n_cat)]
+    related = cat_items[attrs["type"][cat_items] != t][:n_cat]
+    rand = rng.integers(0, n_items, n_rand)
+    pool = np.concatenate([exact, typed, related, rand])
     _, first = np.unique(pool, return_index=True)
     pool = pool[np.sort(first)][:size]
     rel = _structural_relevance(qa, q, attrs, pool) + rng.normal(0.0, PAIR_NOISE_SD, len(pool))
@@ -590,7 +606,7 @@ def write(data: GeneratedData, output_dir: str) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> int:
     """CLI: generate a data set and write it to --output."""
-    p = argparse.ArgumentParser(prog="python -m jobs.generate", description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(prog="python -m jobs.generate", description=(__doc__ or "").split("\n")[0])
     p.add_argument("--output", required=True, help="output folder (replaced as a whole)")
     p.add_argument("--rows", type=int, default=20000, help="clickstream rows, malformed included")
     p.add_argument("--days", type=int, default=3, help="consecutive UTC dates covered")

@@ -54,6 +54,7 @@ def run_pipeline(cfg: dict[str, Any]) -> dict[str, Any]:
     for strategy in cfg["pipeline"]["strategies"]:
         run_cfg = copy.deepcopy(cfg)
         run_cfg["weighting"]["strategy"] = strategy
+        run_cfg["train"]["max_steps_per_epoch"] = cfg["pipeline"]["max_steps_per_epoch"]
         config_mod.validate(run_cfg)
         t0 = time.time()
         scored = run_score(spark, str(data_dir / "clickstream"), str(work / f"weighted_{strategy}"), run_cfg)

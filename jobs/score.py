@@ -22,6 +22,7 @@ from jobs import config as config_mod
 from jobs.common import (
     HadoopFS,
     absolute,
+    add_common_args,
     commit_dir,
     dump_config_text,
     get_spark,

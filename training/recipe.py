@@ -25,8 +25,15 @@ import torch.distributed as dist
 from training import metrics
 from training.model import build_cross_encoder, forward_logits, save_model, weighted_bce
 from training.reader import (
-    ReaderGuardError, ShuffleBuffer, check_columns, dataset_row_groups, dataset_rows, is_eval, iter_shard,
-    shard_train_rows, training_fields,
+    ReaderGuardError,
+    ShuffleBuffer,
+    check_columns,
+    dataset_row_groups,
+    dataset_rows,
+    is_eval,
+    iter_shard,
+    shard_train_rows,
+    training_fields,
 )
 
 CHECKPOINT = "checkpoint.pt"
