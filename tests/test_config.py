@@ -1,0 +1,47 @@
+from __future__ import annotations
+
+import pytest
+
+from jobs import config
+
+
+def test_defaults_validate_and_hash_is_stable():
+    a, b = config.load_config(), config.load_config()
+    assert config.config_hash(a) == config.config_hash(b)
+    assert config.config_hash(a) != config.config_hash(config.load_config(overrides=["train.lr=1e-4"]))
+
+
+def test_set_parses_yaml_scalars_and_spark_conf_keys():
+    cfg = config.load_config(overrides=["train.epochs=3", "weighting.w_max=20", "train.use_gpu=false",
+                                        "spark.conf.spark.sql.shuffle.partitions=16",
+                                        "pipeline.strategies=none,ipw"])
+    assert cfg["train"]["epochs"] == 3 and cfg["weighting"]["w_max"] == 20.0
+    assert cfg["spark"]["conf"]["spark.sql.shuffle.partitions"] == "16"
+    assert cfg["pipeline"]["strategies"] == ["none", "ipw"]
+
+
+@pytest.mark.parametrize("override, message", [
+    ("train.epoch=3", "unknown config key 'train.epoch'"),
+    ("train.epochs=three", "'train.epochs' must be int"),
+    ("weighting.strategy=magic", "weighting.strategy must be one of"),
+    ("weighting.w_min=2", "w_min <= 1"),
+    ("model.path=/does/not/exist", "model.path is not a folder"),
+    ("train.use_gpu=1", "must be true/false"),
+    ("novalue", "key=value"),
+])
+def test_bad_values_fail_with_a_clear_message(override, message):
+    with pytest.raises(config.ConfigError, match=message):
+        config.load_config(overrides=[override])
+
+
+def test_profiles_in_conf_load(tmp_path):
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent / "conf"
+    for name in ("local.yaml", "cluster.yaml"):
+        cfg = config.load_config(str(root / name))
+        assert cfg["weighting"]["strategy"] in config.STRATEGIES
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("train:\n  batch_size: -1\n")
+    with pytest.raises(config.ConfigError, match="batch_size"):
+        config.load_config(str(bad))

@@ -1,0 +1,52 @@
+"""Device choice, including with faked Spark task resources."""
+from __future__ import annotations
+
+import pytest
+
+from udfs.device import choose_device, task_device
+
+
+@pytest.mark.parametrize("requested, addresses, partition, cuda, expected", [
+    ("auto", ["1"], 0, 4, "cuda:1"),         # Spark assigned GPU 1 to the task
+    ("auto", ["5"], 0, 2, "cuda:1"),         # address beyond the visible devices: modulo
+    ("auto", None, 5, 2, "cuda:1"),          # local mode with CUDA: by partition
+    ("auto", None, 5, 0, "cpu"),             # no CUDA at all
+    ("cpu", ["0"], 0, 4, "cpu"),             # forced CPU wins
+    ("cuda:3", None, 0, 4, "cuda:3"),
+])
+def test_choose_device(requested, addresses, partition, cuda, expected):
+    assert choose_device(requested, addresses, partition, cuda) == expected
+
+
+def test_cuda_requested_without_cuda_is_an_error():
+    with pytest.raises(RuntimeError, match="no CUDA"):
+        choose_device("cuda", None, 0, 0)
+
+
+class _FakeResource:
+    def __init__(self, addresses):
+        self.addresses = addresses
+
+
+class _FakeTaskContext:
+    def __init__(self, partition, resources):
+        self._partition, self._resources = partition, resources
+
+    def partitionId(self):  # noqa: N802 (Spark's name)
+        return self._partition
+
+    def resources(self):
+        return self._resources
+
+
+def test_task_device_reads_spark_task_gpu_resources(monkeypatch):
+    import torch
+    from pyspark import TaskContext
+
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    monkeypatch.setattr(TaskContext, "get", classmethod(lambda cls: _FakeTaskContext(3, {"gpu": _FakeResource(["0"])})))
+    assert task_device("auto") == "cuda:0"
+    monkeypatch.setattr(TaskContext, "get", classmethod(lambda cls: _FakeTaskContext(3, {})))
+    assert task_device("auto") == "cuda:1"
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 0)
+    assert task_device("auto") == "cpu"

@@ -1,0 +1,41 @@
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from training import metrics
+
+
+def test_auc_known_values():
+    y = np.array([0, 0, 1, 1])
+    assert metrics.auc(y, np.array([0.1, 0.2, 0.8, 0.9])) == 1.0
+    assert metrics.auc(y, np.array([0.9, 0.8, 0.2, 0.1])) == 0.0
+    assert metrics.auc(y, np.array([0.5, 0.5, 0.5, 0.5])) == 0.5
+    assert metrics.auc(y, np.array([0.1, 0.6, 0.4, 0.9])) == 0.75
+    assert metrics.auc(np.array([1, 1]), np.array([0.1, 0.2])) is None
+
+
+def test_log_loss_by_hand():
+    assert metrics.log_loss(np.array([1, 0]), np.array([0.8, 0.4])) == pytest.approx(
+        -(math.log(0.8) + math.log(0.6)) / 2)
+
+
+def test_ndcg_known_values_and_single_item_queries_skipped():
+    groups = np.array(["a", "a", "a", "b", "c", "c"])
+    labels = np.array([3.0, 2.0, 1.0, 3.0, 1.0, 2.0])
+    perfect = np.array([0.9, 0.5, 0.1, 0.3, 0.1, 0.9])
+    value, used = metrics.ndcg_at_k(groups, labels, perfect)
+    assert value == pytest.approx(1.0) and used == 2  # 'b' has one item
+    worst = np.array([0.1, 0.5, 0.9, 0.3, 0.9, 0.1])
+    ideal_a = 7 + 3 / math.log2(3) + 1 / 2
+    got_a = 1 + 3 / math.log2(3) + 7 / 2
+    ideal_c, got_c = 3 + 1 / math.log2(3), 1 + 3 / math.log2(3)
+    value, _ = metrics.ndcg_at_k(groups, labels, worst)
+    assert value == pytest.approx((got_a / ideal_a + got_c / ideal_c) / 2)
+
+
+def test_ndcg_constant_scores_get_no_credit_from_input_order():
+    value, _ = metrics.ndcg_at_k(np.array(["a", "a"]), np.array([3.0, 1.0]), np.array([0.5, 0.5]))
+    assert value < 1.0

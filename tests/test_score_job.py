@@ -1,0 +1,109 @@
+"""The score job in real local Spark on generated rows, malformed ones included."""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from conftest import tiny_overrides
+
+from jobs import config
+from jobs.generate import generate, write
+from jobs.score import run_score
+from udfs.schema import SchemaError
+
+
+@pytest.fixture(scope="module")
+def raw_dir(tmp_path_factory) -> str:
+    folder = tmp_path_factory.mktemp("raw") / "data"
+    write(generate(rows=600, days=2, seed=11, malformed_fraction=0.05), str(folder))
+    return str(folder)
+
+
+@pytest.fixture(scope="module")
+def scored(spark, raw_dir, tiny_model_dir, tmp_path_factory):
+    out = tmp_path_factory.mktemp("scored") / "weighted"
+    cfg = config.load_config(overrides=tiny_overrides(tiny_model_dir, "weighting.strategy=combined",
+                                                      "weighting.w_max=4.0"))
+    summary = run_score(spark, f"{raw_dir}/clickstream", str(out), cfg)
+    return out, summary
+
+
+def test_counts_reconcile_and_bad_rows_are_quarantined_with_reasons(scored, raw_dir):
+    out, summary = scored
+    truth = pd.read_parquet(f"{raw_dir}/truth.parquet")
+    quarantine = pd.read_parquet(out / "_quarantine")
+    assert summary["rows_in"] == 600
+    assert summary["rows_in"] == summary["rows_out"] + summary["rows_quarantined"]
+    assert len(quarantine) == summary["rows_quarantined"] == truth["malformed_kind"].notna().sum()
+    assert (quarantine["reason"] != "").all()
+    expected = {"null_query": "null_query", "empty_query": "empty_query", "null_title": "null_title",
+                "empty_title": "empty_title", "negative_position": "position_out_of_range",
+                "zero_position": "position_out_of_range", "clicked_2": "clicked_not_0_1",
+                "clicked_negative": "clicked_not_0_1", "long_title": "title_too_long",
+                "null_event_ts": "null_event_ts", "null_item_id": "null_item_id",
+                "duplicate_event_id": "duplicate_event_id"}
+    reasons = set(";".join(quarantine["reason"]).split(";"))
+    for kind in truth["malformed_kind"].dropna().unique():
+        assert expected[kind] in reasons, kind
+    written = json.loads((out / "_summary.json").read_text())
+    assert written["rows_quarantined"] == summary["rows_quarantined"]
+
+
+def test_weights_finite_positive_clipped_mean_one(scored):
+    out, _ = scored
+    frame = pd.read_parquet(out)
+    w = frame["weight"].to_numpy()
+    assert np.all(np.isfinite(w)) and np.all(w > 0)
+    assert w.min() >= 0.1 and w.max() <= 4.0
+    assert w.mean() == pytest.approx(1.0, abs=1e-6)
+    assert w.std() > 0.01  # a real strategy, not uniform
+
+
+def test_output_layout_model_input_and_provenance(scored, tiny_model_dir):
+    out, summary = scored
+    frame = pd.read_parquet(out)
+    assert {"event_date", "query_bucket", "scorer_model", "config_hash", "run_id", "relevance", "p_model",
+            "loss", "info_gain", "propensity", "input_ids", "token_type_ids", "input_len"} <= set(frame.columns)
+    assert sorted(p.name for p in out.glob("event_date=*")) == ["event_date=2026-01-01", "event_date=2026-01-02"]
+    assert {len(x) for x in frame["input_ids"]} == {32}
+    assert frame["input_len"].between(4, 32).all()
+    assert frame["run_id"].nunique() == 1 and frame["scorer_model"].iloc[0].startswith(Path(tiny_model_dir).name)
+    assert summary["layout"]["row_groups"] >= 4  # 2 ranks x min_row_groups_per_rank
+    assert (out / "_config.yaml").exists()
+    assert frame["p_model"].between(0, 1).all() and frame["propensity"].between(0.05, 1).all()
+
+
+def test_none_is_exactly_uniform_and_rerun_replaces_cleanly(spark, raw_dir, tiny_model_dir, tmp_path):
+    out = tmp_path / "w"
+    cfg = config.load_config(overrides=tiny_overrides(tiny_model_dir, "weighting.strategy=none"))
+    first = run_score(spark, f"{raw_dir}/clickstream", str(out), cfg)
+    a = pd.read_parquet(out).sort_values("event_id").reset_index(drop=True)
+    assert (a["weight"] == 1.0).all()
+    second = run_score(spark, f"{raw_dir}/clickstream", str(out), cfg)
+    b = pd.read_parquet(out).sort_values("event_id").reset_index(drop=True)
+    assert first["run_id"] != second["run_id"] and b["run_id"].iloc[0] == second["run_id"]
+    cols = ["event_id", "weight", "relevance", "p_model"]
+    pd.testing.assert_frame_equal(a[cols], b[cols])
+    assert sorted(os.listdir(tmp_path)) == ["w"]  # no staging or old copies left behind
+
+
+def test_schema_damage_fails_fast_naming_the_column(spark, raw_dir, tiny_model_dir, tmp_path):
+    df = spark.read.parquet(f"{raw_dir}/clickstream")
+    df.drop("position").withColumn("clicked", df.clicked.cast("string")).write.parquet(str(tmp_path / "bad"))
+    cfg = config.load_config(overrides=tiny_overrides(tiny_model_dir))
+    with pytest.raises(SchemaError, match="missing required column 'position'.*'clicked' has type string"):
+        run_score(spark, str(tmp_path / "bad"), str(tmp_path / "out"), cfg)
+    assert not (tmp_path / "out").exists()
+
+
+def test_catalog_supplies_missing_titles(spark, raw_dir, tiny_model_dir, tmp_path):
+    df = spark.read.parquet(f"{raw_dir}/clickstream").drop("title").limit(200)
+    df.write.parquet(str(tmp_path / "no_title"))
+    cfg = config.load_config(overrides=tiny_overrides(tiny_model_dir, f"input.catalog={raw_dir}/catalog.parquet"))
+    summary = run_score(spark, str(tmp_path / "no_title"), str(tmp_path / "out"), cfg)
+    assert summary["rows_in"] == 200 == summary["rows_out"] + summary["rows_quarantined"]
+    assert "null_title" not in summary["quarantine_reasons"]
