@@ -63,6 +63,10 @@ class HadoopFS:
         if self.exists(p):
             self.fs.delete(self.path(p), True)
 
+    def glob(self, pattern: str) -> list[str]:
+        found = self.fs.globStatus(self.path(pattern))
+        return [st.getPath().toString() for st in found] if found is not None else []
+
     def rename(self, src: str, dst: str) -> None:
         if not self.fs.rename(self.path(src), self.path(dst)):
             raise OSError(f"rename {src} -> {dst} failed")
@@ -76,10 +80,14 @@ class HadoopFS:
 
 
 def sibling(path: str, prefix: str, run_id: str) -> str:
-    """A hidden sibling of `path` (same filesystem, so renames stay cheap and atomic)."""
+    """A sibling of `path` on the same filesystem, so renames stay cheap and atomic.
+
+    Not dot-prefixed: Spark's readers ignore hidden paths, and the job reads its staged output
+    back to verify counts before committing.
+    """
     path = path.rstrip("/")
     head, _, name = path.rpartition("/")
-    return f"{head}/.{name}.{prefix}-{run_id}" if head else f".{name}.{prefix}-{run_id}"
+    return f"{head}/{name}.{prefix}-{run_id}" if head else f"{name}.{prefix}-{run_id}"
 
 
 def commit_dir(fs: HadoopFS, staged: str, final: str, run_id: str) -> None:
@@ -89,6 +97,7 @@ def commit_dir(fs: HadoopFS, staged: str, final: str, run_id: str) -> None:
     moved aside (not deleted) until the new one is in place.
     """
     old = sibling(final, "old", run_id)
+    _restore_interrupted_commit(fs, final)
     had_old = fs.exists(final)
     if had_old:
         fs.rename(final, old)
@@ -100,6 +109,16 @@ def commit_dir(fs: HadoopFS, staged: str, final: str, run_id: str) -> None:
         raise
     if had_old:
         fs.delete(old)
+    # Leftovers of runs killed before their commit (one writer per output is assumed).
+    for stale in fs.glob(f"{final.rstrip('/')}.tmp-*") + fs.glob(f"{final.rstrip('/')}.old-*"):
+        fs.delete(stale)
+
+
+def _restore_interrupted_commit(fs: HadoopFS, final: str) -> None:
+    """A run killed between its two renames left no `final`, only `final.old-<run>`: put it back."""
+    olds = fs.glob(f"{final.rstrip('/')}.old-*")
+    if olds and not fs.exists(final):
+        fs.rename(sorted(olds)[-1], final)
 
 
 def absolute(path: str) -> str:

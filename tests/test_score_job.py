@@ -107,3 +107,27 @@ def test_catalog_supplies_missing_titles(spark, raw_dir, tiny_model_dir, tmp_pat
     summary = run_score(spark, str(tmp_path / "no_title"), str(tmp_path / "out"), cfg)
     assert summary["rows_in"] == 200 == summary["rows_out"] + summary["rows_quarantined"]
     assert "null_title" not in summary["quarantine_reasons"]
+
+
+def test_cross_encoder_scorer_gives_model_probability(spark, raw_dir, tiny_model_dir, tmp_path):
+    """A saved clickweight model as scorer: p_model is its click probability, not calibrated cosine."""
+    import torch
+    from transformers import BertForSequenceClassification
+
+    from training.evaluate import predict
+    from training.model import build_cross_encoder, save_model
+
+    torch.manual_seed(1)
+    cross = build_cross_encoder(tiny_model_dir)
+    with torch.no_grad():
+        cross.classifier.bias.fill_(-1.0)
+    save_model(cross, tiny_model_dir, tmp_path / "cross", {"test": True})
+    assert isinstance(BertForSequenceClassification.from_pretrained(tmp_path / "cross"), BertForSequenceClassification)
+    cfg = config.load_config(overrides=tiny_overrides(tiny_model_dir, f"scorer.path={tmp_path / 'cross'}",
+                                                      "weighting.strategy=confidence"))
+    summary = run_score(spark, f"{raw_dir}/clickstream", str(tmp_path / "out"), cfg)
+    assert summary["scorer_kind"] == "cross_encoder" and "calibration" not in summary
+    frame = pd.read_parquet(tmp_path / "out").head(20)
+    expected = predict(str(tmp_path / "cross"), frame["query"].str.strip().tolist(),
+                       frame["title"].str.strip().tolist(), max_length=32)
+    assert np.allclose(frame["p_model"].to_numpy(), expected, atol=1e-5)

@@ -18,7 +18,8 @@ def weighted(spark, tiny_model_dir, tmp_path_factory) -> str:
     raw = tmp_path_factory.mktemp("raw") / "data"
     write(generate(rows=800, days=2, seed=3, malformed_fraction=0.0), str(raw))
     out = tmp_path_factory.mktemp("w") / "weighted"
-    cfg = config.load_config(overrides=tiny_overrides(tiny_model_dir, "weighting.strategy=ipw"))
+    # Uniform weights: the loss-decrease assertion should not hinge on one strategy's variance.
+    cfg = config.load_config(overrides=tiny_overrides(tiny_model_dir, "weighting.strategy=none"))
     run_score(spark, f"{raw}/clickstream", str(out), cfg)
     return str(out)
 
@@ -37,7 +38,7 @@ def test_torchrun_two_ranks_loss_decreases_and_model_loads(weighted, tiny_model_
     hist = summary["history"]
     assert summary["world_size"] == 2 and len(hist) == 3
     assert all(h["rows_read"] == 800 for h in hist)  # the guard's count matched the footers every epoch
-    assert hist[-1]["train_loss"] < hist[0]["train_loss"] - 0.02
+    assert hist[-1]["train_loss"] < hist[0]["train_loss"] - 0.05
     assert hist[0]["eval_rows"] > 0 and hist[-1]["eval_logloss"] < 0.69
     assert summary["global_step"] == 3 * summary["steps_per_epoch"]
     model = AutoModelForSequenceClassification.from_pretrained(out)  # plain transformers, safetensors
@@ -64,3 +65,14 @@ def test_too_few_row_groups_for_ranks_is_a_clear_error(weighted, tiny_model_dir)
     t = train_cfg(tiny_model_dir)["train"]
     with pytest.raises(ValueError, match="8 row groups for 16 ranks"):
         plan_steps(weighted, 0, 16, t)
+
+
+def test_weighted_bce_by_hand():
+    import math
+
+    from training.model import weighted_bce
+
+    logits = torch.tensor([0.0, 2.0])
+    loss = weighted_bce(logits, torch.tensor([1, 0]), torch.tensor([2.0, 0.5]))
+    expected = (2.0 * math.log(2) + 0.5 * (2.0 + math.log1p(math.exp(-2.0)))) / 2
+    assert float(loss) == pytest.approx(expected, rel=1e-6)
