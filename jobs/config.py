@@ -6,8 +6,10 @@ instead of silently running with a default.
 from __future__ import annotations
 
 import copy
+import datetime
 import hashlib
 import json
+import re
 import secrets
 import time
 from pathlib import Path
@@ -22,7 +24,7 @@ _FREE_MAPPINGS = {"spark.conf", "weighting.action_values", "weighting.combined"}
 
 STRATEGIES = (
     "none", "relevance", "confidence", "information_gain", "loss", "el2n", "ipw",
-    "action_value", "combined",
+    "action_value", "denoise", "mlm_quality", "combined",
 )
 
 
@@ -63,6 +65,11 @@ def _coerce(dotted: str, default: Any, value: Any) -> Any:
         return value
     if isinstance(default, float) and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
+    if isinstance(default, float) and isinstance(value, str):
+        try:  # YAML 1.1 reads '1e-4' (no dot) as a string
+            return float(value)
+        except ValueError:
+            pass
     if isinstance(default, list) and isinstance(value, str):
         return [v.strip() for v in value.split(",") if v.strip()]
     if not isinstance(value, type(default)) or isinstance(value, bool) != isinstance(default, bool):
@@ -116,6 +123,17 @@ def validate(cfg: dict[str, Any]) -> None:
     _check(0 < w["w_min"] <= 1 <= w["w_max"], "need 0 < weighting.w_min <= 1 <= weighting.w_max")
     _check(w["temperature"] > 0, "weighting.temperature must be > 0")
     _check(0 < w["propensity_min"] <= 1, "weighting.propensity_min must be in (0, 1]")
+    _check(w["propensity_estimator"] in ("em", "ratio"), "weighting.propensity_estimator: em | ratio")
+    _check(w["em_buckets"] >= 2 and w["em_max_pairs"] >= 0 and w["em_prior_rows"] >= 0,
+           "need weighting.em_buckets >= 2, em_max_pairs >= 0, em_prior_rows >= 0")
+    _check(0 < w["denoise_weight"] <= 1, "weighting.denoise_weight must be in (0, 1]")
+    _check(w["denoise_mode"] in ("hard", "soft"), "weighting.denoise_mode: hard | soft")
+    _check(w["mlm_model"] is None or Path(w["mlm_model"]).is_dir(),
+           f"weighting.mlm_model is not a folder: {w['mlm_model']}")
+    kf = cfg["sampling"]["keep_fraction"]
+    _check(kf is None or (isinstance(kf, (int, float)) and 0 < kf <= 1),
+           f"sampling.keep_fraction must be null or in (0, 1], got {kf!r}")
+    _check(isinstance(cfg["rounds"], int) and cfg["rounds"] >= 1, "rounds must be an int >= 1")
     for name in w["combined"]:
         _check(name in STRATEGIES and name not in ("none", "combined"),
                f"weighting.combined: unknown signal {name!r}")
@@ -129,8 +147,27 @@ def validate(cfg: dict[str, Any]) -> None:
     _check(t["reader_pool"] in ("dummy", "thread"), "train.reader_pool: dummy | thread")
     _check(t["max_steps_per_epoch"] is None or t["max_steps_per_epoch"] >= 1,
            "train.max_steps_per_epoch must be null or >= 1")
+    _check(t["checkpoint_every_steps"] >= 0, "train.checkpoint_every_steps must be >= 0 (0 = epoch ends only)")
+    _check(t["shuffle_buffer_rows"] >= 0, "train.shuffle_buffer_rows must be >= 0")
+    _check(t["torch_threads"] >= 1, "train.torch_threads must be >= 1")
     _check(cfg["model"]["max_length"] >= 8, "model.max_length must be >= 8")
-    _check(cfg["scorer"]["batch_size"] >= 1, "scorer.batch_size must be >= 1")
+    sc = cfg["scorer"]
+    _check(sc["batch_size"] >= 1, "scorer.batch_size must be >= 1")
+    _check(sc["max_length"] >= 8, "scorer.max_length must be >= 8")
+    _check(sc["torch_threads"] >= 0, "scorer.torch_threads must be >= 0 (0 = torch's default)")
+    _check(sc["device"] in ("auto", "cpu", "cuda") or re.fullmatch(r"cuda:\d+", sc["device"]) is not None,
+           f"scorer.device must be auto | cpu | cuda | cuda:N, got {sc['device']!r}")
+    inp = cfg["input"]
+    _check(inp["max_position"] >= 1, "input.max_position must be >= 1")
+    _check(inp["max_title_chars"] >= 1 and inp["max_query_chars"] >= 1,
+           "input.max_title_chars and input.max_query_chars must be >= 1")
+    try:
+        datetime.datetime.fromisoformat(str(inp["min_event_ts"]))
+    except ValueError:
+        raise ConfigError(f"input.min_event_ts is not a timestamp: {inp['min_event_ts']!r}") from None
+    fpd = cfg["output"]["files_per_date"]
+    _check(fpd is None or fpd >= 1, "output.files_per_date must be null or >= 1")
+    _check(cfg["output"]["min_row_groups_per_rank"] >= 1, "output.min_row_groups_per_rank must be >= 1")
     for key in ("model", "scorer"):
         p = cfg[key]["path"]
         _check(p is None or Path(p).is_dir(), f"{key}.path is not a folder: {p}")

@@ -2,6 +2,12 @@
 
     clickweight pipeline                                   # the demo, local mode, defaults
     clickweight pipeline --set generate.rows=5000 --set pipeline.strategies=none,ipw
+    clickweight pipeline --set rounds=2                    # the iterative loop (seeds 000/001)
+
+Round 0 scores with the configured scorer (the sentence encoder by default); round k >= 1 re-scores
+the same clickstream with the cross-encoder fine-tuned in round k-1 for the same strategy, reweights
+and fine-tunes again (from model.path, or from round k-1's model with loop.init_from_previous).
+Every round keeps its outputs in <workdir>/round_<k>/ (weighted_<s>/, model_<s>/, eval_<s>.json).
 """
 from __future__ import annotations
 
@@ -14,7 +20,7 @@ from typing import Any
 from jobs import config as config_mod
 from jobs.common import add_common_args, get_spark, log, setup_logging, write_json
 
-COLUMNS = ("strategy", "train_rows", "steps", "auc", "ndcg@10", "score_s", "train_s")
+COLUMNS = ("strategy", "round", "train_rows", "steps", "auc", "ndcg@10", "ess_fraction", "score_s", "train_s")
 
 
 def format_table(rows: list[dict[str, Any]]) -> str:
@@ -26,6 +32,19 @@ def format_table(rows: list[dict[str, Any]]) -> str:
     lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
     lines += ["| " + " | ".join(cell(r.get(c)) for c in COLUMNS) + " |" for r in rows]
     return "\n".join(lines)
+
+
+def round_config(cfg: dict[str, Any], strategy: str, previous_model: str | None) -> dict[str, Any]:
+    """One (strategy, round) run's config: round k >= 1 scores with round k-1's fine-tuned model."""
+    run_cfg = copy.deepcopy(cfg)
+    run_cfg["weighting"]["strategy"] = strategy
+    run_cfg["train"]["max_steps_per_epoch"] = cfg["pipeline"]["max_steps_per_epoch"]
+    if previous_model is not None:
+        run_cfg["scorer"]["path"] = previous_model  # a clickweight model folder: cross-encoder scorer
+        if cfg["loop"]["init_from_previous"]:
+            run_cfg["model"]["path"] = previous_model
+    config_mod.validate(run_cfg)
+    return run_cfg
 
 
 def run_pipeline(cfg: dict[str, Any]) -> dict[str, Any]:
@@ -51,25 +70,32 @@ def run_pipeline(cfg: dict[str, Any]) -> dict[str, Any]:
     baseline = evaluate(resolve_model_path(cfg["model"]["path"]), heldout, "relevance", threshold)
     rows.append({"strategy": "zero-shot encoder (no training)", "auc": baseline["auc"],
                  "ndcg@10": baseline["ndcg@10"], "train_rows": 0, "steps": 0})
-    for strategy in cfg["pipeline"]["strategies"]:
-        run_cfg = copy.deepcopy(cfg)
-        run_cfg["weighting"]["strategy"] = strategy
-        run_cfg["train"]["max_steps_per_epoch"] = cfg["pipeline"]["max_steps_per_epoch"]
-        config_mod.validate(run_cfg)
-        t0 = time.time()
-        scored = run_score(spark, str(data_dir / "clickstream"), str(work / f"weighted_{strategy}"), run_cfg)
-        t1 = time.time()
-        trained = run_training(str(work / f"weighted_{strategy}"), str(work / f"model_{strategy}"), run_cfg)
-        t2 = time.time()
-        metrics = evaluate(str(work / f"model_{strategy}"), heldout, "relevance", threshold)
-        write_json(work / f"eval_{strategy}.json", metrics)
-        rows.append({"strategy": strategy, "auc": metrics["auc"], "ndcg@10": metrics["ndcg@10"],
-                     "train_rows": trained["train_rows_per_epoch"] * len(trained["history"]),
-                     "steps": trained["global_step"], "score_s": round(t1 - t0, 1), "train_s": round(t2 - t1, 1),
-                     "rows_in": scored["rows_in"], "rows_quarantined": scored["rows_quarantined"],
-                     "ess_fraction": scored["weights"]["ess_fraction"]})
+    previous: dict[str, str] = {}  # strategy -> the model folder its last round produced
+    for rnd in range(cfg["rounds"]):
+        round_dir = work / f"round_{rnd}"
+        round_dir.mkdir(parents=True, exist_ok=True)
+        for strategy in cfg["pipeline"]["strategies"]:
+            run_cfg = round_config(cfg, strategy, previous.get(strategy))
+            weighted, model = round_dir / f"weighted_{strategy}", round_dir / f"model_{strategy}"
+            t0 = time.time()
+            scored = run_score(spark, str(data_dir / "clickstream"), str(weighted), run_cfg)
+            t1 = time.time()
+            trained = run_training(str(weighted), str(model), run_cfg)
+            t2 = time.time()
+            metrics = evaluate(str(model), heldout, "relevance", threshold)
+            write_json(round_dir / f"eval_{strategy}.json", metrics)
+            previous[strategy] = str(model)
+            rows.append({"strategy": strategy, "round": rnd, "auc": metrics["auc"], "ndcg@10": metrics["ndcg@10"],
+                         "train_rows": trained["train_rows_per_epoch"] * len(trained["history"]),
+                         "steps": trained["global_step"], "score_s": round(t1 - t0, 1),
+                         "train_s": round(t2 - t1, 1), "rows_in": scored["rows_in"],
+                         "rows_out": scored["rows_out"], "rows_quarantined": scored["rows_quarantined"],
+                         "rows_sampled_out": scored.get("rows_sampled_out", 0),
+                         "ess_fraction": scored["weights"]["ess_fraction"], "scorer_kind": scored["scorer_kind"],
+                         "scorer_path": scored["scorer_path"], "init_from": run_cfg["model"]["path"],
+                         "weighted": str(weighted), "model": str(model)})
     result = {"workdir": str(work), "generate": gen, "heldout": heldout, "positive_threshold": threshold,
-              "results": rows, "seconds": round(time.time() - started, 1)}
+              "rounds": cfg["rounds"], "results": rows, "seconds": round(time.time() - started, 1)}
     write_json(work / "pipeline_results.json", result)
     (work / "pipeline_results.md").write_text(format_table(rows) + "\n")
     return result

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 from pyspark import StorageLevel
-from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from jobs import config as config_mod
@@ -33,9 +33,12 @@ from jobs.common import (
     versions,
 )
 from udfs import model_loader, schema, weights
-from udfs.scoring import ScoringSettings, make_score_udf
+from udfs.aggregates import exact_avg, exact_sum
+from udfs.scoring import MLMSettings, ScoringSettings, make_mlm_udf, make_score_udf
 
-WEIGHT_SIGNAL_SCHEMA = "loss double, info_gain double, propensity double, raw_weight double"
+WEIGHT_SIGNAL_SCHEMA = ("loss double, info_gain double, propensity double, noise_score double, suspect boolean, "
+                        "raw_weight double")
+MIN_ROWS_PER_POSITION = 20  # positions seen less often inherit the previous position's propensity
 
 
 # ---------------------------------------------------------------- extract
@@ -80,8 +83,14 @@ def score_pairs(valid: DataFrame, settings: ScoringSettings, partitions: int) ->
     """Each distinct (query, title) scored once: click logs repeat pairs heavily."""
     pairs = (valid.select(F.trim("query").alias("_q"), F.trim("title").alias("_t"))
                   .distinct()
-                  .repartition(partitions, "_q", "_t"))
-    udf = make_score_udf(settings)
+                  .repartition(partitions, "_q", "_t")
+                  # A fixed order inside each partition fixes the Arrow batches and the padded
+                  # micro-batches, so a pair's score does not depend on upstream partitioning,
+                  # shuffle fetch order or task retries (dynamic padding changes the last bits).
+                  .sortWithinPartitions("_q", "_t"))
+    # Nondeterministic (it is, in the last bits, w.r.t. batch composition): otherwise Catalyst's
+    # EliminateSorts drops the sort above, as a sort under a join through deterministic projections.
+    udf = make_score_udf(settings).asNondeterministic()
     return pairs.withColumn("_s", udf("_q", "_t")).select("_q", "_t", "_s.*")
 
 
@@ -92,11 +101,11 @@ def fit_calibration(df: DataFrame, base_rate: float, iterations: int = 8) -> tup
         p = 1 / (1 + F.exp(-(F.lit(a) * F.col("relevance") + F.lit(b))))
         w = p * (1 - p)
         row = df.select(
-            F.sum((p - F.col("clicked")) * F.col("relevance")).alias("g_a"),
-            F.sum(p - F.col("clicked")).alias("g_b"),
-            F.sum(w * F.col("relevance") ** 2).alias("h_aa"),
-            F.sum(w * F.col("relevance")).alias("h_ab"),
-            F.sum(w).alias("h_bb"),
+            exact_sum((p - F.col("clicked")) * F.col("relevance")).alias("g_a"),
+            exact_sum(p - F.col("clicked")).alias("g_b"),
+            exact_sum(w * F.col("relevance") ** 2).alias("h_aa"),
+            exact_sum(w * F.col("relevance")).alias("h_ab"),
+            exact_sum(w).alias("h_bb"),
         ).first()
         new_a, new_b = weights.platt_newton_step(row.asDict(), a, b)
         if abs(new_a - a) + abs(new_b - b) < 1e-7:
@@ -106,22 +115,68 @@ def fit_calibration(df: DataFrame, base_rate: float, iterations: int = 8) -> tup
     return a, b
 
 
-def estimate_propensity(df: DataFrame, floor: float) -> dict[int, float]:
-    stats = (df.groupBy("position")
-               .agg(F.count("*").alias("n"), F.sum("clicked").alias("c"), F.sum("p_model").alias("r"))
-               .toPandas())  # one row per position: small
-    return weights.position_propensity(stats["position"].to_numpy(), stats["c"].to_numpy(),
-                                       stats["r"].to_numpy(), stats["n"].to_numpy(), floor=floor)
+def estimate_propensity(df: DataFrame, w: dict[str, Any]) -> tuple[dict[int, float], dict[str, Any]]:
+    """Examination propensity per position from the log: regression-EM (default) or the CTR ratio."""
+    floor = w["propensity_min"]
+    if w["propensity_estimator"] == "ratio":
+        stats = (df.groupBy("position")
+                   .agg(F.count("*").alias("n"), F.sum("clicked").alias("c"), exact_sum("p_model").alias("r"))
+                   .toPandas())  # one row per position: small
+        return weights.position_propensity(stats["position"].to_numpy(), stats["c"].to_numpy(),
+                                           stats["r"].to_numpy(), stats["n"].to_numpy(), floor=floor,
+                                           min_rows=MIN_ROWS_PER_POSITION), {"estimator": "ratio"}
+    # Relevance buckets: (query, title) pairs when few enough (Wang et al.'s per-document gamma),
+    # else p_model quantile bins (rows the scorer cannot tell apart share one relevance).
+    pair = F.xxhash64(F.trim("query"), F.trim("title"))
+    n_pairs = int(df.agg(F.approx_count_distinct(pair)).first()[0])
+    if n_pairs <= w["em_max_pairs"]:
+        bucket, kind = pair, "query_title_pairs"
+    else:
+        b = w["em_buckets"]
+        cuts = sorted(set(df.approxQuantile("p_model", [i / b for i in range(1, b)], 1e-3)))
+        bucket = sum((F.col("p_model") > F.lit(x)).cast("int") for x in cuts) if cuts else F.lit(0)
+        kind = "p_model_quantiles"
+    cells = (df.groupBy("position", bucket.alias("_bucket"))
+               .agg(F.count("*").alias("n"), F.sum("clicked").alias("c"), exact_avg("p_model").alias("pm"))
+               .toPandas()
+               # groupBy output order varies run to run; EM, factorize and rank ties must not see that.
+               .sort_values(["position", "_bucket"], kind="stable").reset_index(drop=True))
+    per_pos = cells.groupby("position")["n"].sum()
+    fitted = np.sort(per_pos.index[per_pos >= MIN_ROWS_PER_POSITION].to_numpy())
+    info: dict[str, Any] = {"estimator": "em", "buckets": kind, "cells": len(cells)}
+    theta_rel: dict[int, float] = {}
+    if len(fitted) and cells.loc[cells["position"].isin(fitted), "c"].sum() > 0:
+        cells = cells[cells["position"].isin(fitted)]
+        pos_idx = np.searchsorted(fitted, cells["position"].to_numpy())
+        bucket_idx, uniques = pd.factorize(cells["_bucket"])
+        group, prior = None, 0.0
+        if kind == "query_title_pairs":
+            # Regression step: a pair's relevance is shrunk toward that of pairs the scorer rates alike
+            # (same p_model quantile bin), so pairs seen once do not flatten the curve.
+            pm = cells.groupby(bucket_idx)["pm"].first().sort_index()
+            group = pd.qcut(pm.rank(method="first"), min(w["em_buckets"], len(pm)), labels=False).to_numpy()
+            prior = w["em_prior_rows"]
+        theta, _, iters = weights.propensity_em(pos_idx, bucket_idx, cells["n"].to_numpy(), cells["c"].to_numpy(),
+                                                len(fitted), len(uniques), bucket_group=group, prior_rows=prior)
+        theta_rel = weights.propensity_from_em(fitted, theta, floor)
+        info.update(n_buckets=int(len(uniques)), iterations=iters)
+    out: dict[int, float] = {}
+    prev = 1.0
+    for k in sorted(int(x) for x in per_pos.index):
+        prev = theta_rel.get(k, prev)
+        out[k] = prev
+    return out, info
 
 
 def make_weight_udf(strategy: str, params: dict[str, Any], propensity: dict[int, float]):
     from pyspark.sql.functions import pandas_udf
 
     floor = params["propensity_min"]
+    t0, t1 = params["noise_thresholds"]
 
     @pandas_udf(WEIGHT_SIGNAL_SCHEMA)
     def weigh(clicked: pd.Series, added_to_cart: pd.Series, purchased: pd.Series, dwell_ms: pd.Series,
-              position: pd.Series, relevance: pd.Series, p_model: pd.Series) -> pd.DataFrame:
+              position: pd.Series, relevance: pd.Series, p_model: pd.Series, mlm_pll: pd.Series) -> pd.DataFrame:
         cols = {
             "clicked": clicked.to_numpy(dtype=np.float64),
             "added_to_cart": added_to_cart.to_numpy(dtype=np.float64, na_value=0.0),
@@ -130,36 +185,90 @@ def make_weight_udf(strategy: str, params: dict[str, Any], propensity: dict[int,
             "relevance": relevance.to_numpy(dtype=np.float64),
             "p_model": p_model.to_numpy(dtype=np.float64),
             "propensity": position.map(propensity).fillna(floor).to_numpy(dtype=np.float64),
+            "mlm_pll": mlm_pll.to_numpy(dtype=np.float64, na_value=np.nan),
         }
+        cols["noise_score"], cols["suspect"] = weights.label_noise(cols["p_model"], cols["clicked"], t0, t1)
         return pd.DataFrame({
             "loss": weights.bce(cols["p_model"], cols["clicked"]),
             "info_gain": weights.information_gain(cols["p_model"], params["base_rate"]),
             "propensity": cols["propensity"],
+            "noise_score": cols["noise_score"],
+            "suspect": cols["suspect"],
             "raw_weight": weights.raw_weights(strategy, cols, params),
         })
 
     return weigh
 
 
-def normalise(df: DataFrame, w: dict[str, Any]) -> tuple[DataFrame, float]:
-    """weight = clip(s * raw_weight, w_min, w_max) with s chosen so the global mean is 1."""
+def normalise(df: DataFrame, w: dict[str, Any], raw: Column | None = None) -> tuple[DataFrame, float]:
+    """weight = clip(s * raw, w_min, w_max) with s chosen so the global mean is 1.
+
+    raw defaults to raw_weight; with importance sampling it is raw_weight / keep_prob.
+    """
+    raw = F.col("raw_weight") if raw is None else raw
     if not w["normalize"]:
-        return df.withColumn("weight", F.least(F.greatest(F.col("raw_weight"), F.lit(w["w_min"])),
-                                               F.lit(w["w_max"]))), 1.0
-    raw_mean = df.agg(F.avg("raw_weight")).first()[0]
+        return df.withColumn("weight", F.least(F.greatest(raw, F.lit(w["w_min"])), F.lit(w["w_max"]))), 1.0
+    raw_mean = df.agg(exact_avg(raw)).first()[0]
 
     def mean_of_clipped(s: float) -> float:
-        clipped = F.least(F.greatest(F.col("raw_weight") * F.lit(s), F.lit(w["w_min"])), F.lit(w["w_max"]))
-        return float(df.agg(F.avg(clipped)).first()[0])
+        clipped = F.least(F.greatest(raw * F.lit(s), F.lit(w["w_min"])), F.lit(w["w_max"]))
+        return float(df.agg(exact_avg(clipped)).first()[0])
 
     scale = weights.normalise_scale(mean_of_clipped, w["w_min"], w["w_max"], raw_mean)
-    weight = F.least(F.greatest(F.col("raw_weight") * F.lit(scale), F.lit(w["w_min"])), F.lit(w["w_max"]))
+    weight = F.least(F.greatest(raw * F.lit(scale), F.lit(w["w_min"])), F.lit(w["w_max"]))
     return df.withColumn("weight", weight), scale
+
+
+def importance_sample(df: DataFrame, sampling: dict[str, Any], rows: int) -> tuple[DataFrame, dict[str, Any]]:
+    """Keep row i with q_i = min(1, c * raw_weight_i), mean q = keep_fraction (He et al. 2014).
+
+    The keep decision is pmod(xxhash64(event_id, seed), 2^30) / 2^30 < q_i: deterministic per row,
+    so a rerun keeps the same rows. Kept rows carry keep_prob = q_i; the caller weights them 1/q_i.
+    Returns the kept rows (persisted) and the sampling statistics.
+    """
+    kf, seed = sampling["keep_fraction"], int(sampling["seed"])
+    if kf is None or kf >= 1.0:
+        return df.withColumn("keep_prob", F.lit(1.0)), {"keep_fraction": None, "rows_sampled_out": 0}
+    raw_mean = float(df.agg(exact_avg("raw_weight")).first()[0])
+
+    def mean_q(c: float) -> float:
+        return float(df.agg(exact_avg(F.least(F.lit(1.0), F.col("raw_weight") * F.lit(c)))).first()[0])
+
+    c = weights.solve_keep_scale(mean_q, kf, kf / raw_mean, tol=1e-7)
+    u = F.pmod(F.xxhash64(F.col("event_id"), F.lit(seed)), F.lit(1 << 30)) / F.lit(float(1 << 30))
+    kept = (df.withColumn("keep_prob", F.least(F.lit(1.0), F.col("raw_weight") * F.lit(c)))
+              .filter(u < F.col("keep_prob"))
+              .persist(StorageLevel.MEMORY_AND_DISK))
+    n_kept = kept.count()
+    if n_kept == 0:
+        raise ValueError(f"sampling.keep_fraction={kf} kept no row of {rows}: raise it")
+    return kept, {"keep_fraction": kf, "seed": seed, "c": c, "expected_kept": kf * rows, "rows_kept": n_kept,
+                  "realised_fraction": n_kept / rows, "rows_sampled_out": rows - n_kept}
 
 
 def scorer_id(path: str) -> str:
     """Folder name plus content fingerprint: names the scorer in provenance."""
     return f"{path.rstrip('/').rsplit('/', 1)[-1]}@{model_loader.model_fingerprint(path)}"
+
+
+def needs_mlm(w: dict[str, Any]) -> bool:
+    return w["strategy"] == "mlm_quality" or (
+        w["strategy"] == "combined" and float(w["combined"].get("mlm_quality", 0.0)) != 0.0)
+
+
+def mlm_settings(cfg: dict[str, Any]) -> MLMSettings:
+    """The masked LM for mlm_quality; refuses a folder without an MLM head before any work."""
+    path = model_loader.resolve_model_path(cfg["weighting"]["mlm_model"] or cfg["scorer"]["path"]
+                                           or cfg["model"]["path"])
+    if not model_loader.has_mlm_head(path):
+        raise ValueError(
+            f"weighting.strategy={cfg['weighting']['strategy']} needs a masked-LM checkpoint (pseudo-log-"
+            f"likelihood of titles), but {path} has no MLM head (config.json architectures lack *ForMaskedLM "
+            "and the weights have no cls.predictions.*; the packaged all-MiniLM-L6-v2 is a bare BertModel): "
+            "set weighting.mlm_model to a folder with a *ForMaskedLM checkpoint")
+    sc = cfg["scorer"]
+    return MLMSettings(path=path, batch_size=sc["batch_size"], max_length=sc["max_length"],
+                       torch_threads=sc["torch_threads"], device=sc["device"])
 
 
 def scoring_settings(cfg: dict[str, Any]) -> ScoringSettings:
@@ -185,6 +294,14 @@ def transform(df: DataFrame, cfg: dict[str, Any], run_id: str, catalog: DataFram
     stats: dict[str, Any] = {"scorer_model": scorer_id(settings.scorer_path)}
 
     scored_pairs = score_pairs(valid, settings, partitions)
+    w = cfg["weighting"]
+    if needs_mlm(w):
+        # Text quality depends on the title only: each distinct title is scored once per job.
+        mlm = mlm_settings(cfg)
+        stats["mlm_model"] = scorer_id(mlm.path)
+        titles = valid.select(F.trim("title").alias("_t")).distinct().repartition(partitions, "_t")
+        pll = titles.withColumn("_m", make_mlm_udf(mlm)("_t")).select("_t", "_m.mlm_pll")
+        scored_pairs = scored_pairs.join(pll, "_t", "inner")
     joined = (valid.withColumn("_q", F.trim("query")).withColumn("_t", F.trim("title"))
                    .join(scored_pairs, ["_q", "_t"], "inner").drop("_q", "_t")
                    .persist(StorageLevel.MEMORY_AND_DISK))
@@ -201,18 +318,30 @@ def transform(df: DataFrame, cfg: dict[str, Any], run_id: str, catalog: DataFram
         a, b = fit_calibration(joined, base_rate)
         stats["calibration"] = {"a": a, "b": b}
         joined = joined.withColumn("p_model", 1 / (1 + F.exp(-(F.lit(a) * F.col("relevance") + F.lit(b)))))
-    propensity = estimate_propensity(joined, cfg["weighting"]["propensity_min"])
+    propensity, stats["propensity_fit"] = estimate_propensity(joined, w)
     stats["propensity"] = propensity
+    # Confident-learning thresholds: the model's mean self-confidence per labelled class.
+    th = joined.agg(exact_avg(F.when(F.col("clicked") == 0, 1 - F.col("p_model"))).alias("t0"),
+                    exact_avg(F.when(F.col("clicked") == 1, F.col("p_model"))).alias("t1")).first()
+    thresholds = (float(th["t0"] if th["t0"] is not None else 0.5), float(th["t1"] if th["t1"] is not None else 0.5))
+    stats["noise_thresholds"] = {"t0": thresholds[0], "t1": thresholds[1]}
 
-    w = cfg["weighting"]
-    params = {**w, "base_rate": base_rate}
+    params = {**w, "base_rate": base_rate, "noise_thresholds": thresholds}
     weigh = make_weight_udf(w["strategy"], params, propensity)
-    signals = weigh("clicked", "added_to_cart", "purchased", "dwell_ms", "position", "relevance", "p_model")
+    mlm_col = "mlm_pll" if "mlm_pll" in joined.columns else F.lit(None).cast("double")
+    signals = weigh("clicked", "added_to_cart", "purchased", "dwell_ms", "position", "relevance", "p_model",
+                    mlm_col)
     weighted = (joined.withColumn("_w", signals).select("*", "_w.*").drop("_w")
                       .persist(StorageLevel.MEMORY_AND_DISK))
     weighted.count()
     joined.unpersist()
-    weighted, scale = normalise(weighted, w)
+    sampled, stats["sampling"] = importance_sample(weighted, cfg["sampling"], stats["rows_valid"])
+    stats["rows_sampled_out"] = stats["sampling"]["rows_sampled_out"]
+    if sampled is not weighted and stats["sampling"]["keep_fraction"] is not None:
+        weighted.unpersist()
+    weighted = sampled
+    # Importance-sampled rows stand for 1/q rows each: that factor goes in before normalisation.
+    weighted, scale = normalise(weighted, w, F.col("raw_weight") / F.col("keep_prob"))
     stats["scale"] = scale
     # Stable per-query bucket: training holds out whole queries (bucket < eval_fraction * 1000).
     bucket = F.pmod(F.xxhash64(F.lower(F.trim("query"))), F.lit(1000)).cast("int")
@@ -241,6 +370,26 @@ def weight_summary(df: DataFrame) -> dict[str, Any]:
             "finite_positive_rows": row["finite_positive"]}
 
 
+SIGNAL_COLUMNS = ("relevance", "p_model", "loss", "info_gain", "propensity", "noise_score", "mlm_pll",
+                  "raw_weight", "keep_prob")
+
+
+def signal_summary(df: DataFrame) -> dict[str, Any]:
+    """Mean and quantiles of every importance signal written, plus the share of noise suspects (one job)."""
+    qs = [0.0, 0.1, 0.5, 0.9, 1.0]
+    present = [c for c in SIGNAL_COLUMNS if c in df.columns]
+    aggs = [e for c in present for e in (F.avg(c).alias(f"{c}__mean"),
+                                         F.percentile_approx(c, qs, 10000).alias(f"{c}__q"))]
+    if "suspect" in df.columns:
+        aggs.append(F.avg(F.col("suspect").cast("double")).alias("suspect_fraction"))
+    row = df.agg(*aggs).first()
+    out: dict[str, Any] = {c: {"mean": row[f"{c}__mean"], "quantiles": dict(zip(map(str, qs), row[f"{c}__q"] or []))}
+                           for c in present}
+    if "suspect" in df.columns:
+        out["suspect_fraction"] = row["suspect_fraction"]
+    return out
+
+
 def parquet_layout(path: str) -> dict[str, int]:
     """Row groups and rows of the written data files, from their footers (no data read)."""
     import pyarrow.parquet as pq
@@ -256,7 +405,7 @@ def parquet_layout(path: str) -> dict[str, int]:
 
 def load(scored: DataFrame, quarantined: DataFrame, output: str, cfg: dict[str, Any],
          run_id: str, summary: dict[str, Any]) -> dict[str, Any]:
-    """Write into a hidden staging folder beside `output`, verify, then swap it into place."""
+    """Write into a staging folder beside `output`, verify, then swap it into place."""
     spark = scored.sparkSession
     output = absolute(output)
     fs = HadoopFS(spark, output)
@@ -277,17 +426,19 @@ def load(scored: DataFrame, quarantined: DataFrame, output: str, cfg: dict[str, 
         for r in spark.read.parquet(f"{staged}/_quarantine").groupBy("reason").count().collect()
     }
     summary["weights"] = weight_summary(written)
+    summary["signals"] = signal_summary(written)
     if "://" not in staged or staged.startswith("file:"):
         summary["layout"] = parquet_layout(staged.replace("file:", ""))
         need = ranks * cfg["output"]["min_row_groups_per_rank"]
         if summary["layout"]["row_groups"] < need:
             log.warning("only %d row groups for %d training ranks (want >= %d): raise output.files_per_date",
                         summary["layout"]["row_groups"], ranks, need)
-    if summary["rows_in"] != summary["rows_out"] + summary["rows_quarantined"]:
+    sampled_out = summary.get("rows_sampled_out", 0)
+    if summary["rows_in"] != summary["rows_out"] + summary["rows_quarantined"] + sampled_out:
         fs.delete(staged)
         raise RuntimeError(
             f"counts do not reconcile: in={summary['rows_in']} out={summary['rows_out']} "
-            f"quarantined={summary['rows_quarantined']}; nothing was committed")
+            f"quarantined={summary['rows_quarantined']} sampled_out={sampled_out}; nothing was committed")
     fs.write_text(f"{staged}/_config.yaml", dump_config_text(cfg))
     fs.write_text(f"{staged}/_summary.json", json.dumps(summary, indent=2, sort_keys=True, default=str) + "\n")
     commit_dir(fs, staged, output, run_id)
@@ -300,6 +451,8 @@ def run_score(spark: SparkSession, source: str, output: str, cfg: dict[str, Any]
     run_id = cfg["run_id"] or config_mod.new_run_id()
     cfg = {**cfg, "run_id": run_id}
     t0 = time.time()
+    if needs_mlm(cfg["weighting"]):
+        mlm_settings(cfg)  # refuse a checkpoint without an MLM head before any Spark work
     df, catalog = extract(spark, source, cfg["input"]["catalog"])
     settings = scoring_settings(cfg)
     rows_in = df.count()
@@ -338,8 +491,8 @@ def main(argv: list[str] | None = None) -> int:
     cfg = config_mod.load_config(args.conf, overrides)
     spark = get_spark(cfg)
     summary = run_score(spark, args.input, args.output, cfg)
-    print_json({k: summary[k] for k in ("output", "rows_in", "rows_out", "rows_quarantined", "strategy",
-                                        "seconds")} | {"weights": summary["weights"]})
+    print_json({k: summary[k] for k in ("output", "rows_in", "rows_out", "rows_quarantined", "rows_sampled_out",
+                                        "strategy", "seconds")} | {"weights": summary["weights"]})
     return 0
 
 

@@ -14,12 +14,18 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("CLICKWEIGHT_LOG", "WARNING")
 
 
+def pytest_configure(config) -> None:
+    config.addinivalue_line("markers", "cluster: starts a real Spark standalone master + workers on 127.0.0.1")
+
+
 @pytest.fixture(scope="session")
 def spark():
     from jobs import config
     from jobs.common import get_spark
 
-    cfg = config.load_config(overrides=["spark.master=local[2]", "spark.conf.spark.sql.shuffle.partitions=4",
+    # local[2,3]: two cores, and up to 3 attempts per task (local[N] alone never retries a task),
+    # so a Python worker that dies once is retried like on a cluster (tests/test_faults.py).
+    cfg = config.load_config(overrides=["spark.master=local[2,3]", "spark.conf.spark.sql.shuffle.partitions=4",
                                         "spark.conf.spark.driver.memory=2g"])
     session = get_spark(cfg)
     yield session

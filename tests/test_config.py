@@ -28,6 +28,11 @@ def test_set_parses_yaml_scalars_and_spark_conf_keys():
     ("model.path=/does/not/exist", "model.path is not a folder"),
     ("train.use_gpu=1", "must be true/false"),
     ("novalue", "key=value"),
+    ("input.max_position=0", "max_position must be >= 1"),
+    ("input.min_event_ts=notadate", "min_event_ts is not a timestamp"),
+    ("output.files_per_date=0", "files_per_date"),
+    ("scorer.device=tpu", "scorer.device must be"),
+    ("train.checkpoint_every_steps=-5", "checkpoint_every_steps"),
 ])
 def test_bad_values_fail_with_a_clear_message(override, message):
     with pytest.raises(config.ConfigError, match=message):

@@ -50,6 +50,13 @@ def dataset_row_groups(path: str) -> int:
     return sum(pq.ParquetFile(f).metadata.num_row_groups for f in data_files(path))
 
 
+def petastorm_seed(seed: int) -> int:
+    """A seed petastorm honours: its ventilator treats seed 0 as "unseeded" and shuffles row groups
+    with the global NumPy RNG, so epoch 0 of seed 0 was read in a different order on every run (and a
+    resumed run replayed different batches). Maps any int into [1, 2**31 - 1]."""
+    return seed % (2**31 - 1) + 1
+
+
 def make_reader(path: str, rank: int, world: int, seed: int, fields: tuple[str, ...], pool: str = "dummy"):
     """A one-epoch petastorm batch reader over this rank's row groups, in a seeded shuffled order."""
     import warnings
@@ -61,7 +68,7 @@ def make_reader(path: str, rank: int, world: int, seed: int, fields: tuple[str, 
     warnings.filterwarnings("ignore", category=DeprecationWarning, module="petastorm")
     return make_batch_reader(
         Path(path).resolve().as_uri(), schema_fields=list(fields), num_epochs=1,
-        shuffle_row_groups=True, seed=seed, cur_shard=rank, shard_count=world,
+        shuffle_row_groups=True, seed=petastorm_seed(seed), cur_shard=rank, shard_count=world,
         reader_pool_type=pool, workers_count=2 if pool == "thread" else 1,
     )
 

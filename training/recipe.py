@@ -49,6 +49,9 @@ class State:
     bad_epochs: int = 0
     history: list[dict[str, Any]] = field(default_factory=list)
     stopped_early: bool = False
+    # Mean loss over all ranks of every optimiser step so far: a resumed run carries the steps
+    # before its restart, so its curve (and the epoch's train_loss) matches an uninterrupted run.
+    loss_curve: list[float] = field(default_factory=list)
 
 
 # ---------------------------------------------------------------- setup
@@ -102,21 +105,44 @@ def plan_steps(input_dir: str, rank: int, world: int, t: dict[str, Any]) -> int:
 
 # ---------------------------------------------------------------- checkpoint
 
-def save_checkpoint(path: Path, model, optim, sched, state: State) -> None:
+def gather_rng_states() -> dict[str, torch.Tensor]:
+    """Every rank's RNG state, stacked by rank (a collective: all ranks call it).
+
+    Ranks draw different amounts of randomness (dropout over dynamically padded batches), so
+    restoring rank 0's state everywhere would make a resumed run diverge from an uninterrupted one.
+    """
+    mine = {"torch_rng": torch.get_rng_state()}
+    if torch.cuda.is_available():  # dropout on GPU draws from the CUDA generator
+        mine["cuda_rng"] = torch.cuda.get_rng_state()
+    everyone = [mine]
+    if dist.is_initialized():
+        everyone = [None] * dist.get_world_size()
+        dist.all_gather_object(everyone, mine)
+    return {k: torch.stack([e[k].cpu() for e in everyone]) for k in mine}
+
+
+def save_checkpoint(path: Path, model, optim, sched, state: State, rng: dict[str, torch.Tensor]) -> None:
     tmp = path.with_suffix(".tmp")
     torch.save({
         "model": model.state_dict(), "optim": optim.state_dict(), "sched": sched.state_dict(),
-        "torch_rng": torch.get_rng_state(), "state": json.dumps(state.__dict__),
+        "state": json.dumps(state.__dict__), **rng,
     }, tmp)
     os.replace(tmp, path)  # a kill mid-save leaves the previous checkpoint intact
 
 
-def load_checkpoint(path: Path, model, optim, sched) -> State:
+def load_checkpoint(path: Path, model, optim, sched, rank: int = 0) -> State:
     blob = torch.load(path, map_location="cpu", weights_only=True)  # never unpickles code
     model.load_state_dict(blob["model"])
     optim.load_state_dict(blob["optim"])
     sched.load_state_dict(blob["sched"])
-    torch.set_rng_state(blob["torch_rng"])
+    rng = blob["torch_rng"]
+    if rng.dim() == 2:  # one row per rank; a resume with more ranks reuses row 0
+        # clone(): set_rng_state reads the raw storage, so a row view (offset != 0) would be garbage.
+        rng = rng[rank if rank < len(rng) else 0].clone()
+    torch.set_rng_state(rng)
+    if "cuda_rng" in blob and torch.cuda.is_available():
+        cuda = blob["cuda_rng"]
+        torch.cuda.set_rng_state(cuda[rank if rank < len(cuda) else 0].clone())
     return State(**json.loads(blob["state"]))
 
 
@@ -154,6 +180,14 @@ def _evaluate(model, rows: list[dict[str, np.ndarray]], device: torch.device, ba
             "eval_logloss": float(per_row.mean()), "eval_auc": metrics.auc(y, p)}
 
 
+def _maybe_inject_fault(rank: int, global_step: int) -> None:
+    """Test hook, off unless CLICKWEIGHT_FAULT_RANK='RANK:STEP': that rank dies after that step."""
+    spec = os.environ.get("CLICKWEIGHT_FAULT_RANK")
+    if spec and spec == f"{rank}:{global_step}":
+        print(f"[clickweight train] fault injected: rank {rank} exits after step {global_step}", flush=True)
+        os._exit(17)
+
+
 def train_worker(input_dir: str, output_dir: str, cfg: dict[str, Any]) -> dict[str, Any]:
     """One DDP rank. Returns the same summary on every rank."""
     t, started = cfg["train"], time.time()
@@ -179,7 +213,7 @@ def train_worker(input_dir: str, output_dir: str, cfg: dict[str, Any]) -> dict[s
 
     state = State()
     if (ckpt_dir / CHECKPOINT).exists():
-        state = load_checkpoint(ckpt_dir / CHECKPOINT, model, optim, sched)
+        state = load_checkpoint(ckpt_dir / CHECKPOINT, model, optim, sched, rank)
     resumed_from = state.global_step
     best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
     if (ckpt_dir / "best.pt").exists():
@@ -192,7 +226,7 @@ def train_worker(input_dir: str, output_dir: str, cfg: dict[str, Any]) -> dict[s
         eval_rows: list[dict[str, np.ndarray]] = []
         rows_read, step, losses = 0, 0, []
 
-        def run_batches(final: bool) -> None:
+        def run_batches(buffer: ShuffleBuffer, losses: list[float], final: bool) -> None:
             nonlocal step
             for batch in buffer.take(t["batch_size"], final=final):
                 if step >= steps:
@@ -208,12 +242,19 @@ def train_worker(input_dir: str, output_dir: str, cfg: dict[str, Any]) -> dict[s
                 torch.nn.utils.clip_grad_norm_(model.parameters(), t["max_grad_norm"])
                 optim.step()
                 sched.step()
-                losses.append(float(loss.detach()))
+                step_loss = float(loss.detach())
+                if world > 1:
+                    step_loss = _allreduce([step_loss])[0] / world
+                losses.append(step_loss)
+                state.loss_curve.append(step_loss)
                 state.global_step += 1
+                _maybe_inject_fault(rank, state.global_step)
                 state.step_in_epoch = step
                 if t["checkpoint_every_steps"] and state.global_step % t["checkpoint_every_steps"] == 0 \
-                        and step < steps and rank == 0:
-                    save_checkpoint(ckpt_dir / CHECKPOINT, model, optim, sched, state)
+                        and step < steps:
+                    rng_states = gather_rng_states()  # every rank takes part
+                    if rank == 0:
+                        save_checkpoint(ckpt_dir / CHECKPOINT, model, optim, sched, state, rng_states)
 
         for batch in iter_shard(input_dir, rank, world, seed=t["seed"] + epoch, fields=training_fields(),
                                 pool=t["reader_pool"]):
@@ -222,8 +263,8 @@ def train_worker(input_dir: str, output_dir: str, cfg: dict[str, Any]) -> dict[s
             if held.any():
                 eval_rows.append({k: v[held] for k, v in batch.items()})
             buffer.add({k: v[~held] for k, v in batch.items()})
-            run_batches(final=False)
-        run_batches(final=True)
+            run_batches(buffer, losses, final=False)
+        run_batches(buffer, losses, final=True)
 
         total_read = int(_allreduce([rows_read])[0])
         if total_read != expected_rows:
@@ -233,7 +274,9 @@ def train_worker(input_dir: str, output_dir: str, cfg: dict[str, Any]) -> dict[s
             raise ReaderGuardError(f"epoch {epoch}: rank {rank} made {step} of {steps} planned steps")
 
         ev = _evaluate(model, eval_rows, device, t["batch_size"] * 2)
-        train_loss = _allreduce([float(np.sum(losses)), float(len(losses))])
+        # The epoch's steps, those before a resume included (every rank takes `steps` steps).
+        epoch_losses = state.loss_curve[-steps:]
+        train_loss = [float(np.sum(epoch_losses)), float(len(epoch_losses))]
         record = {"epoch": epoch, "steps": steps, "global_step": state.global_step,
                   "train_loss": train_loss[0] / train_loss[1] if train_loss[1] else None,
                   "rows_read": total_read, **ev}
@@ -254,8 +297,9 @@ def train_worker(input_dir: str, output_dir: str, cfg: dict[str, Any]) -> dict[s
             state.stopped_early = state.bad_epochs > t["early_stopping_patience"]
         state.epoch += 1
         state.step_in_epoch = 0
+        rng_states = gather_rng_states()
         if rank == 0:
-            save_checkpoint(ckpt_dir / CHECKPOINT, model, optim, sched, state)
+            save_checkpoint(ckpt_dir / CHECKPOINT, model, optim, sched, state, rng_states)
             print(f"[clickweight train] epoch {epoch}: " + json.dumps(record), flush=True)
         if dist.is_initialized():
             dist.barrier()
@@ -263,7 +307,9 @@ def train_worker(input_dir: str, output_dir: str, cfg: dict[str, Any]) -> dict[s
     summary = {
         "input": input_dir, "output": output_dir, "world_size": world, "steps_per_epoch": steps,
         "global_step": state.global_step, "resumed_from_step": resumed_from, "history": state.history,
-        "best_eval_loss": state.best_eval_loss if math.isfinite(state.best_eval_loss) else None, "stopped_early": state.stopped_early,
+        "loss_curve": state.loss_curve,
+        "best_eval_loss": state.best_eval_loss if math.isfinite(state.best_eval_loss) else None,
+        "stopped_early": state.stopped_early,
         "rows_per_epoch": expected_rows, "train_rows_per_epoch": steps * t["batch_size"] * world,
         "seconds": round(time.time() - started, 2),
     }

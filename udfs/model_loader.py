@@ -78,3 +78,32 @@ def load_cross_encoder(path: str, device: str):
         path, local_files_only=True, trust_remote_code=False, use_safetensors=True
     )
     return model.to(device).eval()
+
+
+def has_mlm_head(path: str) -> bool:
+    """A masked-LM head is there: config.json declares *ForMaskedLM (or *ForPreTraining), or the
+    weights hold BERT's `cls.predictions.*` tensors."""
+    folder = Path(path)
+    with open(folder / "config.json") as f:
+        archs = json.load(f).get("architectures") or []
+    if any(a.endswith(("ForMaskedLM", "ForPreTraining")) for a in archs):
+        return True
+    for weights in folder.glob("*.safetensors"):
+        from safetensors import safe_open
+
+        with safe_open(str(weights), framework="pt") as st:
+            if any(k.startswith(("cls.predictions.", "bert.cls.predictions.")) for k in st.keys()):
+                return True
+    return False
+
+
+@lru_cache(maxsize=2)
+def load_masked_lm(path: str, device: str):
+    """A masked LM (head included), eval mode, on `device`; cached per process."""
+    from transformers import AutoModelForMaskedLM
+
+    if not has_mlm_head(path):
+        raise ValueError(f"{path} has no masked-LM head (config.json architectures lack *ForMaskedLM)")
+    model = AutoModelForMaskedLM.from_pretrained(path, local_files_only=True, trust_remote_code=False,
+                                                 use_safetensors=True)
+    return model.to(device).eval()

@@ -53,6 +53,10 @@ TRAINING_COLUMNS = ("input_ids", "token_type_ids", "input_len", "clicked", "weig
 
 # Control characters other than tab / newline / carriage return.
 _CONTROL_CHARS = "[\\x00-\\x08\\x0b\\x0c\\x0e-\\x1f\\x7f]"
+# Blank: only ASCII and Unicode whitespace / separators / zero-width marks (Spark's trim strips spaces only).
+_BLANK = "^[\\s\\p{Z}\\x{200B}\\x{FEFF}]*$"
+_INT_MIN, _INT_MAX = -(2**31), 2**31 - 1
+_LONG_LIMIT = 9.2e18  # |dwell| at or above this does not fit a long
 
 
 class SchemaError(ValueError):
@@ -85,7 +89,8 @@ def conform(df: DataFrame) -> DataFrame:
             df = df.withColumn(spec.name, F.lit(None).cast(spec.spark_type))
     dwell = df["dwell_ms"]
     # NaN/inf dwell must reach validation as such, so keep a flag before the cast to long.
-    bad_dwell = F.isnan(dwell.cast("double")) | (F.abs(dwell.cast("double")) == float("inf"))
+    # ... and a huge one too: casting it to long would fail the whole job (ANSI) or wrap around.
+    bad_dwell = F.isnan(dwell.cast("double")) | (F.abs(dwell.cast("double")) >= _LONG_LIMIT)
     df = df.withColumn("_bad_dwell", F.coalesce(bad_dwell, F.lit(False)))
     for spec in INPUT_COLUMNS:
         src = df[spec.name]
@@ -93,12 +98,22 @@ def conform(df: DataFrame) -> DataFrame:
             src = src.cast("int")
         if spec.name == "dwell_ms":
             src = F.when(~df["_bad_dwell"], src)
+        elif isinstance(spec.spark_type, T.IntegerType) and isinstance(df.schema[spec.name].dataType, T.LongType):
+            # Saturate instead of overflowing the cast to int: a huge position stays out of range
+            # (and is quarantined as such) instead of failing the job or wrapping to a valid value.
+            # (Not least/greatest: they skip nulls, and a null must stay null.)
+            src = F.when(src > _INT_MAX, F.lit(_INT_MAX)).when(src < _INT_MIN, F.lit(_INT_MIN)).otherwise(src)
         df = df.withColumn(spec.name, src.cast(spec.spark_type))
     return df
 
 
 def _blank(col: Column) -> Column:
-    return F.trim(col) == ""
+    return col.rlike(_BLANK)
+
+
+def _invalid_utf8(col: Column) -> Column:
+    """Raw bytes that are not UTF-8 (they do not survive a decode/encode round trip), or U+FFFD."""
+    return col.contains("\ufffd") | (col.cast("binary") != F.encode(col, "UTF-8"))
 
 
 def row_reasons(
@@ -124,7 +139,7 @@ def row_reasons(
         ("empty_title", _blank(df.title)),
         ("title_too_long", F.length(df.title) > max_title_chars),
         ("control_characters", df.query.rlike(_CONTROL_CHARS) | df.title.rlike(_CONTROL_CHARS)),
-        ("invalid_utf8", df.query.contains("\ufffd") | df.title.contains("\ufffd")),
+        ("invalid_utf8", _invalid_utf8(df.query) | _invalid_utf8(df.title)),
         ("null_position", df.position.isNull()),
         ("position_out_of_range", (df.position < 1) | (df.position > max_position)),
         ("null_clicked", df.clicked.isNull()),

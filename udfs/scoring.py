@@ -5,6 +5,7 @@ reused across Arrow batches and, with spark.python.worker.reuse, across tasks.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -162,3 +163,125 @@ def _maybe_inject_fault() -> None:
         with open(marker, "w") as f:
             f.write("fault injected\n")
         os._exit(17)
+
+
+# ---------------------------------------------------------------- masked-LM text quality (mlm_quality)
+
+MLM_SCHEMA = "mlm_pll double"
+
+
+@dataclass(frozen=True)
+class MLMSettings:
+    path: str               # resolved folder of a checkpoint with a masked-LM head
+    batch_size: int         # masked copies per forward pass
+    max_length: int         # tokens per title
+    torch_threads: int
+    device: str
+
+
+def _mlm_head(model):
+    """The LM head applied to hidden states (so logits are computed only at the masked position)."""
+    for name in ("cls", "lm_head"):
+        if hasattr(model, name):
+            return getattr(model, name)
+    return None
+
+
+def pseudo_log_likelihood(model, tokenizer, texts: list[str], batch_size: int, max_length: int,
+                          device: str = "cpu") -> tuple[np.ndarray, np.ndarray]:
+    """Pseudo-log-likelihood (Salazar et al. 2020): per text, sum over its tokens t of
+    log P(t | text with t replaced by [MASK]); returns (pll sums, token counts), in input order.
+
+    Every (text, position) masked copy is one row; copies are length-sorted and batched across
+    texts, and logits are taken only at the masked position (the vocabulary projection dominates).
+    Special tokens ([CLS], [SEP]) are never masked or scored.
+    """
+    import torch
+
+    enc = tokenizer(texts, truncation=True, max_length=max_length)
+    ids_list = enc["input_ids"]
+    text_idx, positions = [], []
+    for i, ids in enumerate(ids_list):
+        special = tokenizer.get_special_tokens_mask(ids, already_has_special_tokens=True)
+        for pos, is_special in enumerate(special):
+            if not is_special:
+                text_idx.append(i)
+                positions.append(pos)
+    sums = np.zeros(len(texts), dtype=np.float64)
+    counts = np.bincount(np.asarray(text_idx, dtype=np.int64), minlength=len(texts)).astype(np.int64)
+    if not text_idx:
+        return sums, counts
+    text_idx_arr = np.asarray(text_idx, dtype=np.int64)
+    pos_arr = np.asarray(positions, dtype=np.int64)
+    lengths = np.asarray([len(ids_list[i]) for i in text_idx_arr])
+    order = np.argsort(lengths, kind="stable")
+    head = _mlm_head(model)
+    pad = tokenizer.pad_token_id or 0
+    autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if str(device).startswith("cuda")
+                else contextlib.nullcontext())
+    with torch.inference_mode(), autocast:
+        for start in range(0, len(order), batch_size):
+            sel = order[start:start + batch_size]
+            width = int(lengths[sel].max())
+            ids = torch.full((len(sel), width), pad, dtype=torch.long)
+            mask = torch.zeros((len(sel), width), dtype=torch.long)
+            for r, s in enumerate(sel):
+                row = ids_list[text_idx_arr[s]]
+                ids[r, :len(row)] = torch.tensor(row)
+                mask[r, :len(row)] = 1
+            rows = torch.arange(len(sel))
+            pos = torch.from_numpy(pos_arr[sel])
+            target = ids[rows, pos].clone()
+            ids[rows, pos] = tokenizer.mask_token_id
+            ids, mask = ids.to(device), mask.to(device)
+            if head is not None:
+                hidden = model.base_model(input_ids=ids, attention_mask=mask).last_hidden_state
+                logits = head(hidden[rows.to(device), pos.to(device)])
+            else:
+                logits = model(input_ids=ids, attention_mask=mask).logits[rows.to(device), pos.to(device)]
+            logp = torch.log_softmax(logits.float(), dim=-1)[torch.arange(len(sel)), target.to(device)]
+            np.add.at(sums, text_idx_arr[sel], logp.cpu().numpy().astype(np.float64))
+    return sums, counts
+
+
+class TitleQualityScorer:
+    """Mean per-token PLL of titles under a masked LM; one per Python worker (cached)."""
+
+    def __init__(self, settings: MLMSettings, device: str):
+        import torch
+
+        if settings.torch_threads > 0:
+            torch.set_num_threads(settings.torch_threads)
+        self.settings = settings
+        self.device = device
+        self.tokenizer = model_loader.load_tokenizer(settings.path)
+        self.model = model_loader.load_masked_lm(settings.path, device)
+
+    def score(self, titles: pd.Series) -> pd.DataFrame:
+        texts = [s.strip() for s in titles.tolist()]
+        sums, counts = pseudo_log_likelihood(self.model, self.tokenizer, texts, self.settings.batch_size,
+                                             self.settings.max_length, self.device)
+        # A title with no scorable token carries no text evidence: the floor, not a perfect score.
+        mean = np.where(counts > 0, sums / np.maximum(counts, 1), -50.0)
+        return pd.DataFrame({"mlm_pll": mean})
+
+
+_MLM_SCORERS: dict[tuple, TitleQualityScorer] = {}
+
+
+def make_mlm_udf(settings: MLMSettings):
+    """Iterator pandas UDF: distinct title -> mean per-token pseudo-log-likelihood."""
+    from pyspark.sql.functions import pandas_udf
+
+    @pandas_udf(MLM_SCHEMA)
+    def title_pll(batches: Iterator[pd.Series]) -> Iterator[pd.DataFrame]:
+        from udfs.device import task_device
+
+        device = task_device(settings.device)
+        key = (settings, device)
+        if key not in _MLM_SCORERS:
+            _MLM_SCORERS[key] = TitleQualityScorer(settings, device)
+        for titles in batches:
+            yield _MLM_SCORERS[key].score(titles)
+
+    return title_pll

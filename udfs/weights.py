@@ -127,6 +127,10 @@ def signal_weight(name: str, cols: Mapping[str, np.ndarray], params: Mapping) ->
     if name == "ipw":  # clicks weighted by 1 / examination propensity (Joachims et al. 2017)
         prop = np.asarray(cols["propensity"], dtype=np.float64)
         return np.where(np.asarray(y) > 0, 1.0 / prop, 1.0)
+    if name == "denoise":  # confident learning (Northcutt et al. 2021): scorer confidently against label
+        return denoise_weight(cols["noise_score"], cols["suspect"], params["denoise_weight"], params["denoise_mode"])
+    if name == "mlm_quality":  # seed 004: title text quality under a masked LM (Salazar et al. 2020)
+        return mlm_quality(cols["mlm_pll"])
     if name == "action_value":
         return action_value(y, cols["added_to_cart"], cols["purchased"], cols["dwell_ms"],
                             params["action_values"], params["long_dwell_ms"])
@@ -176,3 +180,161 @@ def normalise_scale(mean_of_clipped, w_min: float, w_max: float, raw_mean: float
             nxt = lo * 2.0
         s = nxt
     return s
+
+
+# ---------------------------------------------------------------- label-noise suspicion (denoise)
+
+def confident_thresholds(p: np.ndarray, y: np.ndarray) -> tuple[float, float]:
+    """Per-class thresholds of confident learning (Northcutt et al. 2021), binary case.
+
+    t1 = mean p(click) over rows labelled 1, t0 = mean p(no click) over rows labelled 0: the
+    model's average self-confidence in each class. The score job computes the same two means with
+    one Spark aggregate; this array version is for tests and small data.
+    """
+    p, y = clip_prob(p), np.asarray(y, dtype=np.float64)
+    pos, neg = y > 0, y <= 0
+    t1 = float(p[pos].mean()) if pos.any() else 0.5
+    t0 = float((1.0 - p[neg]).mean()) if neg.any() else 0.5
+    return t0, t1
+
+
+def label_noise(p: np.ndarray, y: np.ndarray, t0: float, t1: float) -> tuple[np.ndarray, np.ndarray]:
+    """(noise_score in (0, 1), suspect bool) per row: how confidently the model is against the label.
+
+    With p_other = the model's probability of the class the row is *not* labelled with, t_other /
+    t_label that class's / the label's threshold:
+      suspect     = p_other >= t_other and (p_label < t_label or p_other > p_label)
+                    (the row falls off the diagonal of the confident joint: the other class is
+                    above its threshold and wins the arg-max among classes above threshold);
+      noise_score = (p_other / t_other) / (p_other / t_other + p_label / t_label)
+                    (the other class's share after per-class threshold calibration; > 0.5 iff the
+                    threshold-scaled evidence is against the label; used for ranking / soft weights).
+    Dividing by the thresholds is what makes both classes comparable under click imbalance.
+    """
+    p, y = clip_prob(p), np.asarray(y, dtype=np.float64)
+    pos = y > 0
+    t0, t1 = float(np.clip(t0, EPS, 1.0)), float(np.clip(t1, EPS, 1.0))
+    p_other = np.where(pos, 1.0 - p, p)
+    p_label = 1.0 - p_other
+    t_other = np.where(pos, t0, t1)
+    t_label = np.where(pos, t1, t0)
+    suspect = (p_other >= t_other) & ((p_label < t_label) | (p_other > p_label))
+    a, b = p_other / t_other, p_label / t_label
+    return a / (a + b), suspect
+
+
+def denoise_weight(noise_score: np.ndarray, suspect: np.ndarray, down_weight: float, mode: str) -> np.ndarray:
+    """hard: suspects get `down_weight`, others 1; soft: 1 - (1 - down_weight) * noise_score."""
+    if mode == "hard":
+        return np.where(np.asarray(suspect, dtype=bool), float(down_weight), 1.0)
+    if mode == "soft":
+        return 1.0 - (1.0 - float(down_weight)) * np.asarray(noise_score, dtype=np.float64)
+    raise ValueError(f"unknown denoise mode {mode!r}")
+
+
+# ---------------------------------------------------------------- text quality (mlm_quality)
+
+def mlm_quality(mlm_pll: np.ndarray) -> np.ndarray:
+    """exp(mean per-token pseudo-log-likelihood) (Salazar et al. 2020): the geometric-mean
+    probability the masked LM gives each title token with that token masked, in (0, 1].
+    Per-token (not summed) so long titles are not penalised for length. Floored at e^-50."""
+    pll = np.asarray(mlm_pll, dtype=np.float64)
+    if np.any(np.isnan(pll)):
+        raise ValueError("mlm_quality needs the mlm_pll column (a masked-LM score per title)")
+    return np.exp(np.clip(pll, -50.0, 0.0))
+
+
+# ---------------------------------------------------------------- position propensity by regression-EM
+
+def propensity_em(
+    position_idx: np.ndarray, bucket_idx: np.ndarray, rows: np.ndarray, clicks: np.ndarray,
+    n_positions: int, n_buckets: int, max_iter: int = 2000, tol: float = 1e-7,
+    bucket_group: np.ndarray | None = None, prior_rows: float = 0.0,
+) -> tuple[np.ndarray, np.ndarray, int]:
+    """Position-based click model P(click) = theta_k * gamma_j fitted by EM (Wang et al. 2018).
+
+    Input: aggregated counts, one entry per observed (position k, relevance bucket j) cell:
+    `rows` impressions and `clicks` clicks. A bucket is a (query, title) pair or a p_model
+    quantile bin (the regression part of regression-EM: relevance is shared by rows the scorer
+    cannot tell apart). The EM of the paper, on counts:
+      E-step, unclicked cells: P(E=1 | c=0) = theta (1 - gamma) / (1 - theta gamma),
+                               P(R=1 | c=0) = (1 - theta) gamma / (1 - theta gamma);
+      M-step: theta_k = sum_j [c_kj + (n_kj - c_kj) P(E=1|c=0)] / sum_j n_kj, gamma_j likewise.
+    Regression step: with `bucket_group` (per bucket, e.g. its p_model quantile bin) and
+    `prior_rows` = a > 0, gamma_j is shrunk toward its group's pooled estimate m_g (the regression
+    prediction from the scorer's feature): gamma_j = (R_j + a m_g) / (n_j + a). Without it a pair
+    seen once and clicked forces theta_k * gamma_j = 1 and drags theta towards flat.
+    Returns (theta, gamma, iterations). theta is identified only up to a common scale (theta
+    gamma is what the data see), so callers report theta_k / theta_1.
+    """
+    k = np.asarray(position_idx, dtype=np.int64)
+    j = np.asarray(bucket_idx, dtype=np.int64)
+    n = np.asarray(rows, dtype=np.float64)
+    c = np.asarray(clicks, dtype=np.float64)
+    n_k = np.maximum(np.bincount(k, weights=n, minlength=n_positions), EPS)
+    n_j = np.maximum(np.bincount(j, weights=n, minlength=n_buckets), EPS)
+    # Start from the CTR shape: theta_k ~ ctr_k / max ctr (never exactly 1: theta=1 is a fixed
+    # point of the E-step), gamma_j ~ ctr_j.
+    ctr_k = np.bincount(k, weights=c, minlength=n_positions) / n_k
+    theta = np.clip(0.9 * ctr_k / max(ctr_k.max(), EPS), 0.05, 0.9)
+    gamma = np.clip(np.bincount(j, weights=c, minlength=n_buckets) / n_j / theta.mean(), 0.01, 0.99)
+    iterations = 0
+    while iterations < max_iter:
+        iterations += 1
+        th, ga = theta[k], gamma[j]
+        denom = np.maximum(1.0 - th * ga, EPS)
+        unclicked = n - c
+        e1 = c + unclicked * th * (1.0 - ga) / denom        # expected examined impressions
+        r1 = c + unclicked * (1.0 - th) * ga / denom        # expected relevant impressions
+        new_theta = np.clip(np.bincount(k, weights=e1, minlength=n_positions) / n_k, EPS, 1.0 - EPS)
+        r_j = np.bincount(j, weights=r1, minlength=n_buckets)
+        if bucket_group is not None and prior_rows > 0:
+            grp = np.asarray(bucket_group, dtype=np.int64)
+            m_g = np.bincount(grp, weights=r_j) / np.maximum(np.bincount(grp, weights=n_j), EPS)
+            new_gamma = (r_j + prior_rows * m_g[grp]) / (n_j + prior_rows)
+        else:
+            new_gamma = r_j / n_j
+        new_gamma = np.clip(new_gamma, EPS, 1.0 - EPS)
+        delta = max(np.abs(new_theta - theta).max(), np.abs(new_gamma - gamma).max())
+        theta, gamma = new_theta, new_gamma
+        if delta < tol:
+            break
+    return theta, gamma, iterations
+
+
+def propensity_from_em(positions: np.ndarray, theta: np.ndarray, floor: float) -> dict[int, float]:
+    """theta_k relative to the first (lowest) position, clipped to [floor, 1]."""
+    rel = np.asarray(theta, dtype=np.float64) / max(float(theta[0]), EPS)
+    return {int(pos): float(np.clip(r, floor, 1.0)) for pos, r in zip(positions, rel)}
+
+
+# ---------------------------------------------------------------- importance sampling
+
+def keep_probability(importance: np.ndarray, c: float) -> np.ndarray:
+    """q_i = min(1, c * importance_i)."""
+    return np.minimum(1.0, float(c) * np.asarray(importance, dtype=np.float64))
+
+
+def solve_keep_scale(mean_q, keep_fraction: float, c_start: float, tol: float = 1e-9, max_iter: int = 100) -> float:
+    """c with mean(min(1, c * importance)) == keep_fraction.
+
+    `mean_q(c)` evaluates that mean (in Spark: one aggregate). It is continuous, non-decreasing in
+    c and m(c)/c non-increasing, so the fixed-point step c <- c * f / m(c) climbs monotonically from
+    below (start at c = f / mean(importance)); bisection inside the bracket guards it.
+    """
+    lo, hi = 0.0, None
+    c = c_start
+    for _ in range(max_iter):
+        m = mean_q(c)
+        if abs(m - keep_fraction) <= tol:
+            return c
+        if m < keep_fraction:
+            lo = c
+        else:
+            hi = c
+        nxt = c * keep_fraction / max(m, EPS)
+        if hi is not None and not (lo < nxt < hi):
+            nxt = (lo + hi) / 2.0
+        c = nxt
+    return c
+

@@ -1,0 +1,138 @@
+"""DDP training under faults (torchrun, gloo, tiny BERT): SIGKILL + resume replays the run; a dying rank fails fast.
+
+The training table is written directly with pyarrow in the score output's layout (no Spark needed).
+"""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import psutil
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+import torch
+from conftest import tiny_overrides
+
+from jobs import config
+from jobs.train import run_training
+
+ROOT = Path(__file__).resolve().parent.parent
+MAX_LEN = 32
+
+
+@pytest.fixture(scope="module")
+def table(tmp_path_factory) -> str:
+    """480 rows in 4 files x 2 row groups: enough shards for 2 ranks, ~10 steps of 16 per epoch."""
+    root = tmp_path_factory.mktemp("train_table") / "weighted"
+    rng = np.random.default_rng(0)
+    for f in range(4):
+        n = 120
+        lens = rng.integers(6, MAX_LEN + 1, n)
+        ids = [[101, *rng.integers(1000, 5000, k - 2).tolist(), 102] + [0] * (MAX_LEN - k) for k in lens]
+        types = [[0] * (k // 2) + [1] * (k - k // 2) + [0] * (MAX_LEN - k) for k in lens]
+        tbl = pa.table({
+            "input_ids": pa.array(ids, pa.list_(pa.int32())),
+            "token_type_ids": pa.array(types, pa.list_(pa.int32())),
+            "input_len": pa.array(lens, pa.int32()),
+            "clicked": pa.array((rng.random(n) < 0.3).astype(np.int32)),
+            "weight": pa.array(rng.uniform(0.5, 2.0, n)),
+            "query_bucket": pa.array(rng.integers(0, 1000, n).astype(np.int32)),
+        })
+        folder = root / f"event_date=2026-01-0{f % 2 + 1}"
+        folder.mkdir(parents=True, exist_ok=True)
+        pq.write_table(tbl, folder / f"part-{f}.parquet", row_group_size=60)
+    return str(root)
+
+
+def overrides(model_dir: str, *extra: str) -> list[str]:
+    return tiny_overrides(model_dir, "train.launcher=torchrun", "train.batch_size=16", "train.epochs=2",
+                          "train.lr=0.002", "train.warmup_ratio=0.2", "train.eval_fraction=0.3",
+                          "train.early_stopping_patience=5", "train.checkpoint_every_steps=3",
+                          "train.shuffle_buffer_rows=64", *extra)
+
+
+def kill_tree(pid: int) -> None:
+    try:
+        procs = [psutil.Process(pid), *psutil.Process(pid).children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return
+    for p in procs:
+        try:
+            p.send_signal(signal.SIGKILL)
+        except psutil.NoSuchProcess:
+            pass
+
+
+@pytest.mark.timeout(400)
+def test_sigkill_mid_epoch_then_rerun_resumes_with_the_same_loss_curve(table, tiny_model_dir, tmp_path):
+    cfg = config.load_config(overrides=overrides(tiny_model_dir))
+    clean = run_training(table, str(tmp_path / "clean"), cfg)
+    total = clean["global_step"]
+    assert clean["resumed_from_step"] == 0 and total == 2 * clean["steps_per_epoch"] >= 16
+    assert len(clean["loss_curve"]) == total
+
+    out = tmp_path / "killed"
+    sets = [a for o in overrides(tiny_model_dir) for a in ("--set", o)]
+    proc = subprocess.Popen([sys.executable, "-m", "jobs.train", "--input", table, "--output", str(out), *sets],
+                            cwd=ROOT, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    ckpt = out / "checkpoints" / "checkpoint.pt"
+    try:
+        deadline = time.time() + 200
+        while time.time() < deadline and proc.poll() is None and not ckpt.exists():
+            time.sleep(0.02)
+        # SIGKILL the whole launch right after the first checkpoint: CLI, torchrun and both ranks
+        # (torchrun starts ranks in sessions of their own, so a process-group kill would miss them).
+        kill_tree(proc.pid)
+    finally:
+        kill_tree(proc.pid)
+        proc.wait(timeout=30)
+    assert proc.returncode == -signal.SIGKILL
+    state = json.loads(torch.load(ckpt, weights_only=True)["state"])
+    assert 0 < state["global_step"] < total and state["step_in_epoch"] > 0, state  # died mid-epoch
+    assert not (out / "train_summary.json").exists()
+
+    resumed = run_training(table, str(out), cfg)
+    assert resumed["resumed_from_step"] == state["global_step"]
+    assert resumed["global_step"] == total
+    # torchtune-style: the resumed run replays the same steps, so the curves agree step for step.
+    assert np.allclose(resumed["loss_curve"], clean["loss_curve"], rtol=1e-6, atol=1e-7)
+    assert [h["train_loss"] for h in resumed["history"]] == pytest.approx(
+        [h["train_loss"] for h in clean["history"]], rel=1e-6)
+    assert resumed["history"][-1]["eval_loss"] == pytest.approx(clean["history"][-1]["eval_loss"], rel=1e-5)
+
+
+@pytest.mark.timeout(180)
+def test_a_rank_that_dies_fails_the_run_fast(table, tiny_model_dir, tmp_path, monkeypatch):
+    monkeypatch.setenv("CLICKWEIGHT_FAULT_RANK", "1:3")  # rank 1 exits after its third step
+    cfg = config.load_config(overrides=overrides(tiny_model_dir))
+    started = time.time()
+    with pytest.raises(RuntimeError, match="training failed"):
+        run_training(table, str(tmp_path / "model"), cfg)
+    elapsed = time.time() - started
+    assert elapsed < 90, f"took {elapsed:.0f}s: the surviving rank hung instead of being torn down"
+    assert not (tmp_path / "model" / "train_summary.json").exists()
+
+
+def test_checkpoint_with_pickled_code_is_refused(tmp_path):
+    """Checkpoints load with weights_only=True: a pickle that would run code is rejected."""
+    import pickle
+
+    from training.recipe import load_checkpoint
+
+    class Payload:
+        def __reduce__(self):
+            return (os.system, ("touch " + str(tmp_path / "pwned"),))
+
+    path = tmp_path / "checkpoint.pt"
+    torch.save({"model": {}, "optim": {}, "sched": {}, "torch_rng": torch.get_rng_state(),
+                "state": Payload()}, path)
+    with pytest.raises(pickle.UnpicklingError):
+        load_checkpoint(path, None, None, None)
+    assert not (tmp_path / "pwned").exists()
