@@ -32,24 +32,29 @@ def spark():
     session.stop()
 
 
-@pytest.fixture(scope="session")
-def tiny_model_dir(tmp_path_factory) -> str:
-    """A 2-layer, 32-wide BERT with the packaged MiniLM tokenizer, saved like any checkpoint."""
+def save_tiny_bert(folder: Path, model_cls_name: str = "BertModel") -> str:
+    """A 2-layer, 32-wide BERT (random weights, seeded) with the packaged MiniLM tokenizer files."""
     import torch
-    from transformers import BertConfig, BertModel
+    import transformers
+    from transformers import BertConfig
 
     from udfs.model_loader import default_model_path
 
-    folder = tmp_path_factory.mktemp("tiny_bert")
     torch.manual_seed(0)
     cfg = BertConfig(vocab_size=30522, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
                      intermediate_size=64, max_position_embeddings=128)
-    BertModel(cfg).save_pretrained(folder)
+    getattr(transformers, model_cls_name)(cfg).save_pretrained(folder)
     src = Path(default_model_path())
     for name in ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "special_tokens_map.json"):
         if (src / name).exists():
             shutil.copy(src / name, folder / name)
     return str(folder)
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory) -> str:
+    """A tiny sentence-encoder-style BertModel saved like any checkpoint."""
+    return save_tiny_bert(tmp_path_factory.mktemp("tiny_bert"))
 
 
 def tiny_overrides(model_dir: str, *extra: str) -> list[str]:

@@ -3,13 +3,12 @@ regression-EM propensity and importance sampling; plus the pseudo-log-likelihood
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import tiny_overrides
+from conftest import save_tiny_bert, tiny_overrides
 
 from jobs import config
 from jobs.generate import generate, write
@@ -18,22 +17,8 @@ from jobs.score import run_score
 
 @pytest.fixture(scope="module")
 def tiny_mlm_dir(tmp_path_factory) -> str:
-    """A 2-layer, 32-wide BertForMaskedLM (random weights) with the packaged MiniLM tokenizer."""
-    import torch
-    from transformers import BertConfig, BertForMaskedLM
-
-    from udfs.model_loader import default_model_path
-
-    folder = tmp_path_factory.mktemp("tiny_mlm")
-    torch.manual_seed(0)
-    cfg = BertConfig(vocab_size=30522, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                     intermediate_size=64, max_position_embeddings=128)
-    BertForMaskedLM(cfg).save_pretrained(folder)
-    src = Path(default_model_path())
-    for name in ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "special_tokens_map.json"):
-        if (src / name).exists():
-            shutil.copy(src / name, folder / name)
-    return str(folder)
+    """A tiny BertForMaskedLM (random weights) with the packaged MiniLM tokenizer."""
+    return save_tiny_bert(tmp_path_factory.mktemp("tiny_mlm"), "BertForMaskedLM")
 
 
 @pytest.fixture(scope="module")
