@@ -420,11 +420,12 @@ def load(scored: DataFrame, quarantined: DataFrame, output: str, cfg: dict[str, 
 
     written = spark.read.parquet(staged)
     summary["rows_out"] = written.count()
-    summary["rows_quarantined"] = spark.read.parquet(f"{staged}/_quarantine").count()
+    # One pass over the written quarantine: per-reason counts (few distinct reasons) and their total.
     summary["quarantine_reasons"] = {
         r["reason"]: r["count"]
         for r in spark.read.parquet(f"{staged}/_quarantine").groupBy("reason").count().collect()
     }
+    summary["rows_quarantined"] = sum(summary["quarantine_reasons"].values())
     summary["weights"] = weight_summary(written)
     summary["signals"] = signal_summary(written)
     if "://" not in staged or staged.startswith("file:"):
