@@ -83,11 +83,16 @@ def score_pairs(valid: DataFrame, settings: ScoringSettings, partitions: int) ->
     """Each distinct (query, title) scored once: click logs repeat pairs heavily."""
     pairs = (valid.select(F.trim("query").alias("_q"), F.trim("title").alias("_t"))
                   .distinct()
-                  .repartition(partitions, "_q", "_t")
+                  # Partitioned by a derived bucket, not by (_q, _t): when `partitions` equals
+                  # spark.sql.shuffle.partitions, Spark reuses distinct()'s (_q, _t) shuffle, and AQE
+                  # may then coalesce it into fewer partitions, which changes the batches.
+                  .withColumn("_b", F.xxhash64("_q", "_t"))
+                  .repartition(partitions, "_b")
                   # A fixed order inside each partition fixes the Arrow batches and the padded
                   # micro-batches, so a pair's score does not depend on upstream partitioning,
                   # shuffle fetch order or task retries (dynamic padding changes the last bits).
-                  .sortWithinPartitions("_q", "_t"))
+                  .sortWithinPartitions("_q", "_t")
+                  .drop("_b"))
     # Nondeterministic (it is, in the last bits, w.r.t. batch composition): otherwise Catalyst's
     # EliminateSorts drops the sort above, as a sort under a join through deterministic projections.
     udf = make_score_udf(settings).asNondeterministic()
@@ -299,8 +304,10 @@ def transform(df: DataFrame, cfg: dict[str, Any], run_id: str, catalog: DataFram
         # Text quality depends on the title only: each distinct title is scored once per job.
         mlm = mlm_settings(cfg)
         stats["mlm_model"] = scorer_id(mlm.path)
-        titles = valid.select(F.trim("title").alias("_t")).distinct().repartition(partitions, "_t")
-        pll = titles.withColumn("_m", make_mlm_udf(mlm)("_t")).select("_t", "_m.mlm_pll")
+        titles = (valid.select(F.trim("title").alias("_t")).distinct()
+                       .withColumn("_b", F.xxhash64("_t")).repartition(partitions, "_b")  # as in score_pairs
+                       .sortWithinPartitions("_t").drop("_b"))
+        pll = titles.withColumn("_m", make_mlm_udf(mlm).asNondeterministic()("_t")).select("_t", "_m.mlm_pll")
         scored_pairs = scored_pairs.join(pll, "_t", "inner")
     joined = (valid.withColumn("_q", F.trim("query")).withColumn("_t", F.trim("title"))
                    .join(scored_pairs, ["_q", "_t"], "inner").drop("_q", "_t")

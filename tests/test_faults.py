@@ -100,6 +100,22 @@ def test_weights_are_bit_identical_across_input_partitionings(spark, raw, tiny_m
     assert private and not [v for v in private if v in text]
 
 
+def test_weights_do_not_depend_on_the_sessions_shuffle_partitions(spark, raw, tiny_model_dir, tmp_path, baseline):
+    """When the session's shuffle partitions equal the job's pair partitions, Spark could reuse
+    distinct()'s shuffle for the pair repartition and AQE could coalesce it, changing the scoring
+    batches (this made a spark-submit run differ from an in-process one in the last bits)."""
+    cfg = score_cfg(tiny_model_dir)
+    pair_partitions = str(cfg["spark"]["conf"].get("spark.sql.shuffle.partitions", 8))
+    before = spark.conf.get("spark.sql.shuffle.partitions")
+    assert before != pair_partitions  # the baseline ran with a different session value
+    spark.conf.set("spark.sql.shuffle.partitions", pair_partitions)
+    try:
+        run_score(spark, raw, str(tmp_path / "w"), cfg)
+    finally:
+        spark.conf.set("spark.sql.shuffle.partitions", before)
+    assert_identical(read_sorted(tmp_path / "w"), baseline[1])
+
+
 def _tree_digest(folder: Path) -> dict[str, str]:
     return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
             for p in sorted(folder.rglob("*")) if p.is_file()}
