@@ -68,22 +68,47 @@ class PairScorer:
         return contextlib.nullcontext()
 
     def _chunks(self, lengths: np.ndarray) -> Iterator[np.ndarray]:
-        # Length-sorted micro-batches: dynamic padding then wastes few tokens.
+        # Micro-batches of texts sorted by *token* count: dynamic padding then wastes ~5% of the
+        # tokens (sorting by characters wasted 50-65% on product titles; the linear layers are
+        # three quarters of the time, so padding is paid for in full).
         order = np.argsort(lengths, kind="stable")
         for i in range(0, len(order), self.settings.batch_size):
             yield order[i:i + self.settings.batch_size]
+
+    def _padded(self, ids: list[list[int]], idx: np.ndarray, lengths: np.ndarray,
+                types: list[list[int]] | None = None) -> dict:
+        """One micro-batch as padded tensors on the device (pinned first when copying to a GPU)."""
+        import torch
+
+        width = int(lengths[idx].max())
+        input_ids = np.full((len(idx), width), self.tokenizer.pad_token_id or 0, dtype=np.int64)
+        mask = np.zeros((len(idx), width), dtype=np.int64)
+        type_ids = np.zeros((len(idx), width), dtype=np.int64)
+        for r, i in enumerate(idx):
+            n = lengths[i]
+            input_ids[r, :n] = ids[i]
+            mask[r, :n] = 1
+            if types is not None:
+                type_ids[r, :n] = types[i]
+        batch = {"input_ids": input_ids, "attention_mask": mask}
+        if "token_type_ids" in self.tokenizer.model_input_names:  # not every encoder takes them
+            batch["token_type_ids"] = type_ids
+        cuda = self.device.startswith("cuda")
+        return {k: (torch.from_numpy(v).pin_memory().to(self.device, non_blocking=True) if cuda
+                    else torch.from_numpy(v)) for k, v in batch.items()}
 
     def embed(self, texts: list[str]) -> np.ndarray:
         """L2-normalised mean-pooled embeddings, float32, in input order."""
         import torch
 
         out = np.zeros((len(texts), self.encoder.config.hidden_size), dtype=np.float32)
-        lengths = np.fromiter((len(t) for t in texts), dtype=np.int64, count=len(texts))
+        # One tokenizer call per Arrow batch (the fast tokenizer batches in Rust), no padding yet.
+        ids = self.tokenizer(texts, truncation=True, max_length=self.settings.scorer_max_length,
+                             return_attention_mask=False, return_token_type_ids=False)["input_ids"]
+        lengths = np.fromiter((len(x) for x in ids), dtype=np.int64, count=len(ids))
         with torch.inference_mode(), self._autocast():
             for idx in self._chunks(lengths):
-                enc = self.tokenizer([texts[i] for i in idx], padding=True, truncation=True,
-                                     max_length=self.settings.scorer_max_length, return_tensors="pt")
-                enc = {k: v.to(self.device) for k, v in enc.items()}
+                enc = self._padded(ids, idx, lengths)
                 hidden = self.encoder(**enc).last_hidden_state
                 emb = torch.nn.functional.normalize(_mean_pool(hidden, enc["attention_mask"]).float(), dim=-1)
                 out[idx] = emb.cpu().numpy()
@@ -93,14 +118,13 @@ class PairScorer:
         import torch
 
         out = np.zeros(len(queries), dtype=np.float64)
-        lengths = np.fromiter((len(q) + len(t) for q, t in zip(queries, titles)), dtype=np.int64)
+        enc_all = self.tokenizer(queries, titles, truncation=True, max_length=self.settings.train_max_length,
+                                 return_attention_mask=False, return_token_type_ids=True)
+        ids, types = enc_all["input_ids"], enc_all["token_type_ids"]
+        lengths = np.fromiter((len(x) for x in ids), dtype=np.int64, count=len(ids))
         with torch.inference_mode(), self._autocast():
             for idx in self._chunks(lengths):
-                enc = self.tokenizer([queries[i] for i in idx], [titles[i] for i in idx], padding=True,
-                                     truncation=True, max_length=self.settings.train_max_length,
-                                     return_tensors="pt")
-                enc = {k: v.to(self.device) for k, v in enc.items()}
-                logits = self.model(**enc).logits[:, 0].float()
+                logits = self.model(**self._padded(ids, idx, lengths, types)).logits[:, 0].float()
                 out[idx] = torch.sigmoid(logits).cpu().numpy()
         return out
 
