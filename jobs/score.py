@@ -297,6 +297,14 @@ def transform(df: DataFrame, cfg: dict[str, Any], run_id: str, catalog: DataFram
     settings = scoring_settings(cfg)
     partitions = int(cfg["spark"]["conf"].get("spark.sql.shuffle.partitions", 8))
     stats: dict[str, Any] = {"scorer_model": scorer_id(settings.scorer_path)}
+    timings = stats["timings_s"] = {}  # wall time per phase (where a run's time goes)
+    mark = time.perf_counter()
+
+    def phase(name: str) -> None:
+        nonlocal mark
+        now = time.perf_counter()
+        timings[name] = round(now - mark, 3)
+        mark = now
 
     scored_pairs = score_pairs(valid, settings, partitions)
     w = cfg["weighting"]
@@ -313,6 +321,7 @@ def transform(df: DataFrame, cfg: dict[str, Any], run_id: str, catalog: DataFram
                    .join(scored_pairs, ["_q", "_t"], "inner").drop("_q", "_t")
                    .persist(StorageLevel.MEMORY_AND_DISK))
     stats["rows_valid"] = joined.count()
+    phase("validate_and_score_pairs")
     if stats["rows_valid"] == 0:
         raise ValueError("no valid rows to score: every input row was quarantined (see _quarantine)")
     base_rate = float(joined.agg(F.avg("clicked")).first()[0])
@@ -325,7 +334,9 @@ def transform(df: DataFrame, cfg: dict[str, Any], run_id: str, catalog: DataFram
         a, b = fit_calibration(joined, base_rate)
         stats["calibration"] = {"a": a, "b": b}
         joined = joined.withColumn("p_model", 1 / (1 + F.exp(-(F.lit(a) * F.col("relevance") + F.lit(b)))))
+    phase("calibration")
     propensity, stats["propensity_fit"] = estimate_propensity(joined, w)
+    phase("propensity")
     stats["propensity"] = propensity
     # Confident-learning thresholds: the model's mean self-confidence per labelled class.
     th = joined.agg(exact_avg(F.when(F.col("clicked") == 0, 1 - F.col("p_model"))).alias("t0"),
@@ -342,6 +353,7 @@ def transform(df: DataFrame, cfg: dict[str, Any], run_id: str, catalog: DataFram
                       .persist(StorageLevel.MEMORY_AND_DISK))
     weighted.count()
     joined.unpersist()
+    phase("weights")
     sampled, stats["sampling"] = importance_sample(weighted, cfg["sampling"], stats["rows_valid"])
     stats["rows_sampled_out"] = stats["sampling"]["rows_sampled_out"]
     if sampled is not weighted and stats["sampling"]["keep_fraction"] is not None:
@@ -350,6 +362,7 @@ def transform(df: DataFrame, cfg: dict[str, Any], run_id: str, catalog: DataFram
     # Importance-sampled rows stand for 1/q rows each: that factor goes in before normalisation.
     weighted, scale = normalise(weighted, w, F.col("raw_weight") / F.col("keep_prob"))
     stats["scale"] = scale
+    phase("sampling_and_normalise")
     # Stable per-query bucket: training holds out whole queries (bucket < eval_fraction * 1000).
     bucket = F.pmod(F.xxhash64(F.lower(F.trim("query"))), F.lit(1000)).cast("int")
     out = (weighted.withColumn("event_date", F.to_date("event_ts"))
@@ -414,6 +427,7 @@ def load(scored: DataFrame, quarantined: DataFrame, output: str, cfg: dict[str, 
          run_id: str, summary: dict[str, Any]) -> dict[str, Any]:
     """Write into a staging folder beside `output`, verify, then swap it into place."""
     spark = scored.sparkSession
+    t0 = time.perf_counter()
     output = absolute(output)
     fs = HadoopFS(spark, output)
     staged = sibling(output, "tmp", run_id)
@@ -424,6 +438,9 @@ def load(scored: DataFrame, quarantined: DataFrame, output: str, cfg: dict[str, 
            .sortWithinPartitions("event_date", "event_id")
            .write.mode("overwrite").partitionBy("event_date").parquet(staged))
     quarantined.repartition(1).write.mode("overwrite").parquet(f"{staged}/_quarantine")
+    timings = summary.setdefault("timings_s", {})
+    timings["write"] = round(time.perf_counter() - t0, 3)
+    t0 = time.perf_counter()
 
     written = spark.read.parquet(staged)
     summary["rows_out"] = written.count()
@@ -447,6 +464,7 @@ def load(scored: DataFrame, quarantined: DataFrame, output: str, cfg: dict[str, 
         raise RuntimeError(
             f"counts do not reconcile: in={summary['rows_in']} out={summary['rows_out']} "
             f"quarantined={summary['rows_quarantined']} sampled_out={sampled_out}; nothing was committed")
+    timings["verify"] = round(time.perf_counter() - t0, 3)
     fs.write_text(f"{staged}/_config.yaml", dump_config_text(cfg))
     fs.write_text(f"{staged}/_summary.json", json.dumps(summary, indent=2, sort_keys=True, default=str) + "\n")
     commit_dir(fs, staged, output, run_id)
