@@ -225,15 +225,17 @@ def train_worker(input_dir: str, output_dir: str, cfg: dict[str, Any]) -> dict[s
         buffer = ShuffleBuffer(t["shuffle_buffer_rows"], rng)
         eval_rows: list[dict[str, np.ndarray]] = []
         rows_read, step, losses = 0, 0, []
+        read_wait_s, step_s, timed_steps = 0.0, 0.0, 0  # is the reader ever the bottleneck?
 
         def run_batches(buffer: ShuffleBuffer, losses: list[float], final: bool) -> None:
-            nonlocal step
+            nonlocal step, step_s, timed_steps
             for batch in buffer.take(t["batch_size"], final=final):
                 if step >= steps:
                     continue  # drain: the guard still needs every row counted
                 step += 1
                 if step <= state.step_in_epoch:
                     continue  # resumed mid-epoch: replay the seeded order up to the checkpoint
+                tick = time.perf_counter()
                 b = _to_tensors(batch, device)
                 logits = forward_logits(ddp, b["input_ids"], b["token_type_ids"], b["input_len"])
                 loss = weighted_bce(logits, b["clicked"], b["weight"])
@@ -246,6 +248,8 @@ def train_worker(input_dir: str, output_dir: str, cfg: dict[str, Any]) -> dict[s
                 if world > 1:
                     step_loss = _allreduce([step_loss])[0] / world
                 losses.append(step_loss)
+                step_s += time.perf_counter() - tick
+                timed_steps += 1
                 state.loss_curve.append(step_loss)
                 state.global_step += 1
                 _maybe_inject_fault(rank, state.global_step)
@@ -256,8 +260,14 @@ def train_worker(input_dir: str, output_dir: str, cfg: dict[str, Any]) -> dict[s
                     if rank == 0:
                         save_checkpoint(ckpt_dir / CHECKPOINT, model, optim, sched, state, rng_states)
 
-        for batch in iter_shard(input_dir, rank, world, seed=t["seed"] + epoch, fields=training_fields(),
-                                pool=t["reader_pool"]):
+        batches = iter_shard(input_dir, rank, world, seed=t["seed"] + epoch, fields=training_fields(),
+                             pool=t["reader_pool"])
+        while True:
+            tick = time.perf_counter()
+            batch = next(batches, None)
+            read_wait_s += time.perf_counter() - tick
+            if batch is None:
+                break
             rows_read += len(batch["clicked"])
             held = is_eval(batch.pop("query_bucket"), t["eval_fraction"])
             if held.any():
@@ -267,6 +277,10 @@ def train_worker(input_dir: str, output_dir: str, cfg: dict[str, Any]) -> dict[s
         run_batches(buffer, losses, final=True)
 
         total_read = int(_allreduce([rows_read])[0])
+        # Rank 0's split of the epoch's wall time: waiting on Petastorm vs in training steps.
+        timing = {"read_wait_s": round(read_wait_s, 3), "step_s": round(step_s, 3), "timed_steps": timed_steps,
+                  "rows_read_per_s": round(rows_read / read_wait_s, 1) if read_wait_s else None,
+                  "rows_trained_per_s": round(timed_steps * t["batch_size"] / step_s, 1) if step_s else None}
         if total_read != expected_rows:
             raise ReaderGuardError(f"epoch {epoch}: ranks read {total_read} rows but the Parquet footers of "
                                    f"{input_dir} hold {expected_rows}: refusing to train on a partial read")
@@ -279,7 +293,7 @@ def train_worker(input_dir: str, output_dir: str, cfg: dict[str, Any]) -> dict[s
         train_loss = [float(np.sum(epoch_losses)), float(len(epoch_losses))]
         record = {"epoch": epoch, "steps": steps, "global_step": state.global_step,
                   "train_loss": train_loss[0] / train_loss[1] if train_loss[1] else None,
-                  "rows_read": total_read, **ev}
+                  "rows_read": total_read, **ev, "timing_rank0": timing}
         state.history.append(record)
         if "eval_loss" not in ev:  # no held-out query in this table: keep the latest weights
             improved = True
