@@ -56,10 +56,10 @@ class RSSSampler(threading.Thread):
         self.pid, self.every_s = pid, every_s
         self.peak = {"driver_python": 0, "driver_jvm": 0, "python_worker_max": 0, "python_workers_sum": 0}
         self.max_workers = 0
-        self._stop = threading.Event()
+        self._halt = threading.Event()
 
     def run(self) -> None:
-        while not self._stop.is_set():
+        while not self._halt.is_set():
             try:
                 root = psutil.Process(self.pid)
                 procs = [root, *root.children(recursive=True)]
@@ -83,7 +83,7 @@ class RSSSampler(threading.Thread):
             time.sleep(self.every_s)
 
     def stop(self) -> None:
-        self._stop.set()
+        self._halt.set()
         self.join()
 
 
@@ -106,7 +106,7 @@ def run_case(rows: int, dup: int, work: Path, conf: str, overrides: list[str]) -
     summary = json.loads((out / "_summary.json").read_text())
     mib = {k: round(v / 2**20, 1) for k, v in sampler.peak.items()}
     return {"rows": rows, "duplication": dup, "distinct_pairs": rows // dup, "wall_s": round(wall, 2),
-            "job_s": summary["seconds"], "timings_s": summary.get("timings_s"), "peak_rss_mib": mib,
+            "job_s": summary.get("seconds"), "timings_s": summary.get("timings_s"), "peak_rss_mib": mib,
             "python_workers_seen": sampler.max_workers, "rows_out": summary["rows_out"]}
 
 
