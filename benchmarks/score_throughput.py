@@ -131,6 +131,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--conf", default=str(ROOT / "conf" / "local.yaml"))
     p.add_argument("--set", action="append", default=[], dest="overrides")
     p.add_argument("--workdir", default=None)
+    p.add_argument("--skip-peer", action="store_true",
+                   help="skip (b) predict_batch_udf (the slowest; c/a alone at large sizes)")
     p.add_argument("--json", default=str(ROOT / "benchmarks" / "results" / "score_throughput.json"))
     args = p.parse_args(argv)
     if len(args.rows) != len(args.dup):
@@ -151,7 +153,8 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.perf_counter()
     clickweight_score(spark, warm, str(work / "warm_out"), cfg)
     warmup_s = time.perf_counter() - t0
-    predict_batch(spark, warm, str(work / "warm_pb"), settings, cfg["scorer"]["batch_size"])
+    if not args.skip_peer:
+        predict_batch(spark, warm, str(work / "warm_pb"), settings, cfg["scorer"]["batch_size"])
 
     results = []
     for rows, dup in zip(args.rows, args.dup):
@@ -167,19 +170,22 @@ def main(argv: list[str] | None = None) -> int:
         print("  (a) ", case["a_bare_loop"], flush=True)
         case["a_bare_loop_dedup"] = bare_loop(frame, settings, cores, dedup=True)
         print("  (a')", case["a_bare_loop_dedup"], flush=True)
-        case["b_predict_batch_udf"] = predict_batch(spark, src, str(work / f"pb_{rows}_{dup}"), settings,
-                                                    cfg["scorer"]["batch_size"])
-        print("  (b) ", case["b_predict_batch_udf"], flush=True)
+        if not args.skip_peer:
+            case["b_predict_batch_udf"] = predict_batch(spark, src, str(work / f"pb_{rows}_{dup}"), settings,
+                                                        cfg["scorer"]["batch_size"])
+            print("  (b) ", case["b_predict_batch_udf"], flush=True)
         case["c_clickweight_score"] = clickweight_score(spark, src, str(work / f"cw_{rows}_{dup}"), cfg)
         print("  (c) ", {k: v for k, v in case["c_clickweight_score"].items() if k != "timings_s"}, flush=True)
         for key in ("a_bare_loop", "a_bare_loop_dedup", "b_predict_batch_udf", "c_clickweight_score"):
+            if key not in case:
+                continue
             r = case[key]
             r["rows_per_s"] = rows / r["wall_s"]
             r["row_tokens_per_s"] = tokens / r["wall_s"]
         c = case["c_clickweight_score"]["rows_per_s"]
         case["c_over_a"] = c / case["a_bare_loop"]["rows_per_s"]
         case["c_over_a_dedup"] = c / case["a_bare_loop_dedup"]["rows_per_s"]
-        case["c_over_b"] = c / case["b_predict_batch_udf"]["rows_per_s"]
+        case["c_over_b"] = c / case["b_predict_batch_udf"]["rows_per_s"] if "b_predict_batch_udf" in case else None
         # Start-up share of the real job: Spark start + one warm-up job (workers, model load) vs the run.
         case["c_startup_share"] = (spark_start_s + warmup_s) / (spark_start_s + warmup_s
                                                                  + case["c_clickweight_score"]["wall_s"])
@@ -200,11 +206,15 @@ def main(argv: list[str] | None = None) -> int:
     print("| rows | dup | distinct pairs | (a) bare rows/s | (a') bare+dedup rows/s | (b) predict_batch_udf rows/s "
           "| (c) clickweight rows/s | c/a | c/a' | c/b | (c) row tokens/s | start-up share of (c) |")
     print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+    def fmt(value: float | None, spec: str) -> str:
+        return "-" if value is None else format(value, spec)
+
     for r in results:
+        b = r.get("b_predict_batch_udf", {}).get("rows_per_s")
         print(f"| {r['rows']} | {r['duplication']} | {r['distinct_pairs']} | {r['a_bare_loop']['rows_per_s']:.1f} "
-              f"| {r['a_bare_loop_dedup']['rows_per_s']:.1f} | {r['b_predict_batch_udf']['rows_per_s']:.1f} "
+              f"| {r['a_bare_loop_dedup']['rows_per_s']:.1f} | {fmt(b, '.1f')} "
               f"| {r['c_clickweight_score']['rows_per_s']:.1f} | {r['c_over_a']:.2f} | {r['c_over_a_dedup']:.2f} "
-              f"| {r['c_over_b']:.2f} | {r['c_clickweight_score']['row_tokens_per_s']:.0f} "
+              f"| {fmt(r['c_over_b'], '.2f')} | {r['c_clickweight_score']['row_tokens_per_s']:.0f} "
               f"| {r['c_startup_share']:.1%} |")
     print(f"\nSpark start {spark_start_s:.1f}s, warm-up job {warmup_s:.1f}s; JSON: {args.json}")
     if not args.workdir:
