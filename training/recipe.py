@@ -277,7 +277,7 @@ def train_worker(input_dir: str, output_dir: str, cfg: dict[str, Any]) -> dict[s
         run_batches(buffer, losses, final=True)
 
         total_read = int(_allreduce([rows_read])[0])
-        # Rank 0's split of the epoch's wall time: waiting on Petastorm vs in training steps.
+        # This rank's split of the epoch's time, waiting on Petastorm vs in steps (rank 0's is saved).
         timing = {"read_wait_s": round(read_wait_s, 3), "step_s": round(step_s, 3), "timed_steps": timed_steps,
                   "rows_read_per_s": round(rows_read / read_wait_s, 1) if read_wait_s else None,
                   "rows_trained_per_s": round(timed_steps * t["batch_size"] / step_s, 1) if step_s else None}
