@@ -34,7 +34,7 @@ def forward_logits(model, input_ids: torch.Tensor, token_type_ids: torch.Tensor,
     width = int(input_len.max())
     ids = input_ids[:, :width].long()
     types = token_type_ids[:, :width].long()
-    mask = (torch.arange(width).unsqueeze(0) < input_len.unsqueeze(1)).long()
+    mask = (torch.arange(width, device=input_len.device).unsqueeze(0) < input_len.unsqueeze(1)).long()
     return model(input_ids=ids, token_type_ids=types, attention_mask=mask).logits[:, 0]
 
 
