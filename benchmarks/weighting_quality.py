@@ -24,10 +24,10 @@ import numpy as np
 import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_data import HOMEDEPOT as DATA  # noqa: E402
 from click_simulator import SimulatorSettings, simulate, split_by_query  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
-DATA = ROOT.parent / "shared" / "data" / "homedepot_relevance_dev.parquet"
 CLI = str(Path(sys.executable).parent / "clickweight")
 
 
