@@ -2,8 +2,10 @@
 
 Each session shows one query's products ranked by a noisy ranker; examination decays with
 position (P(exam | k) = 1 / k**eta); a click needs examination and is then likelier the more
-relevant the product (graded 1..3); a share of labels is flipped (noise); purchases follow
-clicks on the most relevant products. Pairs repeat across sessions, as in real logs.
+relevant the product (graded 1..3); purchases follow clicks on the most relevant products.
+Noise: extra clicks on rows drawn uniformly from the unclicked ones (whatever their position
+or relevance: misclicks, curiosity), as many as make `noise_share` of all clicks. They get the
+same dwell model as real clicks and never a purchase. Pairs repeat across sessions, as in real logs.
 """
 from __future__ import annotations
 
@@ -18,7 +20,7 @@ class SimulatorSettings:
     sessions_per_query: float = 6.0   # mean; per-query counts are Zipf-skewed around it
     eta: float = 0.8                  # position-bias exponent (hidden from clickweight)
     ranker_noise: float = 0.6         # sd of the ranker's error on the 1..3 scale
-    noise_rate: float = 0.15          # share of rows whose click label is flipped
+    noise_share: float = 0.2          # share of all clicks that are noise clicks, in [0, 1)
     click_low: float = 0.05           # click probability of an examined, irrelevant (1.0) item
     click_high: float = 0.75          # ... of an examined, perfect (3.0) item
     position_bias: bool = True        # False: every position is examined (the unbiased reference)
@@ -58,21 +60,29 @@ def simulate(pairs: pd.DataFrame, s: SimulatorSettings, seed: int) -> tuple[pd.D
             exam = (1.0 / k ** s.eta) if s.position_bias else np.ones(len(order))
             r = rel[order]
             clicked = (rng.random(len(order)) < exam) & (rng.random(len(order)) < click_probability(r, s))
-            flip = rng.random(len(order)) < s.noise_rate
-            label = np.where(flip, ~clicked, clicked).astype(np.int32)
-            bought = (label == 1) & (r >= 2.67) & (rng.random(len(order)) < 0.3)
+            bought = clicked & (r >= 2.67) & (rng.random(len(order)) < 0.3)
             ts = start + pd.to_timedelta(int(rng.integers(0, span_us)), unit="us")
             parts.append(pd.DataFrame({
                 "session_id": f"s{sid:07d}", "user_id": f"u{int(rng.integers(0, 5000)):05d}",
                 "event_ts": ts, "query": g["query"].iloc[0], "item_id": g["item_id"].to_numpy()[order].astype(str),
-                "title": g["title"].to_numpy()[order], "position": k.astype(np.int32), "clicked": label,
+                "title": g["title"].to_numpy()[order], "position": k.astype(np.int32),
+                "clicked": clicked.astype(np.int32),
                 "added_to_cart": bought.astype(np.int32), "purchased": bought.astype(np.int32),
-                "dwell_ms": pd.array(np.where(label == 1, rng.lognormal(9 + r, 0.5), np.nan).round(),
-                                     dtype="Int64"),
-                "true_relevance": r, "is_noise_click": flip,
+                "true_relevance": r,
             }))
             sid += 1
     frame = pd.concat(parts, ignore_index=True)
+    if not 0.0 <= s.noise_share < 1.0:
+        raise ValueError("noise_share must be in [0, 1)")
+    true_clicks = int(frame["clicked"].sum())
+    skips = np.flatnonzero(frame["clicked"].to_numpy() == 0)
+    n_noise = min(len(skips), int(round(true_clicks * s.noise_share / (1.0 - s.noise_share))))
+    noise = np.zeros(len(frame), dtype=bool)
+    noise[rng.choice(skips, size=n_noise, replace=False)] = True
+    frame["clicked"] = (frame["clicked"].to_numpy() | noise).astype(np.int32)
+    frame["is_noise_click"] = noise
+    r, clicked = frame["true_relevance"].to_numpy(), frame["clicked"].to_numpy() == 1
+    frame["dwell_ms"] = pd.array(np.where(clicked, rng.lognormal(9 + r, 0.5), np.nan).round(), dtype="Int64")
     frame.insert(0, "event_id", [f"e{i:09d}" for i in range(len(frame))])
     frame["event_ts"] = frame["event_ts"] + pd.to_timedelta(frame["position"], unit="ms")
     truth = frame[["event_id", "true_relevance", "is_noise_click"]].copy()

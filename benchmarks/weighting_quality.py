@@ -2,12 +2,27 @@
 
 Reads ../shared/data/homedepot_relevance_dev.parquet (real queries, product titles, human
 relevance 1..3), splits it by query, turns the train queries into a clickstream with
-benchmarks/click_simulator.py, then runs the real CLI (`clickweight score` -> `train` ->
-`evaluate`) once per strategy with the same seed and steps, and evaluates every model on the
-held-out queries against the TRUE grades (AUC with relevance >= 2.5 positive, NDCG@10).
+benchmarks/click_simulator.py (position bias, a share of noise clicks, purchases, repeated
+sessions), runs the real `clickweight score` once per strategy, and measures every weighting
+against the TRUE grades in two ways:
 
-    .venv/bin/python benchmarks/weighting_quality.py --workdir runs/bench \
-        --strategies none,ipw,denoise,combined --seeds 0,1,2 --steps 100
+  target   what the weighted loss asks the trainee to learn. A model trained with weighted BCE to
+           convergence predicts, for a (query, title) pair, sum(w * clicked) / sum(w) over that
+           pair's rows (the minimiser of the pair's weighted log loss). That per-pair target is
+           ranked against the true grades of the training pairs: AUC (grade >= 2.5 positive) and
+           NDCG@10 per query. It isolates the weighting from the trainee's compute budget: no
+           training, so every strategy and 3 seeds fit in ~40 minutes on 2 CPU cores. Pairs that
+           importance sampling dropped completely get the weighted base rate (a tie).
+  model    (--train-runs, off unless named) `clickweight train` then `clickweight evaluate` on
+           the held-out queries: the trained cross-encoder's AUC / NDCG@10 (what DESIGN.md's
+           yardstick means; needs a GPU-sized step budget to leave chance level, see the note).
+
+Also: denoise's AUROC at flagging the injected noise clicks (noise_score among clicked rows),
+ipw's recovery of the position-bias loss against the same queries clicked without position
+bias, and importance sampling at keep_fraction 0.5 against all rows.
+
+    .venv/bin/python benchmarks/weighting_quality.py                      # the full matrix, 3 seeds
+    .venv/bin/python benchmarks/weighting_quality.py --seeds 0 --strategies none,ipw --train-runs none,ipw --steps 300
 
 Writes benchmarks/results/weighting_quality.{md,json} (and .png when matplotlib is installed).
 """
@@ -24,11 +39,16 @@ import numpy as np
 import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench_data import HOMEDEPOT as DATA  # noqa: E402
 from click_simulator import SimulatorSettings, simulate, split_by_query  # noqa: E402
 
+from training.metrics import auc, ndcg_at_k  # noqa: E402
+
 ROOT = Path(__file__).resolve().parent.parent
 CLI = str(Path(sys.executable).parent / "clickweight")
+STRATEGIES = "none,relevance,confidence,information_gain,loss,el2n,ipw,action_value,denoise,combined"
+POSITIVE = 2.5
 
 
 def run(cmd: list[str]) -> float:
@@ -39,59 +59,99 @@ def run(cmd: list[str]) -> float:
     return time.time() - started
 
 
-def prepare(work: Path, args, seed: int, position_bias: bool = True) -> tuple[Path, Path, pd.DataFrame]:
+def prepare(work: Path, args, seed: int, position_bias: bool = True) -> tuple[Path, pd.DataFrame]:
+    """Simulated clickstream of the train queries + held-out pairs; (folder, truth per event)."""
     pairs = pd.read_parquet(args.data)
     queries = np.sort(pairs["query"].unique())
     rng = np.random.default_rng(1000 + seed)
     chosen = rng.choice(queries, size=min(len(queries), args.train_queries + args.heldout_queries), replace=False)
     pairs = pairs[pairs["query"].isin(set(chosen))]
     train, held = split_by_query(pairs, args.heldout_queries / len(chosen), seed)
-    settings = SimulatorSettings(noise_rate=args.noise, position_bias=position_bias,
+    settings = SimulatorSettings(noise_share=args.noise_share, position_bias=position_bias,
                                  sessions_per_query=args.sessions_per_query)
     clicks, truth = simulate(train, settings, seed)
-    tag = f"seed{seed}" + ("" if position_bias else "_unbiased")
-    data = work / tag
+    data = work / (f"seed{seed}" + ("" if position_bias else "_unbiased"))
     (data / "clickstream").mkdir(parents=True, exist_ok=True)
     clicks.to_parquet(data / "clickstream" / "part-0.parquet", coerce_timestamps="us", allow_truncated_timestamps=True)
     held[["query", "item_id", "title", "relevance"]].to_parquet(data / "heldout.parquet")
-    return data, data / "heldout.parquet", truth
+    truth = truth.merge(clicks[["event_id", "query", "item_id", "clicked"]], on="event_id")
+    return data, truth
 
 
-def train_and_eval(data: Path, heldout: Path, name: str, sets: list[str], args) -> dict:
-    weighted, model, metrics = data / f"w_{name}", data / f"m_{name}", data / f"eval_{name}.json"
+def target_quality(weighted: pd.DataFrame, truth: pd.DataFrame) -> dict:
+    """AUC / NDCG@10 of the converged weighted-loss target sum(w y) / sum(w) per training pair."""
+    w = weighted[["event_id", "weight"]].merge(truth, on="event_id")
+    w["wy"] = w["weight"] * w["clicked"]
+    per_pair = w.groupby(["query", "item_id"], sort=True).agg(wy=("wy", "sum"), w=("weight", "sum"))
+    shown = truth.groupby(["query", "item_id"], sort=True)["true_relevance"].first().to_frame()
+    shown = shown.join(per_pair, how="left")
+    base = float(w["wy"].sum() / w["weight"].sum())
+    target = (shown["wy"] / shown["w"]).fillna(base).to_numpy()
+    grade = shown["true_relevance"].to_numpy()
+    ndcg, _ = ndcg_at_k(shown.index.get_level_values("query").to_numpy(), grade, target, k=10)
+    return {"target_auc": auc(grade >= POSITIVE, target), "target_ndcg@10": ndcg,
+            "pairs": int(len(shown)), "pairs_without_rows": int(shown["w"].isna().sum())}
+
+
+def noise_auroc(weighted: pd.DataFrame, truth: pd.DataFrame) -> float | None:
+    """How well noise_score ranks the injected noise clicks above the real ones (clicked rows only)."""
+    j = weighted[["event_id", "noise_score"]].merge(truth, on="event_id")
+    j = j[j["clicked"] == 1]
+    return auc(j["is_noise_click"].to_numpy(), j["noise_score"].to_numpy(dtype=float))
+
+
+def score_run(data: Path, truth: pd.DataFrame, name: str, sets: list[str], args) -> dict:
+    weighted = data / f"w_{name}"
     overrides = [a for s in [*args.set, *sets] for a in ("--set", s)]
     score_s = run([CLI, "score", "--input", str(data / "clickstream"), "--output", str(weighted), *overrides])
-    train_s = run([CLI, "train", "--input", str(weighted), "--output", str(model), *overrides,
-                   "--set", f"train.max_steps_per_epoch={args.steps}", "--set", "train.epochs=1"])
-    run([CLI, "evaluate", "--model", str(model), "--input", str(heldout), "--label-col", "relevance",
-         "--positive-threshold", "2.5", "--output", str(metrics)])
-    m = json.loads(metrics.read_text())
+    frame = pd.read_parquet(weighted, columns=["event_id", "weight", "noise_score"])
     summary = json.loads((weighted / "_summary.json").read_text())
+    out = {"run": name, **target_quality(frame, truth), "rows_out": summary["rows_out"],
+           "ess_fraction": summary["weights"]["ess_fraction"], "score_s": round(score_s, 1),
+           "weighted": str(weighted)}
+    if name.startswith("denoise"):
+        out["noise_auroc"] = noise_auroc(frame, truth)
+    return out
+
+
+def train_run(data: Path, r: dict, seed: int, args) -> dict:
+    """Real `clickweight train` on the weighted output, then `evaluate` on the held-out queries."""
+    model, metrics = data / f"m_{r['run']}", data / f"eval_{r['run']}.json"
+    overrides = [a for s in args.set for a in ("--set", s)]
+    train_s = run([CLI, "train", "--input", r["weighted"], "--output", str(model), *overrides,
+                   "--set", f"train.max_steps_per_epoch={args.steps}", "--set", "train.epochs=1",
+                   "--set", f"train.seed={seed}"])
+    run([CLI, "evaluate", "--model", str(model), "--input", str(data / "heldout.parquet"), "--label-col",
+         "relevance", "--positive-threshold", str(POSITIVE), "--output", str(metrics)])
+    m = json.loads(metrics.read_text())
     trained = json.loads((model / "train_summary.json").read_text())
-    return {"run": name, "auc": m["auc"], "ndcg@10": m["ndcg@10"], "rows_out": summary["rows_out"],
-            "train_rows": trained["train_rows_per_epoch"] * len(trained["history"]),
-            "ess_fraction": summary["weights"]["ess_fraction"], "score_s": round(score_s, 1),
-            "train_s": round(train_s, 1), "weighted": str(weighted), "model": str(model)}
+    return {"model_auc": m["auc"], "model_ndcg@10": m["ndcg@10"], "train_s": round(train_s, 1),
+            "train_rows": trained["train_rows_per_epoch"] * len(trained["history"])}
 
 
-def denoise_auroc(weighted: Path, truth: pd.DataFrame) -> float | None:
-    from training.metrics import auc
+def zero_shot(data: Path) -> dict:
+    """The round-0 sentence encoder's cosine on the held-out queries (no training): the reference line."""
+    out = data / "eval_zero_shot.json"
+    from udfs.model_loader import default_model_path
 
-    frame = pd.read_parquet(weighted)
-    col = next((c for c in ("noise_score", "suspect") if c in frame.columns), None)
-    if col is None:
-        return None
-    joined = frame[["event_id", col]].merge(truth, on="event_id")
-    return auc(joined["is_noise_click"].to_numpy(), joined[col].to_numpy(dtype=float))
+    package = default_model_path()
+    run([CLI, "evaluate", "--model", package, "--input", str(data / "heldout.parquet"), "--label-col",
+         "relevance", "--positive-threshold", str(POSITIVE), "--output", str(out)])
+    m = json.loads(out.read_text())
+    return {"zero_shot_auc": m["auc"], "zero_shot_ndcg@10": m["ndcg@10"]}
+
+
+COLUMNS = ["seed", "run", "target_auc", "target_ndcg@10", "rows_out", "ess_fraction", "noise_auroc", "score_s",
+           "model_auc", "model_ndcg@10", "train_rows", "train_s"]
 
 
 def table(rows: list[dict]) -> str:
-    cols = ["seed", "run", "auc", "ndcg@10", "train_rows", "ess_fraction", "score_s", "train_s"]
+    cols = [c for c in COLUMNS if any(c in r for r in rows)]
     out = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     for r in rows:
-        out.append("| " + " | ".join(f"{r.get(c):.4f}" if isinstance(r.get(c), float) and c in ("auc", "ndcg@10",
-                                                                                             "ess_fraction")
-                                     else str(r.get(c, "-")) for c in cols) + " |")
+        cells = [f"{r[c]:.4f}" if isinstance(r.get(c), float) and c not in ("score_s", "train_s")
+                 else str(r.get(c, "-")) for c in cols]
+        out.append("| " + " | ".join(cells) + " |")
     return "\n".join(out)
 
 
@@ -100,13 +160,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--data", default=str(DATA))
     p.add_argument("--workdir", default=str(ROOT / "runs" / "bench"))
     p.add_argument("--results", default=str(ROOT / "benchmarks" / "results"))
-    p.add_argument("--strategies", default="none,ipw,denoise,information_gain,combined")
-    p.add_argument("--seeds", default="0,1,2")
-    p.add_argument("--train-queries", type=int, default=1200)
-    p.add_argument("--heldout-queries", type=int, default=400)
+    p.add_argument("--strategies", default=STRATEGIES, help="run on the first seed")
+    p.add_argument("--seeds", default="0,1,2", help="later seeds repeat none, the best, its keep-0.5 run, "
+                                                    "ipw, denoise and the unbiased reference")
+    p.add_argument("--train-queries", type=int, default=1000)
+    p.add_argument("--heldout-queries", type=int, default=300)
     p.add_argument("--sessions-per-query", type=float, default=6.0)
-    p.add_argument("--noise", type=float, default=0.15)
-    p.add_argument("--steps", type=int, default=100, help="optimiser steps per run (1 epoch)")
+    p.add_argument("--noise-share", type=float, default=0.2, help="share of clicks that are noise clicks")
+    p.add_argument("--train-runs", default="", help="runs to also train + evaluate on held-out (e.g. none,best)")
+    p.add_argument("--steps", type=int, default=100, help="optimiser steps per trained run (1 epoch)")
     p.add_argument("--set", action="append", default=[], help="extra config override for every run")
     args = p.parse_args(argv)
     if not Path(args.data).exists():
@@ -114,60 +176,119 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     work, results = Path(args.workdir).resolve(), Path(args.results)
     results.mkdir(parents=True, exist_ok=True)
-    strategies = args.strategies.split(",")
     seeds = [int(s) for s in args.seeds.split(",")]
-    rows, extra = [], {}
-    best = "none"  # chosen on the first seed, then repeated on the others
+    train_runs = [s for s in args.train_runs.split(",") if s]
+    rows: list[dict] = []
     started = time.time()
+    best, best_pair = "none", []
+
+    def record(seed: int, data: Path, truth: pd.DataFrame, name: str, sets: list[str]) -> None:
+        r = {"seed": seed, **score_run(data, truth, name, sets, args)}
+        base_name = name.removesuffix("_keep0.5").removesuffix("_unbiased_clicks")
+        if name in train_runs or base_name in train_runs or ("best" in train_runs and base_name == best):
+            r.update(train_run(data, r, seed, args))
+        rows.append(r)
+        print(table([r]).splitlines()[-1], flush=True)
+
     for i, seed in enumerate(seeds):
-        data, heldout, truth = prepare(work, args, seed)
-        run_list = strategies if i == 0 else [s for s in strategies if s in ("none", best)]
-        for strategy in run_list:
-            r = train_and_eval(data, heldout, strategy, [f"weighting.strategy={strategy}",
-                                                         f"train.seed={seed}"], args)
-            rows.append({"seed": seed, **r})
-            if strategy == "denoise":
-                extra[f"denoise_auroc_seed{seed}"] = denoise_auroc(Path(r["weighted"]), truth)
-            print(table(rows[-1:]).splitlines()[-1], flush=True)
+        data, truth = prepare(work, args, seed)
         if i == 0:
-            first = [r for r in rows if r["seed"] == seed and r["run"] != "none"]
-            best = max(first, key=lambda r: r["auc"])["run"] if first else "none"
-            extra["best_strategy_seed0"] = best
-            # Importance sampling: half the rows, same expected loss.
-            r = train_and_eval(data, heldout, f"{best}_keep0.5",
-                               [f"weighting.strategy={best}", "sampling.keep_fraction=0.5"], args)
-            rows.append({"seed": seed, **r})
-            # Position-bias reference: the same queries clicked without position bias.
-            udata, uheld, _ = prepare(work, args, seed, position_bias=False)
-            r = train_and_eval(udata, uheld, "none_unbiased_clicks", ["weighting.strategy=none"], args)
-            rows.append({"seed": seed, **r})
+            for strategy in args.strategies.split(","):
+                record(seed, data, truth, strategy, [f"weighting.strategy={strategy}"])
+            singles = sorted((r for r in rows if r["run"] not in ("none", "combined")),
+                             key=lambda r: -r["target_auc"])
+            best_pair = [r["run"] for r in singles[:2]]
+            if len(best_pair) == 2:
+                exps = "{" + ", ".join(f"{s}: 1.0" for s in best_pair) + "}"
+                record(seed, data, truth, "combined_best", ["weighting.strategy=combined",
+                                                            f"weighting.combined={exps}"])
+            candidates = [r for r in rows if r["run"] != "none"]
+            best = max(candidates, key=lambda r: r["target_auc"])["run"] if candidates else "none"
+        else:
+            for name in dict.fromkeys(["none", best, "ipw", "denoise"]):
+                strategy = "combined" if name == "combined_best" else name
+                sets = [f"weighting.strategy={strategy}"]
+                if name == "combined_best":
+                    sets.append("weighting.combined={" + ", ".join(f"{s}: 1.0" for s in best_pair) + "}")
+                record(seed, data, truth, name, sets)
+        # Importance sampling: about half the rows, the same expected loss.
+        strategy = "combined" if best == "combined_best" else best
+        sets = [f"weighting.strategy={strategy}", "sampling.keep_fraction=0.5", f"sampling.seed={seed}"]
+        if best == "combined_best":
+            sets.append("weighting.combined={" + ", ".join(f"{s}: 1.0" for s in best_pair) + "}")
+        record(seed, data, truth, f"{best}_keep0.5", sets)
+        # Position-bias reference: the same queries and sessions clicked without position bias.
+        udata, utruth = prepare(work, args, seed, position_bias=False)
+        record(seed, udata, utruth, "none_unbiased_clicks", ["weighting.strategy=none"])
+        if train_runs:
+            rows[-1].update(zero_shot(data))
+
     by = pd.DataFrame(rows)
-    spread = by.groupby("run")[["auc", "ndcg@10"]].agg(["mean", "std", "count"]).round(4)
-    out = {"args": vars(args), "rows": rows, "extra": extra, "spread": json.loads(spread.to_json()),
-           "seconds": round(time.time() - started, 1)}
+    metrics_cols = [c for c in ("target_auc", "target_ndcg@10", "noise_auroc", "model_auc", "model_ndcg@10")
+                    if c in by.columns]
+    spread = by.groupby("run", sort=False)[metrics_cols].agg(["mean", "std", "count"]).round(4)
+    findings = summarise(by, best)
+    out = {"args": vars(args), "best_strategy": best, "combined_best": best_pair, "rows": rows,
+           "findings": findings, "spread": json.loads(spread.to_json()), "seconds": round(time.time() - started, 1)}
     (results / "weighting_quality.json").write_text(json.dumps(out, indent=2, default=str) + "\n")
     md = [f"# Weighting quality ({time.strftime('%Y-%m-%d')})", "",
           "Command: `.venv/bin/python benchmarks/weighting_quality.py " + " ".join(argv or sys.argv[1:]) + "`", "",
-          table(rows), "", "Spread over seeds (mean / std / n):", "", "```", spread.to_string(), "```", "",
-          f"Extra: {json.dumps(extra)}", f"Total: {out['seconds']} s"]
+          f"Sizes: {args.train_queries} train queries ({args.sessions_per_query} sessions per query on average), "
+          f"{args.heldout_queries} held-out queries, noise clicks {args.noise_share:.0%} of clicks; seeds {seeds}.",
+          "", table(rows), "", "Mean / std / n over seeds:", "", "```", spread.to_string(), "```", "",
+          "Findings:", "", *[f"- {k}: {v}" for k, v in findings.items()], "", f"Total: {out['seconds']} s"]
     (results / "weighting_quality.md").write_text("\n".join(md) + "\n")
+    plot(by, results)
+    print("\n".join(md))
+    return 0
+
+
+def summarise(by: pd.DataFrame, best: str) -> dict:
+    """The issue's targets, computed from the rows (per-seed differences, so seed effects cancel)."""
+    def per_seed(run: str, col: str = "target_auc") -> pd.Series:
+        return by[by["run"] == run].set_index("seed")[col]
+
+    out: dict = {}
+    none, top = per_seed("none"), per_seed(best)
+    for col in ("target_auc", "target_ndcg@10"):
+        gain = (per_seed(best, col) - per_seed("none", col)).dropna()
+        spread = by[by["run"] == "none"][col].std()
+        out[f"{best} - none, {col}"] = (f"{gain.mean():+.4f} (per seed {[round(x, 4) for x in gain]}); "
+                                        f"seed-to-seed sd of none {spread:.4f}")
+    unbiased, ipw = per_seed("none_unbiased_clicks"), per_seed("ipw")
+    lost = (unbiased - none).dropna()
+    recovered = (ipw - none).dropna()
+    if len(lost):
+        out["position bias loss (unbiased - none), target_auc"] = f"{lost.mean():+.4f}"
+        out["ipw recovery (ipw - none), target_auc"] = (
+            f"{recovered.mean():+.4f}" + (f" = {recovered.mean() / lost.mean():.0%} of the loss"
+                                          if lost.mean() > 0 else " (position bias cost nothing to recover here)"))
+    if "noise_auroc" in by.columns:
+        d = by[by["run"] == "denoise"]["noise_auroc"].dropna()
+        out["denoise noise-click AUROC"] = f"{d.mean():.4f} (per seed {[round(x, 4) for x in d]})"
+    keep = (per_seed(f"{best}_keep0.5") - top).dropna()
+    if len(keep):
+        out[f"keep_fraction 0.5 - all rows ({best}), target_auc"] = (
+            f"{keep.mean():+.4f} (per seed {[round(x, 4) for x in keep]})")
+    return out
+
+
+def plot(by: pd.DataFrame, results: Path) -> None:
     try:
         import matplotlib
 
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
-
-        agg = by.groupby("run")["auc"].agg(["mean", "std"]).fillna(0).sort_values("mean")
-        fig, ax = plt.subplots(figsize=(7, 0.4 * len(agg) + 1.5))
-        ax.barh(agg.index, agg["mean"], xerr=agg["std"])
-        ax.set_xlabel("held-out AUC vs true relevance (>= 2.5)")
-        ax.set_xlim(max(0.0, agg["mean"].min() - 0.05), min(1.0, agg["mean"].max() + 0.03))
-        fig.tight_layout()
-        fig.savefig(results / "weighting_quality.png", dpi=120)
     except ImportError:
-        print("matplotlib not installed: no plot")
-    print("\n".join(md))
-    return 0
+        print("matplotlib not installed: no plot (pip install -r benchmarks/requirements.txt)")
+        return
+    agg = by.groupby("run")["target_auc"].agg(["mean", "std"]).fillna(0).sort_values("mean")
+    fig, ax = plt.subplots(figsize=(7, 0.4 * len(agg) + 1.5))
+    ax.barh(agg.index, agg["mean"], xerr=agg["std"])
+    ax.set_xlabel(f"AUC of the weighted-loss target vs true relevance (>= {POSITIVE})")
+    ax.set_xlim(max(0.0, agg["mean"].min() - 0.03), min(1.0, agg["mean"].max() + 0.02))
+    fig.tight_layout()
+    fig.savefig(results / "weighting_quality.png", dpi=120)
 
 
 if __name__ == "__main__":

@@ -128,6 +128,7 @@ def validate(cfg: dict[str, Any]) -> None:
            "need weighting.em_buckets >= 2, em_max_pairs >= 0, em_prior_rows >= 0")
     _check(0 < w["denoise_weight"] <= 1, "weighting.denoise_weight must be in (0, 1]")
     _check(w["denoise_mode"] in ("hard", "soft"), "weighting.denoise_mode: hard | soft")
+    _check(w["denoise_model"] in ("click_model", "scorer"), "weighting.denoise_model: click_model | scorer")
     _check(w["mlm_model"] is None or Path(w["mlm_model"]).is_dir(),
            f"weighting.mlm_model is not a folder: {w['mlm_model']}")
     kf = cfg["sampling"]["keep_fraction"]

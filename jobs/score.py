@@ -9,6 +9,7 @@ import argparse
 import datetime as dt
 import json
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -120,8 +121,19 @@ def fit_calibration(df: DataFrame, base_rate: float, iterations: int = 8) -> tup
     return a, b
 
 
-def estimate_propensity(df: DataFrame, w: dict[str, Any]) -> tuple[dict[int, float], dict[str, Any]]:
-    """Examination propensity per position from the log: regression-EM (default) or the CTR ratio."""
+@dataclass
+class ClickModel:
+    """The fitted position-based click model, for denoise's leave-one-out P(click) per row."""
+    bucket: Column                 # the relevance bucket of a row (same expression the EM grouped by)
+    theta: dict[int, float]        # EM theta per position (absolute scale: theta * gamma is P(click))
+    evidence: pd.DataFrame         # per bucket: _bucket, r, n, m, gamma (see weights.em_bucket_evidence)
+    prior_rows: float
+
+
+def estimate_propensity(df: DataFrame, w: dict[str, Any]
+                        ) -> tuple[dict[int, float], dict[str, Any], ClickModel | None]:
+    """Examination propensity per position from the log: regression-EM (default) or the CTR ratio.
+    With EM, also the fitted click model (None for the ratio estimator or a log without clicks)."""
     floor = w["propensity_min"]
     if w["propensity_estimator"] == "ratio":
         stats = (df.groupBy("position")
@@ -129,7 +141,7 @@ def estimate_propensity(df: DataFrame, w: dict[str, Any]) -> tuple[dict[int, flo
                    .toPandas())  # one row per position: small
         return weights.position_propensity(stats["position"].to_numpy(), stats["c"].to_numpy(),
                                            stats["r"].to_numpy(), stats["n"].to_numpy(), floor=floor,
-                                           min_rows=MIN_ROWS_PER_POSITION), {"estimator": "ratio"}
+                                           min_rows=MIN_ROWS_PER_POSITION), {"estimator": "ratio"}, None
     # Relevance buckets: (query, title) pairs when few enough (Wang et al.'s per-document gamma),
     # else p_model quantile bins (rows the scorer cannot tell apart share one relevance).
     pair = F.xxhash64(F.trim("query"), F.trim("title"))
@@ -150,6 +162,7 @@ def estimate_propensity(df: DataFrame, w: dict[str, Any]) -> tuple[dict[int, flo
     fitted = np.sort(per_pos.index[per_pos >= MIN_ROWS_PER_POSITION].to_numpy())
     info: dict[str, Any] = {"estimator": "em", "buckets": kind, "cells": len(cells)}
     theta_rel: dict[int, float] = {}
+    click_model = None
     if len(fitted) and cells.loc[cells["position"].isin(fitted), "c"].sum() > 0:
         cells = cells[cells["position"].isin(fitted)]
         pos_idx = np.searchsorted(fitted, cells["position"].to_numpy())
@@ -161,16 +174,47 @@ def estimate_propensity(df: DataFrame, w: dict[str, Any]) -> tuple[dict[int, flo
             pm = cells.groupby(bucket_idx)["pm"].first().sort_index()
             group = pd.qcut(pm.rank(method="first"), min(w["em_buckets"], len(pm)), labels=False).to_numpy()
             prior = w["em_prior_rows"]
-        theta, _, iters = weights.propensity_em(pos_idx, bucket_idx, cells["n"].to_numpy(), cells["c"].to_numpy(),
+        theta, gamma, iters = weights.propensity_em(pos_idx, bucket_idx, cells["n"].to_numpy(), cells["c"].to_numpy(),
                                                 len(fitted), len(uniques), bucket_group=group, prior_rows=prior)
         theta_rel = weights.propensity_from_em(fitted, theta, floor)
         info.update(n_buckets=int(len(uniques)), iterations=iters)
+        r, n, m = weights.em_bucket_evidence(pos_idx, bucket_idx, cells["n"].to_numpy(), cells["c"].to_numpy(),
+                                             theta, gamma, len(uniques), bucket_group=group, prior_rows=prior)
+        evidence = pd.DataFrame({"_bucket": np.asarray(uniques).astype(np.int64), "_r": r, "_n": n, "_m": m,
+                                 "_gamma": gamma})
+        theta_abs = {int(k): float(t) for k, t in zip(fitted, theta)}
+        click_model = ClickModel(bucket, _carry_forward(per_pos.index, theta_abs, float(theta[0])), evidence, prior)
+    return _carry_forward(per_pos.index, theta_rel, 1.0), info, click_model
+
+
+def _carry_forward(positions, fitted: dict[int, float], first: float) -> dict[int, float]:
+    """Every seen position gets its fitted value, or the previous position's when too rare to fit."""
     out: dict[int, float] = {}
-    prev = 1.0
-    for k in sorted(int(x) for x in per_pos.index):
-        prev = theta_rel.get(k, prev)
+    prev = first
+    for k in sorted(int(x) for x in positions):
+        prev = fitted.get(k, prev)
         out[k] = prev
-    return out, info
+    return out
+
+
+def with_click_probability(df: DataFrame, cm: ClickModel, spark_session: SparkSession) -> DataFrame:
+    """Adds p_click: the row's leave-one-out P(click) = theta_k * gamma_-i (weights.click_model_probability,
+    as column expressions). Rows whose bucket the EM did not see (positions too rare to fit) keep p_model."""
+    ev = F.broadcast(spark_session.createDataFrame(cm.evidence))
+    theta = F.create_map(*[F.lit(x) for k, t in sorted(cm.theta.items()) for x in (k, t)])
+    th, ga = F.col("_theta"), F.col("_gamma")
+    eps = F.lit(weights.EPS)
+    own = F.when(F.col("clicked") == 1, F.lit(1.0)).otherwise((1 - th) * ga / F.greatest(1 - th * ga, eps))
+    a = F.lit(float(cm.prior_rows))
+    denom = F.col("_n") - 1 + a
+    loo = F.when(denom > weights.EPS, (F.col("_r") - own + a * F.col("_m")) / denom).otherwise(F.col("_m"))
+    p = th * F.least(F.greatest(loo, F.lit(weights.EPS)), F.lit(1 - weights.EPS))
+    p = F.least(F.greatest(p, F.lit(weights.EPS)), F.lit(1 - weights.EPS))
+    return (df.withColumn("_bucket", cm.bucket).join(ev, "_bucket", "left")
+              .withColumn("_theta", F.element_at(theta, F.col("position")))
+              .withColumn("p_click", F.when(F.col("_gamma").isNotNull() & F.col("_theta").isNotNull(), p)
+                                      .otherwise(F.col("p_model")))
+              .drop("_bucket", "_r", "_n", "_m", "_gamma", "_theta"))
 
 
 def make_weight_udf(strategy: str, params: dict[str, Any], propensity: dict[int, float]):
@@ -181,7 +225,8 @@ def make_weight_udf(strategy: str, params: dict[str, Any], propensity: dict[int,
 
     @pandas_udf(WEIGHT_SIGNAL_SCHEMA)
     def weigh(clicked: pd.Series, added_to_cart: pd.Series, purchased: pd.Series, dwell_ms: pd.Series,
-              position: pd.Series, relevance: pd.Series, p_model: pd.Series, mlm_pll: pd.Series) -> pd.DataFrame:
+              position: pd.Series, relevance: pd.Series, p_model: pd.Series, mlm_pll: pd.Series,
+              p_noise: pd.Series) -> pd.DataFrame:
         cols = {
             "clicked": clicked.to_numpy(dtype=np.float64),
             "added_to_cart": added_to_cart.to_numpy(dtype=np.float64, na_value=0.0),
@@ -192,7 +237,8 @@ def make_weight_udf(strategy: str, params: dict[str, Any], propensity: dict[int,
             "propensity": position.map(propensity).fillna(floor).to_numpy(dtype=np.float64),
             "mlm_pll": mlm_pll.to_numpy(dtype=np.float64, na_value=np.nan),
         }
-        cols["noise_score"], cols["suspect"] = weights.label_noise(cols["p_model"], cols["clicked"], t0, t1)
+        p_label_model = p_noise.to_numpy(dtype=np.float64)  # p_click (click model) or p_model
+        cols["noise_score"], cols["suspect"] = weights.label_noise(p_label_model, cols["clicked"], t0, t1)
         return pd.DataFrame({
             "loss": weights.bce(cols["p_model"], cols["clicked"]),
             "info_gain": weights.information_gain(cols["p_model"], params["base_rate"]),
@@ -261,6 +307,11 @@ def needs_mlm(w: dict[str, Any]) -> bool:
         w["strategy"] == "combined" and float(w["combined"].get("mlm_quality", 0.0)) != 0.0)
 
 
+def uses_denoise(w: dict[str, Any]) -> bool:
+    return w["strategy"] == "denoise" or (
+        w["strategy"] == "combined" and float(w["combined"].get("denoise", 0.0)) != 0.0)
+
+
 def mlm_settings(cfg: dict[str, Any]) -> MLMSettings:
     """The masked LM for mlm_quality; refuses a folder without an MLM head before any work."""
     path = model_loader.resolve_model_path(cfg["weighting"]["mlm_model"] or cfg["scorer"]["path"]
@@ -320,6 +371,7 @@ def transform(df: DataFrame, cfg: dict[str, Any], run_id: str, catalog: DataFram
     joined = (valid.withColumn("_q", F.trim("query")).withColumn("_t", F.trim("title"))
                    .join(scored_pairs, ["_q", "_t"], "inner").drop("_q", "_t")
                    .persist(StorageLevel.MEMORY_AND_DISK))
+    persisted = joined  # later steps derive new frames from it; this is the one to unpersist
     stats["rows_valid"] = joined.count()
     phase("validate_and_score_pairs")
     if stats["rows_valid"] == 0:
@@ -335,12 +387,19 @@ def transform(df: DataFrame, cfg: dict[str, Any], run_id: str, catalog: DataFram
         stats["calibration"] = {"a": a, "b": b}
         joined = joined.withColumn("p_model", 1 / (1 + F.exp(-(F.lit(a) * F.col("relevance") + F.lit(b)))))
     phase("calibration")
-    propensity, stats["propensity_fit"] = estimate_propensity(joined, w)
-    phase("propensity")
+    propensity, stats["propensity_fit"], click_model = estimate_propensity(joined, w)
     stats["propensity"] = propensity
+    # Which P(click) confident learning trusts: the click model (position x the pair's leave-one-out
+    # relevance from the log) when denoise is in use and EM ran, else the scorer's p_model.
+    p_noise = "p_model"
+    if w["denoise_model"] == "click_model" and uses_denoise(w) and click_model is not None:
+        joined = with_click_probability(joined, click_model, joined.sparkSession)
+        p_noise = "p_click"
+    stats["denoise_probability"] = p_noise
+    phase("propensity")
     # Confident-learning thresholds: the model's mean self-confidence per labelled class.
-    th = joined.agg(exact_avg(F.when(F.col("clicked") == 0, 1 - F.col("p_model"))).alias("t0"),
-                    exact_avg(F.when(F.col("clicked") == 1, F.col("p_model"))).alias("t1")).first()
+    th = joined.agg(exact_avg(F.when(F.col("clicked") == 0, 1 - F.col(p_noise))).alias("t0"),
+                    exact_avg(F.when(F.col("clicked") == 1, F.col(p_noise))).alias("t1")).first()
     thresholds = (float(th["t0"] if th["t0"] is not None else 0.5), float(th["t1"] if th["t1"] is not None else 0.5))
     stats["noise_thresholds"] = {"t0": thresholds[0], "t1": thresholds[1]}
 
@@ -348,11 +407,11 @@ def transform(df: DataFrame, cfg: dict[str, Any], run_id: str, catalog: DataFram
     weigh = make_weight_udf(w["strategy"], params, propensity)
     mlm_col = "mlm_pll" if "mlm_pll" in joined.columns else F.lit(None).cast("double")
     signals = weigh("clicked", "added_to_cart", "purchased", "dwell_ms", "position", "relevance", "p_model",
-                    mlm_col)
-    weighted = (joined.withColumn("_w", signals).select("*", "_w.*").drop("_w")
+                    mlm_col, p_noise)
+    weighted = (joined.withColumn("_w", signals).select("*", "_w.*").drop("_w", "p_click")
                       .persist(StorageLevel.MEMORY_AND_DISK))
     weighted.count()
-    joined.unpersist()
+    persisted.unpersist()
     phase("weights")
     sampled, stats["sampling"] = importance_sample(weighted, cfg["sampling"], stats["rows_valid"])
     stats["rows_sampled_out"] = stats["sampling"]["rows_sampled_out"]

@@ -13,6 +13,7 @@ from conftest import save_tiny_bert, tiny_overrides
 from jobs import config
 from jobs.generate import generate, write
 from jobs.score import run_score
+from udfs import weights
 
 
 @pytest.fixture(scope="module")
@@ -107,6 +108,7 @@ def test_score_denoise_with_em_propensity_and_importance_sampling(spark, raw_dir
     assert summary["propensity"][1] == 1.0 and all(0.05 <= v <= 1.0 for v in summary["propensity"].values())
     t = summary["noise_thresholds"]
     assert 0 < t["t0"] < 1 and 0 < t["t1"] < 1
+    assert summary["denoise_probability"] == "p_click"  # the EM click model, the default
     frame = pd.read_parquet(tmp_path / "out")
     assert frame["keep_prob"].between(1e-9, 1.0).all()
     assert frame["noise_score"].between(0, 1).all() and frame["suspect"].dtype == bool
@@ -123,3 +125,15 @@ def test_score_denoise_with_em_propensity_and_importance_sampling(spark, raw_dir
     assert again["rows_out"] == summary["rows_out"]
     kept2 = set(pd.read_parquet(tmp_path / "out2", columns=["event_id"])["event_id"])
     assert kept2 == set(frame["event_id"])
+
+    # denoise_model=scorer: confident learning on the scorer's p_model alone, and a different verdict.
+    cfg3 = config.load_config(overrides=tiny_overrides(tiny_model_dir, "weighting.strategy=denoise",
+                                                       "weighting.denoise_model=scorer"))
+    s3 = run_score(spark, f"{raw_dir}/clickstream", str(tmp_path / "out3"), cfg3)
+    assert s3["denoise_probability"] == "p_model"
+    f3 = pd.read_parquet(tmp_path / "out3")
+    t = s3["noise_thresholds"]
+    expected, _ = weights.label_noise(f3["p_model"].to_numpy(), f3["clicked"].to_numpy(), t["t0"], t["t1"])
+    assert np.allclose(f3["noise_score"], expected)
+    by_id = frame.set_index("event_id")["noise_score"]
+    assert not np.allclose(f3.set_index("event_id")["noise_score"].loc[by_id.index], by_id)

@@ -302,6 +302,50 @@ def propensity_em(
     return theta, gamma, iterations
 
 
+def em_bucket_evidence(
+    position_idx: np.ndarray, bucket_idx: np.ndarray, rows: np.ndarray, clicks: np.ndarray,
+    theta: np.ndarray, gamma: np.ndarray, n_buckets: int,
+    bucket_group: np.ndarray | None = None, prior_rows: float = 0.0,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per bucket (R_j, n_j, m_j) of a fitted EM: expected relevant impressions, impressions, and
+    the regression prior m_j of its group (R_j / n_j without a prior), so that
+    gamma_j = (R_j + a m_j) / (n_j + a). The parts a leave-one-out relevance needs."""
+    k = np.asarray(position_idx, dtype=np.int64)
+    j = np.asarray(bucket_idx, dtype=np.int64)
+    n = np.asarray(rows, dtype=np.float64)
+    c = np.asarray(clicks, dtype=np.float64)
+    th, ga = theta[k], gamma[j]
+    r1 = c + (n - c) * (1.0 - th) * ga / np.maximum(1.0 - th * ga, EPS)
+    r_j = np.bincount(j, weights=r1, minlength=n_buckets)
+    n_j = np.bincount(j, weights=n, minlength=n_buckets)
+    if bucket_group is not None and prior_rows > 0:
+        grp = np.asarray(bucket_group, dtype=np.int64)
+        m_g = np.bincount(grp, weights=r_j) / np.maximum(np.bincount(grp, weights=n_j), EPS)
+        m_j = m_g[grp]
+    else:
+        m_j = r_j / np.maximum(n_j, EPS)
+    return r_j, n_j, m_j
+
+
+def click_model_probability(theta: np.ndarray, gamma: np.ndarray, r_pair: np.ndarray, n_pair: np.ndarray,
+                            prior: np.ndarray, prior_rows: float, clicked: np.ndarray) -> np.ndarray:
+    """Leave-one-out P(click) of a row under the position-based click model: theta_k * gamma_-i.
+
+    gamma_-i is the pair's relevance with the row's own evidence taken out of the EM's sums
+    (a click adds 1 to R, a skip adds (1 - theta) gamma / (1 - theta gamma)), so a noise click
+    cannot vouch for itself. A pair with no other evidence (n - 1 + a <= 0) falls back to its prior.
+    Confident learning needs exactly such out-of-sample probabilities (Northcutt et al. 2021).
+    The Spark job computes the same with column expressions; this is the reference for tests.
+    """
+    th, ga = np.asarray(theta, dtype=np.float64), np.asarray(gamma, dtype=np.float64)
+    y = np.asarray(clicked, dtype=np.float64) > 0
+    own = np.where(y, 1.0, (1.0 - th) * ga / np.maximum(1.0 - th * ga, EPS))
+    denom = np.asarray(n_pair, dtype=np.float64) - 1.0 + prior_rows
+    num = np.asarray(r_pair, dtype=np.float64) - own + prior_rows * np.asarray(prior, dtype=np.float64)
+    loo = np.where(denom > EPS, num / np.where(denom > EPS, denom, 1.0), prior)
+    return clip_prob(th * np.clip(loo, EPS, 1.0 - EPS))
+
+
 def propensity_from_em(positions: np.ndarray, theta: np.ndarray, floor: float) -> dict[int, float]:
     """theta_k relative to the first (lowest) position, clipped to [floor, 1]."""
     rel = np.asarray(theta, dtype=np.float64) / max(float(theta[0]), EPS)
