@@ -41,7 +41,7 @@ import pandas as pd
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench_data import HOMEDEPOT as DATA  # noqa: E402
-from click_simulator import SimulatorSettings, simulate, split_by_query  # noqa: E402
+from click_simulator import SimulatorSettings, click_probability, simulate, split_by_query  # noqa: E402
 
 from training.metrics import auc, ndcg_at_k  # noqa: E402
 
@@ -74,7 +74,10 @@ def prepare(work: Path, args, seed: int, position_bias: bool = True) -> tuple[Pa
     (data / "clickstream").mkdir(parents=True, exist_ok=True)
     clicks.to_parquet(data / "clickstream" / "part-0.parquet", coerce_timestamps="us", allow_truncated_timestamps=True)
     held[["query", "item_id", "title", "relevance"]].to_parquet(data / "heldout.parquet")
-    truth = truth.merge(clicks[["event_id", "query", "item_id", "clicked"]], on="event_id")
+    truth = truth.merge(clicks[["event_id", "query", "item_id", "position", "clicked"]], on="event_id")
+    # The simulator's own P(real click) per row: the best any noise detector could rank by.
+    exam = 1.0 / truth["position"] ** settings.eta if position_bias else 1.0
+    truth["p_true_click"] = exam * click_probability(truth["true_relevance"].to_numpy(), settings)
     return data, truth
 
 
@@ -93,11 +96,13 @@ def target_quality(weighted: pd.DataFrame, truth: pd.DataFrame) -> dict:
             "pairs": int(len(shown)), "pairs_without_rows": int(shown["w"].isna().sum())}
 
 
-def noise_auroc(weighted: pd.DataFrame, truth: pd.DataFrame) -> float | None:
-    """How well noise_score ranks the injected noise clicks above the real ones (clicked rows only)."""
+def noise_auroc(weighted: pd.DataFrame, truth: pd.DataFrame) -> tuple[float | None, float | None]:
+    """How well noise_score ranks the injected noise clicks above the real ones (clicked rows only),
+    and the same for the oracle that knows the simulator's true P(real click) of each row."""
     j = weighted[["event_id", "noise_score"]].merge(truth, on="event_id")
     j = j[j["clicked"] == 1]
-    return auc(j["is_noise_click"].to_numpy(), j["noise_score"].to_numpy(dtype=float))
+    noise = j["is_noise_click"].to_numpy()
+    return auc(noise, j["noise_score"].to_numpy(dtype=float)), auc(noise, -j["p_true_click"].to_numpy())
 
 
 def score_run(data: Path, truth: pd.DataFrame, name: str, sets: list[str], args) -> dict:
@@ -110,7 +115,7 @@ def score_run(data: Path, truth: pd.DataFrame, name: str, sets: list[str], args)
            "ess_fraction": summary["weights"]["ess_fraction"], "score_s": round(score_s, 1),
            "weighted": str(weighted)}
     if name.startswith("denoise"):
-        out["noise_auroc"] = noise_auroc(frame, truth)
+        out["noise_auroc"], out["noise_auroc_oracle"] = noise_auroc(frame, truth)
     return out
 
 
@@ -141,7 +146,8 @@ def zero_shot(data: Path) -> dict:
     return {"zero_shot_auc": m["auc"], "zero_shot_ndcg@10": m["ndcg@10"]}
 
 
-COLUMNS = ["seed", "run", "target_auc", "target_ndcg@10", "rows_out", "ess_fraction", "noise_auroc", "score_s",
+COLUMNS = ["seed", "run", "target_auc", "target_ndcg@10", "rows_out", "ess_fraction", "noise_auroc",
+           "noise_auroc_oracle", "score_s",
            "model_auc", "model_ndcg@10", "train_rows", "train_s"]
 
 
@@ -224,7 +230,8 @@ def main(argv: list[str] | None = None) -> int:
             rows[-1].update(zero_shot(data))
 
     by = pd.DataFrame(rows)
-    metrics_cols = [c for c in ("target_auc", "target_ndcg@10", "noise_auroc", "model_auc", "model_ndcg@10")
+    metrics_cols = [c for c in ("target_auc", "target_ndcg@10", "noise_auroc", "noise_auroc_oracle",
+                                "model_auc", "model_ndcg@10")
                     if c in by.columns]
     spread = by.groupby("run", sort=False)[metrics_cols].agg(["mean", "std", "count"]).round(4)
     findings = summarise(by, best)
@@ -265,7 +272,9 @@ def summarise(by: pd.DataFrame, best: str) -> dict:
                                           if lost.mean() > 0 else " (position bias cost nothing to recover here)"))
     if "noise_auroc" in by.columns:
         d = by[by["run"] == "denoise"]["noise_auroc"].dropna()
-        out["denoise noise-click AUROC"] = f"{d.mean():.4f} (per seed {[round(x, 4) for x in d]})"
+        o = by[by["run"] == "denoise"]["noise_auroc_oracle"].dropna()
+        out["denoise noise-click AUROC"] = (f"{d.mean():.4f} (per seed {[round(x, 4) for x in d]}); "
+                                            f"oracle with the simulator's true P(click) {o.mean():.4f}")
     keep = (per_seed(f"{best}_keep0.5") - top).dropna()
     if len(keep):
         out[f"keep_fraction 0.5 - all rows ({best}), target_auc"] = (
