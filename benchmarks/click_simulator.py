@@ -17,7 +17,7 @@ import pandas as pd
 
 @dataclass(frozen=True)
 class SimulatorSettings:
-    sessions_per_query: float = 6.0   # mean; per-query counts are Zipf-skewed around it
+    sessions_per_query: float = 6.0   # mean; per-query counts are lognormal-skewed around it
     eta: float = 0.8                  # position-bias exponent (hidden from clickweight)
     ranker_noise: float = 0.6         # sd of the ranker's error on the 1..3 scale
     noise_share: float = 0.2          # share of all clicks that are noise clicks, in [0, 1)
@@ -45,8 +45,11 @@ def simulate(pairs: pd.DataFrame, s: SimulatorSettings, seed: int) -> tuple[pd.D
     """(clickstream in the clickweight input schema, truth: event_id, relevance, is_noise_click)."""
     rng = np.random.default_rng(seed)
     groups = [g for _, g in pairs.groupby("query", sort=True) if len(g) >= 2]
-    popularity = rng.zipf(1.6, size=len(groups)).astype(float)
-    sessions = np.maximum(1, np.round(popularity / popularity.mean() * s.sessions_per_query)).astype(int)
+    # Skewed popularity with the stated mean: lognormal (sigma 1) scaled to mean sessions_per_query.
+    # (A Zipf draw with exponent < 2 has no finite mean: normalising by the sample mean left most
+    # queries at the 1-session floor, about 1-3 impressions per pair instead of the stated 6.)
+    popularity = rng.lognormal(-0.5, 1.0, size=len(groups))   # E = 1
+    sessions = np.maximum(1, np.round(popularity * s.sessions_per_query)).astype(int)
     sessions = np.minimum(sessions, int(20 * s.sessions_per_query))
     start = pd.Timestamp(s.start_date, tz="UTC")
     span_us = s.days * 86_400_000_000
