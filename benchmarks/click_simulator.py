@@ -42,7 +42,8 @@ def click_probability(relevance: np.ndarray, s: SimulatorSettings) -> np.ndarray
 
 
 def simulate(pairs: pd.DataFrame, s: SimulatorSettings, seed: int) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """(clickstream in the clickweight input schema, truth: event_id, relevance, is_noise_click)."""
+    """(clickstream in the clickweight input schema, truth: event_id, true_relevance, is_noise_click,
+    examined: whether the user looked at the row; hidden from clickweight, known to the oracles)."""
     rng = np.random.default_rng(seed)
     groups = [g for _, g in pairs.groupby("query", sort=True) if len(g) >= 2]
     # Skewed popularity with the stated mean: lognormal (sigma 1) scaled to mean sessions_per_query.
@@ -62,7 +63,8 @@ def simulate(pairs: pd.DataFrame, s: SimulatorSettings, seed: int) -> tuple[pd.D
             k = np.arange(1, len(order) + 1)
             exam = (1.0 / k ** s.eta) if s.position_bias else np.ones(len(order))
             r = rel[order]
-            clicked = (rng.random(len(order)) < exam) & (rng.random(len(order)) < click_probability(r, s))
+            examined = rng.random(len(order)) < exam
+            clicked = examined & (rng.random(len(order)) < click_probability(r, s))
             bought = clicked & (r >= 2.67) & (rng.random(len(order)) < 0.3)
             ts = start + pd.to_timedelta(int(rng.integers(0, span_us)), unit="us")
             parts.append(pd.DataFrame({
@@ -71,7 +73,7 @@ def simulate(pairs: pd.DataFrame, s: SimulatorSettings, seed: int) -> tuple[pd.D
                 "title": g["title"].to_numpy()[order], "position": k.astype(np.int32),
                 "clicked": clicked.astype(np.int32),
                 "added_to_cart": bought.astype(np.int32), "purchased": bought.astype(np.int32),
-                "true_relevance": r,
+                "true_relevance": r, "examined": examined,
             }))
             sid += 1
     frame = pd.concat(parts, ignore_index=True)
@@ -88,5 +90,5 @@ def simulate(pairs: pd.DataFrame, s: SimulatorSettings, seed: int) -> tuple[pd.D
     frame["dwell_ms"] = pd.array(np.where(clicked, rng.lognormal(9 + r, 0.5), np.nan).round(), dtype="Int64")
     frame.insert(0, "event_id", [f"e{i:09d}" for i in range(len(frame))])
     frame["event_ts"] = frame["event_ts"] + pd.to_timedelta(frame["position"], unit="ms")
-    truth = frame[["event_id", "true_relevance", "is_noise_click"]].copy()
-    return frame.drop(columns=["true_relevance", "is_noise_click"]), truth
+    truth = frame[["event_id", "true_relevance", "is_noise_click", "examined"]].copy()
+    return frame.drop(columns=["true_relevance", "is_noise_click", "examined"]), truth

@@ -59,7 +59,8 @@ def run(cmd: list[str]) -> float:
     return time.time() - started
 
 
-def prepare(work: Path, args, seed: int, position_bias: bool = True) -> tuple[Path, pd.DataFrame]:
+def prepare(work: Path, args, seed: int, position_bias: bool = True,
+            ranker_noise: float | None = None) -> tuple[Path, pd.DataFrame]:
     """Simulated clickstream of the train queries + held-out pairs; (folder, truth per event)."""
     pairs = pd.read_parquet(args.data)
     queries = np.sort(pairs["query"].unique())
@@ -68,9 +69,11 @@ def prepare(work: Path, args, seed: int, position_bias: bool = True) -> tuple[Pa
     pairs = pairs[pairs["query"].isin(set(chosen))]
     train, held = split_by_query(pairs, args.heldout_queries / len(chosen), seed)
     settings = SimulatorSettings(noise_share=args.noise_share, position_bias=position_bias,
-                                 sessions_per_query=args.sessions_per_query)
+                                 sessions_per_query=args.sessions_per_query,
+                                 **({} if ranker_noise is None else {"ranker_noise": ranker_noise}))
     clicks, truth = simulate(train, settings, seed)
-    data = work / (f"seed{seed}" + ("" if position_bias else "_unbiased"))
+    data = work / (f"seed{seed}" + ("" if position_bias else "_unbiased")
+                   + ("" if ranker_noise is None else f"_ranker{ranker_noise:g}"))
     (data / "clickstream").mkdir(parents=True, exist_ok=True)
     clicks.to_parquet(data / "clickstream" / "part-0.parquet", coerce_timestamps="us", allow_truncated_timestamps=True)
     held[["query", "item_id", "title", "relevance"]].to_parquet(data / "heldout.parquet")
@@ -94,6 +97,14 @@ def target_quality(weighted: pd.DataFrame, truth: pd.DataFrame) -> dict:
     ndcg, _ = ndcg_at_k(shown.index.get_level_values("query").to_numpy(), grade, target, k=10)
     return {"target_auc": auc(grade >= POSITIVE, target), "target_ndcg@10": ndcg,
             "pairs": int(len(shown)), "pairs_without_rows": int(shown["w"].isna().sum())}
+
+
+def examined_only(truth: pd.DataFrame) -> dict:
+    """Oracle debiasing: the target when the rows nobody looked at are left out (clicks always count).
+    Every reweighting of the biased log can at best reach this; unbiased - examined_only is the
+    information that unexamined impressions never carried, which no weighting can recover."""
+    looked = truth[truth["examined"] | (truth["clicked"] == 1)]
+    return target_quality(looked.assign(weight=1.0)[["event_id", "weight"]], truth)
 
 
 def noise_auroc(weighted: pd.DataFrame, truth: pd.DataFrame) -> tuple[float | None, float | None]:
@@ -173,6 +184,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--heldout-queries", type=int, default=300)
     p.add_argument("--sessions-per-query", type=float, default=6.0)
     p.add_argument("--noise-share", type=float, default=0.2, help="share of clicks that are noise clicks")
+    p.add_argument("--random-ranker-noise", type=float, default=5.0,
+                   help="ranker noise (sd, grades 1..3) of the weakly informative logging ranker for the ipw check")
     p.add_argument("--train-runs", default="", help="runs to also train + evaluate on held-out (e.g. none,best)")
     p.add_argument("--steps", type=int, default=100, help="optimiser steps per trained run (1 epoch)")
     p.add_argument("--set", action="append", default=[], help="extra config override for every run")
@@ -195,6 +208,10 @@ def main(argv: list[str] | None = None) -> int:
             r.update(train_run(data, r, seed, args))
         rows.append(r)
         print(table([r]).splitlines()[-1], flush=True)
+
+    def oracle(seed: int, name: str, truth: pd.DataFrame) -> None:
+        rows.append({"seed": seed, "run": name, **examined_only(truth)})
+        print(table([rows[-1]]).splitlines()[-1], flush=True)
 
     for i, seed in enumerate(seeds):
         data, truth = prepare(work, args, seed)
@@ -226,6 +243,12 @@ def main(argv: list[str] | None = None) -> int:
         # Position-bias reference: the same queries and sessions clicked without position bias.
         udata, utruth = prepare(work, args, seed, position_bias=False)
         record(seed, udata, utruth, "none_unbiased_clicks", ["weighting.strategy=none"])
+        oracle(seed, "oracle_examined_only", truth)
+        # ipw where position carries little of the ranker's knowledge: a near-random logging ranker.
+        rdata, rtruth = prepare(work, args, seed, ranker_noise=args.random_ranker_noise)
+        for name in ("none", "ipw"):
+            record(seed, rdata, rtruth, f"{name}_random_ranker", [f"weighting.strategy={name}"])
+        oracle(seed, "oracle_examined_only_random_ranker", rtruth)
         if train_runs:
             rows[-1].update(zero_shot(data))
 
@@ -256,20 +279,31 @@ def summarise(by: pd.DataFrame, best: str) -> dict:
         return by[by["run"] == run].set_index("seed")[col]
 
     out: dict = {}
-    none, top = per_seed("none"), per_seed(best)
+    top = per_seed(best)
     for col in ("target_auc", "target_ndcg@10"):
         gain = (per_seed(best, col) - per_seed("none", col)).dropna()
         spread = by[by["run"] == "none"][col].std()
         out[f"{best} - none, {col}"] = (f"{gain.mean():+.4f} (per seed {[round(x, 4) for x in gain]}); "
                                         f"seed-to-seed sd of none {spread:.4f}")
-    unbiased, ipw = per_seed("none_unbiased_clicks"), per_seed("ipw")
-    lost = (unbiased - none).dropna()
-    recovered = (ipw - none).dropna()
-    if len(lost):
-        out["position bias loss (unbiased - none), target_auc"] = f"{lost.mean():+.4f}"
-        out["ipw recovery (ipw - none), target_auc"] = (
-            f"{recovered.mean():+.4f}" + (f" = {recovered.mean() / lost.mean():.0%} of the loss"
-                                          if lost.mean() > 0 else " (position bias cost nothing to recover here)"))
+    for suffix, label in (("", "logging ranker"), ("_random_ranker", "near-random logging ranker")):
+        for col in ("target_auc", "target_ndcg@10"):
+            none_s = per_seed(f"none{suffix}", col)
+            ipw_s, exam_s = per_seed(f"ipw{suffix}", col), per_seed(f"oracle_examined_only{suffix}", col)
+            if not len(ipw_s) or not len(exam_s):
+                continue
+            bias = (exam_s - none_s).dropna()
+            gain = (ipw_s - none_s).dropna()
+            text = (f"bias loss (examined-only oracle - none) {bias.mean():+.4f}; ipw - none {gain.mean():+.4f} "
+                    f"(per seed {[round(x, 4) for x in gain]})")
+            if bias.mean() > 0:
+                text += f" = {gain.mean() / bias.mean():.0%} of the bias loss recovered"
+            else:
+                text += " (position bias cost this target nothing: nothing for ipw to recover)"
+            if not suffix:
+                info = (per_seed("none_unbiased_clicks", col) - exam_s).dropna()
+                if len(info):
+                    text += f"; information loss (unbiased clicks - examined-only) {info.mean():+.4f}"
+            out[f"position bias, {label}, {col}"] = text
     if "noise_auroc" in by.columns:
         d = by[by["run"] == "denoise"]["noise_auroc"].dropna()
         o = by[by["run"] == "denoise"]["noise_auroc_oracle"].dropna()

@@ -44,6 +44,15 @@ def weighted_bce(logits: torch.Tensor, labels: torch.Tensor, weights: torch.Tens
     return (weights.float() * per_row).mean()
 
 
+def linear_warmup_decay(warmup: int, total: int):
+    """LambdaLR factor: linear warm-up over `warmup` steps, then linear decay to 0 at `total`."""
+    def f(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / max(1, warmup)
+        return max(0.0, (total - step) / max(1, total - warmup))
+    return f
+
+
 def save_model(model, tokenizer_source: str, folder: str | Path, info: dict[str, Any]) -> None:
     """save_pretrained (safetensors) + tokenizer files + a marker with training provenance."""
     folder = Path(folder)

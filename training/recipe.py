@@ -23,7 +23,7 @@ import torch
 import torch.distributed as dist
 
 from training import metrics
-from training.model import build_cross_encoder, forward_logits, save_model, weighted_bce
+from training.model import build_cross_encoder, forward_logits, linear_warmup_decay, save_model, weighted_bce
 from training.reader import (
     ReaderGuardError,
     ShuffleBuffer,
@@ -76,14 +76,6 @@ def _allreduce(values: list[float], op=None) -> list[float]:
     t = torch.tensor(values, dtype=torch.float64)
     dist.all_reduce(t, op=op or dist.ReduceOp.SUM)
     return t.tolist()
-
-
-def _lr_lambda(warmup: int, total: int):
-    def f(step: int) -> float:
-        if step < warmup:
-            return (step + 1) / max(1, warmup)
-        return max(0.0, (total - step) / max(1, total - warmup))
-    return f
 
 
 def plan_steps(input_dir: str, rank: int, world: int, t: dict[str, Any]) -> int:
@@ -208,7 +200,8 @@ def train_worker(input_dir: str, output_dir: str, cfg: dict[str, Any]) -> dict[s
                                {"params": no_decay, "weight_decay": 0.0}], lr=t["lr"])
     steps = plan_steps(input_dir, rank, world, t)
     total_steps = steps * t["epochs"]
-    sched = torch.optim.lr_scheduler.LambdaLR(optim, _lr_lambda(int(t["warmup_ratio"] * total_steps), total_steps))
+    warmup = int(t["warmup_ratio"] * total_steps)
+    sched = torch.optim.lr_scheduler.LambdaLR(optim, linear_warmup_decay(warmup, total_steps))
     expected_rows = dataset_rows(input_dir)
 
     state = State()
