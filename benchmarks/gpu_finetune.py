@@ -161,6 +161,19 @@ def predict(model, tokens: dict[str, np.ndarray], device, batch_size: int = 512)
     return np.concatenate(out)
 
 
+def fp32_model(packed: Path, folder: Path) -> str:
+    """The packed fp16 weights back in fp32, so every loader sees the checkpoint the package ships."""
+    from safetensors.torch import load_file, save_file
+
+    folder.mkdir(parents=True, exist_ok=True)
+    for f in packed.iterdir():
+        if f.name != "model.safetensors":
+            (folder / f.name).write_bytes(f.read_bytes())
+    tensors = {k: v.float() if v.is_floating_point() else v for k, v in load_file(packed / "model.safetensors").items()}
+    save_file(tensors, folder / "model.safetensors", metadata={"format": "pt"})
+    return str(folder.resolve())
+
+
 def train(bundle: Path, out: Path, args) -> None:
     import torch
 
@@ -171,7 +184,7 @@ def train(bundle: Path, out: Path, args) -> None:
     deadline = time.time() + args.budget_s
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     torch.backends.cuda.matmul.allow_tf32 = True
-    folder = str((bundle / "model").resolve())
+    folder = fp32_model(bundle / "model", Path(args.scratch) / "model_fp32")
     tokenizer = load_tokenizer(folder)
     manifest = json.loads((bundle / "manifest.json").read_text())
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -270,6 +283,7 @@ def main(argv: list[str] | None = None) -> int:
     t.add_argument("--lr", type=float, default=5e-5)
     t.add_argument("--weight-decay", type=float, default=0.01)
     t.add_argument("--max-length", type=int, default=64)
+    t.add_argument("--scratch", default="/tmp/clickweight_gpu_finetune", help="where the fp32 model is unpacked")
     t.add_argument("--limit", type=int, default=0, help="train only the first N manifest runs (0 = all)")
     r = sub.add_parser("report")
     r.add_argument("--results", required=True)
