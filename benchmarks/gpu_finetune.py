@@ -142,8 +142,9 @@ def train_one(folder: str, tokens: dict[str, np.ndarray], labels: np.ndarray, we
             sched.step()
             losses.append(loss.detach())
     curve = torch.stack(losses).float().cpu().numpy()
+    window = max(1, min(50, len(curve) // 4))  # mean of the first / last quarter, at most 50 steps
     return model, {"steps": int(total), "train_rows": int(n * args.epochs), "train_s": round(time.time() - started, 1),
-                   "first_loss": float(curve[:50].mean()), "last_loss": float(curve[-50:].mean())}
+                   "first_loss": float(curve[:window].mean()), "last_loss": float(curve[-window:].mean())}
 
 
 def predict(model, tokens: dict[str, np.ndarray], device, batch_size: int = 512) -> np.ndarray:
@@ -195,7 +196,7 @@ def train(bundle: Path, out: Path, args) -> None:
         sink.write(json.dumps({"device": torch.cuda.get_device_name(0) if device.type == "cuda" else "cpu",
                                "torch": torch.__version__, "epochs": args.epochs, "batch_size": args.batch_size,
                                "lr": args.lr, "best": manifest["best"]}) + "\n")
-        for entry in manifest["runs"][:args.limit or None]:
+        for entry in manifest["runs"][args.skip:args.skip + args.limit if args.limit else None]:
             if per_run_s is not None and time.time() + 1.2 * per_run_s > deadline:
                 print(f"budget: stopping before {entry['seed']}/{entry['run']}", flush=True)
                 break
@@ -287,6 +288,7 @@ def main(argv: list[str] | None = None) -> int:
     t.add_argument("--weight-decay", type=float, default=0.01)
     t.add_argument("--max-length", type=int, default=64)
     t.add_argument("--scratch", default="/tmp/clickweight_gpu_finetune", help="where the fp32 model is unpacked")
+    t.add_argument("--skip", type=int, default=0, help="start after the first N manifest runs (a second lease)")
     t.add_argument("--limit", type=int, default=0, help="train only the first N manifest runs (0 = all)")
     r = sub.add_parser("report")
     r.add_argument("--results", required=True)
