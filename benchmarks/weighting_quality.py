@@ -107,6 +107,14 @@ def examined_only(truth: pd.DataFrame) -> dict:
     return target_quality(looked.assign(weight=1.0)[["event_id", "weight"]], truth)
 
 
+def true_propensity_ipw(truth: pd.DataFrame, floor: float = 0.05) -> dict:
+    """ipw with the simulator's true examination 1/k**eta (floored like propensity_min): separates
+    what ipw as a method does from what the regression-EM estimate of the propensities adds."""
+    theta = np.maximum(1.0 / truth["position"].to_numpy() ** SimulatorSettings().eta, floor)
+    w = np.where(truth["clicked"].to_numpy() == 1, 1.0 / theta, 1.0)
+    return target_quality(pd.DataFrame({"event_id": truth["event_id"], "weight": w}), truth)
+
+
 def noise_auroc(weighted: pd.DataFrame, truth: pd.DataFrame) -> tuple[float | None, float | None]:
     """How well noise_score ranks the injected noise clicks above the real ones (clicked rows only),
     and the same for the oracle that knows the simulator's true P(real click) of each row."""
@@ -209,8 +217,8 @@ def main(argv: list[str] | None = None) -> int:
         rows.append(r)
         print(table([r]).splitlines()[-1], flush=True)
 
-    def oracle(seed: int, name: str, truth: pd.DataFrame) -> None:
-        rows.append({"seed": seed, "run": name, **examined_only(truth)})
+    def oracle(seed: int, name: str, truth: pd.DataFrame, measure=examined_only) -> None:
+        rows.append({"seed": seed, "run": name, **measure(truth)})
         print(table([rows[-1]]).splitlines()[-1], flush=True)
 
     for i, seed in enumerate(seeds):
@@ -244,6 +252,10 @@ def main(argv: list[str] | None = None) -> int:
         udata, utruth = prepare(work, args, seed, position_bias=False)
         record(seed, udata, utruth, "none_unbiased_clicks", ["weighting.strategy=none"])
         oracle(seed, "oracle_examined_only", truth)
+        oracle(seed, "oracle_ipw_true_propensity", truth, true_propensity_ipw)
+        if i == 0:  # denoise on the scorer's p alone, for the click model's share of the noise AUROC
+            record(seed, data, truth, "denoise_scorer", ["weighting.strategy=denoise",
+                                                         "weighting.denoise_model=scorer"])
         # ipw where position carries little of the ranker's knowledge: a near-random logging ranker.
         rdata, rtruth = prepare(work, args, seed, ranker_noise=args.random_ranker_noise)
         for name in ("none", "ipw"):
