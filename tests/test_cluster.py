@@ -117,6 +117,8 @@ def test_standalone_cluster_survives_a_lost_worker(spark, tiny_model_dir, tmp_pa
             [str(BIN / "spark-submit"), "--master", master_url, "--conf", "spark.driver.host=127.0.0.1",
              "--conf", "spark.driver.bindAddress=127.0.0.1", "--conf", "spark.executor.memory=1g",
              "--conf", "spark.executor.cores=1", "--conf", "spark.task.maxFailures=4",
+             # Each scoring task waits 2 s first: the job cannot finish before a worker is killed.
+             "--conf", "spark.executorEnv.CLICKWEIGHT_TASK_DELAY_S=2",
              "--conf", f"spark.pyspark.python={sys.executable}",
              str(ROOT / "jobs" / "score.py"), "--input", f"{raw}/clickstream", "--output", str(tmp_path / "cluster"),
              *sub_args],

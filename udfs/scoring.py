@@ -181,7 +181,13 @@ def make_score_udf(settings: ScoringSettings):
 
 
 def _maybe_inject_fault() -> None:
-    """Test hook (off unless CLICKWEIGHT_FAULT_ONCE names a marker file path): kill this worker once."""
+    """Test hooks, off unless set. CLICKWEIGHT_FAULT_ONCE (a marker file path): kill this worker once.
+    CLICKWEIGHT_TASK_DELAY_S: hold each scoring task that long first (a fault test's window to act)."""
+    delay = float(os.environ.get("CLICKWEIGHT_TASK_DELAY_S") or 0)
+    if delay > 0:
+        import time
+
+        time.sleep(delay)
     marker = os.environ.get("CLICKWEIGHT_FAULT_ONCE")
     if marker and not os.path.exists(marker):
         with open(marker, "w") as f:
