@@ -17,9 +17,12 @@ against the TRUE grades in two ways:
            the held-out queries: the trained cross-encoder's AUC / NDCG@10 (what DESIGN.md's
            yardstick means; needs a GPU-sized step budget to leave chance level, see the note).
 
-Also: denoise's AUROC at flagging the injected noise clicks (noise_score among clicked rows),
-ipw's recovery of the position-bias loss against the same queries clicked without position
-bias, and importance sampling at keep_fraction 0.5 against all rows.
+Also: denoise's AUROC at flagging the injected noise clicks (noise_score among clicked rows;
+also with denoise_model=scorer), and importance sampling at keep_fraction 0.5 against all rows.
+Position bias is split in two with oracle rows computed from the simulator's truth: the same
+queries clicked without position bias (what was lost), the examined rows alone (the best any
+debiasing can do: the rest is information never observed), ipw with the true propensities; and
+none / ipw again under a near-random logging ranker, where position says little about relevance.
 
     .venv/bin/python benchmarks/weighting_quality.py                      # the full matrix, 3 seeds
     .venv/bin/python benchmarks/weighting_quality.py --seeds 0 --strategies none,ipw --train-runs none,ipw --steps 300
