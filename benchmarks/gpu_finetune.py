@@ -97,27 +97,23 @@ def pack(workdir: Path, bundle: Path, results: Path) -> None:
 
 
 def tokenize(tokenizer, queries: list[str], titles: list[str], max_length: int) -> dict[str, np.ndarray]:
-    """The score job's training input (udfs.scoring.PairScorer.training_input): stripped texts, pairs."""
-    enc = tokenizer([q.strip() for q in queries], [t.strip() for t in titles], padding="max_length",
-                    truncation=True, max_length=max_length, return_token_type_ids=True)
-    return {"input_ids": np.asarray(enc["input_ids"], dtype=np.int64),
-            "token_type_ids": np.asarray(enc["token_type_ids"], dtype=np.int64),
-            "input_len": np.asarray(enc["attention_mask"], dtype=np.int64).sum(axis=1)}
+    """The score job's training input: stripped texts (as PairScorer.score strips them), its tokenisation."""
+    from udfs.scoring import pair_training_input
+
+    enc = pair_training_input(tokenizer, [q.strip() for q in queries], [t.strip() for t in titles], max_length)
+    return {k: v.astype(np.int64) for k, v in enc.items()}
 
 
 def train_one(folder: str, tokens: dict[str, np.ndarray], labels: np.ndarray, weights: np.ndarray, seed: int,
               args, device) -> tuple[object, dict]:
     import torch
 
-    from training.model import build_cross_encoder, forward_logits, linear_warmup_decay, weighted_bce
+    from training.model import adamw, build_cross_encoder, forward_logits, linear_warmup_decay, weighted_bce
 
     torch.manual_seed(seed)
     model = build_cross_encoder(folder).float().to(device)
     model.train()
-    decay = [p for n, p in model.named_parameters() if not any(k in n for k in ("bias", "LayerNorm"))]
-    no_decay = [p for n, p in model.named_parameters() if any(k in n for k in ("bias", "LayerNorm"))]
-    optim = torch.optim.AdamW([{"params": decay, "weight_decay": args.weight_decay},
-                               {"params": no_decay, "weight_decay": 0.0}], lr=args.lr)
+    optim = adamw(model, args.lr, args.weight_decay)
     n = len(labels)
     steps = n // args.batch_size
     total = steps * args.epochs

@@ -44,6 +44,14 @@ def weighted_bce(logits: torch.Tensor, labels: torch.Tensor, weights: torch.Tens
     return (weights.float() * per_row).mean()
 
 
+def adamw(model, lr: float, weight_decay: float) -> torch.optim.AdamW:
+    """AdamW with no weight decay on biases and LayerNorm (the usual BERT fine-tuning split)."""
+    decay = [p for n, p in model.named_parameters() if not any(k in n for k in ("bias", "LayerNorm"))]
+    no_decay = [p for n, p in model.named_parameters() if any(k in n for k in ("bias", "LayerNorm"))]
+    return torch.optim.AdamW([{"params": decay, "weight_decay": weight_decay},
+                              {"params": no_decay, "weight_decay": 0.0}], lr=lr)
+
+
 def linear_warmup_decay(warmup: int, total: int):
     """LambdaLR factor: linear warm-up over `warmup` steps, then linear decay to 0 at `total`."""
     def f(step: int) -> float:

@@ -23,7 +23,7 @@ import torch
 import torch.distributed as dist
 
 from training import metrics
-from training.model import build_cross_encoder, forward_logits, linear_warmup_decay, save_model, weighted_bce
+from training.model import adamw, build_cross_encoder, forward_logits, linear_warmup_decay, save_model, weighted_bce
 from training.reader import (
     ReaderGuardError,
     ShuffleBuffer,
@@ -194,10 +194,7 @@ def train_worker(input_dir: str, output_dir: str, cfg: dict[str, Any]) -> dict[s
     model = build_cross_encoder(cfg["model"]["path"]).to(device)
     model.train()
     ddp = torch.nn.parallel.DistributedDataParallel(model) if dist.is_initialized() else model
-    decay = [p for n, p in model.named_parameters() if not any(k in n for k in ("bias", "LayerNorm"))]
-    no_decay = [p for n, p in model.named_parameters() if any(k in n for k in ("bias", "LayerNorm"))]
-    optim = torch.optim.AdamW([{"params": decay, "weight_decay": t["weight_decay"]},
-                               {"params": no_decay, "weight_decay": 0.0}], lr=t["lr"])
+    optim = adamw(model, t["lr"], t["weight_decay"])
     steps = plan_steps(input_dir, rank, world, t)
     total_steps = steps * t["epochs"]
     warmup = int(t["warmup_ratio"] * total_steps)

@@ -31,6 +31,15 @@ class ScoringSettings:
     device: str             # 'auto' | 'cpu' | 'cuda' | 'cuda:N'
 
 
+def pair_training_input(tokenizer, queries: list[str], titles: list[str], max_length: int) -> dict[str, np.ndarray]:
+    """[CLS] query [SEP] title [SEP] ids padded to max_length, int32 arrays (rows x max_length) and lengths."""
+    enc = tokenizer(queries, titles, padding="max_length", truncation=True, max_length=max_length,
+                    return_token_type_ids=True)
+    return {"input_ids": np.asarray(enc["input_ids"], dtype=np.int32),
+            "token_type_ids": np.asarray(enc["token_type_ids"], dtype=np.int32),
+            "input_len": np.asarray(enc["attention_mask"], dtype=np.int32).sum(axis=1)}
+
+
 def _mean_pool(hidden, mask):
     import torch
 
@@ -130,12 +139,9 @@ class PairScorer:
 
     def training_input(self, queries: list[str], titles: list[str]) -> dict[str, list]:
         """Fixed-length [CLS] query [SEP] title [SEP] ids for the trainee (numeric-only training)."""
-        enc = self.train_tokenizer(queries, titles, padding="max_length", truncation=True,
-                                   max_length=self.settings.train_max_length, return_token_type_ids=True)
-        ids = np.asarray(enc["input_ids"], dtype=np.int32)
-        types = np.asarray(enc["token_type_ids"], dtype=np.int32)
-        lens = np.asarray(enc["attention_mask"], dtype=np.int32).sum(axis=1)
-        return {"input_ids": list(ids), "token_type_ids": list(types), "input_len": lens}
+        enc = pair_training_input(self.train_tokenizer, queries, titles, self.settings.train_max_length)
+        return {"input_ids": list(enc["input_ids"]), "token_type_ids": list(enc["token_type_ids"]),
+                "input_len": enc["input_len"]}
 
     def score(self, queries: pd.Series, titles: pd.Series) -> pd.DataFrame:
         q = [s.strip() for s in queries.tolist()]
