@@ -152,6 +152,12 @@ def validate(cfg: dict[str, Any]) -> None:
     _check(t["shuffle_buffer_rows"] >= 0, "train.shuffle_buffer_rows must be >= 0")
     _check(t["torch_threads"] >= 1, "train.torch_threads must be >= 1")
     _check(cfg["model"]["max_length"] >= 8, "model.max_length must be >= 8")
+    _check(cfg["model"]["kind"] in ("bi_encoder", "cross_encoder"), "model.kind: bi_encoder | cross_encoder")
+    for key in ("train", "scorer"):
+        _check(cfg[key]["precision"] in ("auto", "fp32", "bf16"), f"{key}.precision: auto | fp32 | bf16")
+    _check(t["head_lr"] > 0, "train.head_lr must be > 0")
+    _check(t["label_prior_impressions"] >= 0, "train.label_prior_impressions must be >= 0")
+    _check(0 < t["pair_weight_power"] <= 1, "train.pair_weight_power must be in (0, 1]")
     sc = cfg["scorer"]
     _check(sc["batch_size"] >= 1, "scorer.batch_size must be >= 1")
     _check(sc["max_length"] >= 8, "scorer.max_length must be >= 8")

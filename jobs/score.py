@@ -34,6 +34,7 @@ from jobs.common import (
     versions,
 )
 from udfs import model_loader, schema, weights
+from udfs import pairs as pairs_mod
 from udfs.aggregates import exact_avg, exact_sum
 from udfs.scoring import MLMSettings, ScoringSettings, make_mlm_udf, make_score_udf
 
@@ -333,7 +334,7 @@ def scoring_settings(cfg: dict[str, Any]) -> ScoringSettings:
     sc = cfg["scorer"]
     return ScoringSettings(scorer_path=scorer, trainee_path=trainee, batch_size=sc["batch_size"],
                            scorer_max_length=sc["max_length"], train_max_length=cfg["model"]["max_length"],
-                           torch_threads=sc["torch_threads"], device=sc["device"])
+                           torch_threads=sc["torch_threads"], device=sc["device"], precision=sc["precision"])
 
 
 def transform(df: DataFrame, cfg: dict[str, Any], run_id: str, catalog: DataFrame | None = None,
@@ -385,7 +386,11 @@ def transform(df: DataFrame, cfg: dict[str, Any], run_id: str, catalog: DataFram
     if not cross:
         a, b = fit_calibration(joined, base_rate)
         stats["calibration"] = {"a": a, "b": b}
-        joined = joined.withColumn("p_model", 1 / (1 + F.exp(-(F.lit(a) * F.col("relevance") + F.lit(b)))))
+        joined = (joined.withColumn("prior_logit", F.lit(a) * F.col("relevance") + F.lit(b))
+                        .withColumn("p_model", 1 / (1 + F.exp(-F.col("prior_logit")))))
+    else:  # the trainee's prior is the scorer's own logit
+        p = F.least(F.greatest(F.col("p_model"), F.lit(weights.EPS)), F.lit(1 - weights.EPS))
+        joined = joined.withColumn("prior_logit", F.log(p / (1 - p)))
     phase("calibration")
     propensity, stats["propensity_fit"], click_model = estimate_propensity(joined, w)
     stats["propensity"] = propensity
@@ -482,6 +487,19 @@ def parquet_layout(path: str) -> dict[str, int]:
     return {"files": files, "row_groups": groups, "rows": rows}
 
 
+def write_pairs(scored: DataFrame, path: str, files: int) -> dict[str, Any]:
+    """The compacted training table (udfs/pairs.py) in `files` Parquet files; its totals."""
+    pairs = pairs_mod.compact_pairs(scored).persist(StorageLevel.MEMORY_AND_DISK)
+    try:
+        totals = pairs_mod.pair_totals(pairs)
+        (pairs_mod.with_pair_weight(pairs, totals["mean_weight_sum"] or 1.0)
+              .repartition(files, F.xxhash64("query", "title")).sortWithinPartitions("query", "title")
+              .write.mode("overwrite").parquet(path))
+    finally:
+        pairs.unpersist()
+    return totals
+
+
 def load(scored: DataFrame, quarantined: DataFrame, output: str, cfg: dict[str, Any],
          run_id: str, summary: dict[str, Any]) -> dict[str, Any]:
     """Write into a staging folder beside `output`, verify, then swap it into place."""
@@ -497,6 +515,8 @@ def load(scored: DataFrame, quarantined: DataFrame, output: str, cfg: dict[str, 
            .sortWithinPartitions("event_date", "event_id")
            .write.mode("overwrite").partitionBy("event_date").parquet(staged))
     quarantined.repartition(1).write.mode("overwrite").parquet(f"{staged}/_quarantine")
+    pair_files = ranks * cfg["output"]["min_row_groups_per_rank"]
+    summary["pairs"] = write_pairs(scored, f"{staged}/{schema.PAIRS_DIR}", pair_files)
     timings = summary.setdefault("timings_s", {})
     timings["write"] = round(time.perf_counter() - t0, 3)
     t0 = time.perf_counter()
@@ -518,6 +538,11 @@ def load(scored: DataFrame, quarantined: DataFrame, output: str, cfg: dict[str, 
             log.warning("only %d row groups for %d training ranks (want >= %d): raise output.files_per_date",
                         summary["layout"]["row_groups"], ranks, need)
     sampled_out = summary.get("rows_sampled_out", 0)
+    summary["pairs"]["compaction_ratio"] = summary["rows_out"] / max(1, summary["pairs"]["pairs"])
+    if summary["pairs"]["impressions"] != summary["rows_out"]:
+        fs.delete(staged)
+        raise RuntimeError(f"pair table holds {summary['pairs']['impressions']} impressions but the row table "
+                           f"{summary['rows_out']} rows; nothing was committed")
     if summary["rows_in"] != summary["rows_out"] + summary["rows_quarantined"] + sampled_out:
         fs.delete(staged)
         raise RuntimeError(

@@ -1,8 +1,9 @@
 """Evaluate a model folder on (query, title, label) Parquet: AUC, NDCG@10, log loss.
 
 Runs in plain PyTorch on the driver: evaluation sets are small next to the click logs. A
-clickweight model (cross-encoder) is scored by its click probability; any other BERT folder by
-the cosine of its mean-pooled embeddings (the zero-shot baseline).
+clickweight model (bi-encoder a * cos + b, or cross-encoder with its prior) is scored by its click
+probability; any other BERT folder by the cosine of its mean-pooled embeddings (the zero-shot
+baseline).
 """
 from __future__ import annotations
 
@@ -25,9 +26,14 @@ def predict(model_dir: str, queries: list[str], titles: list[str], batch_size: i
                                scorer_max_length=max_length, train_max_length=max_length,
                                torch_threads=0, device=device)
     scorer = PairScorer(settings, device)
-    if scorer.cross:
+    if gives_probability(folder):
         return scorer.cross_probability(queries, titles)
-    return scorer.score(pd.Series(queries), pd.Series(titles))["relevance"].to_numpy()
+    return scorer.cosine([q.strip() for q in queries], [t.strip() for t in titles])
+
+
+def gives_probability(folder: str) -> bool:
+    """A clickweight model (either kind) predicts P(click); any other encoder only a cosine."""
+    return model_loader.is_cross_encoder(folder) or model_loader.click_head(folder) is not None
 
 
 def evaluate_frame(frame: pd.DataFrame, scores: np.ndarray, label_col: str,
@@ -59,7 +65,7 @@ def evaluate(model_dir: str, input_path: str, label_col: str, positive_threshold
     scores = predict(folder, frame["query"].astype(str).tolist(), frame["title"].astype(str).tolist(),
                      batch_size, max_length)
     result = evaluate_frame(frame, scores, label_col, positive_threshold,
-                            is_probability=model_loader.is_cross_encoder(folder))
+                            is_probability=gives_probability(folder))
     result.update({"model": folder, "input": input_path, "label_col": label_col,
                    "seconds": round(time.time() - started, 2)})
     return result

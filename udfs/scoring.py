@@ -16,7 +16,8 @@ import pandas as pd
 from udfs import model_loader
 
 SCORE_SCHEMA = (
-    "relevance double, p_model double, input_ids array<int>, token_type_ids array<int>, input_len int"
+    "relevance double, p_model double, input_ids array<int>, token_type_ids array<int>, input_len int, "
+    "query_ids array<int>, query_len int, title_ids array<int>, title_len int"
 )
 
 
@@ -29,6 +30,16 @@ class ScoringSettings:
     train_max_length: int
     torch_threads: int
     device: str             # 'auto' | 'cpu' | 'cuda' | 'cuda:N'
+    precision: str = "fp32"  # 'auto' | 'fp32' | 'bf16' (udfs.device.resolve_precision)
+
+
+def text_training_input(tokenizer, texts: list[str], max_length: int) -> tuple[np.ndarray, np.ndarray]:
+    """One text per row (the bi-encoder's query or title): [CLS] text [SEP] ids padded to max_length
+    (int32, rows x max_length) and their lengths. Same truncation as the scorer's embed()."""
+    enc = tokenizer(texts, padding="max_length", truncation=True, max_length=max_length,
+                    return_token_type_ids=False)
+    return (np.asarray(enc["input_ids"], dtype=np.int32),
+            np.asarray(enc["attention_mask"], dtype=np.int32).sum(axis=1))
 
 
 def pair_training_input(tokenizer, queries: list[str], titles: list[str], max_length: int) -> dict[str, np.ndarray]:
@@ -50,11 +61,14 @@ def _mean_pool(hidden, mask):
 class PairScorer:
     """Scores pairs with a sentence encoder (cosine) and, if it is one, a cross-encoder (p)."""
 
-    def __init__(self, settings: ScoringSettings, device: str):
+    def __init__(self, settings: ScoringSettings, device: str, calibration: dict[str, float] | None = None):
         import torch
+
+        from udfs.device import resolve_precision
 
         self.settings = settings
         self.device = device
+        self.precision = resolve_precision(settings.precision, device)
         if settings.torch_threads > 0:
             torch.set_num_threads(settings.torch_threads)
         self.cross = model_loader.is_cross_encoder(settings.scorer_path)
@@ -66,15 +80,21 @@ class PairScorer:
         else:
             self.model = None
             self.encoder = model_loader.load_encoder(settings.scorer_path, device)
+        # z = a * cos + b: a clickweight bi-encoder's own head, or the calibration a caller supplies.
+        self.head = calibration or model_loader.click_head(settings.scorer_path)
+        # A clickweight cross-encoder adds its scorer's logit (the prior it was trained on top of).
+        self.prior: PairScorer | None = None
+        prior = model_loader.cross_encoder_prior(settings.scorer_path) if self.cross else None
+        if prior is not None:
+            from dataclasses import replace
+
+            self.prior = PairScorer(replace(settings, scorer_path=prior[0], trainee_path=prior[0]), device,
+                                    calibration=prior[1])
 
     def _autocast(self):
-        import contextlib
+        from udfs.device import autocast
 
-        import torch
-
-        if self.device.startswith("cuda"):
-            return torch.autocast("cuda", dtype=torch.bfloat16)
-        return contextlib.nullcontext()
+        return autocast(self.precision, self.device)
 
     def _chunks(self, lengths: np.ndarray) -> Iterator[np.ndarray]:
         # Micro-batches of texts sorted by *token* count: dynamic padding then wastes ~5% of the
@@ -123,7 +143,26 @@ class PairScorer:
                 out[idx] = emb.cpu().numpy()
         return out
 
+    def cosine(self, queries: list[str], titles: list[str]) -> np.ndarray:
+        """cos(emb(query), emb(title)) per pair, each distinct text embedded once."""
+        uq, q_inv = np.unique(np.asarray(queries, dtype=object), return_inverse=True)
+        ut, t_inv = np.unique(np.asarray(titles, dtype=object), return_inverse=True)
+        eq, et = self.embed(list(uq)), self.embed(list(ut))
+        return np.einsum("ij,ij->i", eq[q_inv], et[t_inv]).astype(np.float64)
+
+    def click_logit(self, queries: list[str], titles: list[str]) -> np.ndarray:
+        """The click logit: cross-encoder head (+ its prior's logit), or a * cos + b with a head."""
+        if self.cross:
+            return self.cross_logit(queries, titles)
+        if self.head is None:
+            raise ValueError(f"{self.settings.scorer_path} is a sentence encoder without a click head: "
+                             "it gives a cosine, not a click logit")
+        return self.head["a"] * self.cosine(queries, titles) + self.head["b"]
+
     def cross_probability(self, queries: list[str], titles: list[str]) -> np.ndarray:
+        return 1.0 / (1.0 + np.exp(-self.click_logit(queries, titles)))
+
+    def cross_logit(self, queries: list[str], titles: list[str]) -> np.ndarray:
         import torch
 
         out = np.zeros(len(queries), dtype=np.float64)
@@ -133,24 +172,26 @@ class PairScorer:
         lengths = np.fromiter((len(x) for x in ids), dtype=np.int64, count=len(ids))
         with torch.inference_mode(), self._autocast():
             for idx in self._chunks(lengths):
-                logits = self.model(**self._padded(ids, idx, lengths, types)).logits[:, 0].float()
-                out[idx] = torch.sigmoid(logits).cpu().numpy()
+                out[idx] = self.model(**self._padded(ids, idx, lengths, types)).logits[:, 0].float().cpu().numpy()
+        if self.prior is not None:
+            out += self.prior.click_logit(queries, titles)
         return out
 
     def training_input(self, queries: list[str], titles: list[str]) -> dict[str, list]:
-        """Fixed-length [CLS] query [SEP] title [SEP] ids for the trainee (numeric-only training)."""
-        enc = pair_training_input(self.train_tokenizer, queries, titles, self.settings.train_max_length)
+        """Fixed-length ids for either trainee (numeric-only training): the cross-encoder's
+        [CLS] query [SEP] title [SEP], and the bi-encoder's query and title tokenised apart."""
+        n = self.settings.train_max_length
+        enc = pair_training_input(self.train_tokenizer, queries, titles, n)
+        q_ids, q_len = text_training_input(self.train_tokenizer, queries, n)
+        t_ids, t_len = text_training_input(self.train_tokenizer, titles, n)
         return {"input_ids": list(enc["input_ids"]), "token_type_ids": list(enc["token_type_ids"]),
-                "input_len": enc["input_len"]}
+                "input_len": enc["input_len"], "query_ids": list(q_ids), "query_len": q_len,
+                "title_ids": list(t_ids), "title_len": t_len}
 
     def score(self, queries: pd.Series, titles: pd.Series) -> pd.DataFrame:
         q = [s.strip() for s in queries.tolist()]
         t = [s.strip() for s in titles.tolist()]
-        # Embed each distinct text of the batch once (queries repeat across titles).
-        uq, q_inv = np.unique(np.asarray(q, dtype=object), return_inverse=True)
-        ut, t_inv = np.unique(np.asarray(t, dtype=object), return_inverse=True)
-        eq, et = self.embed(list(uq)), self.embed(list(ut))
-        relevance = np.einsum("ij,ij->i", eq[q_inv], et[t_inv]).astype(np.float64)
+        relevance = self.cosine(q, t)  # each distinct text of the batch embedded once
         p = self.cross_probability(q, t) if self.cross else np.full(len(q), np.nan)
         frame = pd.DataFrame({"relevance": relevance, "p_model": p})
         for k, v in self.training_input(q, t).items():
