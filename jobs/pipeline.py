@@ -5,9 +5,11 @@
     clickweight pipeline --set rounds=2                    # the iterative loop (seeds 000/001)
 
 Round 0 scores with the configured scorer (the sentence encoder by default); round k >= 1 re-scores
-the same clickstream with the cross-encoder fine-tuned in round k-1 for the same strategy, reweights
-and fine-tunes again (from model.path, or from round k-1's model with loop.init_from_previous).
-Every round keeps its outputs in <workdir>/round_<k>/ (weighted_<s>/, model_<s>/, eval_<s>.json).
+the same clickstream with the scorer of round k-1 for the same strategy, reweights and fine-tunes
+again from it (loop.init_from_previous; else from model.path). Round k's model becomes the next
+scorer only if its training selected it over its start on held-out data (`selected` != start);
+otherwise the previous scorer is kept and the table says so. Every round keeps its outputs in
+<workdir>/round_<k>/ (weighted_<s>/, model_<s>/, eval_<s>.json).
 """
 from __future__ import annotations
 
@@ -20,7 +22,8 @@ from typing import Any
 from jobs import config as config_mod
 from jobs.common import add_common_args, get_spark, log, setup_logging, write_json
 
-COLUMNS = ("strategy", "round", "train_rows", "steps", "auc", "ndcg@10", "ess_fraction", "score_s", "train_s")
+COLUMNS = ("strategy", "round", "train_rows", "steps", "selected", "auc", "ndcg@10", "ess_fraction", "score_s",
+           "train_s")
 
 
 def format_table(rows: list[dict[str, Any]]) -> str:
@@ -84,10 +87,16 @@ def run_pipeline(cfg: dict[str, Any]) -> dict[str, Any]:
             t2 = time.time()
             metrics = evaluate(str(model), heldout, "relevance", threshold)
             write_json(round_dir / f"eval_{strategy}.json", metrics)
-            previous[strategy] = str(model)
+            improved = trained["selected"] != "start"
+            if improved or strategy not in previous:
+                previous[strategy] = str(model)
+            else:
+                log.info("round %d, %s: training did not beat its start on held-out clicks; the next round keeps "
+                         "scoring with %s", rnd, strategy, previous[strategy])
             rows.append({"strategy": strategy, "round": rnd, "auc": metrics["auc"], "ndcg@10": metrics["ndcg@10"],
                          "train_rows": trained["train_rows_per_epoch"] * len(trained["history"]),
                          "steps": trained["global_step"], "score_s": round(t1 - t0, 1),
+                         "selected": trained["selected"], "next_scorer": previous[strategy],
                          "train_s": round(t2 - t1, 1), "rows_in": scored["rows_in"],
                          "rows_out": scored["rows_out"], "rows_quarantined": scored["rows_quarantined"],
                          "rows_sampled_out": scored.get("rows_sampled_out", 0),

@@ -1,8 +1,12 @@
-"""Real multi-process DDP (gloo, CPU) on a tiny BERT, reading Petastorm shards of a real score output."""
+"""The trainee and the recipe: real multi-process DDP (gloo, CPU) on a tiny BERT, reading Petastorm
+shards of a real score output (row table and pair table)."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
+import numpy as np
+import pandas as pd
 import pytest
 import torch
 from conftest import tiny_overrides
@@ -11,6 +15,10 @@ from jobs import config
 from jobs.generate import generate, write
 from jobs.score import run_score
 from jobs.train import run_training
+from training.metrics import log_loss_per_row
+from training.model import build_trainee
+from training.reader import is_eval
+from udfs.schema import PAIRS_DIR
 
 
 @pytest.fixture(scope="module")
@@ -18,8 +26,9 @@ def weighted(spark, tiny_model_dir, tmp_path_factory) -> str:
     raw = tmp_path_factory.mktemp("raw") / "data"
     write(generate(rows=800, days=2, seed=3, malformed_fraction=0.0), str(raw))
     out = tmp_path_factory.mktemp("w") / "weighted"
-    # Uniform weights: the loss-decrease assertion should not hinge on one strategy's variance.
-    cfg = config.load_config(overrides=tiny_overrides(tiny_model_dir, "weighting.strategy=none"))
+    # A non-uniform strategy: the pair table's summed weights are then not just impression counts.
+    cfg = config.load_config(overrides=tiny_overrides(tiny_model_dir, "weighting.strategy=information_gain",
+                                                      "scorer.precision=fp32"))
     run_score(spark, f"{raw}/clickstream", str(out), cfg)
     return str(out)
 
@@ -27,44 +36,144 @@ def weighted(spark, tiny_model_dir, tmp_path_factory) -> str:
 def train_cfg(model_dir: str, *extra: str) -> dict:
     return config.load_config(overrides=tiny_overrides(
         model_dir, "train.batch_size=16", "train.epochs=3", "train.lr=0.002", "train.warmup_ratio=0.0",
-        "train.eval_fraction=0.3", "train.early_stopping_patience=5", "train.checkpoint_every_steps=10", *extra))
+        "train.eval_fraction=0.3", "train.early_stopping_patience=5", "train.checkpoint_every_steps=10",
+        "train.precision=fp32", "scorer.precision=fp32", *extra))
 
 
-def test_torchrun_two_ranks_loss_decreases_and_model_loads(weighted, tiny_model_dir, tmp_path):
-    from transformers import AutoModelForSequenceClassification
+def read_pairs(weighted: str) -> pd.DataFrame:
+    return pd.read_parquet(Path(weighted) / PAIRS_DIR)
+
+
+def trainee_logits(trainee, frame: pd.DataFrame) -> np.ndarray:
+    batch = {c: torch.from_numpy(np.stack(frame[c].to_numpy()) if frame[c].dtype == object
+                                 else frame[c].to_numpy()) for c in trainee.input_columns}
+    with torch.inference_mode():
+        return trainee.eval()(batch).double().numpy()
+
+
+def test_pair_table_reconciles_with_the_row_table(weighted):
+    rows = pd.read_parquet(weighted)
+    pairs = read_pairs(weighted)
+    summary = json.loads((Path(weighted) / "_summary.json").read_text())
+    assert pairs["impressions"].sum() == len(rows) == summary["rows_out"]
+    assert len(pairs) == rows.groupby([rows["query"].str.strip(), rows["title"].str.strip()]).ngroups
+    assert summary["pairs"]["compaction_ratio"] == pytest.approx(len(rows) / len(pairs))
+    assert pairs["weight"].mean() == pytest.approx(1.0)
+    assert pairs["weight_sum"].sum() == pytest.approx(rows["weight"].sum(), rel=1e-9)
+
+
+def test_step_zero_trainee_reproduces_the_calibrated_p_model(weighted, tiny_model_dir):
+    """At step 0 the bi-encoder's probability is the score job's calibrated p_model, pair by pair."""
+    calibration = json.loads((Path(weighted) / "_summary.json").read_text())["calibration"]
+    trainee = build_trainee("bi_encoder", tiny_model_dir, calibration)
+    pairs = read_pairs(weighted)
+    p = 1 / (1 + np.exp(-trainee_logits(trainee, pairs)))
+    np.testing.assert_allclose(p, pairs["p_model"].to_numpy(), rtol=0, atol=2e-6)
+    # And the cross-encoder, through its zero head plus the prior offset.
+    cross = build_trainee("cross_encoder", tiny_model_dir, calibration)
+    p_cross = 1 / (1 + np.exp(-trainee_logits(cross, pairs)))
+    np.testing.assert_allclose(p_cross, pairs["p_model"].to_numpy(), rtol=0, atol=1e-7)  # float32 offset
+
+
+def test_pair_loss_equals_row_loss_for_a_fixed_model(weighted, tiny_model_dir):
+    """sum_rows w * BCE(p, y) == sum_pairs W * BCE(p, y_bar): compaction changes steps, not the loss."""
+    calibration = json.loads((Path(weighted) / "_summary.json").read_text())["calibration"]
+    trainee = build_trainee("bi_encoder", tiny_model_dir, calibration)
+    pairs = read_pairs(weighted)
+    pairs["p"] = 1 / (1 + np.exp(-trainee_logits(trainee, pairs)))
+    rows = pd.read_parquet(weighted, columns=["query", "title", "clicked", "weight"])
+    rows = rows.assign(query=rows["query"].str.strip(), title=rows["title"].str.strip()).merge(
+        pairs[["query", "title", "p"]], on=["query", "title"], how="left", validate="many_to_one")
+    assert rows["p"].notna().all()
+    row_loss = float(np.sum(rows["weight"] * log_loss_per_row(rows["clicked"], rows["p"])))
+    pair_loss = float(np.sum(pairs["weight_sum"] * log_loss_per_row(pairs["label"], pairs["p"])))
+    assert pair_loss == pytest.approx(row_loss, rel=1e-6)
+
+
+def test_torchrun_two_ranks_on_pairs_starts_at_p_model_and_model_loads(weighted, tiny_model_dir, tmp_path):
+    from transformers import AutoModel
 
     out = tmp_path / "model"
     summary = run_training(weighted, str(out), train_cfg(tiny_model_dir, "train.launcher=torchrun"))
+    pairs = read_pairs(weighted)
     hist = summary["history"]
-    assert summary["world_size"] == 2 and len(hist) == 3
-    assert all(h["rows_read"] == 800 for h in hist)  # the guard's count matched the footers every epoch
-    assert hist[-1]["train_loss"] < hist[0]["train_loss"] - 0.05
-    assert hist[0]["eval_rows"] > 0 and hist[-1]["eval_logloss"] < 0.69
+    assert summary["world_size"] == 2 and len(hist) == 3 and summary["kind"] == "bi_encoder"
+    assert all(h["rows_read"] == len(pairs) for h in hist)  # the guard's count matched the footers every epoch
     assert summary["global_step"] == 3 * summary["steps_per_epoch"]
-    model = AutoModelForSequenceClassification.from_pretrained(out)  # plain transformers, safetensors
-    assert model.config.num_labels == 1 and (out / "model.safetensors").exists()
-    assert json.loads((out / "clickweight_model.json").read_text())["clickweight"]["global_step"] > 0
+    # The start's held-out loss, computed here from p_model alone, is what the recipe measured before step 1.
+    held = pairs[is_eval(pairs["query_bucket"].to_numpy(), 0.3)]
+    expected = np.sum(held["weight"] * log_loss_per_row(held["label"], held["p_model"])) / held["weight"].sum()
+    assert summary["start"]["eval_loss"] == pytest.approx(expected, rel=1e-5)
+    assert summary["start"]["eval_impressions"] == held["impressions"].sum()
+    # The selected model is the best of {start, epochs} by held-out loss.
+    losses = {"start": summary["start"]["eval_loss"], **{f"epoch {h['epoch']}": h["eval_loss"] for h in hist}}
+    assert summary["selected"] == min(losses, key=losses.get)
+    # Sentence-transformers layout, loadable by plain transformers; a and b stored beside it.
+    assert AutoModel.from_pretrained(out).config.hidden_size == 32
+    assert (out / "modules.json").exists() and (out / "1_Pooling" / "config.json").exists()
+    marker = json.loads((out / "clickweight_model.json").read_text())
+    assert marker["kind"] == "bi_encoder" and set(marker["click_head"]) == {"a", "b"}
 
     # A rerun on the finished folder resumes from the checkpoint and trains no further.
     again = run_training(weighted, str(out), train_cfg(tiny_model_dir, "train.launcher=torchrun"))
-    assert again["resumed_from_step"] == summary["global_step"] == again["global_step"]
+    assert again["global_step"] == summary["global_step"] and again["selected"] == summary["selected"]
     blob = torch.load(out / "checkpoints" / "checkpoint.pt", weights_only=True)
     assert set(blob) == {"model", "optim", "sched", "torch_rng", "state"}
 
 
-def test_torch_distributor_two_ranks(spark, weighted, tiny_model_dir, tmp_path):
-    summary = run_training(weighted, str(tmp_path / "model"),
-                           train_cfg(tiny_model_dir, "train.launcher=torch_distributor", "train.epochs=1"))
+def test_harmful_learning_rate_exports_the_start(weighted, tiny_model_dir, tmp_path):
+    """Training that only hurts held-out loss leaves the start as the exported model, weight for weight."""
+    from transformers import AutoModel
+
+    out = tmp_path / "model"
+    summary = run_training(weighted, str(out), train_cfg(
+        tiny_model_dir, "train.launcher=torchrun", "train.lr=0.5", "train.head_lr=20.0", "train.epochs=2",
+        "train.max_grad_norm=1000.0"))
+    assert summary["selected"] == "start"
+    assert all(h["eval_loss"] > summary["start"]["eval_loss"] for h in summary["history"])
+    start = AutoModel.from_pretrained(tiny_model_dir).state_dict()
+    saved = AutoModel.from_pretrained(out).state_dict()
+    assert all(torch.equal(start[k], saved[k]) for k in start)
+    calibration = json.loads((Path(weighted) / "_summary.json").read_text())["calibration"]
+    head = json.loads((out / "clickweight_model.json").read_text())["click_head"]
+    assert head["a"] == pytest.approx(calibration["a"], rel=1e-6) and head["b"] == pytest.approx(calibration["b"])
+
+
+def test_torch_distributor_two_ranks_on_rows(spark, weighted, tiny_model_dir, tmp_path):
+    summary = run_training(weighted, str(tmp_path / "model"), train_cfg(
+        tiny_model_dir, "train.launcher=torch_distributor", "train.epochs=1", "train.compact_pairs=false"))
     assert summary["world_size"] == 2 and summary["history"][0]["rows_read"] == 800
     assert summary["global_step"] == summary["steps_per_epoch"] >= 5
 
 
-def test_too_few_row_groups_for_ranks_is_a_clear_error(weighted, tiny_model_dir):
-    from training.recipe import plan_steps
+def test_cross_encoder_starts_at_the_scorer_and_scores_with_its_prior(weighted, tiny_model_dir, tmp_path):
+    from training.evaluate import predict
 
-    t = train_cfg(tiny_model_dir)["train"]
-    with pytest.raises(ValueError, match="8 row groups for 16 ranks"):
-        plan_steps(weighted, 0, 16, t)
+    out = tmp_path / "cross"
+    summary = run_training(weighted, str(out), train_cfg(
+        tiny_model_dir, "train.launcher=torchrun", "model.kind=cross_encoder", "train.epochs=1"))
+    bi_start = run_training(weighted, str(tmp_path / "bi"), train_cfg(
+        tiny_model_dir, "train.launcher=torchrun", "train.epochs=1", "train.max_steps_per_epoch=1"))["start"]
+    assert summary["kind"] == "cross_encoder"
+    assert summary["start"]["eval_loss"] == pytest.approx(bi_start["eval_loss"], rel=1e-6)
+    assert (out / "prior" / "config.json").exists()
+    # The exported model predicts head + prior: with the start selected that is p_model itself.
+    pairs = read_pairs(weighted).head(50)
+    p = predict(str(out), pairs["query"].tolist(), pairs["title"].tolist(), max_length=32)
+    if summary["selected"] == "start":
+        np.testing.assert_allclose(p, pairs["p_model"], atol=2e-6)
+    else:
+        assert np.all((p > 0) & (p < 1)) and not np.allclose(p, pairs["p_model"], atol=1e-4)
+
+
+def test_too_few_row_groups_for_ranks_is_a_clear_error(weighted, tiny_model_dir):
+    from training.recipe import WeightedFinetuneRecipe
+
+    recipe = WeightedFinetuneRecipe(weighted, "/nonexistent", train_cfg(tiny_model_dir))
+    recipe.rank, recipe.world = 0, 16
+    recipe.fields = ("query_bucket",)
+    with pytest.raises(ValueError, match="4 row groups for 16 ranks"):
+        recipe._held_out_pass()
 
 
 def test_weighted_bce_by_hand():
@@ -73,6 +182,18 @@ def test_weighted_bce_by_hand():
     from training.model import weighted_bce
 
     logits = torch.tensor([0.0, 2.0])
-    loss = weighted_bce(logits, torch.tensor([1, 0]), torch.tensor([2.0, 0.5]))
-    expected = (2.0 * math.log(2) + 0.5 * (2.0 + math.log1p(math.exp(-2.0)))) / 2
+    loss = weighted_bce(logits, torch.tensor([1.0, 0.25]), torch.tensor([2.0, 0.5]))
+    expected = (2.0 * math.log(2) + 0.5 * (0.25 * math.log1p(math.exp(-2.0))
+                                           + 0.75 * (2.0 + math.log1p(math.exp(-2.0))))) / 2
     assert float(loss) == pytest.approx(expected, rel=1e-6)
+
+
+def test_pair_targets_shrink_toward_the_prior_and_temper_heads():
+    from udfs.pairs import pair_targets
+
+    label, weight = pair_targets(np.array([1.0, 0.5]), np.array([1.0, 20.0]), np.array([1, 20]),
+                                 np.array([0.2, 0.2]), prior_impressions=4.0, weight_power=0.5)
+    assert label == pytest.approx([(1.0 + 4 * 0.2) / 5, (0.5 * 20 + 4 * 0.2) / 24])
+    assert weight == pytest.approx([1.0, 20.0 / np.sqrt(20)])
+    exact = pair_targets(np.array([0.3]), np.array([2.0]), np.array([7]), np.array([0.9]))
+    assert exact[0] == pytest.approx([0.3]) and exact[1] == pytest.approx([2.0])
