@@ -8,8 +8,8 @@ queries and simulated clicks of benchmarks/weighting_quality.py, with its two ya
 Real CLIs throughout (score, train, evaluate); CPU-sized training budget, so read the model column
 as "does the loop run and what does a weak round-k scorer do to the weights", not as final quality.
 
-    .venv/bin/python benchmarks/loop_quality.py                      # loss, 2 rounds, 100 steps, seed 0
-    .venv/bin/python benchmarks/loop_quality.py --strategy el2n --rounds 3 --steps 300
+    .venv/bin/python -m benchmarks.loop_quality                      # loss, 2 rounds, 100 steps, seed 0
+    .venv/bin/python -m benchmarks.loop_quality --strategy el2n --rounds 3 --steps 300
 
 Writes benchmarks/results/loop_quality.{md,json}.
 """
@@ -21,8 +21,7 @@ import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from weighting_quality import DATA, ROOT, prepare, score_run, table, train_run, zero_shot  # noqa: E402
+from benchmarks.weighting_quality import DATA, ROOT, prepare, score_run, table, train_run, zero_shot
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -62,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
     results.mkdir(parents=True, exist_ok=True)
     (results / "loop_quality.json").write_text(json.dumps(out, indent=2, default=str) + "\n")
     md = [f"# The loop on real search data ({time.strftime('%Y-%m-%d')})", "",
-          "Command: `.venv/bin/python benchmarks/loop_quality.py " + " ".join(argv or sys.argv[1:]) + "`", "",
+          "Command: `.venv/bin/python -m benchmarks.loop_quality " + " ".join(argv or sys.argv[1:]) + "`", "",
           f"Strategy {args.strategy}, {args.rounds} rounds, {args.steps} steps per round (CPU), seed {args.seed}; "
           f"{args.train_queries} train / {args.heldout_queries} held-out queries. Round 0 scores with the "
           "sentence encoder; round k with round k-1's model. target_* rank the training pairs by the "

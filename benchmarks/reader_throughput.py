@@ -8,8 +8,8 @@
 
 The reader must never be the bottleneck: reader-alone rows/s per rank >= 5x trained rows/s per rank.
 
-    .venv/bin/python benchmarks/reader_throughput.py                       # scores 20k rows first
-    .venv/bin/python benchmarks/reader_throughput.py --data runs/demo/round_0/information_gain/weighted
+    .venv/bin/python -m benchmarks.reader_throughput                       # scores 20k rows first
+    .venv/bin/python -m benchmarks.reader_throughput --data runs/demo/round_0/information_gain/weighted
 
 Writes benchmarks/results/reader_throughput.json.
 """
@@ -27,14 +27,12 @@ from pathlib import Path
 
 import numpy as np
 
+from benchmarks import bench_data
+from jobs import config
+from training.model import BiEncoderTrainee
+from training.reader import ShuffleBuffer, dataset_rows, iter_shard, training_fields
+
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "benchmarks"))
-
-import bench_data  # noqa: E402
-
-from jobs import config  # noqa: E402
-from training.reader import ShuffleBuffer, dataset_rows, iter_shard, training_fields  # noqa: E402
 
 
 def score_table(work: Path, rows: int, conf: str) -> str:
@@ -62,7 +60,8 @@ def reader_alone(data: str, rank: int, world: int, batch_size: int, buffer_rows:
             {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in b.items()}
             batches += 1
 
-    for batch in iter_shard(data, rank, world, seed=0, fields=training_fields(), pool=pool):
+    fields = training_fields(BiEncoderTrainee.input_columns, compact_pairs=False)
+    for batch in iter_shard(data, rank, world, seed=0, fields=fields, pool=pool):
         rows += len(batch["clicked"])
         batch.pop("query_bucket")
         buffer.add(batch)
@@ -118,7 +117,7 @@ def main(argv: list[str] | None = None) -> int:
               "trained_rows_per_s_per_rank": trained_per_rank,
               "reader_over_training": reader_per_rank / trained_per_rank,
               "train_summary": json.loads(summary_text) if summary_text else None,
-              "command": "python benchmarks/reader_throughput.py " + " ".join(argv or sys.argv[1:])}
+              "command": "python -m benchmarks.reader_throughput " + " ".join(argv or sys.argv[1:])}
     if report["train_summary"]:
         report["train_summary"].pop("loss_curve", None)
     Path(args.json).parent.mkdir(parents=True, exist_ok=True)

@@ -7,8 +7,8 @@ user would, while a sampler reads the RSS of every process in its tree every 0.2
 Peak RSS must stay flat as rows grow (streaming; nothing collected to the driver), and wall time
 should be linear in rows: a least-squares fit wall = start-up + rows * per-row cost is printed.
 
-    .venv/bin/python benchmarks/score_scaling.py                          # 10k, 50k, 100k, 200k rows
-    .venv/bin/python benchmarks/score_scaling.py --rows 2000 8000         # a quick look
+    .venv/bin/python -m benchmarks.score_scaling                          # 10k, 50k, 100k, 200k rows
+    .venv/bin/python -m benchmarks.score_scaling --rows 2000 8000         # a quick look
 
 Writes benchmarks/results/score_scaling.json.
 """
@@ -28,10 +28,9 @@ from pathlib import Path
 import numpy as np
 import psutil
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "benchmarks"))
+from benchmarks import bench_data
 
-import bench_data  # noqa: E402
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def classify(proc: psutil.Process, root_pid: int) -> str | None:
@@ -140,7 +139,7 @@ def main(argv: list[str] | None = None) -> int:
     report = {"benchmark": "score_scaling", "cores": os.cpu_count(), "conf": args.conf, "overrides": args.overrides,
               "cases": cases, "linear_fit": fit,
               "worker_rss_ratio_largest_vs_smallest": cases[-1]["peak_rss_mib"]["python_worker_max"] / base,
-              "command": "python benchmarks/score_scaling.py " + " ".join(argv or sys.argv[1:])}
+              "command": "python -m benchmarks.score_scaling " + " ".join(argv or sys.argv[1:])}
     Path(args.json).parent.mkdir(parents=True, exist_ok=True)
     Path(args.json).write_text(json.dumps(report, indent=2))
     print("\n| rows | distinct pairs | wall s | rows/s | driver Python MiB | driver JVM MiB | worker max MiB "

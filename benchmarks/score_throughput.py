@@ -11,8 +11,8 @@
 
 Run (from the repository root; reads ../shared/data/homedepot_relevance_dev.parquet):
 
-    .venv/bin/python benchmarks/score_throughput.py                       # 16k rows dup 1, 32k rows dup 4
-    .venv/bin/python benchmarks/score_throughput.py --rows 2000 --dup 1   # a quick look
+    .venv/bin/python -m benchmarks.score_throughput                       # 16k rows dup 1, 32k rows dup 4
+    .venv/bin/python -m benchmarks.score_throughput --rows 2000 --dup 1   # a quick look
 
 Prints a table and writes benchmarks/results/score_throughput.json. Rows/s count input rows.
 Tokens/s count the row-equivalent tokens (query + title tokens of every row, no padding), so the
@@ -32,17 +32,14 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from benchmarks import bench_data
+from jobs import config
+from jobs.common import get_spark, versions
+from jobs.score import run_score, scoring_settings
+from udfs import model_loader
+from udfs.scoring import PairScorer
+
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "benchmarks"))
-
-import bench_data  # noqa: E402
-
-from jobs import config  # noqa: E402
-from jobs.common import get_spark, versions  # noqa: E402
-from jobs.score import run_score, scoring_settings  # noqa: E402
-from udfs import model_loader  # noqa: E402
-from udfs.scoring import PairScorer  # noqa: E402
 
 
 def bare_loop(frame: pd.DataFrame, settings, threads: int, dedup: bool, chunk: int = 2048) -> dict:
@@ -199,7 +196,7 @@ def main(argv: list[str] | None = None) -> int:
               "arrow_batch": cfg["spark"]["conf"].get("spark.sql.execution.arrow.maxRecordsPerBatch"),
               "model": settings.scorer_path, "spark_start_s": spark_start_s, "warmup_job_s": warmup_s,
               "versions": versions(), "cases": results,
-              "command": "python benchmarks/score_throughput.py " + " ".join(argv or sys.argv[1:])}
+              "command": "python -m benchmarks.score_throughput " + " ".join(argv or sys.argv[1:])}
     Path(args.json).parent.mkdir(parents=True, exist_ok=True)
     Path(args.json).write_text(json.dumps(report, indent=2, default=str))
 

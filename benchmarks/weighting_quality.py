@@ -24,8 +24,8 @@ queries clicked without position bias (what was lost), the examined rows alone (
 debiasing can do: the rest is information never observed), ipw with the true propensities; and
 none / ipw again under a near-random logging ranker, where position says little about relevance.
 
-    .venv/bin/python benchmarks/weighting_quality.py                      # the full matrix, 3 seeds
-    .venv/bin/python benchmarks/weighting_quality.py --seeds 0 --strategies none,ipw --train-runs none,ipw --steps 300
+    .venv/bin/python -m benchmarks.weighting_quality                      # the full matrix, 3 seeds
+    .venv/bin/python -m benchmarks.weighting_quality --seeds 0 --strategies none,ipw --train-runs none,ipw --steps 300
 
 Writes benchmarks/results/weighting_quality.{md,json} (and .png when matplotlib is installed).
 """
@@ -41,12 +41,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from bench_data import HOMEDEPOT as DATA  # noqa: E402
-from click_simulator import SimulatorSettings, click_probability, simulate, split_by_query  # noqa: E402
-
-from training.metrics import auc, ndcg_at_k  # noqa: E402
+from benchmarks.bench_data import HOMEDEPOT as DATA
+from benchmarks.click_simulator import SimulatorSettings, click_probability, simulate, split_by_query
+from training.metrics import auc, ndcg_at_k
 
 ROOT = Path(__file__).resolve().parent.parent
 CLI = str(Path(sys.executable).parent / "clickweight")
@@ -277,7 +274,7 @@ def main(argv: list[str] | None = None) -> int:
            "findings": findings, "spread": json.loads(spread.to_json()), "seconds": round(time.time() - started, 1)}
     (results / "weighting_quality.json").write_text(json.dumps(out, indent=2, default=str) + "\n")
     md = [f"# Weighting quality ({time.strftime('%Y-%m-%d')})", "",
-          "Command: `.venv/bin/python benchmarks/weighting_quality.py " + " ".join(argv or sys.argv[1:]) + "`", "",
+          "Command: `.venv/bin/python -m benchmarks.weighting_quality " + " ".join(argv or sys.argv[1:]) + "`", "",
           f"Sizes: {args.train_queries} train queries ({args.sessions_per_query} sessions per query on average), "
           f"{args.heldout_queries} held-out queries, noise clicks {args.noise_share:.0%} of clicks; seeds {seeds}.",
           "", table(rows), "", "Mean / std / n over seeds:", "", "```", spread.to_string(), "```", "",

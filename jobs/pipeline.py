@@ -87,16 +87,16 @@ def run_pipeline(cfg: dict[str, Any]) -> dict[str, Any]:
             t2 = time.time()
             metrics = evaluate(str(model), heldout, "relevance", threshold)
             write_json(round_dir / f"eval_{strategy}.json", metrics)
-            improved = trained["selected"] != "start"
-            if improved or strategy not in previous:
+            if trained["selected"] != "start":
                 previous[strategy] = str(model)
-            else:
+            else:  # the exported model is the start itself: the next round keeps this round's scorer
                 log.info("round %d, %s: training did not beat its start on held-out clicks; the next round keeps "
-                         "scoring with %s", rnd, strategy, previous[strategy])
+                         "scoring with %s", rnd, strategy, run_cfg["scorer"]["path"] or run_cfg["model"]["path"]
+                         or "the packaged encoder")
             rows.append({"strategy": strategy, "round": rnd, "auc": metrics["auc"], "ndcg@10": metrics["ndcg@10"],
                          "train_rows": trained["train_rows_per_epoch"] * len(trained["history"]),
                          "steps": trained["global_step"], "score_s": round(t1 - t0, 1),
-                         "selected": trained["selected"], "next_scorer": previous[strategy],
+                         "selected": trained["selected"], "next_scorer": previous.get(strategy),
                          "train_s": round(t2 - t1, 1), "rows_in": scored["rows_in"],
                          "rows_out": scored["rows_out"], "rows_quarantined": scored["rows_quarantined"],
                          "rows_sampled_out": scored.get("rows_sampled_out", 0),

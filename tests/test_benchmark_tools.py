@@ -1,17 +1,12 @@
-"""The weighting benchmark's own parts: the click simulator, the target metric, the GPU trainer's pieces."""
+"""The weighting benchmark's own parts: the click simulator and the target metric."""
 from __future__ import annotations
-
-import sys
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
-import gpu_finetune  # noqa: E402
-from click_simulator import SimulatorSettings, simulate  # noqa: E402
-from weighting_quality import examined_only, target_quality  # noqa: E402
+from benchmarks.click_simulator import SimulatorSettings, simulate
+from benchmarks.weighting_quality import examined_only, target_quality
 
 
 def _pairs(n_queries: int = 30, per_query: int = 8, seed: int = 0) -> pd.DataFrame:
@@ -54,38 +49,3 @@ def test_target_is_the_weighted_click_rate_per_pair():
     # (z ties at the base rate 2/3, above x as well): x, the one positive, now ranks last.
     assert examined_only(truth)["pairs_without_rows"] == 1
     assert examined_only(truth)["target_auc"] == pytest.approx(0.0)
-
-
-def test_gpu_trainer_tokenizes_like_the_score_job(tiny_model_dir):
-    from udfs.model_loader import load_tokenizer
-    from udfs.scoring import PairScorer, ScoringSettings
-
-    queries, titles = [" drill ", "hammer"], ["cordless drill 18v", " claw hammer 16 oz "]
-    settings = ScoringSettings(scorer_path=tiny_model_dir, trainee_path=tiny_model_dir, batch_size=8,
-                               scorer_max_length=16, train_max_length=16, torch_threads=1, device="cpu")
-    expected = PairScorer(settings, "cpu").training_input(queries, titles)
-    got = gpu_finetune.tokenize(load_tokenizer(tiny_model_dir), queries, titles, 16)
-    np.testing.assert_array_equal(got["input_ids"], np.stack(expected["input_ids"]))
-    np.testing.assert_array_equal(got["token_type_ids"], np.stack(expected["token_type_ids"]))
-    np.testing.assert_array_equal(got["input_len"], expected["input_len"])
-
-
-def test_gpu_trainer_learns_the_weighted_target_on_cpu(tiny_model_dir):
-    """The GPU script's loop on CPU: clicked rows of one kind, skips of another; loss falls."""
-    import argparse
-
-    import torch
-
-    from udfs.model_loader import load_tokenizer
-
-    queries = ["red shoe"] * 64 + ["blue hat"] * 64
-    titles = ["red shoe leather"] * 64 + ["garden hose 50 ft"] * 64
-    labels = np.array([1] * 64 + [0] * 64)
-    tokens = gpu_finetune.tokenize(load_tokenizer(tiny_model_dir), queries, titles, 16)
-    args = argparse.Namespace(batch_size=16, epochs=3, lr=3e-3, weight_decay=0.0)
-    model, info = gpu_finetune.train_one(tiny_model_dir, tokens, labels, np.ones(128), 0, args,
-                                         torch.device("cpu"))
-    assert info["steps"] == 3 * 128 // 16 and info["train_rows"] == 3 * 128
-    assert info["last_loss"] < info["first_loss"] - 0.1
-    p = gpu_finetune.predict(model, tokens, torch.device("cpu"), batch_size=50)
-    assert p.shape == (128,) and p[:64].min() > p[64:].max()

@@ -8,13 +8,13 @@ from conftest import tiny_overrides
 
 from jobs import config
 from jobs.pipeline import run_pipeline
-from udfs.model_loader import is_cross_encoder
+from udfs.model_loader import click_head, resolve_model_path
 
 
 @pytest.mark.timeout(1200)
-def test_two_rounds_rescore_with_the_previous_round_model(spark, tiny_model_dir, tmp_path):
+def test_two_rounds_rescore_with_the_previous_round_model_only_if_it_won(spark, tiny_model_dir, tmp_path):
     cfg = config.load_config(overrides=tiny_overrides(
-        tiny_model_dir, f"pipeline.workdir={tmp_path / 'work'}", "rounds=2", "loop.init_from_previous=true",
+        tiny_model_dir, f"pipeline.workdir={tmp_path / 'work'}", "rounds=2",
         "pipeline.strategies=information_gain", "pipeline.max_steps_per_epoch=2", "generate.rows=300",
         "generate.days=1", "generate.malformed_fraction=0.0", "train.epochs=1", "train.batch_size=8",
         "train.launcher=torchrun", "train.eval_fraction=0.2", "weighting.em_max_pairs=0"))
@@ -23,10 +23,15 @@ def test_two_rounds_rescore_with_the_previous_round_model(spark, tiny_model_dir,
     rows = [r for r in result["results"] if r.get("round") is not None]
     assert [(r["strategy"], r["round"]) for r in rows] == [("information_gain", 0), ("information_gain", 1)]
     r0, r1 = rows
-    # round 0: the sentence encoder scores; round 1: round 0's fine-tuned cross-encoder scores and initialises
-    assert r0["scorer_kind"] == "sentence_encoder" and r1["scorer_kind"] == "cross_encoder"
-    assert r1["scorer_path"] == str(work / "round_0" / "model_information_gain")
-    assert r1["init_from"] == r1["scorer_path"] and is_cross_encoder(r1["model"])
+    round0_model = str(work / "round_0" / "model_information_gain")
+    # The gate: round 1 scores (and starts) with round 0's model only if round 0's training beat its start.
+    if r0["selected"] == "start":
+        assert r0["next_scorer"] is None and r1["scorer_path"] == resolve_model_path(tiny_model_dir)
+    else:
+        assert r0["next_scorer"] == round0_model and r1["scorer_path"] == round0_model
+        assert r1["init_from"] == round0_model
+    assert r0["scorer_kind"] == r1["scorer_kind"] == "sentence_encoder"  # bi-encoders score by cosine
+    assert click_head(r1["model"]) is not None
     for k in (0, 1):
         d = work / f"round_{k}"
         summary = json.loads((d / "weighted_information_gain" / "_summary.json").read_text())
@@ -36,5 +41,5 @@ def test_two_rounds_rescore_with_the_previous_round_model(spark, tiny_model_dir,
         assert 0 <= metrics["auc"] <= 1 and (d / "model_information_gain" / "model.safetensors").exists()
         assert rows[k]["steps"] == 2
     table = (work / "pipeline_results.md").read_text()
-    assert "| round |" in table.splitlines()[0] and len(table.splitlines()) == 2 + 3  # header + zero-shot + 2
+    assert "| selected |" in table.splitlines()[0] and len(table.splitlines()) == 2 + 3  # header + zero-shot + 2
     assert json.loads((work / "pipeline_results.json").read_text())["rounds"] == 2

@@ -41,6 +41,8 @@ def table(tmp_path_factory) -> str:
             "input_ids": pa.array(ids, pa.list_(pa.int32())),
             "token_type_ids": pa.array(types, pa.list_(pa.int32())),
             "input_len": pa.array(lens, pa.int32()),
+            "prior_logit": pa.array(rng.normal(-1.0, 0.5, n)),
+            "p_model": pa.array(rng.uniform(0.1, 0.5, n)),
             "clicked": pa.array((rng.random(n) < 0.3).astype(np.int32)),
             "weight": pa.array(rng.uniform(0.5, 2.0, n)),
             "query_bucket": pa.array(rng.integers(0, 1000, n).astype(np.int32)),
@@ -52,7 +54,9 @@ def table(tmp_path_factory) -> str:
 
 
 def overrides(model_dir: str, *extra: str) -> list[str]:
-    return tiny_overrides(model_dir, "train.launcher=torchrun", "train.batch_size=16", "train.epochs=2",
+    # A row table without a score summary: the cross-encoder (its prior is the table's prior_logit).
+    return tiny_overrides(model_dir, "train.launcher=torchrun", "model.kind=cross_encoder", "train.compact_pairs=false",
+                          "train.batch_size=16", "train.epochs=2",
                           "train.lr=0.002", "train.warmup_ratio=0.2", "train.eval_fraction=0.3",
                           "train.early_stopping_patience=5", "train.checkpoint_every_steps=3",
                           "train.shuffle_buffer_rows=64", *extra)
@@ -124,7 +128,7 @@ def test_checkpoint_with_pickled_code_is_refused(tmp_path):
     """Checkpoints load with weights_only=True: a pickle that would run code is rejected."""
     import pickle
 
-    from training.recipe import load_checkpoint
+    from training.checkpoint import load_checkpoint
 
     class Payload:
         def __reduce__(self):

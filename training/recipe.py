@@ -138,6 +138,7 @@ class WeightedFinetuneRecipe:
         self.sched = torch.optim.lr_scheduler.LambdaLR(self.optim, linear_warmup_decay(int(t["warmup_ratio"] * total),
                                                                                      total))
         self.state = self._resume()
+        self.resumed_from = self.state.global_step
         self.best_weights = ckpt.load_best(self.ckpt_dir) or ckpt.snapshot(self.model)
 
     def _held_out_pass(self) -> tuple[dict[str, np.ndarray], int]:
@@ -337,7 +338,8 @@ class WeightedFinetuneRecipe:
         summary = {
             "input": self.input_dir, "table": self.table, "compact_pairs": self.compact, "output": str(self.out),
             "kind": self.model.kind, "precision": self.precision, "world_size": self.world,
-            "steps_per_epoch": self.steps, "global_step": state.global_step, "history": state.history,
+            "steps_per_epoch": self.steps, "global_step": state.global_step, "resumed_from_step": self.resumed_from,
+            "history": state.history,
             "start": state.start_eval, "selected": state.best, "loss_curve": state.loss_curve,
             "best_eval_loss": state.best_eval_loss if math.isfinite(state.best_eval_loss) else None,
             "stopped_early": state.stopped_early, "rows_per_epoch": dataset_rows(self.table),
@@ -347,8 +349,8 @@ class WeightedFinetuneRecipe:
         }
         if self.rank == 0:
             self.model.load_state_dict(self.best_weights)
-            prior = {"path": self.score_summary.get("scorer_path") or self.cfg["model"]["path"],
-                     "calibration": self.score_summary.get("calibration")}
+            scorer = self.score_summary.get("scorer_path")  # whose logit the table's prior_logit is
+            prior = {"path": scorer, "calibration": self.score_summary.get("calibration")} if scorer else None
             save_trainee(self.model, self.cfg["model"]["path"], self.out, {"clickweight": summary, "config": self.cfg},
                          prior=prior)
             (self.out / "train_summary.json").write_text(json.dumps(summary, indent=2, default=str) + "\n")

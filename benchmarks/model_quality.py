@@ -1,0 +1,153 @@
+"""Does clickweight give a better fine-tuned model than the zero-shot encoder? Real queries, simulated clicks.
+
+Reads ../shared/data/homedepot_relevance_dev.parquet (real queries, product titles, human relevance
+1..3), samples train and held-out queries per seed, turns the train queries into a clickstream with
+benchmarks/click_simulator.py (position bias, noise clicks, purchases, pairs repeated across
+sessions), and per strategy runs the real CLIs: `clickweight score`, `clickweight train`,
+`clickweight evaluate` on the held-out queries against their TRUE grades (AUC with grade >= 2.5
+positive, NDCG@10). Every seed also evaluates the zero-shot encoder (no training).
+
+    # the matrix (realistic traffic: ~200k impressions per seed)
+    .venv/bin/python -m benchmarks.model_quality --seeds 0 1 2 --strategies none,denoise,ipw --keep-half none
+    # a learning curve over traffic (impressions grow with sessions per query)
+    .venv/bin/python -m benchmarks.model_quality --seeds 0 --sessions 2,5,16 --strategies none,denoise --tag curve
+
+Writes benchmarks/results/model_quality[_TAG].{json,md}. Run from the repository root.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from benchmarks.bench_data import HOMEDEPOT
+from benchmarks.click_simulator import SimulatorSettings, simulate, split_by_query
+from udfs.model_loader import default_model_path
+
+ROOT = Path(__file__).resolve().parent.parent
+CLI = str(Path(sys.executable).parent / "clickweight")
+POSITIVE = 2.5
+
+
+def run(cmd: list[str]) -> float:
+    started = time.time()
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise RuntimeError(f"{' '.join(cmd[:3])} failed:\n{proc.stdout[-2000:]}\n{proc.stderr[-4000:]}")
+    return time.time() - started
+
+
+def prepare(work: Path, args, seed: int, sessions: float) -> Path:
+    """The seed's clickstream (train queries) and held-out pairs with their true grades."""
+    pairs = pd.read_parquet(args.data)
+    queries = np.sort(pairs["query"].unique())
+    rng = np.random.default_rng(1000 + seed)
+    chosen = rng.choice(queries, size=min(len(queries), args.train_queries + args.heldout_queries), replace=False)
+    pairs = pairs[pairs["query"].isin(set(chosen))]
+    train, held = split_by_query(pairs, args.heldout_queries / len(chosen), seed)
+    clicks, _ = simulate(train, SimulatorSettings(noise_share=args.noise_share, sessions_per_query=sessions), seed)
+    data = work / f"seed{seed}_s{sessions:g}"
+    (data / "clickstream").mkdir(parents=True, exist_ok=True)
+    clicks.to_parquet(data / "clickstream" / "part-0.parquet", coerce_timestamps="us", allow_truncated_timestamps=True)
+    held[["query", "item_id", "title", "relevance"]].to_parquet(data / "heldout.parquet")
+    return data
+
+
+def evaluate(model: str, data: Path, name: str) -> dict:
+    out = data / f"eval_{name}.json"
+    seconds = run([CLI, "evaluate", "--model", model, "--input", str(data / "heldout.parquet"), "--label-col",
+                   "relevance", "--positive-threshold", str(POSITIVE), "--output", str(out)])
+    metrics = json.loads(out.read_text())
+    return {"auc": metrics["auc"], "ndcg@10": metrics["ndcg@10"], "eval_s": round(seconds, 1)}
+
+
+def train_run(data: Path, name: str, sets: list[str], args) -> dict:
+    weighted, model = data / f"w_{name}", data / f"m_{name}"
+    overrides = [a for s in [*args.set, *sets] for a in ("--set", s)]
+    score_s = run([CLI, "score", "--input", str(data / "clickstream"), "--output", str(weighted), *overrides])
+    train_s = run([CLI, "train", "--input", str(weighted), "--output", str(model), *overrides])
+    scored = json.loads((weighted / "_summary.json").read_text())
+    trained = json.loads((model / "train_summary.json").read_text())
+    start_auc = (trained["start"] or {}).get("eval_auc")
+    return {"run": name, **evaluate(str(model), data, name), "selected": trained["selected"],
+            "steps": trained["global_step"], "pairs": scored["pairs"]["pairs"], "rows": scored["rows_out"],
+            "compaction": round(scored["pairs"]["compaction_ratio"], 2), "score_s": round(score_s, 1),
+            "train_s": round(train_s, 1), "step_ms": [h["timing_rank0"]["step_ms"] for h in trained["history"]],
+            "clicks_auc_start": start_auc, "clicks_auc_epochs": [h.get("eval_auc") for h in trained["history"]]}
+
+
+def summarise(rows: list[dict]) -> list[dict]:
+    frame = pd.DataFrame(rows)
+    out = []
+    for (sessions, name), g in frame.groupby(["sessions", "run"], sort=False):
+        out.append({"sessions": sessions, "run": name, "seeds": len(g), "impressions": int(g["rows"].mean()),
+                    "auc_mean": g["auc"].mean(), "auc_sd": g["auc"].std(ddof=1) if len(g) > 1 else None,
+                    "ndcg_mean": g["ndcg@10"].mean(),
+                    "ndcg_sd": g["ndcg@10"].std(ddof=1) if len(g) > 1 else None,
+                    "auc_minus_zero_shot": (g["auc"].to_numpy() - g["zero_shot_auc"].to_numpy()).tolist()})
+    return out
+
+
+def markdown(summary: list[dict]) -> str:
+    def pm(m, s):
+        return f"{m:.4f}" + (f" ± {s:.4f}" if s is not None and s == s else "")
+
+    lines = ["| sessions/query | impressions | run | seeds | held-out AUC | NDCG@10 | AUC − zero-shot per seed |",
+             "|---|---|---|---|---|---|---|"]
+    for r in summary:
+        delta = ", ".join(f"{d:+.4f}" for d in r["auc_minus_zero_shot"])
+        lines.append(f"| {r['sessions']:g} | {r['impressions']} | {r['run']} | {r['seeds']} | "
+                     f"{pm(r['auc_mean'], r['auc_sd'])} | {pm(r['ndcg_mean'], r['ndcg_sd'])} | {delta} |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--data", default=str(HOMEDEPOT))
+    p.add_argument("--work", default=str(ROOT / "runs" / "model_quality"))
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    p.add_argument("--train-queries", type=int, default=2000)
+    p.add_argument("--heldout-queries", type=int, default=800)
+    p.add_argument("--sessions", default="16", help="mean sessions per query, comma-separated for a curve")
+    p.add_argument("--noise-share", type=float, default=0.15)
+    p.add_argument("--strategies", default="none,denoise")
+    p.add_argument("--keep-half", default="", help="strategies also run with sampling.keep_fraction=0.5")
+    p.add_argument("--set", action="append", default=[], help="extra key=value for score and train")
+    p.add_argument("--tag", default="")
+    args = p.parse_args(argv)
+    if not Path(args.data).exists():
+        raise SystemExit(f"{args.data} not found: this benchmark reads the real pairs from ../shared/data")
+    work = Path(args.work)
+    results = ROOT / "benchmarks" / "results"
+    stem = "model_quality" + (f"_{args.tag}" if args.tag else "")
+    rows: list[dict] = []
+    for sessions in [float(s) for s in args.sessions.split(",")]:
+        for seed in args.seeds:
+            data = prepare(work, args, seed, sessions)
+            zero = evaluate(default_model_path(), data, "zero_shot")
+            impressions = len(pd.read_parquet(data / "clickstream", columns=["event_id"]))
+            rows.append({"sessions": sessions, "seed": seed, "run": "zero-shot", "rows": impressions,
+                         "zero_shot_auc": zero["auc"], **zero})
+            runs = [(s, [f"weighting.strategy={s}"]) for s in args.strategies.split(",") if s]
+            runs += [(f"{s}+keep0.5", [f"weighting.strategy={s}", "sampling.keep_fraction=0.5"])
+                     for s in args.keep_half.split(",") if s]
+            for name, sets in runs:
+                r = train_run(data, name, sets, args)
+                rows.append({"sessions": sessions, "seed": seed, "zero_shot_auc": zero["auc"], **r})
+                print(json.dumps(rows[-1]), flush=True)
+            summary = summarise(rows)
+            (results / f"{stem}.json").write_text(json.dumps({"args": vars(args), "runs": rows, "summary": summary},
+                                                             indent=2, default=str) + "\n")
+            (results / f"{stem}.md").write_text(markdown(summary))
+    print(markdown(summarise(rows)))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
