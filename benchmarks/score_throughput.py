@@ -35,9 +35,10 @@ import pandas as pd
 from benchmarks import bench_data
 from jobs import config
 from jobs.common import get_spark, versions
-from jobs.score import run_score, scoring_settings
+from jobs.score import run_score
 from udfs import model_loader
 from udfs.scoring import PairScorer
+from udfs.spark_scoring import scoring_settings
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -17,15 +17,14 @@ from typing import Any
 
 import yaml
 
+from udfs import strategies
+
 DEFAULTS_PATH = Path(__file__).with_name("defaults.yaml")
 
 # Keys whose values are free-form mappings (not validated key by key).
 _FREE_MAPPINGS = {"spark.conf", "weighting.action_values", "weighting.combined"}
 
-STRATEGIES = (
-    "none", "relevance", "confidence", "information_gain", "loss", "el2n", "ipw",
-    "action_value", "denoise", "mlm_quality", "combined",
-)
+STRATEGIES = strategies.NAMES  # the registry in udfs/strategies.py is the one list
 
 
 class ConfigError(ValueError):
@@ -136,7 +135,7 @@ def validate(cfg: dict[str, Any]) -> None:
            f"sampling.keep_fraction must be null or in (0, 1], got {kf!r}")
     _check(isinstance(cfg["rounds"], int) and cfg["rounds"] >= 1, "rounds must be an int >= 1")
     for name in w["combined"]:
-        _check(name in STRATEGIES and name not in ("none", "combined"),
+        _check(name in strategies.STRATEGIES and name != "none",
                f"weighting.combined: unknown signal {name!r}")
     t = cfg["train"]
     _check(t["launcher"] in ("torch_distributor", "torchrun"), "train.launcher: torch_distributor | torchrun")

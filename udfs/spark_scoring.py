@@ -1,0 +1,90 @@
+"""The scoring phase of the score job on Spark: each distinct (query, title) scored once by the
+BERT pandas UDF (udfs/scoring.py), title quality for mlm_quality, joined back to the rows.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from pyspark import StorageLevel
+from pyspark.sql import DataFrame
+from pyspark.sql import functions as F
+
+from udfs import model_loader, strategies
+from udfs.scoring import MLMSettings, ScoringSettings, make_mlm_udf, make_score_udf
+
+
+def score_pairs(valid: DataFrame, settings: ScoringSettings, partitions: int) -> DataFrame:
+    """Each distinct (query, title) scored once: click logs repeat pairs heavily."""
+    pairs = (valid.select(F.trim("query").alias("_q"), F.trim("title").alias("_t"))
+                  .distinct()
+                  # Partitioned by a derived bucket, not by (_q, _t): when `partitions` equals
+                  # spark.sql.shuffle.partitions, Spark reuses distinct()'s (_q, _t) shuffle, and AQE
+                  # may then coalesce it into fewer partitions, which changes the batches.
+                  .withColumn("_b", F.xxhash64("_q", "_t"))
+                  .repartition(partitions, "_b")
+                  # A fixed order inside each partition fixes the Arrow batches and the padded
+                  # micro-batches, so a pair's score does not depend on upstream partitioning,
+                  # shuffle fetch order or task retries (dynamic padding changes the last bits).
+                  .sortWithinPartitions("_q", "_t")
+                  .drop("_b"))
+    # Nondeterministic (it is, in the last bits, w.r.t. batch composition): otherwise Catalyst's
+    # EliminateSorts drops the sort above, as a sort under a join through deterministic projections.
+    udf = make_score_udf(settings).asNondeterministic()
+    return pairs.withColumn("_s", udf("_q", "_t")).select("_q", "_t", "_s.*")
+
+
+def scorer_id(path: str) -> str:
+    """Folder name plus content fingerprint: names the scorer in provenance."""
+    return f"{path.rstrip('/').rsplit('/', 1)[-1]}@{model_loader.model_fingerprint(path)}"
+
+
+def mlm_settings(cfg: dict[str, Any]) -> MLMSettings:
+    """The masked LM for mlm_quality; refuses a folder without an MLM head before any work."""
+    path = model_loader.resolve_model_path(cfg["weighting"]["mlm_model"] or cfg["scorer"]["path"]
+                                           or cfg["model"]["path"])
+    if not model_loader.has_mlm_head(path):
+        raise ValueError(
+            f"weighting.strategy={cfg['weighting']['strategy']} needs a masked-LM checkpoint (pseudo-log-"
+            f"likelihood of titles), but {path} has no MLM head (config.json architectures lack *ForMaskedLM "
+            "and the weights have no cls.predictions.*; the packaged all-MiniLM-L6-v2 is a bare BertModel): "
+            "set weighting.mlm_model to a folder with a *ForMaskedLM checkpoint")
+    sc = cfg["scorer"]
+    return MLMSettings(path=path, batch_size=sc["batch_size"], max_length=sc["max_length"],
+                       torch_threads=sc["torch_threads"], device=sc["device"])
+
+
+def scoring_settings(cfg: dict[str, Any]) -> ScoringSettings:
+    trainee = model_loader.resolve_model_path(cfg["model"]["path"])
+    scorer = model_loader.resolve_model_path(cfg["scorer"]["path"] or cfg["model"]["path"])
+    sc = cfg["scorer"]
+    return ScoringSettings(scorer_path=scorer, trainee_path=trainee, batch_size=sc["batch_size"],
+                           scorer_max_length=sc["max_length"], train_max_length=cfg["model"]["max_length"],
+                           torch_threads=sc["torch_threads"], device=sc["device"], precision=sc["precision"])
+
+
+def with_title_quality(scored_pairs: DataFrame, valid: DataFrame, mlm: MLMSettings, partitions: int) -> DataFrame:
+    """Adds mlm_pll: text quality depends on the title only, so each distinct title is scored once."""
+    titles = (valid.select(F.trim("title").alias("_t")).distinct()
+                   .withColumn("_b", F.xxhash64("_t")).repartition(partitions, "_b")  # as in score_pairs
+                   .sortWithinPartitions("_t").drop("_b"))
+    pll = titles.withColumn("_m", make_mlm_udf(mlm).asNondeterministic()("_t")).select("_t", "_m.mlm_pll")
+    return scored_pairs.join(pll, "_t", "inner")
+
+
+def score_rows(valid: DataFrame, cfg: dict[str, Any], settings: ScoringSettings, stats: dict[str, Any]) -> DataFrame:
+    """Valid rows with their pair's scores and trainee input (persisted: every weighting pass reads it)."""
+    partitions = int(cfg["spark"]["conf"].get("spark.sql.shuffle.partitions", 8))
+    scored_pairs = score_pairs(valid, settings, partitions)
+    if strategies.needs_mlm(cfg["weighting"]):
+        mlm = mlm_settings(cfg)
+        stats["mlm_model"] = scorer_id(mlm.path)
+        scored_pairs = with_title_quality(scored_pairs, valid, mlm, partitions)
+    joined = (valid.withColumn("_q", F.trim("query")).withColumn("_t", F.trim("title"))
+                   .join(scored_pairs, ["_q", "_t"], "inner").drop("_q", "_t")
+                   .persist(StorageLevel.MEMORY_AND_DISK))
+    stats["rows_valid"] = joined.count()
+    if stats["rows_valid"] == 0:
+        joined.unpersist()
+        raise ValueError("no valid rows to score: every input row was quarantined (see _quarantine)")
+    return joined
+
