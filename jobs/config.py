@@ -174,6 +174,8 @@ def validate(cfg: dict[str, Any]) -> None:
     fpd = cfg["output"]["files_per_date"]
     _check(fpd is None or fpd >= 1, "output.files_per_date must be null or >= 1")
     _check(cfg["output"]["min_row_groups_per_rank"] >= 1, "output.min_row_groups_per_rank must be >= 1")
+    reuse = cfg["scorer"]["reuse_scores_from"]
+    _check(reuse is None or Path(reuse).is_dir(), f"scorer.reuse_scores_from is not a folder: {reuse}")
     for key in ("model", "scorer"):
         p = cfg[key]["path"]
         _check(p is None or Path(p).is_dir(), f"{key}.path is not a folder: {p}")

@@ -77,11 +77,16 @@ def run_pipeline(cfg: dict[str, Any]) -> dict[str, Any]:
     for rnd in range(cfg["rounds"]):
         round_dir = work / f"round_{rnd}"
         round_dir.mkdir(parents=True, exist_ok=True)
+        scored_by: dict[str | None, str] = {}  # scorer -> this round's first output scored with it
         for strategy in cfg["pipeline"]["strategies"]:
             run_cfg = round_config(cfg, strategy, previous.get(strategy))
             weighted, model = round_dir / f"weighted_{strategy}", round_dir / f"model_{strategy}"
+            # BERT is the expensive part: strategies sharing a scorer score once per round.
+            scorer = run_cfg["scorer"]["path"] or run_cfg["model"]["path"]
+            run_cfg["scorer"]["reuse_scores_from"] = scored_by.get(scorer)
             t0 = time.time()
             scored = run_score(spark, str(data_dir / "clickstream"), str(weighted), run_cfg)
+            scored_by.setdefault(scorer, str(weighted))
             t1 = time.time()
             trained = run_training(str(weighted), str(model), run_cfg)
             t2 = time.time()
@@ -100,6 +105,7 @@ def run_pipeline(cfg: dict[str, Any]) -> dict[str, Any]:
                          "train_s": round(t2 - t1, 1), "rows_in": scored["rows_in"],
                          "rows_out": scored["rows_out"], "rows_quarantined": scored["rows_quarantined"],
                          "rows_sampled_out": scored.get("rows_sampled_out", 0),
+                         "reused_scores": scored.get("reused_scores", {}).get("used", False),
                          "ess_fraction": scored["weights"]["ess_fraction"], "scorer_kind": scored["scorer_kind"],
                          "scorer_path": scored["scorer_path"], "init_from": run_cfg["model"]["path"],
                          "weighted": str(weighted), "model": str(model)})

@@ -3,6 +3,8 @@ BERT pandas UDF (udfs/scoring.py), title quality for mlm_quality, joined back to
 """
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from typing import Any
 
 from pyspark import StorageLevel
@@ -10,13 +12,19 @@ from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
 from udfs import model_loader, strategies
+from udfs.schema import MODEL_INPUT_COLUMNS, PAIRS_DIR
 from udfs.scoring import MLMSettings, ScoringSettings, make_mlm_udf, make_score_udf
 
 
-def score_pairs(valid: DataFrame, settings: ScoringSettings, partitions: int) -> DataFrame:
-    """Each distinct (query, title) scored once: click logs repeat pairs heavily."""
-    pairs = (valid.select(F.trim("query").alias("_q"), F.trim("title").alias("_t"))
-                  .distinct()
+def distinct_pairs(valid: DataFrame) -> DataFrame:
+    return valid.select(F.trim("query").alias("_q"), F.trim("title").alias("_t")).distinct()
+
+
+def score_pairs(valid: DataFrame, settings: ScoringSettings, partitions: int, pairs: DataFrame | None = None
+                ) -> DataFrame:
+    """Each distinct (query, title) scored once: click logs repeat pairs heavily. `pairs`: the
+    distinct (_q, _t) to score, when not all of valid's."""
+    pairs = ((distinct_pairs(valid) if pairs is None else pairs)
                   # Partitioned by a derived bucket, not by (_q, _t): when `partitions` equals
                   # spark.sql.shuffle.partitions, Spark reuses distinct()'s (_q, _t) shuffle, and AQE
                   # may then coalesce it into fewer partitions, which changes the batches.
@@ -71,10 +79,43 @@ def with_title_quality(scored_pairs: DataFrame, valid: DataFrame, mlm: MLMSettin
     return scored_pairs.join(pll, "_t", "inner")
 
 
+def scoring_key(settings: ScoringSettings) -> dict[str, Any]:
+    """Everything a pair's scores and trainee input depend on: equal keys, equal columns."""
+    return {"scorer": scorer_id(settings.scorer_path), "trainee_tokenizer": scorer_id(settings.trainee_path),
+            "scorer_max_length": settings.scorer_max_length, "train_max_length": settings.train_max_length,
+            "precision": settings.precision}
+
+
+def cached_scores(spark, path: str | None, settings: ScoringSettings, stats: dict[str, Any]) -> DataFrame | None:
+    """The pair scores of an earlier score output made with the same scoring key (scorer.reuse_scores_from):
+    the pipeline scores once per round and derives every strategy's weights from it."""
+    if not path:
+        return None
+    summary_file = Path(path) / "_summary.json"
+    key = scoring_key(settings)
+    found = json.loads(summary_file.read_text()).get("scoring_key") if summary_file.is_file() else None
+    if found != key:
+        stats["reused_scores"] = {"from": path, "used": False, "why": "no summary" if found is None
+                                  else "scored with another scorer, tokenizer, length or precision"}
+        return None
+    stats["reused_scores"] = {"from": path, "used": True}
+    cols = ["relevance", "p_model", *MODEL_INPUT_COLUMNS]
+    return spark.read.parquet(f"{path}/{PAIRS_DIR}").select(
+        F.col("query").alias("_q"), F.col("title").alias("_t"), *cols)
+
+
 def score_rows(valid: DataFrame, cfg: dict[str, Any], settings: ScoringSettings, stats: dict[str, Any]) -> DataFrame:
     """Valid rows with their pair's scores and trainee input (persisted: every weighting pass reads it)."""
     partitions = int(cfg["spark"]["conf"].get("spark.sql.shuffle.partitions", 8))
-    scored_pairs = score_pairs(valid, settings, partitions)
+    stats["scoring_key"] = scoring_key(settings)
+    cached = cached_scores(valid.sparkSession, cfg["scorer"]["reuse_scores_from"], settings, stats)
+    if cached is None:
+        scored_pairs = score_pairs(valid, settings, partitions)
+    else:  # only the pairs the earlier output lacks go through BERT
+        needed = distinct_pairs(valid)
+        missing = needed.join(cached.select("_q", "_t"), ["_q", "_t"], "left_anti")
+        scored_pairs = (cached.join(needed, ["_q", "_t"], "inner")
+                              .unionByName(score_pairs(valid, settings, partitions, pairs=missing)))
     if strategies.needs_mlm(cfg["weighting"]):
         mlm = mlm_settings(cfg)
         stats["mlm_model"] = scorer_id(mlm.path)
