@@ -10,8 +10,8 @@ setup(
     version="0.1.0",
     description="Spark + BERT importance weighting of clickstreams, Petastorm + DDP fine-tuning",
     python_requires=">=3.10",
-    packages=["jobs", "udfs", "training"],
-    package_data={"jobs": ["defaults.yaml"]},
+    packages=["jobs", "udfs", "training", "conf"],
+    package_data={"conf": ["*.yaml", "*.sh"]},
     install_requires=[
         "torch>=2.1",
         "pyspark>=3.5,<4.1",

@@ -1,4 +1,4 @@
-"""Configuration: defaults (jobs/defaults.yaml) <- profile file (--conf) <- --set key=value.
+"""Configuration: defaults (conf/defaults.yaml) <- profile file (--conf) <- --set key=value.
 
 Unknown keys and type mismatches are errors, so a typo in a 3 a.m. batch config fails at once
 instead of silently running with a default.
@@ -17,9 +17,10 @@ from typing import Any
 
 import yaml
 
+import conf
 from udfs import strategies
 
-DEFAULTS_PATH = Path(__file__).with_name("defaults.yaml")
+DEFAULTS_PATH = Path(conf.__file__).with_name("defaults.yaml")
 
 # Keys whose values are free-form mappings (not validated key by key).
 _FREE_MAPPINGS = {"spark.conf", "weighting.action_values", "weighting.combined"}

@@ -1,0 +1,1 @@
+"""Configuration files: defaults.yaml (every key and its default) and the local / cluster profiles."""
