@@ -197,3 +197,13 @@ def test_pair_targets_shrink_toward_the_prior_and_temper_heads():
     assert weight == pytest.approx([1.0, 20.0 / np.sqrt(20)])
     exact = pair_targets(np.array([0.3]), np.array([2.0]), np.array([7]), np.array([0.9]))
     assert exact[0] == pytest.approx([0.3]) and exact[1] == pytest.approx([2.0])
+
+
+def test_checkpoint_of_another_config_is_not_resumed(weighted, tiny_model_dir, tmp_path):
+    out = tmp_path / "model"
+    first = run_training(weighted, str(out), train_cfg(tiny_model_dir, "train.launcher=torchrun", "train.epochs=1"))
+    assert first["global_step"] == first["steps_per_epoch"]
+    # Same folder, another config: the old checkpoint (and its finished state) must not be reused.
+    again = run_training(weighted, str(out), train_cfg(tiny_model_dir, "train.launcher=torchrun", "train.epochs=1",
+                                                       "train.seed=1"))
+    assert again["resumed_from_step"] == 0 and again["global_step"] == again["steps_per_epoch"]
