@@ -137,8 +137,10 @@ def main(argv: list[str] | None = None) -> int:
             runs = [(s, [f"weighting.strategy={s}"]) for s in args.strategies.split(",") if s]
             runs += [(f"{s}+keep0.5", [f"weighting.strategy={s}", "sampling.keep_fraction=0.5"])
                      for s in args.keep_half.split(",") if s]
-            for name, sets in runs:
-                r = train_run(data, name, sets, args)
+            for i, (name, sets) in enumerate(runs):
+                # BERT scores once per seed: later strategies reuse the first run's pair scores.
+                reuse = [f"scorer.reuse_scores_from={data / f'w_{runs[0][0]}'}"] if i else []
+                r = train_run(data, name, sets + reuse, args)
                 rows.append({"sessions": sessions, "seed": seed, "zero_shot_auc": zero["auc"], **r})
                 print(json.dumps(rows[-1]), flush=True)
             summary = summarise(rows)
