@@ -47,9 +47,42 @@ def extract(spark: SparkSession, source: str, catalog: str | None) -> tuple[Data
     """A Parquet path (file, folder, URI) or a catalog / Hive table name."""
     def read(src: str) -> DataFrame:
         looks_like_path = "/" in src or src.endswith(".parquet") or "://" in src
-        return spark.read.parquet(absolute(src)) if looks_like_path else spark.table(src)
+        return read_parquet(spark, absolute(src)) if looks_like_path else spark.table(src)
 
     return read(source), (read(catalog) if catalog else None)
+
+
+def nanosecond_columns(path: str) -> list[str]:
+    """Timestamp columns stored as INT64 nanoseconds (pandas' and pyarrow's default), from a footer.
+    (INT96 timestamps also surface in pyarrow as nanoseconds, but Spark reads those natively.)"""
+    import pyarrow as pa
+    import pyarrow.dataset as ds
+    import pyarrow.parquet as pq
+
+    try:
+        dataset = ds.dataset(path, format="parquet", partitioning="hive")
+        if not dataset.files:
+            return []
+        parquet_schema = pq.ParquetFile(dataset.files[0], filesystem=dataset.filesystem).schema
+    except (OSError, ValueError, pa.ArrowException):
+        return []  # a store pyarrow cannot list here: Spark reads it, or names what it cannot
+    return [c.path for c in parquet_schema
+            if c.physical_type == "INT64" and "timeUnit=nanoseconds" in str(c.logical_type)]
+
+
+def read_parquet(spark: SparkSession, path: str) -> DataFrame:
+    """spark.read.parquet, plus nanosecond timestamps: Spark 4.0 refuses them (PARQUET_TYPE_ILLEGAL),
+    so they are read as int64 nanoseconds since the epoch (UTC) and turned into microsecond
+    timestamps here (sub-microsecond digits are dropped; Spark has no finer type). INT96 (Hive,
+    Impala) and microsecond timestamps, timezone-aware or not, Spark reads as they are."""
+    nanos = nanosecond_columns(path)
+    if nanos:
+        spark.conf.set("spark.sql.legacy.parquet.nanosAsLong", "true")
+    df = spark.read.parquet(path)
+    for name in (n for n in nanos if n in df.columns):  # top-level columns (nested ones stay as they are)
+        # Integer division: a double cannot hold 1.7e18 ns to the microsecond.
+        df = df.withColumn(name, F.timestamp_micros(F.expr(f"`{name}` div 1000")))
+    return df
 
 
 # ---------------------------------------------------------------- transform
