@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +14,7 @@ from conftest import tiny_overrides
 from jobs import config
 from jobs.generate import generate, write
 from jobs.score import run_score
+from udfs.model_loader import default_model_path
 from udfs.schema import SchemaError
 
 
@@ -109,25 +111,50 @@ def test_catalog_supplies_missing_titles(spark, raw_dir, tiny_model_dir, tmp_pat
     assert "null_title" not in summary["quarantine_reasons"]
 
 
-def test_cross_encoder_scorer_gives_model_probability(spark, raw_dir, tiny_model_dir, tmp_path):
-    """A saved clickweight model as scorer: p_model is its click probability, not calibrated cosine."""
+def save_tiny_cross_encoder(folder: Path) -> str:
+    """A one-logit BertForSequenceClassification (what a cross-encoder checkpoint is), random but
+    seeded; large initial weights so that p differs clearly between pairs (BERT's default 0.02
+    init gives nearly the same logit to every input)."""
     import torch
-    from transformers import BertForSequenceClassification
-
-    from training.evaluate import predict
-    from training.model import build_cross_encoder, save_model
+    from transformers import BertConfig, BertForSequenceClassification
 
     torch.manual_seed(1)
-    cross = build_cross_encoder(tiny_model_dir)
+    cfg = BertConfig(vocab_size=30522, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                     intermediate_size=64, max_position_embeddings=128, num_labels=1,
+                     initializer_range=0.5)
+    model = BertForSequenceClassification(cfg)
     with torch.no_grad():
-        cross.classifier.bias.fill_(-1.0)
-    save_model(cross, tiny_model_dir, tmp_path / "cross", {"test": True})
-    assert isinstance(BertForSequenceClassification.from_pretrained(tmp_path / "cross"), BertForSequenceClassification)
-    cfg = config.load_config(overrides=tiny_overrides(tiny_model_dir, f"scorer.path={tmp_path / 'cross'}",
-                                                      "weighting.strategy=confidence"))
+        model.classifier.weight.normal_(0.0, 1.0)
+        model.classifier.bias.fill_(-1.0)
+    model.save_pretrained(folder)
+    src = Path(default_model_path())
+    for name in ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "special_tokens_map.json"):
+        if (src / name).exists():
+            shutil.copy(src / name, folder / name)
+    return str(folder)
+
+
+def test_cross_encoder_scorer_gives_model_probability(spark, raw_dir, tiny_model_dir, tmp_path):
+    """A cross-encoder folder as scorer: p_model is its click probability sigmoid(logit) for the
+    (query, title) pair, not a calibrated cosine. The expected value is an independent plain
+    transformers forward of each pair alone (no padding, no batching, none of udfs/scoring.py)."""
+    import torch
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    cross = save_tiny_cross_encoder(tmp_path / "cross")
+    # fp32: precision=auto autocasts to bf16 on CPUs with native bf16, which moves p by ~1e-2.
+    cfg = config.load_config(overrides=tiny_overrides(tiny_model_dir, f"scorer.path={cross}",
+                                                      "scorer.precision=fp32", "weighting.strategy=confidence"))
     summary = run_score(spark, f"{raw_dir}/clickstream", str(tmp_path / "out"), cfg)
     assert summary["scorer_kind"] == "cross_encoder" and "calibration" not in summary
-    frame = pd.read_parquet(tmp_path / "out").head(20)
-    expected = predict(str(tmp_path / "cross"), frame["query"].str.strip().tolist(),
-                       frame["title"].str.strip().tolist(), max_length=32)
-    assert np.allclose(frame["p_model"].to_numpy(), expected, atol=1e-5)
+    frame = pd.read_parquet(tmp_path / "out").sort_values("event_id").head(40)
+    tokenizer = AutoTokenizer.from_pretrained(cross, local_files_only=True)
+    model = AutoModelForSequenceClassification.from_pretrained(cross, local_files_only=True).eval()
+    expected = []
+    with torch.no_grad():
+        for q, t in zip(frame["query"], frame["title"]):
+            enc = tokenizer(q.strip(), t.strip(), truncation=True, max_length=32, return_tensors="pt")
+            expected.append(float(torch.sigmoid(model(**enc).logits[0, 0])))
+    expected = np.array(expected)
+    assert expected.std() > 0.05  # pairs get clearly different probabilities: the comparison has teeth
+    np.testing.assert_allclose(frame["p_model"].to_numpy(), expected, atol=1e-5)
