@@ -100,9 +100,19 @@ def test_torchrun_two_ranks_on_pairs_starts_at_p_model_and_model_loads(weighted,
     assert summary["world_size"] == 2 and len(hist) == 3 and summary["kind"] == "bi_encoder"
     assert all(h["rows_read"] == len(pairs) for h in hist)  # the guard's count matched the footers every epoch
     assert summary["global_step"] == 3 * summary["steps_per_epoch"]
-    # The start's held-out loss, computed here from p_model alone, is what the recipe measured before step 1.
+    # The start is the scorer's cosine through the click head refitted to the training pairs' weighted
+    # target: its held-out loss, computed here from the table alone, is what the recipe measured.
+    head = summary["start_head"]
+    train = pairs[~is_eval(pairs["query_bucket"].to_numpy(), 0.3)]
+    for a, b in ((head["a"], head["b"]), (head["a_scorer"], head["b_scorer"])):  # the refit beats the scorer's
+        p = 1 / (1 + np.exp(-(a * train["relevance"] + b)))
+        loss = np.sum(train["weight"] * log_loss_per_row(train["label"], p))
+        if (a, b) == (head["a"], head["b"]):
+            refit_loss = loss
+    assert refit_loss <= loss + 1e-9
     held = pairs[is_eval(pairs["query_bucket"].to_numpy(), 0.3)]
-    expected = np.sum(held["weight"] * log_loss_per_row(held["label"], held["p_model"])) / held["weight"].sum()
+    p_start = 1 / (1 + np.exp(-(head["a"] * held["relevance"] + head["b"])))
+    expected = np.sum(held["weight"] * log_loss_per_row(held["label"], p_start)) / held["weight"].sum()
     assert summary["start"]["eval_loss"] == pytest.approx(expected, rel=1e-5)
     assert summary["start"]["eval_impressions"] == held["impressions"].sum()
     # The selected model is the best of {start, epochs} by held-out loss.
@@ -134,9 +144,9 @@ def test_harmful_learning_rate_exports_the_start(weighted, tiny_model_dir, tmp_p
     start = AutoModel.from_pretrained(tiny_model_dir).state_dict()
     saved = AutoModel.from_pretrained(out).state_dict()
     assert all(torch.equal(start[k], saved[k]) for k in start)
-    calibration = json.loads((Path(weighted) / "_summary.json").read_text())["calibration"]
     head = json.loads((out / "clickweight_model.json").read_text())["click_head"]
-    assert head["a"] == pytest.approx(calibration["a"], rel=1e-6) and head["b"] == pytest.approx(calibration["b"])
+    assert head["a"] == pytest.approx(summary["start_head"]["a"], rel=1e-6)
+    assert head["b"] == pytest.approx(summary["start_head"]["b"], rel=1e-6)
 
 
 def test_torch_distributor_two_ranks_on_rows(spark, weighted, tiny_model_dir, tmp_path):
@@ -150,10 +160,13 @@ def test_cross_encoder_starts_at_the_scorer_and_scores_with_its_prior(weighted, 
     from training.evaluate import predict
 
     out = tmp_path / "cross"
+    # Without the start's recalibration both kinds start exactly at the scorer's p_model.
     summary = run_training(weighted, str(out), train_cfg(
-        tiny_model_dir, "train.launcher=torchrun", "model.kind=cross_encoder", "train.epochs=1"))
+        tiny_model_dir, "train.launcher=torchrun", "model.kind=cross_encoder", "train.epochs=1",
+        "train.recalibrate_start=false"))
     bi_start = run_training(weighted, str(tmp_path / "bi"), train_cfg(
-        tiny_model_dir, "train.launcher=torchrun", "train.epochs=1", "train.max_steps_per_epoch=1"))["start"]
+        tiny_model_dir, "train.launcher=torchrun", "train.epochs=1", "train.max_steps_per_epoch=1",
+        "train.recalibrate_start=false"))["start"]
     assert summary["kind"] == "cross_encoder"
     assert summary["start"]["eval_loss"] == pytest.approx(bi_start["eval_loss"], rel=1e-6)
     assert (out / "prior" / "config.json").exists()
@@ -207,3 +220,17 @@ def test_checkpoint_of_another_config_is_not_resumed(weighted, tiny_model_dir, t
     again = run_training(weighted, str(out), train_cfg(tiny_model_dir, "train.launcher=torchrun", "train.epochs=1",
                                                        "train.seed=1"))
     assert again["resumed_from_step"] == 0 and again["global_step"] == again["steps_per_epoch"]
+
+
+def test_fit_logistic_reaches_the_weighted_soft_label_optimum():
+    from udfs.weights import fit_logistic, logistic_sums
+
+    rng = np.random.default_rng(0)
+    x, y, w = rng.normal(size=500), rng.random(500), rng.uniform(0.1, 3.0, 500)
+    a, b = fit_logistic(lambda a, b: logistic_sums(x, y, w, a, b), 0.0, 0.0)
+    sums = logistic_sums(x, y, w, a, b)
+    assert abs(sums["g_a"]) < 1e-8 and abs(sums["g_b"]) < 1e-8  # the gradient of the weighted loss is zero
+    # b alone, a fixed at 1: the weighted mean residual is zero.
+    _, b1 = fit_logistic(lambda a, b: logistic_sums(x, y, w, a, b), 1.0, 0.0, fit_a=False)
+    p = 1 / (1 + np.exp(-(x + b1)))
+    assert abs(np.sum(w * (p - y))) < 1e-8

@@ -61,6 +61,7 @@ class BiEncoderTrainee(torch.nn.Module):
 
     kind = "bi_encoder"
     input_columns = ("query_ids", "query_len", "title_ids", "title_len")
+    start_feature = "relevance"  # the table column that is this trainee's cosine at step 0
 
     def __init__(self, encoder, a: float, b: float):
         super().__init__()
@@ -84,12 +85,23 @@ class BiEncoderTrainee(torch.nn.Module):
     def calibration(self) -> dict[str, float]:
         return {"a": float(self.a.detach()), "b": float(self.b.detach())}
 
+    def start_head(self) -> tuple[float, float, bool]:
+        """(a, b, whether a is free) of z = a * start_feature + b at the current weights."""
+        return float(self.a.detach()), float(self.b.detach()), True
+
+    @torch.no_grad()
+    def set_start_head(self, a: float, b: float) -> None:
+        self.a_sign.fill_(1.0 if a >= 0 else -1.0)
+        self.log_abs_a.fill_(math.log(max(abs(a), 1e-6)))
+        self.b.fill_(b)
+
 
 class CrossEncoderTrainee(torch.nn.Module):
     """z = head(BERT([CLS] q [SEP] t [SEP])) + prior_logit, the head zero-initialised."""
 
     kind = "cross_encoder"
     input_columns = ("input_ids", "token_type_ids", "input_len", "prior_logit")
+    start_feature = "prior_logit"  # at step 0 (zero head) z = prior_logit + head bias
 
     def __init__(self, model):
         super().__init__()
@@ -97,6 +109,13 @@ class CrossEncoderTrainee(torch.nn.Module):
 
     def head_parameters(self) -> list[torch.nn.Parameter]:
         return list(self.model.classifier.parameters())
+
+    def start_head(self) -> tuple[float, float, bool]:
+        return 1.0, float(self.model.classifier.bias.detach()[0]), False
+
+    @torch.no_grad()
+    def set_start_head(self, a: float, b: float) -> None:
+        self.model.classifier.bias.fill_(b)  # a stays 1: the prior enters unscaled
 
     def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         width = int(batch["input_len"].max())

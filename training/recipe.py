@@ -39,6 +39,7 @@ from training.reader import (
     training_fields,
     training_table,
 )
+from udfs import weights
 from udfs.device import autocast, resolve_precision
 from udfs.pairs import pair_targets
 
@@ -129,10 +130,12 @@ class WeightedFinetuneRecipe:
         self.model = build_trainee(self.cfg["model"]["kind"], self.cfg["model"]["path"],
                                    self.score_summary.get("calibration")).to(self.device)
         self.model.train()
+        self.fields = (*training_fields(self.model.input_columns, self.compact), self.model.start_feature)
+        self.fields = tuple(dict.fromkeys(self.fields))
+        self.eval_rows, train_rows, start_data = self._held_out_pass()
+        self.start_head = self._fit_start_head(start_data) if t["recalibrate_start"] else None
         self.ddp = torch.nn.parallel.DistributedDataParallel(self.model) if dist.is_initialized() else self.model
         self.optim = adamw(self.model, t["lr"], t["weight_decay"], t["head_lr"])
-        self.fields = training_fields(self.model.input_columns, self.compact)
-        self.eval_rows, train_rows = self._held_out_pass()
         self.steps = self._plan_steps(train_rows)
         total = self.steps * t["epochs"]
         self.sched = torch.optim.lr_scheduler.LambdaLR(self.optim, linear_warmup_decay(int(t["warmup_ratio"] * total),
@@ -149,7 +152,8 @@ class WeightedFinetuneRecipe:
         if groups < self.world:
             raise ValueError(f"{self.table} has {groups} row groups for {self.world} ranks: re-run score with "
                              "more output files (output.files_per_date / output.min_row_groups_per_rank)")
-        held, train_rows, rows = [], 0, 0
+        held, start, train_rows, rows = [], [], 0, 0
+        feature = self.model.start_feature
         shard = iter_shard(self.table, self.rank, self.world, seed=0, fields=self.fields, pool=self.t["reader_pool"])
         for batch in shard:
             mask = is_eval(batch["query_bucket"], self.t["eval_fraction"])
@@ -157,9 +161,28 @@ class WeightedFinetuneRecipe:
             train_rows += int((~mask).sum())
             if mask.any():
                 held.append({k: v[mask] for k, v in batch.items()})
+            part = {k: v[~mask] for k, v in batch.items()}
+            tg = targets(part, self.compact, self.t)
+            start.append(np.stack([part[feature].astype(np.float64), tg["label"], tg["weight"]]))
         check_rows_read(int(_allreduce([rows])[0]), self.table, "held-out pass")
         merged = {k: np.concatenate([h[k] for h in held]) for k in held[0]} if held else {}
-        return merged, train_rows
+        return merged, train_rows, (np.concatenate(start, axis=1) if start else np.zeros((3, 0)))
+
+    def _fit_start_head(self, data: np.ndarray) -> dict[str, float]:
+        """The start's click head refitted to the training loss on the training rows: (a, b) of a
+        bi-encoder, the bias on a cross-encoder's prior. The ranking is the scorer's, untouched; the
+        probabilities now fit the weighted target the epochs are judged on, so an epoch has to
+        beat the start by what the encoder learns, not by the weights shifting the base rate."""
+        x, y, w = data
+
+        def sums_at(a: float, b: float) -> dict[str, float]:
+            local = weights.logistic_sums(x, y, w, a, b)
+            return dict(zip(local, _allreduce(list(local.values()))))
+
+        a0, b0, fit_a = self.model.start_head()
+        a, b = weights.fit_logistic(sums_at, a0, b0, fit_a=fit_a)
+        self.model.set_start_head(a, b)
+        return {"a_scorer": a0, "b_scorer": b0, "a": a, "b": b}
 
     def _plan_steps(self, train_rows: int) -> int:
         """Optimiser steps per epoch, identical on every rank: the smallest shard decides."""
@@ -190,6 +213,8 @@ class WeightedFinetuneRecipe:
             print(f"[clickweight train] {path} is from another input or config: starting afresh", flush=True)
             self.model.load_state_dict(build_trainee(self.cfg["model"]["kind"], self.cfg["model"]["path"],
                                                      self.score_summary.get("calibration")).state_dict())
+            if self.start_head is not None:
+                self.model.set_start_head(self.start_head["a"], self.start_head["b"])
             self.optim = adamw(self.model, self.t["lr"], self.t["weight_decay"], self.t["head_lr"])
             total = self.steps * self.t["epochs"]
             self.sched = torch.optim.lr_scheduler.LambdaLR(
@@ -340,7 +365,8 @@ class WeightedFinetuneRecipe:
             "kind": self.model.kind, "precision": self.precision, "world_size": self.world,
             "steps_per_epoch": self.steps, "global_step": state.global_step, "resumed_from_step": self.resumed_from,
             "history": state.history,
-            "start": state.start_eval, "selected": state.best, "loss_curve": state.loss_curve,
+            "start": state.start_eval, "start_head": self.start_head, "selected": state.best,
+            "loss_curve": state.loss_curve,
             "best_eval_loss": state.best_eval_loss if math.isfinite(state.best_eval_loss) else None,
             "stopped_early": state.stopped_early, "rows_per_epoch": dataset_rows(self.table),
             "train_rows_per_epoch": self.steps * self.t["batch_size"] * self.world,

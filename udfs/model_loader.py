@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from collections import Counter
 from functools import lru_cache
 from pathlib import Path
 
@@ -20,6 +21,23 @@ os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 
 
 MARKER = "clickweight_model.json"  # written beside a trained clickweight model: kind, click head, provenance
+
+# Model loads in this process, per (loader, folder, device): each is counted once it has loaded (a
+# cache hit of the loaders below does not count). Read by tests ("the model loads once per Python
+# worker"); CLICKWEIGHT_LOAD_LOG (a file path, test hook, off unless set) also appends one JSON line
+# per load with the process id, so a test can count the loads of Spark's Python workers.
+LOADS: Counter = Counter()
+
+
+def _count_load(loader: str, path: str, device: str) -> None:
+    key = (loader, path, str(device))
+    LOADS[key] += 1
+    log_file = os.environ.get("CLICKWEIGHT_LOAD_LOG")
+    if log_file:
+        line = json.dumps({"pid": os.getpid(), "loader": loader, "path": path, "device": str(device),
+                           "loads_in_process": LOADS[key]})
+        with open(log_file, "a") as f:  # one short O_APPEND write per line: workers do not interleave
+            f.write(line + "\n")
 
 
 def default_model_path() -> str:
@@ -89,7 +107,9 @@ def load_encoder(path: str, device: str):
     from transformers import AutoModel
 
     model = AutoModel.from_pretrained(path, local_files_only=True, trust_remote_code=False, use_safetensors=True)
-    return model.to(device).eval()
+    model = model.to(device).eval()
+    _count_load("encoder", path, device)
+    return model
 
 
 @lru_cache(maxsize=4)
@@ -100,7 +120,9 @@ def load_cross_encoder(path: str, device: str):
     model = AutoModelForSequenceClassification.from_pretrained(
         path, local_files_only=True, trust_remote_code=False, use_safetensors=True
     )
-    return model.to(device).eval()
+    model = model.to(device).eval()
+    _count_load("cross_encoder", path, device)
+    return model
 
 
 def has_mlm_head(path: str) -> bool:
@@ -129,4 +151,6 @@ def load_masked_lm(path: str, device: str):
         raise ValueError(f"{path} has no masked-LM head (config.json architectures lack *ForMaskedLM)")
     model = AutoModelForMaskedLM.from_pretrained(path, local_files_only=True, trust_remote_code=False,
                                                  use_safetensors=True)
-    return model.to(device).eval()
+    model = model.to(device).eval()
+    _count_load("masked_lm", path, device)
+    return model

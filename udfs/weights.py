@@ -62,6 +62,32 @@ def platt_newton_step(sums: Mapping[str, float], a: float, b: float, ridge: floa
     return float(a - da), float(b - db)
 
 
+def logistic_sums(x: np.ndarray, y: np.ndarray, w: np.ndarray, a: float, b: float) -> dict[str, float]:
+    """platt_newton_step's sums for sample-weighted, soft-label logistic regression y ~ sigmoid(a x + b)."""
+    x, y, w = (np.asarray(v, dtype=np.float64) for v in (x, y, w))
+    p = sigmoid(a * x + b)
+    h = w * p * (1 - p)
+    r = w * (p - y)
+    return {"g_a": float(np.sum(r * x)), "g_b": float(np.sum(r)), "h_aa": float(np.sum(h * x * x)),
+            "h_ab": float(np.sum(h * x)), "h_bb": float(np.sum(h))}
+
+
+def fit_logistic(sums_at, a: float, b: float, fit_a: bool = True, iterations: int = 25) -> tuple[float, float]:
+    """Newton's method on (a, b), or on b alone with a fixed; sums_at(a, b) returns logistic_sums
+    (summed over every shard: the caller all-reduces)."""
+    for _ in range(iterations):
+        sums = sums_at(a, b)
+        if fit_a:
+            new_a, new_b = platt_newton_step(sums, a, b)
+        else:
+            new_a, new_b = a, b - sums["g_b"] / (sums["h_bb"] + 1e-6)
+        done = abs(new_a - a) + abs(new_b - b) < 1e-9
+        a, b = new_a, new_b
+        if done:
+            break
+    return a, b
+
+
 def position_propensity(
     positions: np.ndarray, clicks: np.ndarray, relevance: np.ndarray, rows: np.ndarray,
     floor: float, min_rows: int = 20,
