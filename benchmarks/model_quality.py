@@ -27,8 +27,8 @@ import numpy as np
 import pandas as pd
 
 from benchmarks.bench_data import HOMEDEPOT
-from benchmarks.click_simulator import SimulatorSettings, simulate, split_by_query
 from udfs.model_loader import default_model_path
+from udfs.simulate import SimulatorSettings, simulate, split_by_query
 
 ROOT = Path(__file__).resolve().parent.parent
 CLI = str(Path(sys.executable).parent / "clickweight")

@@ -42,8 +42,8 @@ import numpy as np
 import pandas as pd
 
 from benchmarks.bench_data import HOMEDEPOT as DATA
-from benchmarks.click_simulator import SimulatorSettings, click_probability, simulate, split_by_query
 from training.metrics import auc, ndcg_at_k
+from udfs.simulate import SimulatorSettings, click_probability, simulate, split_by_query
 
 ROOT = Path(__file__).resolve().parent.parent
 CLI = str(Path(sys.executable).parent / "clickweight")

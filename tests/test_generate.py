@@ -10,7 +10,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from jobs.generate import MALFORMED_KINDS, GeneratedData, generate, main, write
+from jobs.generate import DEMO_CLICKS, MALFORMED_KINDS, GeneratedData, generate, main, write
+from udfs.simulate import click_probability
 
 # Spelled out here rather than imported, so a schema change in the module has to be deliberate.
 EXPECTED_CLICKSTREAM = {
@@ -137,8 +138,33 @@ def test_clicks_follow_true_relevance(large: GeneratedData) -> None:
     # The ranker is imperfect but informative: relevance falls with position.
     by_pos = pd.Series(rel).groupby(cs["position"].to_numpy()).mean()
     assert by_pos[1] > by_pos[10]
-    # Noise flips about noise_click_rate of labels.
-    assert 0.03 < truth["is_noise_click"].mean() < 0.07
+    # Noise clicks land on noise_click_rate of the impressions (0.05 by default), each one a click.
+    noise = truth["is_noise_click"].to_numpy()
+    assert abs(noise.mean() - 0.05) < 0.002
+    assert clicked[noise].all()
+
+
+def test_real_clicks_follow_the_shared_click_model(large: GeneratedData) -> None:
+    # The demo's clicks come from udfs/simulate.py with DEMO_CLICKS: per position, the real (non-noise)
+    # click rate is P(exam | k) = 1 / k**eta times the mean P(click | examined) of the items shown there.
+    cs, truth = _good(large)
+    real = (cs["clicked"].to_numpy() == 1) & ~truth["is_noise_click"].to_numpy()
+    position = cs["position"].to_numpy()
+    p_click = click_probability(truth["true_relevance"].to_numpy(), DEMO_CLICKS)
+    for k in range(1, 11):
+        at = position == k
+        expected = p_click[at].mean() / k ** DEMO_CLICKS.eta
+        assert abs(real[at].mean() - expected) < 0.025, (k, real[at].mean(), expected)
+    assert large.meta["hidden_click_model"]["exam_power"] == DEMO_CLICKS.eta
+
+
+def test_noise_clicks_are_quick_bounces(large: GeneratedData) -> None:
+    cs, truth = _good(large)
+    noise = truth["is_noise_click"].to_numpy()
+    real = (cs["clicked"].to_numpy() == 1) & ~noise
+    assert cs.loc[noise, "added_to_cart"].sum() == 0 and cs.loc[noise, "purchased"].sum() == 0
+    dwell = cs["dwell_ms"].astype("float64")
+    assert dwell[noise].median() < 0.25 * dwell[real].median()
 
 
 def test_deeper_actions_and_dwell_are_consistent(large: GeneratedData) -> None:
