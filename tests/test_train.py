@@ -223,7 +223,7 @@ def test_checkpoint_of_another_config_is_not_resumed(weighted, tiny_model_dir, t
 
 
 def test_fit_logistic_reaches_the_weighted_soft_label_optimum():
-    from udfs.weights import fit_logistic, logistic_sums
+    from udfs.calibration import fit_logistic, logistic_sums
 
     rng = np.random.default_rng(0)
     x, y, w = rng.normal(size=500), rng.random(500), rng.uniform(0.1, 3.0, 500)

@@ -1,8 +1,12 @@
 """Ranking and classification metrics: pure numpy, no sklearn."""
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import pandas as pd
+
+from udfs.pairs import pair_targets
 
 EPS = 1e-7
 
@@ -67,3 +71,33 @@ def ndcg_at_k(groups: np.ndarray, labels: np.ndarray, scores: np.ndarray, k: int
         ranked = part.sort_values(["s", "y"], ascending=[False, True], kind="mergesort")
         values.append(dcg(ranked["y"].to_numpy(), k) / ideal)
     return (float(np.mean(values)) if values else float("nan")), len(values)
+
+
+# ---------------------------------------------------------------- training-table targets and held-out clicks
+
+def targets(batch: dict[str, np.ndarray], compact: bool, t: dict[str, Any] | None = None) -> dict[str, np.ndarray]:
+    """label / weight (what the loss uses) and clicks / impressions (what metrics count), per row of
+    the batch. t: the train config for the pair table's training variants (None: the exact loss)."""
+    if not compact:
+        clicked = batch["clicked"].astype(np.float64)
+        return {"label": clicked, "weight": batch["weight"].astype(np.float64), "clicks": clicked,
+                "impressions": np.ones_like(clicked)}
+    label, weight = batch["label"], batch["weight"]
+    if t is not None:
+        label, weight = pair_targets(label, weight, batch["impressions"], batch["p_model"],
+                                     t["label_prior_impressions"], t["pair_weight_power"])
+    n = batch["impressions"].astype(np.float64)
+    return {"label": np.asarray(label, np.float64), "weight": np.asarray(weight, np.float64),
+            "clicks": batch["clicks"].astype(np.float64), "impressions": n}
+
+
+def held_out_metrics(z: np.ndarray, tg: dict[str, np.ndarray]) -> dict[str, Any]:
+    """Held-out clicks: weighted log loss (the model-selection criterion), per-impression log loss, AUC."""
+    if len(z) == 0:
+        return {"eval_rows": 0}
+    p = 1 / (1 + np.exp(-z))
+    w, n, c = tg["weight"], tg["impressions"], tg["clicks"]
+    return {"eval_rows": int(len(z)), "eval_impressions": int(n.sum()),
+            "eval_loss": float(np.sum(w * log_loss_per_row(tg["label"], p)) / max(w.sum(), 1e-12)),
+            "eval_logloss": float(np.sum(n * log_loss_per_row(c / np.maximum(n, 1), p)) / n.sum()),
+            "eval_auc": weighted_auc(z, c, n - c)}

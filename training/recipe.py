@@ -25,7 +25,7 @@ import torch
 import torch.distributed as dist
 
 from training import checkpoint as ckpt
-from training import metrics
+from training.metrics import held_out_metrics, targets
 from training.model import adamw, build_trainee, linear_warmup_decay, save_trainee, weighted_bce
 from training.reader import (
     ReaderGuardError,
@@ -39,9 +39,8 @@ from training.reader import (
     training_fields,
     training_table,
 )
-from udfs import weights
+from udfs import calibration
 from udfs.device import autocast, resolve_precision
-from udfs.pairs import pair_targets
 
 
 def _dist_setup(use_gpu: bool) -> tuple[int, int, torch.device]:
@@ -77,34 +76,6 @@ def _gather_arrays(arrays: tuple[np.ndarray, ...]) -> tuple[np.ndarray, ...]:
 def read_score_summary(input_dir: str) -> dict[str, Any]:
     path = Path(input_dir) / "_summary.json"
     return json.loads(path.read_text()) if path.is_file() else {}
-
-
-def targets(batch: dict[str, np.ndarray], compact: bool, t: dict[str, Any] | None = None) -> dict[str, np.ndarray]:
-    """label / weight (what the loss uses) and clicks / impressions (what metrics count), per row of
-    the batch. t: the train config for the pair table's training variants (None: the exact loss)."""
-    if not compact:
-        clicked = batch["clicked"].astype(np.float64)
-        return {"label": clicked, "weight": batch["weight"].astype(np.float64), "clicks": clicked,
-                "impressions": np.ones_like(clicked)}
-    label, weight = batch["label"], batch["weight"]
-    if t is not None:
-        label, weight = pair_targets(label, weight, batch["impressions"], batch["p_model"],
-                                     t["label_prior_impressions"], t["pair_weight_power"])
-    n = batch["impressions"].astype(np.float64)
-    return {"label": np.asarray(label, np.float64), "weight": np.asarray(weight, np.float64),
-            "clicks": batch["clicks"].astype(np.float64), "impressions": n}
-
-
-def held_out_metrics(z: np.ndarray, tg: dict[str, np.ndarray]) -> dict[str, Any]:
-    """Held-out clicks: weighted log loss (the model-selection criterion), per-impression log loss, AUC."""
-    if len(z) == 0:
-        return {"eval_rows": 0}
-    p = 1 / (1 + np.exp(-z))
-    w, n, c = tg["weight"], tg["impressions"], tg["clicks"]
-    return {"eval_rows": int(len(z)), "eval_impressions": int(n.sum()),
-            "eval_loss": float(np.sum(w * metrics.log_loss_per_row(tg["label"], p)) / max(w.sum(), 1e-12)),
-            "eval_logloss": float(np.sum(n * metrics.log_loss_per_row(c / np.maximum(n, 1), p)) / n.sum()),
-            "eval_auc": metrics.weighted_auc(z, c, n - c)}
 
 
 class WeightedFinetuneRecipe:
@@ -176,11 +147,11 @@ class WeightedFinetuneRecipe:
         x, y, w = data
 
         def sums_at(a: float, b: float) -> dict[str, float]:
-            local = weights.logistic_sums(x, y, w, a, b)
+            local = calibration.logistic_sums(x, y, w, a, b)
             return dict(zip(local, _allreduce(list(local.values()))))
 
         a0, b0, fit_a = self.model.start_head()
-        a, b = weights.fit_logistic(sums_at, a0, b0, fit_a=fit_a)
+        a, b = calibration.fit_logistic(sums_at, a0, b0, fit_a=fit_a)
         self.model.set_start_head(a, b)
         return {"a_scorer": a0, "b_scorer": b0, "a": a, "b": b}
 

@@ -17,7 +17,7 @@ from pyspark import StorageLevel
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from udfs import strategies, weights
+from udfs import calibration, strategies, weights
 from udfs.aggregates import exact_avg, exact_sum
 
 WEIGHT_SIGNAL_SCHEMA = ("loss double, info_gain double, propensity double, noise_score double, suspect boolean, "
@@ -38,7 +38,7 @@ def fit_calibration(df: DataFrame, base_rate: float, iterations: int = 8) -> tup
             exact_sum(w * F.col("relevance")).alias("h_ab"),
             exact_sum(w).alias("h_bb"),
         ).first()
-        new_a, new_b = weights.platt_newton_step(row.asDict(), a, b)
+        new_a, new_b = calibration.platt_newton_step(row.asDict(), a, b)
         if abs(new_a - a) + abs(new_b - b) < 1e-7:
             a, b = new_a, new_b
             break
