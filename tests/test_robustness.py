@@ -26,6 +26,8 @@ def write_table(root: Path, files: int = 3, rows: int = 100, max_len: int = 32) 
                                   pa.list_(pa.int32())),
             "token_type_ids": pa.array([[0] * max_len for _ in lens], pa.list_(pa.int32())),
             "input_len": pa.array(lens, pa.int32()),
+            "prior_logit": pa.array(rng.normal(-1.0, 0.5, rows)),
+            "p_model": pa.array(rng.uniform(0.1, 0.5, rows)),
             "clicked": pa.array((rng.random(rows) < 0.3).astype(np.int32)),
             "weight": pa.array(rng.uniform(0.5, 2.0, rows)),
             "query_bucket": pa.array(rng.integers(0, 1000, rows).astype(np.int32)),
@@ -107,7 +109,9 @@ def test_guard_fails_the_run_loudly_when_rows_read_do_not_match_the_footers(tmp_
     for var in ("RANK", "WORLD_SIZE"):
         monkeypatch.delenv(var, raising=False)
     cfg = config.load_config(overrides=tiny_overrides(tiny_model_dir, "train.batch_size=16", "train.epochs=1",
-                                                      "train.max_steps_per_epoch=2", "train.eval_fraction=0.2"))
+                                                      "train.max_steps_per_epoch=2", "train.eval_fraction=0.2",
+                                                      "model.kind=cross_encoder", "train.compact_pairs=false"))
+    # The first pass (held-out rows and the start's calibration) already refuses the partial read.
     with pytest.raises(ReaderGuardError, match="ranks read 300 rows but the Parquet footers .* hold 200"):
         train_worker(table, str(tmp_path / "model"), cfg)
     assert not (tmp_path / "model" / "train_summary.json").exists()
