@@ -18,31 +18,19 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from benchmarks.bench_data import HOMEDEPOT
+from benchmarks.weighting_quality import POSITIVE, run
 from udfs.model_loader import default_model_path
 from udfs.simulate import SimulatorSettings, simulate, split_by_query
 
 ROOT = Path(__file__).resolve().parent.parent
 CLI = str(Path(sys.executable).parent / "clickweight")
-POSITIVE = 2.5
-
-
-def run(cmd: list[str]) -> float:
-    started = time.time()
-    proc = subprocess.run(cmd, capture_output=True, text=True)
-    if proc.returncode != 0:
-        raise RuntimeError(f"{' '.join(cmd[:3])} failed:\n{proc.stdout[-2000:]}\n{proc.stderr[-4000:]}")
-    return time.time() - started
-
-
 def prepare(work: Path, args, seed: int, sessions: float) -> Path:
     """The seed's clickstream (train queries) and held-out pairs with their true grades."""
     pairs = pd.read_parquet(args.data)

@@ -55,7 +55,7 @@ def run(cmd: list[str]) -> float:
     started = time.time()
     proc = subprocess.run(cmd, capture_output=True, text=True)
     if proc.returncode != 0:
-        raise RuntimeError(f"{' '.join(cmd[:2])} failed:\n{proc.stderr[-4000:]}")
+        raise RuntimeError(f"{' '.join(cmd[:3])} failed:\n{proc.stdout[-2000:]}\n{proc.stderr[-4000:]}")
     return time.time() - started
 
 
