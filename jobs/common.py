@@ -148,12 +148,6 @@ def write_json(path: str | Path, obj: Any) -> None:
     os.replace(tmp, path)
 
 
-def dump_config_text(cfg: dict[str, Any]) -> str:
-    import yaml
-
-    return yaml.safe_dump(cfg, sort_keys=False)
-
-
 def print_json(obj: Any) -> None:
     print(json.dumps(obj, indent=2, sort_keys=True, default=str))
 

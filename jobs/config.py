@@ -195,6 +195,10 @@ def new_run_id() -> str:
     return time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()) + "-" + secrets.token_hex(3)
 
 
+def dump_text(cfg: dict[str, Any]) -> str:
+    """The resolved config as YAML, keys in definition order (what runs write beside their output)."""
+    return yaml.safe_dump(cfg, sort_keys=False)
+
+
 def dump(cfg: dict[str, Any], path: str | Path) -> None:
-    with open(path, "w") as f:
-        yaml.safe_dump(cfg, f, sort_keys=False)
+    Path(path).write_text(dump_text(cfg))

@@ -22,7 +22,6 @@ from jobs.common import (
     absolute,
     add_common_args,
     commit_dir,
-    dump_config_text,
     get_spark,
     log,
     print_json,
@@ -221,7 +220,7 @@ def load(scored: DataFrame, quarantined: DataFrame, output: str, cfg: dict[str, 
             f"counts do not reconcile: in={summary['rows_in']} out={summary['rows_out']} "
             f"quarantined={summary['rows_quarantined']} sampled_out={sampled_out}; nothing was committed")
     timings["verify"] = round(time.perf_counter() - t0, 3)
-    fs.write_text(f"{staged}/_config.yaml", dump_config_text(cfg))
+    fs.write_text(f"{staged}/_config.yaml", config_mod.dump_text(cfg))
     fs.write_text(f"{staged}/_summary.json", json.dumps(summary, indent=2, sort_keys=True, default=str) + "\n")
     commit_dir(fs, staged, output, run_id)
     return summary
