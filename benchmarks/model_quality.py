@@ -21,24 +21,20 @@ import json
 import sys
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
 from benchmarks.bench_data import HOMEDEPOT
-from benchmarks.weighting_quality import POSITIVE, run
+from benchmarks.weighting_quality import POSITIVE, run, sample_queries
 from udfs.model_loader import default_model_path
-from udfs.simulate import SimulatorSettings, simulate, split_by_query
+from udfs.simulate import SimulatorSettings, simulate
 
 ROOT = Path(__file__).resolve().parent.parent
 CLI = str(Path(sys.executable).parent / "clickweight")
+
+
 def prepare(work: Path, args, seed: int, sessions: float) -> Path:
     """The seed's clickstream (train queries) and held-out pairs with their true grades."""
-    pairs = pd.read_parquet(args.data)
-    queries = np.sort(pairs["query"].unique())
-    rng = np.random.default_rng(1000 + seed)
-    chosen = rng.choice(queries, size=min(len(queries), args.train_queries + args.heldout_queries), replace=False)
-    pairs = pairs[pairs["query"].isin(set(chosen))]
-    train, held = split_by_query(pairs, args.heldout_queries / len(chosen), seed)
+    train, held = sample_queries(args.data, args.train_queries, args.heldout_queries, seed)
     clicks, _ = simulate(train, SimulatorSettings(noise_share=args.noise_share, sessions_per_query=sessions), seed)
     data = work / f"seed{seed}_s{sessions:g}"
     (data / "clickstream").mkdir(parents=True, exist_ok=True)

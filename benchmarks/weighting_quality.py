@@ -59,15 +59,21 @@ def run(cmd: list[str]) -> float:
     return time.time() - started
 
 
+def sample_queries(data: str, train_queries: int, heldout_queries: int, seed: int
+                   ) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The seed's graded pairs of train and held-out queries, drawn at random and split by query."""
+    pairs = pd.read_parquet(data)
+    queries = np.sort(pairs["query"].unique())
+    rng = np.random.default_rng(1000 + seed)
+    chosen = rng.choice(queries, size=min(len(queries), train_queries + heldout_queries), replace=False)
+    pairs = pairs[pairs["query"].isin(set(chosen))]
+    return split_by_query(pairs, heldout_queries / len(chosen), seed)
+
+
 def prepare(work: Path, args, seed: int, position_bias: bool = True,
             ranker_noise: float | None = None) -> tuple[Path, pd.DataFrame]:
     """Simulated clickstream of the train queries + held-out pairs; (folder, truth per event)."""
-    pairs = pd.read_parquet(args.data)
-    queries = np.sort(pairs["query"].unique())
-    rng = np.random.default_rng(1000 + seed)
-    chosen = rng.choice(queries, size=min(len(queries), args.train_queries + args.heldout_queries), replace=False)
-    pairs = pairs[pairs["query"].isin(set(chosen))]
-    train, held = split_by_query(pairs, args.heldout_queries / len(chosen), seed)
+    train, held = sample_queries(args.data, args.train_queries, args.heldout_queries, seed)
     settings = SimulatorSettings(noise_share=args.noise_share, position_bias=position_bias,
                                  sessions_per_query=args.sessions_per_query,
                                  **({} if ranker_noise is None else {"ranker_noise": ranker_noise}))
