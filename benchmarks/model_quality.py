@@ -91,6 +91,13 @@ def markdown(summary: list[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def write_results(results: Path, stem: str, args, rows: list[dict]) -> None:
+    summary = summarise(rows)
+    (results / f"{stem}.json").write_text(json.dumps({"args": vars(args), "runs": rows, "summary": summary},
+                                                     indent=2, default=str) + "\n")
+    (results / f"{stem}.md").write_text(markdown(summary))
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--data", default=str(HOMEDEPOT))
@@ -104,13 +111,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--keep-half", default="", help="strategies also run with sampling.keep_fraction=0.5")
     p.add_argument("--set", action="append", default=[], help="extra key=value for score and train")
     p.add_argument("--tag", default="")
+    p.add_argument("--include", action="append", default=[],
+                   help="an earlier results JSON whose runs join this table (e.g. another seed's run)")
     args = p.parse_args(argv)
     if not Path(args.data).exists():
         raise SystemExit(f"{args.data} not found: this benchmark reads the real pairs from ../shared/data")
     work = Path(args.work)
     results = ROOT / "benchmarks" / "results"
     stem = "model_quality" + (f"_{args.tag}" if args.tag else "")
-    rows: list[dict] = []
+    rows: list[dict] = [r for f in args.include for r in json.loads(Path(f).read_text())["runs"]]
     for sessions in [float(s) for s in args.sessions.split(",")]:
         for seed in args.seeds:
             data = prepare(work, args, seed, sessions)
@@ -127,10 +136,7 @@ def main(argv: list[str] | None = None) -> int:
                 r = train_run(data, name, sets + reuse, args)
                 rows.append({"sessions": sessions, "seed": seed, "zero_shot_auc": zero["auc"], **r})
                 print(json.dumps(rows[-1]), flush=True)
-            summary = summarise(rows)
-            (results / f"{stem}.json").write_text(json.dumps({"args": vars(args), "runs": rows, "summary": summary},
-                                                             indent=2, default=str) + "\n")
-            (results / f"{stem}.md").write_text(markdown(summary))
+                write_results(results, stem, args, rows)  # after every run: a cut-off matrix keeps what it has
     print(markdown(summarise(rows)))
     return 0
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 import importlib
 import sys
 
+from udfs.errors import UserError
+
 SUBCOMMANDS = {
     "generate": ("jobs.generate", "synthetic clickstream with hidden true relevance"),
     "score": ("jobs.score", "validate, BERT-score, weight and write a clickstream (Spark)"),
@@ -32,8 +34,9 @@ def main(argv: list[str] | None = None) -> int:
     module = importlib.import_module(SUBCOMMANDS[name][0])
     try:
         return int(module.main(rest) or 0)
-    except (ValueError, FileNotFoundError) as exc:
-        # Contract violations (bad config, schema, paths) are the user's to fix: say what, no trace.
+    except (UserError, FileNotFoundError) as exc:
+        # Contract violations (bad config, schema, paths, a refused output) are the user's to fix:
+        # say what, no trace. Any other exception is a bug and keeps its traceback.
         print(f"clickweight {name}: error: {exc}", file=sys.stderr)
         return 2
 

@@ -19,16 +19,18 @@ import yaml
 
 import conf
 from udfs import strategies
+from udfs.errors import UserError
 
 DEFAULTS_PATH = Path(conf.__file__).with_name("defaults.yaml")
 
 # Keys whose values are free-form mappings (not validated key by key).
 _FREE_MAPPINGS = {"spark.conf", "weighting.action_values", "weighting.combined"}
 
+RUN_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
 STRATEGIES = strategies.NAMES  # the registry in udfs/strategies.py is the one list
 
 
-class ConfigError(ValueError):
+class ConfigError(UserError):
     """A config value is unknown, mistyped or out of range."""
 
 
@@ -135,6 +137,14 @@ def validate(cfg: dict[str, Any]) -> None:
     _check(kf is None or (isinstance(kf, (int, float)) and 0 < kf <= 1),
            f"sampling.keep_fraction must be null or in (0, 1], got {kf!r}")
     _check(isinstance(cfg["rounds"], int) and cfg["rounds"] >= 1, "rounds must be an int >= 1")
+    actions = ("skip", "click", "long_dwell", "cart", "purchase")
+    for name, value in w["action_values"].items():
+        _check(name in actions, f"weighting.action_values: unknown action {name!r} (one of {', '.join(actions)})")
+        _check(isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0,
+               f"weighting.action_values.{name} must be a number > 0, got {value!r}")
+    run_id = cfg["run_id"]
+    _check(run_id is None or (isinstance(run_id, str) and RUN_ID.fullmatch(run_id) is not None),
+           f"run_id must match [A-Za-z0-9_-]+ (it names sibling folders of the output), got {run_id!r}")
     for name in w["combined"]:
         _check(name in strategies.STRATEGIES and name != "none",
                f"weighting.combined: unknown signal {name!r}")

@@ -33,6 +33,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from udfs.errors import UserError
 from udfs.simulate import SimulatorSettings, clickstream_columns, clickstream_frame, ids, simulate_sessions
 from udfs.synthetic_catalog import World, candidate_pool, make_world
 
@@ -227,11 +228,11 @@ def generate(rows: int, days: int, seed: int, heldout_query_fraction: float = 0.
              start_date: str = "2026-01-01") -> GeneratedData:
     """Generate ``rows`` impressions over ``days`` UTC dates; identical output for identical args."""
     if rows < 1 or days < 1:
-        raise ValueError("rows and days must be >= 1")
+        raise UserError("rows and days must be >= 1")
     if not 0.0 <= heldout_query_fraction < 1.0:
-        raise ValueError("heldout_query_fraction must be in [0, 1)")
+        raise UserError("heldout_query_fraction must be in [0, 1)")
     if not 0.0 <= noise_click_rate <= 1.0 or not 0.0 <= malformed_fraction < 0.5:
-        raise ValueError("noise_click_rate must be in [0, 1] and malformed_fraction in [0, 0.5)")
+        raise UserError("noise_click_rate must be in [0, 1] and malformed_fraction in [0, 0.5)")
     rng = np.random.default_rng(seed)
     w = make_world(rng, n_items=int(np.clip(rows // 20, 200, 100_000)),
                    n_queries=int(np.clip(rows // 40, 50, 50_000)))

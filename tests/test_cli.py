@@ -29,6 +29,18 @@ def test_bad_set_is_reported_without_traceback(capsys):
     assert "weighting.strategy must be one of" in capsys.readouterr().err
 
 
+def test_an_internal_value_error_keeps_its_traceback(monkeypatch):
+    # Only user errors become one-line messages; a bug's ValueError must reach the user with its trace.
+    import jobs.evaluate
+
+    def buggy(argv):
+        raise ValueError("internal bug")
+
+    monkeypatch.setattr(jobs.evaluate, "main", buggy)
+    with pytest.raises(ValueError, match="internal bug"):
+        cli(["evaluate"])
+
+
 def test_generate_cli(tmp_path):
     assert cli(["generate", "--output", str(tmp_path / "g"), "--rows", "300", "--days", "2", "--seed", "1"]) == 0
     assert len(pd.read_parquet(tmp_path / "g" / "clickstream")) == 300

@@ -33,6 +33,10 @@ def test_set_parses_yaml_scalars_and_spark_conf_keys():
     ("output.files_per_date=0", "files_per_date"),
     ("scorer.device=tpu", "scorer.device must be"),
     ("train.checkpoint_every_steps=-5", "checkpoint_every_steps"),
+    ("weighting.action_values.purchse=4", "unknown action 'purchse'"),
+    ("weighting.action_values.cart=-1", "action_values.cart must be a number > 0"),
+    ("run_id=../../victim", "run_id must match"),
+    ("run_id=a b", "run_id must match"),
 ])
 def test_bad_values_fail_with_a_clear_message(override, message):
     with pytest.raises(config.ConfigError, match=message):

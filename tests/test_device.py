@@ -8,7 +8,6 @@ from udfs.device import choose_device, task_device
 
 @pytest.mark.parametrize("requested, addresses, partition, cuda, expected", [
     ("auto", ["1"], 0, 4, "cuda:1"),         # Spark assigned GPU 1 to the task
-    ("auto", ["5"], 0, 2, "cuda:1"),         # address beyond the visible devices: modulo
     ("auto", None, 5, 2, "cuda:1"),          # local mode with CUDA: by partition
     ("auto", None, 5, 0, "cpu"),             # no CUDA at all
     ("cpu", ["0"], 0, 4, "cpu"),             # forced CPU wins
@@ -16,6 +15,21 @@ from udfs.device import choose_device, task_device
 ])
 def test_choose_device(requested, addresses, partition, cuda, expected):
     assert choose_device(requested, addresses, partition, cuda) == expected
+
+
+@pytest.mark.parametrize("address, visible, expected", [
+    ("2", "1,2", "cuda:1"),   # physical GPU 2 is torch's second visible device
+    ("1", "1,2", "cuda:0"),
+    ("0", None, "cuda:0"),
+])
+def test_spark_gpu_address_maps_through_cuda_visible_devices(address, visible, expected):
+    assert choose_device("auto", [address], 0, 2, visible) == expected
+
+
+@pytest.mark.parametrize("address, visible", [("0", "1,2"), ("5", None)])
+def test_a_spark_gpu_torch_cannot_see_is_an_error_not_another_gpu(address, visible):
+    with pytest.raises(RuntimeError, match="Spark assigned GPU"):
+        choose_device("auto", [address], 0, 2, visible)
 
 
 def test_cuda_requested_without_cuda_is_an_error():
@@ -43,6 +57,7 @@ def test_task_device_reads_spark_task_gpu_resources(monkeypatch):
     import torch
     from pyspark import TaskContext
 
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
     monkeypatch.setattr(TaskContext, "get", classmethod(lambda cls: _FakeTaskContext(3, {"gpu": _FakeResource(["0"])})))
     assert task_device("auto") == "cuda:0"

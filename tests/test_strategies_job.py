@@ -137,3 +137,18 @@ def test_score_denoise_with_em_propensity_and_importance_sampling(spark, raw_dir
     assert np.allclose(f3["noise_score"], expected)
     by_id = frame.set_index("event_id")["noise_score"]
     assert not np.allclose(f3.set_index("event_id")["noise_score"].loc[by_id.index], by_id)
+
+
+def test_loss_strategy_at_a_small_temperature_stays_finite(spark, raw_dir, tiny_model_dir, tmp_path):
+    # exp(BCE / 0.02) reaches e^50 ~ 5e21, past the decimal(38,18) exact aggregates (1e20): the job
+    # works in the log domain, so the largest raw weight is exactly 1.
+    cfg = config.load_config(overrides=tiny_overrides(tiny_model_dir, "weighting.strategy=loss",
+                                                      "weighting.temperature=0.02"))
+    summary = run_score(spark, f"{raw_dir}/clickstream", str(tmp_path / "out"), cfg)
+    frame = pd.read_parquet(tmp_path / "out", columns=["raw_weight", "weight", "loss"])
+    assert frame["raw_weight"].max() == pytest.approx(1.0, rel=1e-12)
+    assert summary["loss_max"] == pytest.approx(frame["loss"].max(), rel=1e-9)
+    assert np.isfinite(frame["weight"]).all() and frame["weight"].mean() == pytest.approx(1.0, abs=1e-6)
+    # the order of losses is the order of raw weights (where they have not underflowed to the floor)
+    big = frame[frame["raw_weight"] > 1e-200].sort_values("loss")
+    assert big["raw_weight"].is_monotonic_increasing and len(big) > 10

@@ -8,6 +8,7 @@ import pytest
 
 from udfs import weights as W
 from udfs.calibration import platt_newton_step
+from udfs.strategies import raw_weights
 
 PARAMS = {"base_rate": 0.2, "temperature": 1.0, "propensity_min": 0.05,
           "action_values": {"skip": 1.0, "click": 2.0, "long_dwell": 2.5, "cart": 3.0, "purchase": 4.0},
@@ -41,12 +42,12 @@ def test_sigmoid_is_stable_for_large_inputs():
 
 
 def test_none_is_exactly_uniform():
-    assert np.array_equal(W.raw_weights("none", cols(), PARAMS), np.ones(6))
+    assert np.array_equal(raw_weights("none", cols(), PARAMS), np.ones(6))
 
 
 def test_ipw_weights_clicks_by_inverse_propensity_only():
     c = cols()
-    w = W.raw_weights("ipw", c, PARAMS)
+    w = raw_weights("ipw", c, PARAMS)
     clicked = c["clicked"] > 0
     assert np.allclose(w[clicked], 1 / c["propensity"][clicked])
     assert np.all(w[~clicked] == 1.0)
@@ -65,11 +66,11 @@ def test_combined_is_product_of_signals_to_exponents():
     c = {"clicked": np.array([1.0, 1.0, 0.0, 0.0]), "relevance": np.array([0.5, -0.2, 0.8, 0.0]),
          "propensity": np.array([0.25, 0.5, 0.1, 0.4]), "p_model": np.array([0.64, 0.25, 0.81, 0.5])}
     # relevance ** 1 * ipw ** 2
-    assert W.raw_weights("combined", c, PARAMS).tolist() == pytest.approx(
+    assert raw_weights("combined", c, PARAMS).tolist() == pytest.approx(
         [0.500001 * 16.0, 0.000001 * 4.0, 0.800001 * 1.0, 0.000001 * 1.0], rel=1e-9, abs=0)
     # confidence ** 0.5 * ipw ** 1 * relevance ** 0 (a zero exponent contributes exactly 1)
     params = {**PARAMS, "combined": {"confidence": 0.5, "ipw": 1.0, "relevance": 0.0}}
-    assert W.raw_weights("combined", c, params).tolist() == pytest.approx(
+    assert raw_weights("combined", c, params).tolist() == pytest.approx(
         [0.8 * 4.0, 0.5 * 2.0, 0.9 * 1.0, 0.7071067811865476 * 1.0], rel=1e-9, abs=0)
 
 
@@ -77,7 +78,7 @@ def test_combined_is_product_of_signals_to_exponents():
                                       "ipw", "action_value", "denoise", "mlm_quality", "combined"])
 def test_every_strategy_gives_finite_positive_weights_that_normalise(strategy):
     c = cols(500, seed=3)
-    raw = W.raw_weights(strategy, c, PARAMS)
+    raw = raw_weights(strategy, c, PARAMS)
     assert np.all(np.isfinite(raw)) and np.all(raw > 0)
     s = W.normalise_scale(lambda k: W.normalised(raw, k, 0.1, 10.0).mean(), 0.1, 10.0, raw.mean())
     w = W.normalised(raw, s, 0.1, 10.0)
@@ -157,7 +158,7 @@ def test_denoise_weight_hard_and_soft():
     assert W.denoise_weight(score, suspect, 0.1, "soft").tolist() == pytest.approx([1 - 0.9 * 0.9, 1 - 0.9 * 0.2])
     c = cols()
     c["suspect"] = np.array([True, False, True, False, False, False])
-    assert W.raw_weights("denoise", c, PARAMS).tolist() == [0.1, 1.0, 0.1, 1.0, 1.0, 1.0]
+    assert raw_weights("denoise", c, PARAMS).tolist() == [0.1, 1.0, 0.1, 1.0, 1.0, 1.0]
 
 
 def test_denoise_flags_simulated_flipped_labels_auroc():
@@ -321,3 +322,13 @@ def test_propensity_em_regression_prior_tames_pairs_seen_once_or_twice():
                                    bucket_group=group, prior_rows=5.0)
     err = lambda t: np.abs(t / t[0] / theta - 1).max()  # noqa: E731
     assert err(shrunk) < 0.25 and err(plain) > 4 * err(shrunk)
+
+
+def test_loss_weight_is_log_domain_and_bounded_at_tiny_temperature():
+    p, y = np.array([0.999999, 0.5, 1e-6, 0.3]), np.array([1.0, 1.0, 1.0, 0.0])
+    shift = W.bce(p, y).max()
+    w = W.loss_weight(p, y, 0.01, shift)
+    assert np.all(np.isfinite(w)) and np.all(w > 0) and w.max() == 1.0
+    # ratios between rows that do not underflow are those of exp(BCE / T)
+    w1 = W.loss_weight(p, y, 1.0, shift)
+    assert w1[1] / w1[3] == pytest.approx(math.exp((W.bce(p, y)[1] - W.bce(p, y)[3]) / 1.0), rel=1e-12)

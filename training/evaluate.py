@@ -15,6 +15,7 @@ import pandas as pd
 
 from training import metrics
 from udfs import model_loader
+from udfs.errors import UserError
 from udfs.scoring import PairScorer, ScoringSettings
 
 
@@ -56,10 +57,10 @@ def evaluate(model_dir: str, input_path: str, label_col: str, positive_threshold
     frame = pd.read_parquet(input_path)
     missing = [c for c in ("query", "title", label_col) if c not in frame.columns]
     if missing:
-        raise ValueError(f"{input_path} lacks column(s) {missing}")
+        raise UserError(f"{input_path} lacks column(s) {missing}")
     bad = frame["query"].isna() | frame["title"].isna() | frame[label_col].isna()
     if bad.any():
-        raise ValueError(f"{int(bad.sum())} evaluation rows have a null query, title or label")
+        raise UserError(f"{int(bad.sum())} evaluation rows have a null query, title or label")
     started = time.time()
     folder = model_loader.resolve_model_path(model_dir)
     scores = predict(folder, frame["query"].astype(str).tolist(), frame["title"].astype(str).tolist(),

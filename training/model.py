@@ -29,6 +29,7 @@ from typing import Any
 import torch
 
 from udfs import model_loader
+from udfs.errors import UserError
 
 MARKER = model_loader.MARKER
 KINDS = ("bi_encoder", "cross_encoder")
@@ -133,7 +134,7 @@ def build_trainee(kind: str, path: str | None, calibration: dict[str, float] | N
 
         head = model_loader.click_head(folder) or calibration
         if head is None:
-            raise ValueError("the bi-encoder trainee starts from the score job's Platt calibration, but the "
+            raise UserError("the bi-encoder trainee starts from the score job's Platt calibration, but the "
                              "input's _summary.json has none (was it scored by a cross-encoder?); use "
                              "model.kind=cross_encoder or score with a sentence encoder")
         if calibration is not None:
@@ -154,7 +155,7 @@ def build_trainee(kind: str, path: str | None, calibration: dict[str, float] | N
         torch.nn.init.zeros_(model.classifier.weight)
         torch.nn.init.zeros_(model.classifier.bias)
         return CrossEncoderTrainee(model)
-    raise ValueError(f"model.kind {kind!r}: choose one of {KINDS}")
+    raise UserError(f"model.kind {kind!r}: choose one of {KINDS}")
 
 
 def weighted_bce(logits: torch.Tensor, labels: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:

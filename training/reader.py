@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
+from udfs.errors import UserError
 from udfs.schema import PAIR_TARGET_COLUMNS, PAIRS_DIR, ROW_TARGET_COLUMNS
 
 EVAL_BUCKETS = 1000  # `query_bucket` is in [0, EVAL_BUCKETS); the held-out split is a bucket range
@@ -66,7 +67,7 @@ def check_columns(path: str, fields: tuple[str, ...]) -> None:
     present = set(pq.read_schema(data_files(path)[0]).names)
     missing = [f for f in fields if f not in present]
     if missing:
-        raise ValueError(f"{path} lacks training column(s) {missing}: re-run `clickweight score` on it")
+        raise UserError(f"{path} lacks training column(s) {missing}: re-run `clickweight score` on it")
 
 
 def dataset_row_groups(path: str) -> int:

@@ -41,6 +41,7 @@ from training.reader import (
 )
 from udfs import calibration
 from udfs.device import autocast, resolve_precision
+from udfs.errors import UserError
 
 
 def _dist_setup(use_gpu: bool) -> tuple[int, int, torch.device]:
@@ -121,7 +122,7 @@ class WeightedFinetuneRecipe:
         check_columns(self.table, self.fields)
         groups = dataset_row_groups(self.table)
         if groups < self.world:
-            raise ValueError(f"{self.table} has {groups} row groups for {self.world} ranks: re-run score with "
+            raise UserError(f"{self.table} has {groups} row groups for {self.world} ranks: re-run score with "
                              "more output files (output.files_per_date / output.min_row_groups_per_rank)")
         held, start, train_rows, rows = [], [], 0, 0
         feature = self.model.start_feature
@@ -163,7 +164,7 @@ class WeightedFinetuneRecipe:
         if t["max_steps_per_epoch"]:
             steps = min(steps, t["max_steps_per_epoch"])
         if steps < 1:
-            raise ValueError(f"a shard has fewer than train.batch_size={t['batch_size']} training rows; "
+            raise UserError(f"a shard has fewer than train.batch_size={t['batch_size']} training rows; "
                              "lower the batch size or the number of ranks")
         return steps
 

@@ -5,26 +5,44 @@ mode it never does, so the task then picks a CUDA device by partition id itself,
 """
 from __future__ import annotations
 
+import os
+
+
+def cuda_ordinal(address: str, cuda_device_count: int, visible_devices: str | None) -> int:
+    """torch's ordinal for a Spark GPU address.
+
+    Spark's addresses are what the worker's discovery script reported, normally physical ids
+    (nvidia-smi's). With CUDA_VISIBLE_DEVICES=1,2 torch numbers the visible devices 0 and 1, so
+    physical 2 is cuda:1: the ordinal is the address's place in the visible list.
+    """
+    visible = [v.strip() for v in (visible_devices or "").split(",") if v.strip()]
+    if visible:
+        if address in visible:
+            return visible.index(address)
+        raise RuntimeError(f"Spark assigned GPU {address} but CUDA_VISIBLE_DEVICES={visible_devices} hides it; "
+                           "make the worker's GPU discovery script and CUDA_VISIBLE_DEVICES agree")
+    idx = int(address)
+    if idx >= cuda_device_count:
+        raise RuntimeError(f"Spark assigned GPU {address} but this worker sees {cuda_device_count} CUDA devices")
+    return idx
+
 
 def choose_device(
-    requested: str, gpu_addresses: list[str] | None, partition_id: int, cuda_device_count: int
+    requested: str, gpu_addresses: list[str] | None, partition_id: int, cuda_device_count: int,
+    visible_devices: str | None = None,
 ) -> str:
     """Pure decision: 'cpu' or 'cuda:N'.
 
     requested: 'auto' | 'cpu' | 'cuda' | 'cuda:N' (config scorer.device).
     gpu_addresses: the task's Spark `gpu` resource addresses, or None when Spark assigned none.
+    visible_devices: the worker's CUDA_VISIBLE_DEVICES.
     """
     if requested == "cpu":
         return "cpu"
     if requested.startswith("cuda:"):
         return requested
     if gpu_addresses:
-        # Spark hands out physical ordinals; with CUDA_VISIBLE_DEVICES narrowed per executor the
-        # address may exceed the visible count, so fall back to modulo.
-        idx = int(gpu_addresses[0])
-        if cuda_device_count > 0 and idx >= cuda_device_count:
-            idx = idx % cuda_device_count
-        return f"cuda:{idx}"
+        return f"cuda:{cuda_ordinal(gpu_addresses[0], cuda_device_count, visible_devices)}"
     if cuda_device_count > 0:
         return f"cuda:{partition_id % cuda_device_count}"
     if requested == "cuda":
@@ -45,7 +63,8 @@ def task_device(requested: str) -> str:
         gpu = ctx.resources().get("gpu")
         if gpu is not None and gpu.addresses:
             addresses = list(gpu.addresses)
-    return choose_device(requested, addresses, partition_id, torch.cuda.device_count())
+    return choose_device(requested, addresses, partition_id, torch.cuda.device_count(),
+                         os.environ.get("CUDA_VISIBLE_DEVICES"))
 
 
 PRECISIONS = ("auto", "fp32", "bf16")

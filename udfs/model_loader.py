@@ -13,6 +13,8 @@ from collections import Counter
 from functools import lru_cache
 from pathlib import Path
 
+from udfs.errors import UserError
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -148,7 +150,7 @@ def load_masked_lm(path: str, device: str):
     from transformers import AutoModelForMaskedLM
 
     if not has_mlm_head(path):
-        raise ValueError(f"{path} has no masked-LM head (config.json architectures lack *ForMaskedLM)")
+        raise UserError(f"{path} has no masked-LM head (config.json architectures lack *ForMaskedLM)")
     model = AutoModelForMaskedLM.from_pretrained(path, local_files_only=True, trust_remote_code=False,
                                                  use_safetensors=True)
     model = model.to(device).eval()

@@ -14,6 +14,8 @@ from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
+from udfs.errors import UserError
+
 INTEGRAL = (T.ByteType, T.ShortType, T.IntegerType, T.LongType)
 NUMERIC = INTEGRAL + (T.FloatType, T.DoubleType, T.DecimalType)
 
@@ -64,7 +66,7 @@ _INT_MIN, _INT_MAX = -(2**31), 2**31 - 1
 _LONG_LIMIT = 9.2e18  # |dwell| at or above this does not fit a long
 
 
-class SchemaError(ValueError):
+class SchemaError(UserError):
     """The input table violates the contract as a whole (fail fast, before any work)."""
 
 

@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 
 from udfs import model_loader
+from udfs.errors import UserError
 
 SCORE_SCHEMA = (
     "relevance double, p_model double, input_ids array<int>, token_type_ids array<int>, input_len int, "
@@ -155,7 +156,7 @@ class PairScorer:
         if self.cross:
             return self.cross_logit(queries, titles)
         if self.head is None:
-            raise ValueError(f"{self.settings.scorer_path} is a sentence encoder without a click head: "
+            raise UserError(f"{self.settings.scorer_path} is a sentence encoder without a click head: "
                              "it gives a cosine, not a click logit")
         return self.head["a"] * self.cosine(queries, titles) + self.head["b"]
 

@@ -12,6 +12,7 @@ from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
 from udfs import model_loader, strategies
+from udfs.errors import UserError
 from udfs.schema import MODEL_INPUT_COLUMNS, PAIRS_DIR
 from udfs.scoring import MLMSettings, ScoringSettings, make_mlm_udf, make_score_udf
 
@@ -51,7 +52,7 @@ def mlm_settings(cfg: dict[str, Any]) -> MLMSettings:
     path = model_loader.resolve_model_path(cfg["weighting"]["mlm_model"] or cfg["scorer"]["path"]
                                            or cfg["model"]["path"])
     if not model_loader.has_mlm_head(path):
-        raise ValueError(
+        raise UserError(
             f"weighting.strategy={cfg['weighting']['strategy']} needs a masked-LM checkpoint (pseudo-log-"
             f"likelihood of titles), but {path} has no MLM head (config.json architectures lack *ForMaskedLM "
             "and the weights have no cls.predictions.*; the packaged all-MiniLM-L6-v2 is a bare BertModel): "
@@ -126,6 +127,6 @@ def score_rows(valid: DataFrame, cfg: dict[str, Any], settings: ScoringSettings,
     stats["rows_valid"] = joined.count()
     if stats["rows_valid"] == 0:
         joined.unpersist()
-        raise ValueError("no valid rows to score: every input row was quarantined (see _quarantine)")
+        raise UserError("no valid rows to score: every input row was quarantined (see _quarantine)")
     return joined
 

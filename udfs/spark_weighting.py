@@ -19,6 +19,7 @@ from pyspark.sql import functions as F
 
 from udfs import calibration, strategies, weights
 from udfs.aggregates import exact_avg, exact_sum
+from udfs.errors import UserError
 
 WEIGHT_SIGNAL_SCHEMA = ("loss double, info_gain double, propensity double, noise_score double, suspect boolean, "
                         "raw_weight double")
@@ -217,7 +218,7 @@ def importance_sample(df: DataFrame, sampling: dict[str, Any], rows: int) -> tup
               .persist(StorageLevel.MEMORY_AND_DISK))
     n_kept = kept.count()
     if n_kept == 0:
-        raise ValueError(f"sampling.keep_fraction={kf} kept no row of {rows}: raise it")
+        raise UserError(f"sampling.keep_fraction={kf} kept no row of {rows}: raise it")
     return kept, {"keep_fraction": kf, "seed": seed, "c": c, "expected_kept": kf * rows, "rows_kept": n_kept,
                   "realised_fraction": n_kept / rows, "rows_sampled_out": rows - n_kept}
 
@@ -240,6 +241,13 @@ def noise_thresholds(df: DataFrame, p_col: str) -> tuple[float, float]:
     th = df.agg(exact_avg(F.when(F.col("clicked") == 0, 1 - F.col(p_col))).alias("t0"),
                 exact_avg(F.when(F.col("clicked") == 1, F.col(p_col))).alias("t1")).first()
     return (float(th["t0"] if th["t0"] is not None else 0.5), float(th["t1"] if th["t1"] is not None else 0.5))
+
+
+def max_loss(df: DataFrame) -> float:
+    """The largest per-row BCE of p_model (clipped as udfs/weights.py clips it): the loss strategy's shift."""
+    p = F.least(F.greatest(F.col("p_model"), F.lit(weights.EPS)), F.lit(1.0 - weights.EPS))
+    loss = -(F.col("clicked") * F.log(p) + (1 - F.col("clicked")) * F.log(1 - p))
+    return float(df.agg(F.max(loss)).first()[0])
 
 
 def weigh(scored: DataFrame, cfg: dict[str, Any], scorer_is_cross: bool, stats: dict[str, Any],
@@ -266,7 +274,10 @@ def weigh(scored: DataFrame, cfg: dict[str, Any], scorer_is_cross: bool, stats: 
     phase("propensity")
     thresholds = noise_thresholds(joined, p_noise)
     stats["noise_thresholds"] = {"t0": thresholds[0], "t1": thresholds[1]}
-    udf = make_weight_udf(w["strategy"], {**w, "base_rate": base_rate, "noise_thresholds": thresholds}, propensity)
+    params = {**w, "base_rate": base_rate, "noise_thresholds": thresholds}
+    if any(s.name == "loss" for s in strategies.signals(w)):
+        params["loss_shift"] = stats["loss_max"] = max_loss(joined)
+    udf = make_weight_udf(w["strategy"], params, propensity)
     mlm_col = "mlm_pll" if "mlm_pll" in joined.columns else F.lit(None).cast("double")
     signals = udf("clicked", "added_to_cart", "purchased", "dwell_ms", "position", "relevance", "p_model",
                   mlm_col, p_noise)

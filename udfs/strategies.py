@@ -11,7 +11,7 @@ rescaled to mean 1 (udfs/weights.py normalise_scale), so each function only has 
 | relevance | max(cos, 0) | relevance | seed 003 |
 | confidence | p | p_model | seed 002 |
 | information_gain | max(H(y_bar) - H(p), 0) | p_model | seed 001 |
-| loss | exp(BCE(p, y) / T) | p_model, clicked | seed 000 |
+| loss | exp((BCE(p, y) - max BCE) / T) | p_model, clicked | seed 000 |
 | el2n | abs(p - y) | p_model, clicked | Paul et al. 2021 |
 | ipw | clicks 1 / theta_k, skips 1 | propensity, clicked | Joachims et al. 2017 |
 | action_value | purchase > cart > long dwell > click > skip | clicked, added_to_cart, purchased, dwell_ms | |
@@ -49,8 +49,8 @@ STRATEGIES: dict[str, Strategy] = {s.name: s for s in (
     Strategy("information_gain",
              lambda c, p: np.maximum(W.information_gain(c["p_model"], p["base_rate"]), 0.0) + W.EPS, ("p_model",)),
     # softmax over per-row losses == exp(loss / T) up to the global scale that normalisation removes
-    Strategy("loss", lambda c, p: np.exp(np.minimum(W.bce(c["p_model"], c["clicked"]) / p["temperature"], 50.0)),
-             ("p_model", "clicked")),
+    Strategy("loss", lambda c, p: W.loss_weight(c["p_model"], c["clicked"], p["temperature"],
+                                                p.get("loss_shift", W.BCE_MAX)), ("p_model", "clicked")),
     Strategy("el2n", lambda c, p: W.el2n(c["p_model"], c["clicked"]) + W.EPS, ("p_model", "clicked")),
     Strategy("ipw", lambda c, p: np.where(np.asarray(c["clicked"]) > 0,
                                           1.0 / np.asarray(c["propensity"], np.float64), 1.0),

@@ -11,6 +11,8 @@ from collections.abc import Mapping
 import numpy as np
 
 EPS = 1e-6
+BCE_MAX = float(-np.log(EPS))  # the largest BCE a clipped probability can give
+TINY = 1e-300                  # positive floor for raw weights that underflow
 
 
 def clip_prob(p: np.ndarray) -> np.ndarray:
@@ -91,47 +93,15 @@ def action_value(
     return np.where(bought > 0, values["purchase"], w)
 
 
-def signal_weight(name: str, cols: Mapping[str, np.ndarray], params: Mapping) -> np.ndarray:
-    """Raw (unnormalised, positive) weight of one signal for a batch of rows."""
-    y = cols["clicked"]
-    p = cols["p_model"]
-    if name == "none":
-        return np.ones(len(y))
-    if name == "relevance":  # seed 003: sentence-encoder cosine, negatives carry no evidence
-        return np.maximum(np.asarray(cols["relevance"], dtype=np.float64), 0.0) + EPS
-    if name == "confidence":  # seed 002: sigma(z) of the scorer
-        return clip_prob(p)
-    if name == "information_gain":  # seed 001
-        return np.maximum(information_gain(p, params["base_rate"]), 0.0) + EPS
-    if name == "loss":  # seed 000: softmax over per-row loss == exp(loss / T) up to the global scale
-        return np.exp(np.minimum(bce(p, y) / params["temperature"], 50.0))
-    if name == "el2n":
-        return el2n(p, y) + EPS
-    if name == "ipw":  # clicks weighted by 1 / examination propensity (Joachims et al. 2017)
-        prop = np.asarray(cols["propensity"], dtype=np.float64)
-        return np.where(np.asarray(y) > 0, 1.0 / prop, 1.0)
-    if name == "denoise":  # confident learning (Northcutt et al. 2021): scorer confidently against label
-        return denoise_weight(cols["noise_score"], cols["suspect"], params["denoise_weight"], params["denoise_mode"])
-    if name == "mlm_quality":  # seed 004: title text quality under a masked LM (Salazar et al. 2020)
-        return mlm_quality(cols["mlm_pll"])
-    if name == "action_value":
-        return action_value(y, cols["added_to_cart"], cols["purchased"], cols["dwell_ms"],
-                            params["action_values"], params["long_dwell_ms"])
-    raise ValueError(f"unknown weighting signal {name!r}")
+def loss_weight(p: np.ndarray, y: np.ndarray, temperature: float, shift: float = BCE_MAX) -> np.ndarray:
+    """exp((BCE - shift) / T): seed 000's softmax over per-row losses, up to the global scale.
 
-
-def raw_weights(strategy: str, cols: Mapping[str, np.ndarray], params: Mapping) -> np.ndarray:
-    """Raw weight of `strategy` (a signal, or `combined`: product of signals ** exponents)."""
-    if strategy == "combined":
-        w = np.ones(len(cols["clicked"]))
-        for name, exponent in params["combined"].items():
-            w = w * signal_weight(name, cols, params) ** float(exponent)
-    else:
-        w = signal_weight(strategy, cols, params)
-    w = np.asarray(w, dtype=np.float64)
-    if not np.all(np.isfinite(w)) or np.any(w <= 0):
-        raise FloatingPointError(f"strategy {strategy!r} produced a non-finite or non-positive raw weight")
-    return w
+    Worked in the log domain so a small T cannot overflow: `shift` is the largest loss in the
+    table (the score job measures it), so the largest raw weight is exactly 1 and the mean is at
+    least 1/rows, well inside the exact decimal aggregates. Rows whose weight underflows get
+    TINY, which normalisation clips to w_min like any row that far below the rest.
+    """
+    return np.maximum(np.exp((bce(p, y) - shift) / temperature), TINY)
 
 
 def normalised(raw: np.ndarray, scale: float, w_min: float, w_max: float) -> np.ndarray:
