@@ -1,4 +1,4 @@
-"""Thin glue shared by the jobs: SparkSession, atomic directory commit, provenance, JSON output."""
+"""Thin glue shared by the jobs: SparkSession, Hadoop filesystem access, provenance, JSON output."""
 from __future__ import annotations
 
 import argparse
@@ -63,9 +63,22 @@ class HadoopFS:
         if self.exists(p):
             self.fs.delete(self.path(p), True)
 
-    def glob(self, pattern: str) -> list[str]:
-        found = self.fs.globStatus(self.path(pattern))
-        return [st.getPath().toString() for st in found] if found is not None else []
+    def list_names(self, p: str) -> list[str]:
+        if not self.exists(p) or not self.fs.getFileStatus(self.path(p)).isDirectory():
+            return []
+        names = (st.getPath().getName() for st in self.fs.listStatus(self.path(p)))
+        # Hadoop's local filesystem keeps a `.NAME.crc` checksum beside each file it writes
+        return sorted(n for n in names if not (n.startswith(".") and n.endswith(".crc")))
+
+    def read_text(self, p: str) -> str:
+        stream = self.fs.open(self.path(p))
+        try:
+            return bytes(self._jvm.org.apache.commons.io.IOUtils.toByteArray(stream)).decode("utf-8")
+        finally:
+            stream.close()
+
+    def mkdirs(self, p: str) -> None:
+        self.fs.mkdirs(self.path(p))
 
     def rename(self, src: str, dst: str) -> None:
         if not self.fs.rename(self.path(src), self.path(dst)):
@@ -77,48 +90,6 @@ class HadoopFS:
             out.write(bytearray(text.encode("utf-8")))
         finally:
             out.close()
-
-
-def sibling(path: str, prefix: str, run_id: str) -> str:
-    """A sibling of `path` on the same filesystem, so renames stay cheap and atomic.
-
-    Not dot-prefixed: Spark's readers ignore hidden paths, and the job reads its staged output
-    back to verify counts before committing.
-    """
-    path = path.rstrip("/")
-    head, _, name = path.rpartition("/")
-    return f"{head}/{name}.{prefix}-{run_id}" if head else f"{name}.{prefix}-{run_id}"
-
-
-def commit_dir(fs: HadoopFS, staged: str, final: str, run_id: str) -> None:
-    """Replace `final` with the fully written `staged` directory.
-
-    Readers see either the old or the new output, never a half-written one: the old output is
-    moved aside (not deleted) until the new one is in place.
-    """
-    old = sibling(final, "old", run_id)
-    _restore_interrupted_commit(fs, final)
-    had_old = fs.exists(final)
-    if had_old:
-        fs.rename(final, old)
-    try:
-        fs.rename(staged, final)
-    except Exception:
-        if had_old:
-            fs.rename(old, final)
-        raise
-    if had_old:
-        fs.delete(old)
-    # Leftovers of runs killed before their commit (one writer per output is assumed).
-    for stale in fs.glob(f"{final.rstrip('/')}.tmp-*") + fs.glob(f"{final.rstrip('/')}.old-*"):
-        fs.delete(stale)
-
-
-def _restore_interrupted_commit(fs: HadoopFS, final: str) -> None:
-    """A run killed between its two renames left no `final`, only `final.old-<run>`: put it back."""
-    olds = fs.glob(f"{final.rstrip('/')}.old-*")
-    if olds and not fs.exists(final):
-        fs.rename(sorted(olds)[-1], final)
 
 
 def absolute(path: str) -> str:

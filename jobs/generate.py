@@ -33,6 +33,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from jobs.outputs import MARKER, LocalFS, OutputRefused, check_output, marker
 from udfs.errors import UserError
 from udfs.simulate import SimulatorSettings, clickstream_columns, clickstream_frame, ids, simulate_sessions
 from udfs.synthetic_catalog import World, candidate_pool, make_world
@@ -304,12 +305,16 @@ def _write_parquet(df: pd.DataFrame, schema: pa.Schema, path: Path) -> None:
     pq.write_table(table.replace_schema_metadata(None), path, row_group_size=128 * 1024)
 
 
-def write(data: GeneratedData, output_dir: str) -> dict[str, Any]:
-    """Write all tables, replacing ``output_dir`` as a whole; returns the summary dict."""
+def write(data: GeneratedData, output_dir: str, overwrite: bool = False) -> dict[str, Any]:
+    """Write all tables, replacing ``output_dir`` as a whole; returns the summary dict.
+
+    An existing ``output_dir`` is replaced only if it is a `generate` output (or with overwrite).
+    """
     out = Path(output_dir).resolve()
+    check_output(LocalFS(), str(out), "generate", (), overwrite)
     out.parent.mkdir(parents=True, exist_ok=True)
     if out.exists() and not out.is_dir():
-        raise NotADirectoryError(f"{out} exists and is not a directory")
+        raise OutputRefused(f"{out} exists and is not a directory")
     # Build beside the target so the final renames stay on one filesystem.
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
     old: Path | None = None
@@ -327,6 +332,7 @@ def write(data: GeneratedData, output_dir: str) -> dict[str, Any]:
         summary = {**summarize(data), "output": str(out), "clickstream_files": n_files}
         with open(tmp / "_generate_summary.json", "w") as f:
             json.dump(summary, f, indent=2, sort_keys=True)
+        (tmp / MARKER).write_text(marker("generate", tmp.name.rsplit("-", 1)[-1], str(out), rows=summary["rows"]))
         # Swap: old away, new in, then delete old, so readers never see a half-written folder.
         if out.exists():
             old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
@@ -354,11 +360,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--noise-click-rate", type=float, default=0.05)
     p.add_argument("--malformed-fraction", type=float, default=0.01)
     p.add_argument("--start-date", default="2026-01-01")
+    p.add_argument("--overwrite", action="store_true", help="replace --output even if it is not a generate output")
     a = p.parse_args(argv)
     data = generate(a.rows, a.days, a.seed, heldout_query_fraction=a.heldout_query_fraction,
                     noise_click_rate=a.noise_click_rate, malformed_fraction=a.malformed_fraction,
                     start_date=a.start_date)
-    s = write(data, a.output)
+    s = write(data, a.output, overwrite=a.overwrite)
     print(f"generated {s['rows']} rows ({s['malformed_rows']} malformed, {s['sessions']} sessions, "
           f"{s['distinct_queries']} queries, {s['distinct_items']} items, {s['days']} days, "
           f"click rate {s['click_rate']:.3f}) and {s['heldout_pairs']} held-out pairs -> {s['output']}")

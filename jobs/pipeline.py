@@ -88,7 +88,8 @@ def run_pipeline(cfg: dict[str, Any]) -> dict[str, Any]:
             scored = run_score(spark, str(data_dir / "clickstream"), str(weighted), run_cfg)
             scored_by.setdefault(scorer, str(weighted))
             t1 = time.time()
-            trained = run_training(str(weighted), str(model), run_cfg)
+            # fresh: this run's model is trained on this run's data, never resumed from an older run's
+            trained = run_training(str(weighted), str(model), run_cfg, fresh=True)
             t2 = time.time()
             metrics = evaluate(str(model), heldout, "relevance", threshold)
             write_json(round_dir / f"eval_{strategy}.json", metrics)

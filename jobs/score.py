@@ -21,14 +21,13 @@ from jobs.common import (
     HadoopFS,
     absolute,
     add_common_args,
-    commit_dir,
     get_spark,
     log,
     print_json,
     setup_logging,
-    sibling,
     versions,
 )
+from jobs.outputs import MARKER, abandon, check_output, commit_dir, marker, prepare_staging
 from udfs import model_loader, schema, strategies
 from udfs import pairs as pairs_mod
 from udfs.spark_scoring import mlm_settings, score_rows, scorer_id, scoring_settings
@@ -178,8 +177,25 @@ def load(scored: DataFrame, quarantined: DataFrame, output: str, cfg: dict[str, 
     t0 = time.perf_counter()
     output = absolute(output)
     fs = HadoopFS(spark, output)
-    staged = sibling(output, "tmp", run_id)
+    staged = prepare_staging(fs, output, run_id)
     fs.delete(staged)
+    try:
+        summary = _write_and_verify(scored, quarantined, staged, cfg, summary, t0)
+    except BaseException:
+        abandon(fs, staged)  # nothing of this run stays behind; the previous output is untouched
+        raise
+    fs.write_text(f"{staged}/_config.yaml", config_mod.dump_text(cfg))
+    fs.write_text(f"{staged}/_summary.json", json.dumps(summary, indent=2, sort_keys=True, default=str) + "\n")
+    fs.write_text(f"{staged}/{MARKER}", marker("score", run_id, output, config_hash=summary.get("config_hash"),
+                                               input=summary.get("input"), rows_out=summary["rows_out"]))
+    commit_dir(fs, staged, output, run_id)
+    return summary
+
+
+def _write_and_verify(scored: DataFrame, quarantined: DataFrame, staged: str, cfg: dict[str, Any],
+                      summary: dict[str, Any], t0: float) -> dict[str, Any]:
+    """Write rows, quarantine and pairs into `staged`, read them back and reconcile every count."""
+    spark = scored.sparkSession
     ranks = cfg["train"]["num_processes"]
     files_per_date = cfg["output"]["files_per_date"] or 2 * ranks
     (scored.repartition(files_per_date, "event_id")
@@ -211,27 +227,25 @@ def load(scored: DataFrame, quarantined: DataFrame, output: str, cfg: dict[str, 
     sampled_out = summary.get("rows_sampled_out", 0)
     summary["pairs"]["compaction_ratio"] = summary["rows_out"] / max(1, summary["pairs"]["pairs"])
     if summary["pairs"]["impressions"] != summary["rows_out"]:
-        fs.delete(staged)
         raise RuntimeError(f"pair table holds {summary['pairs']['impressions']} impressions but the row table "
                            f"{summary['rows_out']} rows; nothing was committed")
     if summary["rows_in"] != summary["rows_out"] + summary["rows_quarantined"] + sampled_out:
-        fs.delete(staged)
         raise RuntimeError(
             f"counts do not reconcile: in={summary['rows_in']} out={summary['rows_out']} "
             f"quarantined={summary['rows_quarantined']} sampled_out={sampled_out}; nothing was committed")
     timings["verify"] = round(time.perf_counter() - t0, 3)
-    fs.write_text(f"{staged}/_config.yaml", config_mod.dump_text(cfg))
-    fs.write_text(f"{staged}/_summary.json", json.dumps(summary, indent=2, sort_keys=True, default=str) + "\n")
-    commit_dir(fs, staged, output, run_id)
     return summary
 
 
 # ---------------------------------------------------------------- run
 
-def run_score(spark: SparkSession, source: str, output: str, cfg: dict[str, Any]) -> dict[str, Any]:
+def run_score(spark: SparkSession, source: str, output: str, cfg: dict[str, Any],
+              overwrite: bool = False) -> dict[str, Any]:
     run_id = cfg["run_id"] or config_mod.new_run_id()
     cfg = {**cfg, "run_id": run_id}
     t0 = time.time()
+    inputs = [source] + [p for p in (cfg["input"]["catalog"], cfg["scorer"]["reuse_scores_from"]) if p]
+    check_output(HadoopFS(spark, absolute(output)), absolute(output), "score", map(absolute, inputs), overwrite)
     if strategies.needs_mlm(cfg["weighting"]):
         mlm_settings(cfg)  # refuse a checkpoint without an MLM head before any Spark work
     df, catalog = extract(spark, source, cfg["input"]["catalog"])
@@ -259,6 +273,8 @@ def build_parser(p: argparse.ArgumentParser | None = None) -> argparse.ArgumentP
     p.add_argument("--input", required=True, help="clickstream Parquet path or table name")
     p.add_argument("--output", required=True, help="output folder (replaced atomically)")
     p.add_argument("--catalog", help="(item_id, title) Parquet path or table")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace --output even if it is not a clickweight score output")
     add_common_args(p)
     return p
 
@@ -271,7 +287,7 @@ def main(argv: list[str] | None = None) -> int:
         overrides.append(f"input.catalog={args.catalog}")
     cfg = config_mod.load_config(args.conf, overrides)
     spark = get_spark(cfg)
-    summary = run_score(spark, args.input, args.output, cfg)
+    summary = run_score(spark, args.input, args.output, cfg, overwrite=args.overwrite)
     print_json({k: summary[k] for k in ("output", "rows_in", "rows_out", "rows_quarantined", "rows_sampled_out",
                                         "strategy", "seconds")} | {"weights": summary["weights"]})
     return 0

@@ -17,6 +17,7 @@ from typing import Any
 
 from jobs import config as config_mod
 from jobs.common import absolute, add_common_args, get_spark, log, print_json, setup_logging
+from jobs.outputs import MARKER, LocalFS, OutputRefused, check_output, marker, output_kind
 
 
 def _free_port() -> int:
@@ -42,11 +43,39 @@ def run_torchrun(input_dir: str, output_dir: str, cfg: dict[str, Any]) -> dict[s
     return json.loads((Path(output_dir) / "train_summary.json").read_text())
 
 
-def run_training(input_dir: str, output_dir: str, cfg: dict[str, Any]) -> dict[str, Any]:
+def prepare_model_folder(input_dir: str, output_dir: str, cfg: dict[str, Any], overwrite: bool = False,
+                         fresh: bool = False) -> None:
+    """Refuse a model folder this run must not use; a checkpoint is resumed only if it was written for
+    this input and config (else refuse, or with `fresh` start over). Runs on the driver, before any rank."""
+    from training import checkpoint as ckpt
+    from training.reader import training_table
+    from training.recipe import read_score_summary
+
+    fs = LocalFS()
+    check_output(fs, output_dir, "train", [input_dir], overwrite)
+    if fs.exists(output_dir) and (fresh or (overwrite and output_kind(fs, output_dir) != "train")):
+        log.info("train: starting %s afresh", output_dir)
+        fs.delete(output_dir)
+    ckpt_dir = Path(output_dir) / "checkpoints"
+    fingerprint = ckpt.run_fingerprint(training_table(input_dir, cfg["train"]["compact_pairs"]),
+                                       read_score_summary(input_dir), cfg)
+    if (ckpt_dir / ckpt.CHECKPOINT).exists():
+        differs = ckpt.fingerprint_mismatch(ckpt.read_fingerprint(ckpt_dir), fingerprint)
+        if differs:
+            raise OutputRefused(f"{output_dir} holds a checkpoint of another run ({differs}). Rerun with --fresh "
+                                "to start over in it, or choose another --output")
+        log.info("train: resuming the checkpoint in %s", ckpt_dir)
+    Path(output_dir).mkdir(parents=True, exist_ok=True)
+    fs.write_text(f"{output_dir}/{MARKER}", marker("train", cfg["run_id"] or "train", output_dir, input=input_dir,
+                                                   **{f"fingerprint_{k}": v for k, v in fingerprint.items()}))
+
+
+def run_training(input_dir: str, output_dir: str, cfg: dict[str, Any], overwrite: bool = False,
+                 fresh: bool = False) -> dict[str, Any]:
     from training.recipe import train_worker
 
     input_dir, output_dir = absolute(input_dir), absolute(output_dir)
-    Path(output_dir).mkdir(parents=True, exist_ok=True)
+    prepare_model_folder(input_dir, output_dir, cfg, overwrite, fresh)
     config_mod.dump(cfg, Path(output_dir) / "train_config.yaml")
     t = cfg["train"]
     if t["launcher"] == "torchrun":
@@ -64,7 +93,10 @@ def run_training(input_dir: str, output_dir: str, cfg: dict[str, Any]) -> dict[s
 def build_parser(p: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:
     p = p or argparse.ArgumentParser(prog="clickweight train", description=__doc__.split("\n")[0])
     p.add_argument("--input", required=True, help="a `clickweight score` output folder")
-    p.add_argument("--output", required=True, help="model folder (checkpoints inside; rerun resumes)")
+    p.add_argument("--output", required=True,
+                   help="model folder (checkpoints inside; a rerun on the same input and config resumes)")
+    p.add_argument("--fresh", action="store_true", help="discard the model folder's checkpoint and start over")
+    p.add_argument("--overwrite", action="store_true", help="use --output even if it is not a clickweight model folder")
     add_common_args(p)
     return p
 
@@ -73,7 +105,7 @@ def main(argv: list[str] | None = None) -> int:
     setup_logging()
     args = build_parser().parse_args(argv)
     cfg = config_mod.load_config(args.conf, args.overrides)
-    summary = run_training(args.input, args.output, cfg)
+    summary = run_training(args.input, args.output, cfg, overwrite=args.overwrite, fresh=args.fresh)
     log.info("train: %d steps in %.1fs -> %s", summary["global_step"], summary["seconds"], args.output)
     print_json({k: summary[k] for k in ("output", "global_step", "steps_per_epoch", "seconds", "history")})
     return 0

@@ -18,6 +18,36 @@ import torch.distributed as dist
 
 CHECKPOINT = "checkpoint.pt"
 BEST = "best.pt"
+FINGERPRINT = "fingerprint.json"  # beside checkpoint.pt: what it was trained on, readable without torch
+
+
+def run_fingerprint(table: str, score_summary: dict[str, Any], cfg: dict[str, Any]) -> dict[str, str]:
+    """What a checkpoint must match to be resumed: the input (its scoring run, every file the trainer
+    streams with its size, the row count) and the training config (run_id aside)."""
+    import hashlib
+
+    from jobs.config import config_hash
+    from training.reader import data_files, dataset_rows
+
+    files = [(str(f.relative_to(table)), f.stat().st_size) for f in data_files(table)]
+    material = json.dumps({"files": files, "rows": dataset_rows(table)}, sort_keys=True)
+    return {"input_run_id": str(score_summary.get("run_id")),
+            "input_files": hashlib.sha256(material.encode()).hexdigest()[:16],
+            "config": config_hash({**cfg, "run_id": None})}
+
+
+def fingerprint_mismatch(saved: dict[str, str] | None, current: dict[str, str]) -> str | None:
+    """None when a checkpoint may be resumed, else what differs, in words."""
+    if saved is None:
+        return "the checkpoint records no input or config (written by an older clickweight)"
+    labels = {"input_run_id": "the input's scoring run", "input_files": "the input's files", "config": "the config"}
+    diff = [label for key, label in labels.items() if saved.get(key) != current[key]]
+    return (", ".join(diff) + " differ") if diff else None
+
+
+def read_fingerprint(folder: Path) -> dict[str, str] | None:
+    path = folder / FINGERPRINT
+    return json.loads(path.read_text()) if path.is_file() else None
 
 
 @dataclass
@@ -35,7 +65,7 @@ class State:
     # Mean loss over all ranks of every optimiser step so far: a resumed run carries the steps
     # before its restart, so its curve (and the epoch's train_loss) matches an uninterrupted run.
     loss_curve: list[float] = field(default_factory=list)
-    fingerprint: str = ""          # input run and training config; a checkpoint of another is not resumed
+    fingerprint: dict[str, str] = field(default_factory=dict)  # run_fingerprint of the run that wrote it
 
 
 def gather_rng_states() -> dict[str, torch.Tensor]:
@@ -55,6 +85,9 @@ def gather_rng_states() -> dict[str, torch.Tensor]:
 
 
 def save_checkpoint(path: Path, model, optim, sched, state: State, rng: dict[str, torch.Tensor]) -> None:
+    fp = path.parent / FINGERPRINT
+    fp.with_suffix(".tmp").write_text(json.dumps(state.fingerprint, sort_keys=True) + "\n")
+    os.replace(fp.with_suffix(".tmp"), fp)
     tmp = path.with_suffix(".tmp")
     torch.save({
         "model": model.state_dict(), "optim": optim.state_dict(), "sched": sched.state_dict(),

@@ -15,7 +15,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -168,38 +167,19 @@ class WeightedFinetuneRecipe:
                              "lower the batch size or the number of ranks")
         return steps
 
-    def _fingerprint(self) -> str:
-        """What a checkpoint must match to be resumed: the input's scoring run and the training config."""
-        from jobs.config import config_hash
-
-        return f"{self.score_summary.get('run_id')}:{config_hash({**self.cfg, 'run_id': None})}"
-
     def _resume(self) -> ckpt.State:
+        """The checkpoint's state when it was written for this input and config; a fresh State when
+        there is none. Any other checkpoint is refused (jobs/train.py checks first, on the driver)."""
+        fingerprint = ckpt.run_fingerprint(self.table, self.score_summary, self.cfg)
         path = self.ckpt_dir / ckpt.CHECKPOINT
         if path.exists():
-            state = ckpt.load_checkpoint(path, self.model, self.optim, self.sched, self.rank)
-            if getattr(state, "fingerprint", None) == self._fingerprint():
-                return state
-            if dist.is_initialized():
-                dist.barrier()  # every rank has read the stale checkpoint before rank 0 removes it
-            print(f"[clickweight train] {path} is from another input or config: starting afresh", flush=True)
-            self.model.load_state_dict(build_trainee(self.cfg["model"]["kind"], self.cfg["model"]["path"],
-                                                     self.score_summary.get("calibration")).state_dict())
-            if self.start_head is not None:
-                self.model.set_start_head(self.start_head["a"], self.start_head["b"])
-            self.optim = adamw(self.model, self.t["lr"], self.t["weight_decay"], self.t["head_lr"])
-            total = self.steps * self.t["epochs"]
-            self.sched = torch.optim.lr_scheduler.LambdaLR(
-                self.optim, linear_warmup_decay(int(self.t["warmup_ratio"] * total), total))
-            if self.rank == 0:
-                shutil.rmtree(self.ckpt_dir)
-            if dist.is_initialized():
-                dist.barrier()
+            differs = ckpt.fingerprint_mismatch(ckpt.read_fingerprint(self.ckpt_dir), fingerprint)
+            if differs:
+                raise UserError(f"{path} was written for another run ({differs}): rerun with --fresh")
+            return ckpt.load_checkpoint(path, self.model, self.optim, self.sched, self.rank)
         if self.rank == 0:
             self.ckpt_dir.mkdir(parents=True, exist_ok=True)
-        state = ckpt.State()
-        state.fingerprint = self._fingerprint()
-        return state
+        return ckpt.State(fingerprint=fingerprint)
 
     # ------------------------------------------------------------ train
 
