@@ -139,7 +139,8 @@ def test_driver_killed_mid_write_leaves_previous_output_and_rerun_succeeds(spark
         deadline = time.time() + 240
         while time.time() < deadline and proc.poll() is None:
             # The staging folder appears when the write phase starts: kill then.
-            if any(p.name.startswith("w.tmp-") for p in tmp_path.iterdir()):
+            area = tmp_path / "w.clickweight-staging"
+            if area.is_dir() and any(p.name.startswith("tmp-") for p in area.iterdir()):
                 os.killpg(proc.pid, signal.SIGKILL)
                 killed_in_write = True
                 break
@@ -157,7 +158,7 @@ def test_driver_killed_mid_write_leaves_previous_output_and_rerun_succeeds(spark
     summary = run_score(spark, raw, str(out), score_cfg(tiny_model_dir))
     assert summary["rows_in"] == 400
     assert_identical(read_sorted(out), baseline[1])
-    # The next good run also sweeps the dead run's hidden staging folder.
+    # The next good run also sweeps the dead run's staging folder (in clickweight's own staging area).
     assert sorted(p.name for p in tmp_path.iterdir()) == ["w"]
 
 

@@ -28,7 +28,7 @@ EXPECTED_OTHERS = {
                       "malformed_kind": pa.string()},
 }
 OUTPUT_ENTRIES = {"clickstream", "catalog.parquet", "heldout.parquet", "truth.parquet",
-                  "_generate_summary.json"}
+                  "_generate_summary.json", "_clickweight.json"}
 
 
 @pytest.fixture(scope="module")
@@ -242,6 +242,24 @@ def test_rewrite_replaces_cleanly(tmp_path: Path) -> None:
     assert [p.name for p in (out / "clickstream").iterdir()] == ["part-00000.parquet"]
     assert pq.read_table(out / "clickstream").num_rows == 700
     assert json.loads((out / "_generate_summary.json").read_text())["seed"] == 2
+
+
+def test_generate_refuses_folders_it_did_not_write(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    from jobs.cli import main as cli
+
+    notes = tmp_path / "notes"
+    notes.mkdir()
+    (notes / "todo.txt").write_text("keep me")
+    assert cli(["generate", "--output", str(notes), "--rows", "300"]) == 2
+    assert "not a clickweight output" in capsys.readouterr().err
+    monkeypatch.chdir(notes)
+    assert cli(["generate", "--output", ".", "--rows", "300", "--overwrite"]) == 2  # never the working directory
+    assert "working directory" in capsys.readouterr().err
+    monkeypatch.chdir(tmp_path)
+    assert [p.name for p in notes.iterdir()] == ["todo.txt"] and (notes / "todo.txt").read_text() == "keep me"
+    assert cli(["generate", "--output", str(notes), "--rows", "300", "--overwrite"]) == 0  # the user said so
+    assert pq.read_table(notes / "clickstream").num_rows == 300
 
 
 def test_main_runs(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -3,6 +3,7 @@ shards of a real score output (row table and pair table)."""
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -212,14 +213,41 @@ def test_pair_targets_shrink_toward_the_prior_and_temper_heads():
     assert exact[0] == pytest.approx([0.3]) and exact[1] == pytest.approx([2.0])
 
 
-def test_checkpoint_of_another_config_is_not_resumed(weighted, tiny_model_dir, tmp_path):
+def test_checkpoint_of_another_config_or_input_is_refused_unless_fresh(weighted, tiny_model_dir, tmp_path):
+    from jobs.outputs import OutputRefused
+
     out = tmp_path / "model"
     first = run_training(weighted, str(out), train_cfg(tiny_model_dir, "train.launcher=torchrun", "train.epochs=1"))
     assert first["global_step"] == first["steps_per_epoch"]
-    # Same folder, another config: the old checkpoint (and its finished state) must not be reused.
-    again = run_training(weighted, str(out), train_cfg(tiny_model_dir, "train.launcher=torchrun", "train.epochs=1",
-                                                       "train.seed=1"))
+    before = {p.name: p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file()}
+    other_cfg = train_cfg(tiny_model_dir, "train.launcher=torchrun", "train.epochs=1", "train.seed=1")
+    # Same folder, another config: refused before any rank starts, every file left as it was.
+    with pytest.raises(OutputRefused, match=r"another run \(the config differ.*--fresh"):
+        run_training(weighted, str(out), other_cfg)
+    # Same config, the input rescored (another scoring run): refused too.
+    rescored = tmp_path / "rescored"
+    shutil.copytree(weighted, rescored)
+    summary = json.loads((rescored / "_summary.json").read_text())
+    (rescored / "_summary.json").write_text(json.dumps({**summary, "run_id": "another-run"}))
+    with pytest.raises(OutputRefused, match="the input's scoring run differ"):
+        run_training(str(rescored), str(out), train_cfg(tiny_model_dir, "train.launcher=torchrun", "train.epochs=1"))
+    assert {p.name: p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file()} == before
+    # --fresh starts over in the folder.
+    again = run_training(weighted, str(out), other_cfg, fresh=True)
     assert again["resumed_from_step"] == 0 and again["global_step"] == again["steps_per_epoch"]
+
+
+def test_a_model_folder_that_is_not_ours_is_refused(weighted, tiny_model_dir, tmp_path):
+    from jobs.outputs import OutputRefused
+
+    folder = tmp_path / "notes"
+    folder.mkdir()
+    (folder / "todo.txt").write_text("keep me")
+    with pytest.raises(OutputRefused, match="not a clickweight output"):
+        run_training(weighted, str(folder), train_cfg(tiny_model_dir, "train.launcher=torchrun"))
+    with pytest.raises(OutputRefused, match="is or holds the input"):
+        run_training(weighted, str(Path(weighted).parent), train_cfg(tiny_model_dir, "train.launcher=torchrun"))
+    assert (folder / "todo.txt").read_text() == "keep me" and len(list(folder.iterdir())) == 1
 
 
 def test_fit_logistic_reaches_the_weighted_soft_label_optimum():

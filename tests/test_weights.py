@@ -332,3 +332,10 @@ def test_loss_weight_is_log_domain_and_bounded_at_tiny_temperature():
     # ratios between rows that do not underflow are those of exp(BCE / T)
     w1 = W.loss_weight(p, y, 1.0, shift)
     assert w1[1] / w1[3] == pytest.approx(math.exp((W.bce(p, y)[1] - W.bce(p, y)[3]) / 1.0), rel=1e-12)
+
+
+def test_normalise_scale_reaches_mean_one_across_hundreds_of_orders_of_magnitude():
+    # the loss strategy at T = 0.02: a few rows near 1, most underflowed to the floor
+    raw = np.concatenate([np.exp(-np.linspace(0, 600, 300)), np.full(700, W.TINY)])
+    s = W.normalise_scale(lambda k: W.normalised(raw, k, 0.1, 10.0).mean(), 0.1, 10.0, raw.mean())
+    assert W.normalised(raw, s, 0.1, 10.0).mean() == pytest.approx(1.0, abs=1e-8)

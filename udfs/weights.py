@@ -6,6 +6,7 @@ all rows to a global mean of 1 and clips to [w_min, w_max] (see `normalise_scale
 """
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 
 import numpy as np
@@ -109,29 +110,45 @@ def normalised(raw: np.ndarray, scale: float, w_min: float, w_max: float) -> np.
 
 
 def normalise_scale(mean_of_clipped, w_min: float, w_max: float, raw_mean: float,
-                    tol: float = 1e-9, max_iter: int = 60) -> float:
+                    tol: float = 1e-9, max_iter: int = 200) -> float:
     """Find s with mean(clip(s * raw, w_min, w_max)) == 1.
 
     `mean_of_clipped(s)` evaluates that mean (in Spark: one aggregate over cached raw weights).
-    The mean is continuous and non-decreasing in s, so a bracketed secant/bisection converges;
-    w_min <= 1 <= w_max (validated in config) guarantees a solution exists.
+    The mean is continuous and non-decreasing in s, so a bracketed search converges;
+    w_min <= 1 <= w_max (validated in config) guarantees a solution exists. Raw weights can span
+    hundreds of orders of magnitude (the loss strategy at a small temperature), so the search
+    grows s geometrically until the root is bracketed and bisects in log space while the bracket
+    is wide, then refines with secant / plain bisection.
     """
-    lo, hi = 0.0, None
-    s = 1.0 / raw_mean
+    lo, hi, f_lo, f_hi = 0.0, None, -1.0, None
+    s = 1.0 / raw_mean  # exact when nothing is clipped
+    growth, last_side = 2.0, 0
     for _ in range(max_iter):
-        m = mean_of_clipped(s)
-        if abs(m - 1.0) <= tol:
+        f = mean_of_clipped(s) - 1.0
+        if abs(f) <= tol:
             return s
-        if m < 1.0:
-            lo = s
+        side = 1 if f > 0 else -1
+        if side > 0:
+            hi, f_hi = s, f
         else:
-            hi = s
-        nxt = s / m  # fixed-point guess: exact when nothing is clipped
-        if hi is not None and not (lo < nxt < hi):
-            nxt = (lo + hi) / 2.0
-        elif hi is None and nxt <= lo:
-            nxt = lo * 2.0
-        s = nxt
+            lo, f_lo = s, f
+        if hi is None:
+            growth = max(growth * growth, 1.0 / (1.0 + f))  # the step factor squares: 1e300 is ~10 steps away
+            s = min(s * growth, 1e308)
+        elif lo == 0.0:
+            s = hi / (2.0 * (1.0 + f))
+        elif hi / lo > 2.0:
+            s = math.sqrt(lo * hi)  # geometric bisection across orders of magnitude
+        else:
+            if side == last_side:  # Illinois: the endpoint kept twice has its value halved
+                if side > 0:
+                    f_lo /= 2.0
+                else:
+                    f_hi /= 2.0
+            s = (lo * f_hi - hi * f_lo) / (f_hi - f_lo)  # regula falsi
+            if not (lo < s < hi):
+                s = (lo + hi) / 2.0
+        last_side = side
     return s
 
 
