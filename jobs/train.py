@@ -84,10 +84,11 @@ def run_training(input_dir: str, output_dir: str, cfg: dict[str, Any], overwrite
 
     get_spark(cfg)  # TorchDistributor needs an active session
     os.environ["OMP_NUM_THREADS"] = str(t["torch_threads"])
-    distributor = TorchDistributor(num_processes=t["num_processes"], local_mode=True, use_gpu=t["use_gpu"])
-    distributor.run(train_worker, input_dir, output_dir, cfg)
-    # run() may hand back any rank's value; the summary file is rank 0's, always.
-    return json.loads((Path(output_dir) / "train_summary.json").read_text())
+    # local_mode=False: each rank is a barrier task on an executor (GPU from the task's resources).
+    distributor = TorchDistributor(num_processes=t["num_processes"], local_mode=t["local_mode"], use_gpu=t["use_gpu"])
+    summary = distributor.run(train_worker, input_dir, output_dir, cfg)
+    # Every rank returns the same summary (rank 0's numbers, all-reduced), wherever the ranks ran.
+    return summary if isinstance(summary, dict) else json.loads((Path(output_dir) / "train_summary.json").read_text())
 
 
 def build_parser(p: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:

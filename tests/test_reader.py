@@ -56,3 +56,19 @@ def test_shuffle_buffer_is_seeded_and_loses_nothing():
     b, _ = run(0)
     assert np.array_equal(a, b) and not np.array_equal(a, run(1)[0])
     assert len(a) + left == 100 and len(set(a.tolist())) == len(a) and left < 8
+
+
+def test_the_reader_takes_urls_as_well_as_paths(weighted):
+    """file: URLs (and any fsspec scheme: hdfs://, s3a:// on a cluster) name the same dataset as the path."""
+    from pathlib import Path
+
+    from training.reader import data_files, dataset_url, file_sizes, training_table
+
+    url = Path(weighted).as_uri()
+    assert dataset_url(weighted) == url and dataset_url(url) == url and dataset_url(f"file:{weighted}") == url
+    assert dataset_rows(url) == dataset_rows(weighted) == 500
+    assert len(data_files(url)) == len(data_files(weighted)) >= 2
+    assert file_sizes(url) == file_sizes(weighted) and all(size > 0 for _, size in file_sizes(url))
+    pairs = training_table(url, compact_pairs=True)
+    rows = sum(len(b["query_bucket"]) for b in iter_shard(pairs, 0, 1, seed=0, fields=("query_bucket",)))
+    assert rows == dataset_rows(pairs) > 0

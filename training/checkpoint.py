@@ -27,10 +27,9 @@ def run_fingerprint(table: str, score_summary: dict[str, Any], cfg: dict[str, An
     import hashlib
 
     from jobs.config import config_hash
-    from training.reader import data_files, dataset_rows
+    from training.reader import dataset_rows, file_sizes
 
-    files = [(str(f.relative_to(table)), f.stat().st_size) for f in data_files(table)]
-    material = json.dumps({"files": files, "rows": dataset_rows(table)}, sort_keys=True)
+    material = json.dumps({"files": file_sizes(table), "rows": dataset_rows(table)}, sort_keys=True)
     return {"input_run_id": str(score_summary.get("run_id")),
             "input_files": hashlib.sha256(material.encode()).hexdigest()[:16],
             "config": config_hash({**cfg, "run_id": None})}

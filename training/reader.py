@@ -24,21 +24,60 @@ class ReaderGuardError(RuntimeError):
     """Rows read do not match the dataset's Parquet metadata."""
 
 
-def data_files(path: str) -> list[Path]:
+def dataset_url(path: str) -> str:
+    """A URL for `path`: local paths become file: URLs; file:, hdfs://, s3a:// (any fsspec scheme) pass."""
+    if "://" in path:
+        return path.rstrip("/")
+    return Path(path.removeprefix("file:")).resolve().as_uri()
+
+
+def filesystem(path: str):
+    """(fsspec filesystem, path as that filesystem names it) for a local path or URL."""
+    import fsspec
+
+    return fsspec.core.url_to_fs(dataset_url(path))
+
+
+def data_files(path: str) -> list[str]:
     """The dataset's Parquet files: a row table's event_date partitions, else the folder's own files."""
-    partitioned = sorted(Path(path).glob("event_date=*/*.parquet"))
-    return partitioned or sorted(Path(path).glob("[!._]*.parquet"))
+    fs, root = filesystem(path)
+    partitioned = sorted(fs.glob(f"{root}/event_date=*/*.parquet"))
+    return partitioned or sorted(f for f in fs.glob(f"{root}/*.parquet") if f.rsplit("/", 1)[-1][0] not in "._")
+
+
+def file_sizes(path: str) -> list[tuple[str, int]]:
+    """(name relative to the dataset, size in bytes) of every data file: what a checkpoint was trained on."""
+    fs, root = filesystem(path)
+    return [(f[len(root):].lstrip("/"), int(fs.size(f))) for f in data_files(path)]
+
+
+def _footers(path: str) -> list:
+    import pyarrow.parquet as pq
+
+    fs, _ = filesystem(path)
+    out = []
+    for f in data_files(path):
+        with fs.open(f, "rb") as handle:
+            out.append(pq.ParquetFile(handle).metadata)
+    return out
+
+
+def read_text(path: str) -> str | None:
+    """A small file's text (local or URL), or None when it does not exist."""
+    fs, p = filesystem(path)
+    return fs.cat_file(p).decode("utf-8") if fs.isfile(p) else None
 
 
 def training_table(score_output: str, compact_pairs: bool) -> str:
     """The dataset the trainer streams: the pair table (compact) or the row table."""
     if not compact_pairs:
         return score_output
-    pairs = Path(score_output) / PAIRS_DIR
-    if not pairs.is_dir():
+    pairs = f"{score_output.rstrip('/')}/{PAIRS_DIR}"
+    fs, p = filesystem(pairs)
+    if not fs.isdir(p):
         raise FileNotFoundError(f"{score_output} has no {PAIRS_DIR}/ pair table (scored by an older clickweight?): "
                                 "re-run `clickweight score`, or set train.compact_pairs=false")
-    return str(pairs)
+    return pairs
 
 
 def check_rows_read(rows_read: int, path: str, what: str) -> int:
@@ -52,28 +91,25 @@ def check_rows_read(rows_read: int, path: str, what: str) -> int:
 
 def dataset_rows(path: str) -> int:
     """Rows in the dataset according to the Parquet footers (no data read)."""
-    import pyarrow.parquet as pq
-
-    files = data_files(path)
-    if not files:
+    footers = _footers(path)
+    if not footers:
         raise FileNotFoundError(f"no Parquet files under {path}: is it a `clickweight score` output?")
-    return sum(pq.ParquetFile(f).metadata.num_rows for f in files)
+    return sum(m.num_rows for m in footers)
 
 
 def check_columns(path: str, fields: tuple[str, ...]) -> None:
     """Fail with the missing column names before any rank starts reading."""
-    import pyarrow.parquet as pq
-
-    present = set(pq.read_schema(data_files(path)[0]).names)
+    footers = _footers(path)
+    if not footers:
+        raise FileNotFoundError(f"no Parquet files under {path}: is it a `clickweight score` output?")
+    present = set(footers[0].schema.to_arrow_schema().names)
     missing = [f for f in fields if f not in present]
     if missing:
         raise UserError(f"{path} lacks training column(s) {missing}: re-run `clickweight score` on it")
 
 
 def dataset_row_groups(path: str) -> int:
-    import pyarrow.parquet as pq
-
-    return sum(pq.ParquetFile(f).metadata.num_row_groups for f in data_files(path))
+    return sum(m.num_row_groups for m in _footers(path))
 
 
 def petastorm_seed(seed: int) -> int:
@@ -94,7 +130,7 @@ def make_reader(path: str, rank: int, world: int, seed: int, fields: tuple[str, 
     warnings.filterwarnings("ignore", category=DeprecationWarning, module="petastorm")
     warnings.filterwarnings("ignore", message="schema_fields behavior has changed")
     return make_batch_reader(
-        Path(path).resolve().as_uri(), schema_fields=list(fields), num_epochs=1,
+        dataset_url(path), schema_fields=list(fields), num_epochs=1,
         shuffle_row_groups=True, seed=petastorm_seed(seed), cur_shard=rank, shard_count=world,
         reader_pool_type=pool, workers_count=2 if pool == "thread" else 1,
     )

@@ -35,6 +35,7 @@ from training.reader import (
     dataset_rows,
     is_eval,
     iter_shard,
+    read_text,
     training_fields,
     training_table,
 )
@@ -74,8 +75,8 @@ def _gather_arrays(arrays: tuple[np.ndarray, ...]) -> tuple[np.ndarray, ...]:
 
 
 def read_score_summary(input_dir: str) -> dict[str, Any]:
-    path = Path(input_dir) / "_summary.json"
-    return json.loads(path.read_text()) if path.is_file() else {}
+    text = read_text(f"{input_dir.rstrip('/')}/_summary.json")
+    return json.loads(text) if text else {}
 
 
 class WeightedFinetuneRecipe:
