@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import socket
 import time
 from pathlib import Path
 from typing import Any
@@ -96,6 +97,9 @@ class WeightedFinetuneRecipe:
     def setup(self) -> None:
         t = self.t
         self.rank, self.world, self.device = _dist_setup(t["use_gpu"])
+        # One line per rank: in a cluster's executor logs it says which rank ran where.
+        print(f"[clickweight train] rank {self.rank}/{self.world} on {socket.gethostname()} pid {os.getpid()} "
+              f"device {self.device}", flush=True)
         torch.set_num_threads(max(1, t["torch_threads"]))
         torch.manual_seed(t["seed"])
         self.precision = resolve_precision(t["precision"], str(self.device))
@@ -342,7 +346,11 @@ class WeightedFinetuneRecipe:
 
 
 def _maybe_inject_fault(rank: int, global_step: int) -> None:
-    """Test hook, off unless CLICKWEIGHT_FAULT_RANK='RANK:STEP': that rank dies after that step."""
+    """Test hooks, off unless set: CLICKWEIGHT_FAULT_RANK='RANK:STEP' makes that rank die after that
+    step; CLICKWEIGHT_STEP_DELAY_S holds every step that long (a cluster test's window to kill a worker)."""
+    delay = float(os.environ.get("CLICKWEIGHT_STEP_DELAY_S") or 0)
+    if delay:
+        time.sleep(delay)
     spec = os.environ.get("CLICKWEIGHT_FAULT_RANK")
     if spec and spec == f"{rank}:{global_step}":
         print(f"[clickweight train] fault injected: rank {rank} exits after step {global_step}", flush=True)
