@@ -86,7 +86,12 @@ def run_training(input_dir: str, output_dir: str, cfg: dict[str, Any], overwrite
     os.environ["OMP_NUM_THREADS"] = str(t["torch_threads"])
     # local_mode=False: each rank is a barrier task on an executor (GPU from the task's resources).
     distributor = TorchDistributor(num_processes=t["num_processes"], local_mode=t["local_mode"], use_gpu=t["use_gpu"])
-    summary = distributor.run(train_worker, input_dir, output_dir, cfg)
+    try:
+        summary = distributor.run(train_worker, input_dir, output_dir, cfg)
+    except Exception as exc:  # a rank or an executor died: say what, and how to continue
+        reason = str(exc).strip().splitlines()[0][:500] if str(exc).strip() else type(exc).__name__
+        raise RuntimeError(f"training failed ({reason}). Rerun the same command to resume from the last "
+                           f"checkpoint in {output_dir}/checkpoints") from exc
     # Every rank returns the same summary (rank 0's numbers, all-reduced), wherever the ranks ran.
     return summary if isinstance(summary, dict) else json.loads((Path(output_dir) / "train_summary.json").read_text())
 
