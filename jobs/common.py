@@ -127,3 +127,14 @@ def add_common_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--conf", help="YAML profile (e.g. conf/cluster.yaml)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override one config value, e.g. weighting.strategy=none (repeatable)")
+
+
+def parse_job_args(parser: argparse.ArgumentParser, argv: list[str] | None,
+                   extra_overrides: list[str] | None = None) -> tuple[argparse.Namespace, dict[str, Any]]:
+    """A job's CLI start: logging, its arguments, and its config (defaults <- --conf <- --set)."""
+    from jobs import config
+
+    setup_logging()
+    args = parser.parse_args(argv)
+    return args, config.load_config(args.conf, [*args.overrides, *(extra_overrides or [])])
+

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from jobs import config as config_mod
-from jobs.common import add_common_args, get_spark, log, setup_logging, write_json
+from jobs.common import add_common_args, get_spark, log, parse_job_args, write_json
 
 COLUMNS = ("strategy", "round", "train_rows", "steps", "selected", "auc", "ndcg@10", "ess_fraction", "score_s",
            "train_s")
@@ -124,9 +124,7 @@ def build_parser(p: argparse.ArgumentParser | None = None) -> argparse.ArgumentP
 
 
 def main(argv: list[str] | None = None) -> int:
-    setup_logging()
-    args = build_parser().parse_args(argv)
-    cfg = config_mod.load_config(args.conf, args.overrides)
+    _, cfg = parse_job_args(build_parser(), argv)
     result = run_pipeline(cfg)
     print(f"\nclickweight pipeline: results in {result['workdir']} ({result['seconds']} s)")
     print(f"held-out queries: {result['heldout']} (true relevance, positive >= {result['positive_threshold']})\n")

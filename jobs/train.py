@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from jobs import config as config_mod
-from jobs.common import absolute, add_common_args, get_spark, log, print_json, setup_logging
+from jobs.common import absolute, add_common_args, get_spark, log, parse_job_args, print_json
 from jobs.outputs import MARKER, LocalFS, OutputRefused, check_output, marker, output_kind
 
 
@@ -108,9 +108,7 @@ def build_parser(p: argparse.ArgumentParser | None = None) -> argparse.ArgumentP
 
 
 def main(argv: list[str] | None = None) -> int:
-    setup_logging()
-    args = build_parser().parse_args(argv)
-    cfg = config_mod.load_config(args.conf, args.overrides)
+    args, cfg = parse_job_args(build_parser(), argv)
     summary = run_training(args.input, args.output, cfg, overwrite=args.overwrite, fresh=args.fresh)
     log.info("train: %d steps in %.1fs -> %s", summary["global_step"], summary["seconds"], args.output)
     print_json({k: summary[k] for k in ("output", "global_step", "steps_per_epoch", "seconds", "history")})

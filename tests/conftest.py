@@ -60,3 +60,32 @@ def tiny_model_dir(tmp_path_factory) -> str:
 def tiny_overrides(model_dir: str, *extra: str) -> list[str]:
     return [f"model.path={model_dir}", "spark.master=local[2]", "scorer.batch_size=32",
             "model.max_length=32", "scorer.max_length=32", *extra]
+
+
+def write_row_table(root: Path, files: int, rows: int, row_group_size: int, days: int, seed: int,
+                    max_len: int = 32) -> str:
+    """A training row table in the score output's layout (event_date=*/part-N.parquet), written with
+    pyarrow (no Spark): random query/title token pairs, p_model, prior_logit, clicks and weights."""
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    rng = np.random.default_rng(seed)
+    for f in range(files):
+        lens = rng.integers(6, max_len + 1, rows)
+        ids = [[101, *rng.integers(1000, 5000, k - 2).tolist(), 102] + [0] * (max_len - k) for k in lens]
+        types = [[0] * (k // 2) + [1] * (k - k // 2) + [0] * (max_len - k) for k in lens]
+        tbl = pa.table({
+            "input_ids": pa.array(ids, pa.list_(pa.int32())),
+            "token_type_ids": pa.array(types, pa.list_(pa.int32())),
+            "input_len": pa.array(lens, pa.int32()),
+            "prior_logit": pa.array(rng.normal(-1.0, 0.5, rows)),
+            "p_model": pa.array(rng.uniform(0.1, 0.5, rows)),
+            "clicked": pa.array((rng.random(rows) < 0.3).astype(np.int32)),
+            "weight": pa.array(rng.uniform(0.5, 2.0, rows)),
+            "query_bucket": pa.array(rng.integers(0, 1000, rows).astype(np.int32)),
+        })
+        folder = root / f"event_date=2026-01-0{f % days + 1}"
+        folder.mkdir(parents=True, exist_ok=True)
+        pq.write_table(tbl, folder / f"part-{f}.parquet", row_group_size=row_group_size)
+    return str(root)

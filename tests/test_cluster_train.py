@@ -8,20 +8,20 @@ hang), and a rerun on a fresh worker must resume from the checkpoint the killed 
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 from conftest import tiny_overrides
-from test_cluster import BIN, ROOT, _listening, alive_workers, free_port, kill_tree, wait_for
+from standalone import StandaloneCluster, kill_tree, wait_for
 
 from jobs import config
 from jobs.generate import generate, write
 from jobs.score import run_score
 
 pytestmark = pytest.mark.cluster
+# A barrier stage that cannot get its 2 slots fails at once instead of retrying for 10 minutes.
+BARRIER = ("--conf", "spark.scheduler.barrier.maxConcurrentTasksCheck.interval=1s",
+           "--conf", "spark.scheduler.barrier.maxConcurrentTasksCheck.maxFailures=2")
 
 
 def rank_lines(work: Path) -> dict[str, str]:
@@ -44,53 +44,19 @@ def test_ddp_ranks_run_on_executors_and_a_killed_worker_run_resumes(spark, tiny_
                           "train.precision=fp32", "scorer.precision=fp32")
     run_score(spark, f"{raw}/clickstream", str(weighted), config.load_config(overrides=sets))
 
-    work = tmp_path / "work"
-    env = {**os.environ, "SPARK_LOCAL_IP": "127.0.0.1", "SPARK_MASTER_HOST": "127.0.0.1",
-           "PYSPARK_PYTHON": sys.executable, "PYSPARK_DRIVER_PYTHON": sys.executable, "SPARK_WORKER_DIR": str(work)}
-    port, ui = free_port(), free_port()
-    master_url = f"spark://127.0.0.1:{port}"
-    procs: list[subprocess.Popen] = []
-    logs = []
+    args = [a for o in sets for a in ("--set", o)]
 
-    def start(name: str, args: list[str]) -> subprocess.Popen:
-        log = open(tmp_path / f"{name}.log", "wb")
-        logs.append(log)
-        proc = subprocess.Popen([str(BIN / "spark-class"), *args], env=env, stdout=log, stderr=subprocess.STDOUT)
-        procs.append(proc)
-        return proc
+    def train(cluster: StandaloneCluster, name: str, output: Path, *conf: str):
+        return cluster.submit(name, "jobs/train.py", ["--input", str(weighted), "--output", str(output), *args],
+                              *BARRIER, *conf)
 
-    def worker(name: str) -> subprocess.Popen:
-        return start(name, ["org.apache.spark.deploy.worker.Worker", master_url, "--host", "127.0.0.1",
-                            "--cores", "1", "--memory", "2g", "--webui-port", str(free_port())])
-
-    def submit(output: Path, name: str, *conf: str) -> subprocess.Popen:
-        args = [a for o in sets for a in ("--set", o)]
-        proc = subprocess.Popen(
-            [str(BIN / "spark-submit"), "--master", master_url, "--conf", "spark.driver.host=127.0.0.1",
-             "--conf", "spark.driver.bindAddress=127.0.0.1", "--conf", "spark.executor.memory=1g",
-             "--conf", "spark.executor.cores=1", "--conf", f"spark.pyspark.python={sys.executable}",
-             # A barrier stage that cannot get its 2 slots fails at once instead of retrying for 10 minutes.
-             "--conf", "spark.scheduler.barrier.maxConcurrentTasksCheck.interval=1s",
-             "--conf", "spark.scheduler.barrier.maxConcurrentTasksCheck.maxFailures=2",
-             *conf, str(ROOT / "jobs" / "train.py"), "--input", str(weighted), "--output", str(output), *args],
-            env=env, stdout=open(tmp_path / f"{name}.out", "wb"), stderr=open(tmp_path / f"{name}.err", "wb"))
-        procs.append(proc)
-        return proc
-
-    try:
-        start("master", ["org.apache.spark.deploy.master.Master", "--host", "127.0.0.1", "--port", str(port),
-                         "--webui-port", str(ui)])
-        wait_for(lambda: _listening(port), 60, "the master")
-        workers = [worker("worker1"), worker("worker2")]
-        wait_for(lambda: alive_workers(ui) == 2, 90, "two registered workers")
-
+    with StandaloneCluster(tmp_path, workers=2) as cluster:
         # 1. A clean run: two ranks, one per executor; the model loads.
-        run = submit(tmp_path / "model", "train1")
-        rc = run.wait(timeout=420)
-        assert rc == 0, (tmp_path / "train1.err").read_text(errors="replace")[-4000:]
+        rc = train(cluster, "train1", tmp_path / "model").wait(timeout=420)
+        assert rc == 0, cluster.stderr("train1")[-4000:]
         summary = json.loads((tmp_path / "model" / "train_summary.json").read_text())
         assert summary["world_size"] == 2 and len(summary["history"]) == 2
-        ranks = rank_lines(work)
+        ranks = rank_lines(cluster.work)
         assert set(ranks) == {"rank 0/2", "rank 1/2"} and ranks["rank 0/2"] != ranks["rank 1/2"], ranks
         from transformers import AutoModel
 
@@ -98,27 +64,20 @@ def test_ddp_ranks_run_on_executors_and_a_killed_worker_run_resumes(spark, tiny_
 
         # 2. A worker killed mid-training: the run fails cleanly (exits non-zero, does not hang).
         killed = tmp_path / "killed"
-        run = submit(killed, "train2", "--conf", "spark.executorEnv.CLICKWEIGHT_STEP_DELAY_S=1.5")
+        run = train(cluster, "train2", killed, "--conf", "spark.executorEnv.CLICKWEIGHT_STEP_DELAY_S=1.5")
         wait_for(lambda: (killed / "checkpoints" / "checkpoint.pt").exists() or run.poll() is not None, 300,
                  "the first checkpoint")
         assert run.poll() is None, "training ended before a worker could be killed"
-        kill_tree(workers[0])
-        rc = run.wait(timeout=300)
-        assert rc != 0
+        kill_tree(cluster.workers[0])
+        assert run.wait(timeout=300) != 0
+        assert "Rerun the same command to resume" in cluster.stderr("train2")
         assert not (killed / "train_summary.json").exists()
 
         # 3. The rerun, with a fresh worker in place of the lost one, resumes from that checkpoint.
-        worker("worker3")
-        wait_for(lambda: alive_workers(ui) == 2, 90, "a replacement worker")
-        run = submit(killed, "train3")
-        rc = run.wait(timeout=420)
-        assert rc == 0, (tmp_path / "train3.err").read_text(errors="replace")[-4000:]
+        cluster.add_worker("worker3")
+        cluster.wait_workers(2)
+        rc = train(cluster, "train3", killed).wait(timeout=420)
+        assert rc == 0, cluster.stderr("train3")[-4000:]
         resumed = json.loads((killed / "train_summary.json").read_text())
         assert resumed["resumed_from_step"] > 0
         assert resumed["global_step"] == summary["global_step"]
-    finally:
-        for proc in reversed(procs):
-            if proc.poll() is None:
-                kill_tree(proc)
-        for log in logs:
-            log.close()

@@ -5,11 +5,9 @@ import re
 from collections import Counter
 from pathlib import Path
 
-import numpy as np
-import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from conftest import tiny_overrides
+from conftest import tiny_overrides, write_row_table
 
 from jobs import config
 from training.reader import ReaderGuardError, check_rows_read, data_files, dataset_rows, iter_shard
@@ -17,25 +15,9 @@ from training.reader import ReaderGuardError, check_rows_read, data_files, datas
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def write_table(root: Path, files: int = 3, rows: int = 100, max_len: int = 32) -> str:
-    rng = np.random.default_rng(1)
-    for f in range(files):
-        lens = rng.integers(4, max_len + 1, rows)
-        tbl = pa.table({
-            "input_ids": pa.array([[101] + [2000] * (k - 2) + [102] + [0] * (max_len - k) for k in lens],
-                                  pa.list_(pa.int32())),
-            "token_type_ids": pa.array([[0] * max_len for _ in lens], pa.list_(pa.int32())),
-            "input_len": pa.array(lens, pa.int32()),
-            "prior_logit": pa.array(rng.normal(-1.0, 0.5, rows)),
-            "p_model": pa.array(rng.uniform(0.1, 0.5, rows)),
-            "clicked": pa.array((rng.random(rows) < 0.3).astype(np.int32)),
-            "weight": pa.array(rng.uniform(0.5, 2.0, rows)),
-            "query_bucket": pa.array(rng.integers(0, 1000, rows).astype(np.int32)),
-        })
-        folder = root / f"event_date=2026-01-0{f + 1}"
-        folder.mkdir(parents=True, exist_ok=True)
-        pq.write_table(tbl, folder / f"part-{f}.parquet", row_group_size=25)
-    return str(root)
+def write_table(root: Path, files: int = 3, rows: int = 100) -> str:
+    """files x rows rows, one event_date per file, row groups of 25."""
+    return write_row_table(root, files=files, rows=rows, row_group_size=25, days=files, seed=1)
 
 
 def table_weights(table: str) -> Counter:

@@ -16,10 +16,10 @@ from jobs import config
 from jobs.generate import generate, write
 from jobs.score import run_score
 from jobs.train import run_training
-from training.metrics import log_loss_per_row
 from training.model import build_trainee
 from training.reader import is_eval
 from udfs.schema import PAIRS_DIR
+from udfs.weights import bce, bce_with_logits
 
 
 @pytest.fixture(scope="module")
@@ -86,8 +86,8 @@ def test_pair_loss_equals_row_loss_for_a_fixed_model(weighted, tiny_model_dir):
     rows = rows.assign(query=rows["query"].str.strip(), title=rows["title"].str.strip()).merge(
         pairs[["query", "title", "p"]], on=["query", "title"], how="left", validate="many_to_one")
     assert rows["p"].notna().all()
-    row_loss = float(np.sum(rows["weight"] * log_loss_per_row(rows["clicked"], rows["p"])))
-    pair_loss = float(np.sum(pairs["weight_sum"] * log_loss_per_row(pairs["label"], pairs["p"])))
+    row_loss = float(np.sum(rows["weight"] * bce(rows["p"], rows["clicked"])))
+    pair_loss = float(np.sum(pairs["weight_sum"] * bce(pairs["p"], pairs["label"])))
     assert pair_loss == pytest.approx(row_loss, rel=1e-6)
 
 
@@ -106,14 +106,13 @@ def test_torchrun_two_ranks_on_pairs_starts_at_p_model_and_model_loads(weighted,
     head = summary["start_head"]
     train = pairs[~is_eval(pairs["query_bucket"].to_numpy(), 0.3)]
     for a, b in ((head["a"], head["b"]), (head["a_scorer"], head["b_scorer"])):  # the refit beats the scorer's
-        p = 1 / (1 + np.exp(-(a * train["relevance"] + b)))
-        loss = np.sum(train["weight"] * log_loss_per_row(train["label"], p))
+        loss = np.sum(train["weight"] * bce_with_logits(a * train["relevance"] + b, train["label"]))
         if (a, b) == (head["a"], head["b"]):
             refit_loss = loss
     assert refit_loss <= loss + 1e-9
     held = pairs[is_eval(pairs["query_bucket"].to_numpy(), 0.3)]
-    p_start = 1 / (1 + np.exp(-(head["a"] * held["relevance"] + head["b"])))
-    expected = np.sum(held["weight"] * log_loss_per_row(held["label"], p_start)) / held["weight"].sum()
+    z_start = head["a"] * held["relevance"] + head["b"]
+    expected = np.sum(held["weight"] * bce_with_logits(z_start, held["label"])) / held["weight"].sum()
     assert summary["start"]["eval_loss"] == pytest.approx(expected, rel=1e-5)
     assert summary["start"]["eval_impressions"] == held["impressions"].sum()
     # The selected model is the best of {start, epochs} by held-out loss.

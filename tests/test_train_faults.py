@@ -14,11 +14,9 @@ from pathlib import Path
 
 import numpy as np
 import psutil
-import pyarrow as pa
-import pyarrow.parquet as pq
 import pytest
 import torch
-from conftest import tiny_overrides
+from conftest import tiny_overrides, write_row_table
 
 from jobs import config
 from jobs.train import run_training
@@ -31,26 +29,7 @@ MAX_LEN = 32
 def table(tmp_path_factory) -> str:
     """480 rows in 4 files x 2 row groups: enough shards for 2 ranks, ~10 steps of 16 per epoch."""
     root = tmp_path_factory.mktemp("train_table") / "weighted"
-    rng = np.random.default_rng(0)
-    for f in range(4):
-        n = 120
-        lens = rng.integers(6, MAX_LEN + 1, n)
-        ids = [[101, *rng.integers(1000, 5000, k - 2).tolist(), 102] + [0] * (MAX_LEN - k) for k in lens]
-        types = [[0] * (k // 2) + [1] * (k - k // 2) + [0] * (MAX_LEN - k) for k in lens]
-        tbl = pa.table({
-            "input_ids": pa.array(ids, pa.list_(pa.int32())),
-            "token_type_ids": pa.array(types, pa.list_(pa.int32())),
-            "input_len": pa.array(lens, pa.int32()),
-            "prior_logit": pa.array(rng.normal(-1.0, 0.5, n)),
-            "p_model": pa.array(rng.uniform(0.1, 0.5, n)),
-            "clicked": pa.array((rng.random(n) < 0.3).astype(np.int32)),
-            "weight": pa.array(rng.uniform(0.5, 2.0, n)),
-            "query_bucket": pa.array(rng.integers(0, 1000, n).astype(np.int32)),
-        })
-        folder = root / f"event_date=2026-01-0{f % 2 + 1}"
-        folder.mkdir(parents=True, exist_ok=True)
-        pq.write_table(tbl, folder / f"part-{f}.parquet", row_group_size=60)
-    return str(root)
+    return write_row_table(root, files=4, rows=120, row_group_size=60, days=2, seed=0, max_len=MAX_LEN)
 
 
 def overrides(model_dir: str, *extra: str) -> list[str]:

@@ -7,8 +7,7 @@ import numpy as np
 import pandas as pd
 
 from udfs.pairs import pair_targets
-
-EPS = 1e-7
+from udfs.weights import bce, bce_with_logits
 
 
 def auc(labels: np.ndarray, scores: np.ndarray) -> float | None:
@@ -38,14 +37,8 @@ def weighted_auc(scores: np.ndarray, pos_weight: np.ndarray, neg_weight: np.ndar
     return float(wins.sum() / (total_pos * total_neg))
 
 
-def log_loss_per_row(labels: np.ndarray, probs: np.ndarray) -> np.ndarray:
-    p = np.clip(np.asarray(probs, dtype=np.float64), EPS, 1 - EPS)
-    y = np.asarray(labels, dtype=np.float64)
-    return -(y * np.log(p) + (1 - y) * np.log(1 - p))
-
-
 def log_loss(labels: np.ndarray, probs: np.ndarray) -> float:
-    return float(log_loss_per_row(labels, probs).mean())
+    return float(bce(probs, labels).mean())
 
 
 def dcg(gains_in_rank_order: np.ndarray, k: int) -> float:
@@ -95,9 +88,8 @@ def held_out_metrics(z: np.ndarray, tg: dict[str, np.ndarray]) -> dict[str, Any]
     """Held-out clicks: weighted log loss (the model-selection criterion), per-impression log loss, AUC."""
     if len(z) == 0:
         return {"eval_rows": 0}
-    p = 1 / (1 + np.exp(-z))
     w, n, c = tg["weight"], tg["impressions"], tg["clicks"]
     return {"eval_rows": int(len(z)), "eval_impressions": int(n.sum()),
-            "eval_loss": float(np.sum(w * log_loss_per_row(tg["label"], p)) / max(w.sum(), 1e-12)),
-            "eval_logloss": float(np.sum(n * log_loss_per_row(c / np.maximum(n, 1), p)) / n.sum()),
+            "eval_loss": float(np.sum(w * bce_with_logits(z, tg["label"])) / max(w.sum(), 1e-12)),
+            "eval_logloss": float(np.sum(n * bce_with_logits(z, c / np.maximum(n, 1))) / n.sum()),
             "eval_auc": weighted_auc(z, c, n - c)}

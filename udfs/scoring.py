@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from udfs import model_loader
+from udfs import model_loader, weights
 from udfs.errors import UserError
 
 SCORE_SCHEMA = (
@@ -161,7 +161,7 @@ class PairScorer:
         return self.head["a"] * self.cosine(queries, titles) + self.head["b"]
 
     def cross_probability(self, queries: list[str], titles: list[str]) -> np.ndarray:
-        return 1.0 / (1.0 + np.exp(-self.click_logit(queries, titles)))
+        return weights.sigmoid(self.click_logit(queries, titles))
 
     def cross_logit(self, queries: list[str], titles: list[str]) -> np.ndarray:
         import torch

@@ -38,6 +38,12 @@ def bce(p: np.ndarray, y: np.ndarray) -> np.ndarray:
     return -(y * np.log(p) + (1.0 - y) * np.log(1.0 - p))
 
 
+def bce_with_logits(z: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """BCE(sigmoid(z), y) from the logit, without clipping: log(1 + e^z) - y z, computed stably."""
+    z = np.asarray(z, dtype=np.float64)
+    return np.logaddexp(0.0, z) - np.asarray(y, dtype=np.float64) * z
+
+
 def el2n(p: np.ndarray, y: np.ndarray) -> np.ndarray:
     """EL2N score |p - y| (Paul et al. 2021) for a single-logit binary model."""
     return np.abs(np.asarray(p, dtype=np.float64) - np.asarray(y, dtype=np.float64))
