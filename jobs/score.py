@@ -213,7 +213,7 @@ def _write_and_verify(scored: DataFrame, quarantined: DataFrame, staged: str, cf
     # One pass over the written quarantine: per-reason counts (few distinct reasons) and their total.
     summary["quarantine_reasons"] = {
         r["reason"]: r["count"]
-        for r in spark.read.parquet(f"{staged}/_quarantine").groupBy("reason").count().collect()
+        for r in schema.read_folder(spark, f"{staged}/_quarantine").groupBy("reason").count().collect()
     }
     summary["rows_quarantined"] = sum(summary["quarantine_reasons"].values())
     summary["weights"] = weight_summary(written)

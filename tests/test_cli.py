@@ -62,3 +62,5 @@ def test_spark_submit_score_job(tmp_path, tiny_model_dir):
     summary = json.loads((tmp_path / "w" / "_summary.json").read_text())
     assert summary["rows_in"] == 300 == summary["rows_out"] + summary["rows_quarantined"]
     assert summary["strategy"] == "ipw" and summary["weights"]["mean"] == pytest.approx(1.0, abs=1e-6)
+    # The job reads its own `_quarantine` by naming its files: no misleading "All paths were ignored".
+    assert "All paths were ignored" not in proc.stderr

@@ -54,6 +54,18 @@ MODEL_INPUT_COLUMNS = ("input_ids", "token_type_ids", "input_len", "query_ids", 
 PROVENANCE_COLUMNS = ("scorer_model", "config_hash", "run_id")
 SPLIT_COLUMN = "query_bucket"  # pmod(xxhash64(lower(trim(query))), 1000): held-out split by query
 PAIRS_DIR = "_pairs"  # the compacted training table inside a score output (udfs/pairs.py)
+
+
+def read_folder(spark, folder: str) -> DataFrame:
+    """A Parquet folder of the output (`_pairs`, `_quarantine`) read by naming its data files: given
+    a root whose own name starts with '_', Spark logs 'All paths were ignored' (it reads it anyway)."""
+    jvm_path = spark.sparkContext._jvm.org.apache.hadoop.fs.Path(folder)
+    fs = jvm_path.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration())
+    files = [st.getPath().toString() for st in fs.listStatus(jvm_path)
+             if not st.getPath().getName().startswith(("_", "."))]
+    if not files:
+        raise FileNotFoundError(f"no data files in {folder}")
+    return spark.read.parquet(*files)
 # What the trainer reads besides the trainee's own input columns: row table / pair table.
 ROW_TARGET_COLUMNS = ("clicked", "weight", "p_model", "query_bucket")
 PAIR_TARGET_COLUMNS = ("label", "weight", "impressions", "clicks", "p_model", "query_bucket")

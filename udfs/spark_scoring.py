@@ -13,7 +13,7 @@ from pyspark.sql import functions as F
 
 from udfs import model_loader, strategies
 from udfs.errors import UserError
-from udfs.schema import MODEL_INPUT_COLUMNS, PAIRS_DIR
+from udfs.schema import MODEL_INPUT_COLUMNS, PAIRS_DIR, read_folder
 from udfs.scoring import MLMSettings, ScoringSettings, make_mlm_udf, make_score_udf
 
 
@@ -101,7 +101,7 @@ def cached_scores(spark, path: str | None, settings: ScoringSettings, stats: dic
         return None
     stats["reused_scores"] = {"from": path, "used": True}
     cols = ["relevance", "p_model", *MODEL_INPUT_COLUMNS]
-    return spark.read.parquet(f"{path}/{PAIRS_DIR}").select(
+    return read_folder(spark, f"{path}/{PAIRS_DIR}").select(
         F.col("query").alias("_q"), F.col("title").alias("_t"), *cols)
 
 
