@@ -89,7 +89,9 @@ def run_training(input_dir: str, output_dir: str, cfg: dict[str, Any], overwrite
     try:
         summary = distributor.run(train_worker, input_dir, output_dir, cfg)
     except Exception as exc:  # a rank or an executor died: say what, and how to continue
-        reason = str(exc).strip().splitlines()[0][:500] if str(exc).strip() else type(exc).__name__
+        java = getattr(exc, "java_exception", None)  # py4j: the Spark job's own reason, not the RPC call
+        text = str(java.getMessage() if java is not None else exc).strip() or type(exc).__name__
+        reason = text.splitlines()[0][:500]
         raise RuntimeError(f"training failed ({reason}). Rerun the same command to resume from the last "
                            f"checkpoint in {output_dir}/checkpoints") from exc
     # Every rank returns the same summary (rank 0's numbers, all-reduced), wherever the ranks ran.

@@ -121,6 +121,10 @@ class StandaloneCluster:
     def stderr(self, name: str) -> str:
         return (self.tmp / f"{name}.err").read_text(errors="replace")
 
+    def output(self, name: str) -> str:
+        """stdout and stderr together (the driver's Python traceback lands in stdout under spark-submit)."""
+        return (self.tmp / f"{name}.out").read_text(errors="replace") + self.stderr(name)
+
     def close(self) -> None:
         for proc in reversed(self.procs):
             if proc.poll() is None:

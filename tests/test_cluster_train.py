@@ -70,7 +70,8 @@ def test_ddp_ranks_run_on_executors_and_a_killed_worker_run_resumes(spark, tiny_
         assert run.poll() is None, "training ended before a worker could be killed"
         kill_tree(cluster.workers[0])
         assert run.wait(timeout=300) != 0
-        assert "Rerun the same command to resume" in cluster.stderr("train2")
+        failure = cluster.output("train2")
+        assert "training failed (Job aborted" in failure and "Rerun the same command to resume" in failure
         assert not (killed / "train_summary.json").exists()
 
         # 3. The rerun, with a fresh worker in place of the lost one, resumes from that checkpoint.
