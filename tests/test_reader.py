@@ -60,11 +60,10 @@ def test_shuffle_buffer_is_seeded_and_loses_nothing():
 
 def test_the_reader_takes_urls_as_well_as_paths(weighted):
     """file: URLs (and any fsspec scheme: hdfs://, s3a:// on a cluster) name the same dataset as the path."""
-    from pathlib import Path
 
     from training.reader import data_files, dataset_url, file_sizes, training_table
 
-    url = Path(weighted).as_uri()
+    url = "file://" + weighted
     assert dataset_url(weighted) == url and dataset_url(url) == url and dataset_url(f"file:{weighted}") == url
     assert dataset_rows(url) == dataset_rows(weighted) == 500
     assert len(data_files(url)) == len(data_files(weighted)) >= 2
@@ -72,3 +71,17 @@ def test_the_reader_takes_urls_as_well_as_paths(weighted):
     pairs = training_table(url, compact_pairs=True)
     rows = sum(len(b["query_bucket"]) for b in iter_shard(pairs, 0, 1, seed=0, fields=("query_bucket",)))
     assert rows == dataset_rows(pairs) > 0
+
+
+def test_paths_with_plus_and_space_are_read(weighted, tmp_path):
+    """A '+' (as in a run named `action_value+keep0.5`) or a space must not be percent-encoded away."""
+    import shutil
+
+    from training.reader import training_table
+
+    odd = tmp_path / "w action+keep0.5"
+    shutil.copytree(weighted, odd)
+    pairs = training_table(str(odd), compact_pairs=True)
+    assert dataset_rows(pairs) == dataset_rows(training_table(weighted, compact_pairs=True)) > 0
+    rows = sum(len(b["query_bucket"]) for b in iter_shard(pairs, 0, 1, seed=0, fields=("query_bucket",)))
+    assert rows == dataset_rows(pairs)

@@ -25,16 +25,22 @@ class ReaderGuardError(RuntimeError):
 
 
 def dataset_url(path: str) -> str:
-    """A URL for `path`: local paths become file: URLs; file:, hdfs://, s3a:// (any fsspec scheme) pass."""
+    """A URL for `path`: local paths become file:// URLs; file:, hdfs://, s3a:// (any fsspec scheme) pass.
+
+    Local paths are not percent-encoded (Path.as_uri would turn '+' into '%2B', which neither
+    petastorm nor fsspec decodes back): petastorm takes the URL's path as it stands.
+    """
     if "://" in path:
         return path.rstrip("/")
-    return Path(path.removeprefix("file:")).resolve().as_uri()
+    return "file://" + str(Path(path.removeprefix("file:")).resolve())
 
 
 def filesystem(path: str):
     """(fsspec filesystem, path as that filesystem names it) for a local path or URL."""
     import fsspec
 
+    if "://" not in path:
+        return fsspec.filesystem("file"), str(Path(path.removeprefix("file:")).resolve())
     return fsspec.core.url_to_fs(dataset_url(path))
 
 
