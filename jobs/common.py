@@ -10,6 +10,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from udfs.files import write_text_atomically
+
 log = logging.getLogger("clickweight")
 
 
@@ -114,9 +116,7 @@ def versions() -> dict[str, str]:
 
 def write_json(path: str | Path, obj: Any) -> None:
     Path(path).parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(str(path) + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
-    os.replace(tmp, path)
+    write_text_atomically(path, json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
 
 
 def print_json(obj: Any) -> None:

@@ -22,6 +22,7 @@ from typing import Any, Protocol
 
 from jobs.common import log
 from udfs.errors import UserError
+from udfs.files import write_text_atomically
 
 MARKER = "_clickweight.json"
 STAGING_SUFFIX = ".clickweight-staging"
@@ -58,9 +59,7 @@ class LocalFS:
         return Path(p).read_text()
 
     def write_text(self, p: str, text: str) -> None:
-        tmp = f"{p}.tmp"
-        Path(tmp).write_text(text)
-        os.replace(tmp, p)
+        write_text_atomically(p, text)
 
     def rename(self, src: str, dst: str) -> None:
         os.rename(src, dst)

@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 import torch.distributed as dist
+
+from udfs.files import replace_atomically, write_text_atomically
 
 CHECKPOINT = "checkpoint.pt"
 BEST = "best.pt"
@@ -84,15 +85,10 @@ def gather_rng_states() -> dict[str, torch.Tensor]:
 
 
 def save_checkpoint(path: Path, model, optim, sched, state: State, rng: dict[str, torch.Tensor]) -> None:
-    fp = path.parent / FINGERPRINT
-    fp.with_suffix(".tmp").write_text(json.dumps(state.fingerprint, sort_keys=True) + "\n")
-    os.replace(fp.with_suffix(".tmp"), fp)
-    tmp = path.with_suffix(".tmp")
-    torch.save({
-        "model": model.state_dict(), "optim": optim.state_dict(), "sched": sched.state_dict(),
-        "state": json.dumps(state.__dict__), **rng,
-    }, tmp)
-    os.replace(tmp, path)  # a kill mid-save leaves the previous checkpoint intact
+    write_text_atomically(path.parent / FINGERPRINT, json.dumps(state.fingerprint, sort_keys=True) + "\n")
+    blob = {"model": model.state_dict(), "optim": optim.state_dict(), "sched": sched.state_dict(),
+            "state": json.dumps(state.__dict__), **rng}
+    replace_atomically(path, lambda tmp: torch.save(blob, tmp))  # a kill mid-save keeps the previous one
 
 
 def load_checkpoint(path: Path, model, optim, sched, rank: int = 0) -> State:
@@ -117,8 +113,7 @@ def snapshot(model) -> dict[str, torch.Tensor]:
 
 
 def save_best(folder: Path, weights: dict[str, torch.Tensor]) -> None:
-    torch.save(weights, folder / "best.tmp")
-    os.replace(folder / "best.tmp", folder / BEST)
+    replace_atomically(folder / BEST, lambda tmp: torch.save(weights, tmp))
 
 
 def load_best(folder: Path) -> dict[str, torch.Tensor] | None:

@@ -222,6 +222,24 @@ def mlm_quality(mlm_pll: np.ndarray) -> np.ndarray:
 
 # ---------------------------------------------------------------- position propensity by regression-EM
 
+def _e_step(n: np.ndarray, c: np.ndarray, th: np.ndarray, ga: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Expected examined and expected relevant impressions per cell (clicks are both; a skip is
+    examined with P = theta (1 - gamma) / (1 - theta gamma), relevant with (1 - theta) gamma / (...))."""
+    denom = np.maximum(1.0 - th * ga, EPS)
+    unclicked = n - c
+    return c + unclicked * th * (1.0 - ga) / denom, c + unclicked * (1.0 - th) * ga / denom
+
+
+def _group_prior(r_j: np.ndarray, n_j: np.ndarray, bucket_group: np.ndarray | None,
+                 prior_rows: float) -> np.ndarray | None:
+    """Per bucket, its group's pooled relevance m_g (the regression prior), or None without one."""
+    if bucket_group is None or prior_rows <= 0:
+        return None
+    grp = np.asarray(bucket_group, dtype=np.int64)
+    m_g = np.bincount(grp, weights=r_j) / np.maximum(np.bincount(grp, weights=n_j), EPS)
+    return m_g[grp]
+
+
 def propensity_em(
     position_idx: np.ndarray, bucket_idx: np.ndarray, rows: np.ndarray, clicks: np.ndarray,
     n_positions: int, n_buckets: int, max_iter: int = 2000, tol: float = 1e-7,
@@ -257,19 +275,11 @@ def propensity_em(
     iterations = 0
     while iterations < max_iter:
         iterations += 1
-        th, ga = theta[k], gamma[j]
-        denom = np.maximum(1.0 - th * ga, EPS)
-        unclicked = n - c
-        e1 = c + unclicked * th * (1.0 - ga) / denom        # expected examined impressions
-        r1 = c + unclicked * (1.0 - th) * ga / denom        # expected relevant impressions
+        e1, r1 = _e_step(n, c, theta[k], gamma[j])
         new_theta = np.clip(np.bincount(k, weights=e1, minlength=n_positions) / n_k, EPS, 1.0 - EPS)
         r_j = np.bincount(j, weights=r1, minlength=n_buckets)
-        if bucket_group is not None and prior_rows > 0:
-            grp = np.asarray(bucket_group, dtype=np.int64)
-            m_g = np.bincount(grp, weights=r_j) / np.maximum(np.bincount(grp, weights=n_j), EPS)
-            new_gamma = (r_j + prior_rows * m_g[grp]) / (n_j + prior_rows)
-        else:
-            new_gamma = r_j / n_j
+        m_j = _group_prior(r_j, n_j, bucket_group, prior_rows)
+        new_gamma = r_j / n_j if m_j is None else (r_j + prior_rows * m_j) / (n_j + prior_rows)
         new_gamma = np.clip(new_gamma, EPS, 1.0 - EPS)
         delta = max(np.abs(new_theta - theta).max(), np.abs(new_gamma - gamma).max())
         theta, gamma = new_theta, new_gamma
@@ -290,17 +300,11 @@ def em_bucket_evidence(
     j = np.asarray(bucket_idx, dtype=np.int64)
     n = np.asarray(rows, dtype=np.float64)
     c = np.asarray(clicks, dtype=np.float64)
-    th, ga = theta[k], gamma[j]
-    r1 = c + (n - c) * (1.0 - th) * ga / np.maximum(1.0 - th * ga, EPS)
+    _, r1 = _e_step(n, c, theta[k], gamma[j])
     r_j = np.bincount(j, weights=r1, minlength=n_buckets)
     n_j = np.bincount(j, weights=n, minlength=n_buckets)
-    if bucket_group is not None and prior_rows > 0:
-        grp = np.asarray(bucket_group, dtype=np.int64)
-        m_g = np.bincount(grp, weights=r_j) / np.maximum(np.bincount(grp, weights=n_j), EPS)
-        m_j = m_g[grp]
-    else:
-        m_j = r_j / np.maximum(n_j, EPS)
-    return r_j, n_j, m_j
+    m_j = _group_prior(r_j, n_j, bucket_group, prior_rows)
+    return r_j, n_j, (r_j / np.maximum(n_j, EPS) if m_j is None else m_j)
 
 
 def click_model_probability(theta: np.ndarray, gamma: np.ndarray, r_pair: np.ndarray, n_pair: np.ndarray,
