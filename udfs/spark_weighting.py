@@ -26,11 +26,16 @@ WEIGHT_SIGNAL_SCHEMA = ("loss double, info_gain double, propensity double, noise
 MIN_ROWS_PER_POSITION = 20  # positions seen less often inherit the previous position's propensity
 
 
+def sigmoid(z: Column) -> Column:
+    """weights.sigmoid as a column expression."""
+    return 1 / (1 + F.exp(-z))
+
+
 def fit_calibration(df: DataFrame, base_rate: float, iterations: int = 8) -> tuple[float, float]:
     """Platt scaling p = sigmoid(a * relevance + b) fitted to the clicks by Newton steps (one aggregate each)."""
     a, b = 0.0, float(np.log(base_rate / (1 - base_rate)))
     for _ in range(iterations):
-        p = 1 / (1 + F.exp(-(F.lit(a) * F.col("relevance") + F.lit(b))))
+        p = sigmoid(F.lit(a) * F.col("relevance") + F.lit(b))
         w = p * (1 - p)
         row = df.select(
             exact_sum((p - F.col("clicked")) * F.col("relevance")).alias("g_a"),
@@ -232,7 +237,7 @@ def with_calibrated_probability(df: DataFrame, scorer_is_cross: bool, base_rate:
         return df.withColumn("prior_logit", F.log(p / (1 - p))), None
     a, b = fit_calibration(df, base_rate)
     return (df.withColumn("prior_logit", F.lit(a) * F.col("relevance") + F.lit(b))
-              .withColumn("p_model", 1 / (1 + F.exp(-F.col("prior_logit"))))), {"a": a, "b": b}
+              .withColumn("p_model", sigmoid(F.col("prior_logit")))), {"a": a, "b": b}
 
 
 def noise_thresholds(df: DataFrame, p_col: str) -> tuple[float, float]:
