@@ -166,6 +166,7 @@ def validate(cfg: dict[str, Any]) -> None:
     for key in ("train", "scorer"):
         _check(cfg[key]["precision"] in ("auto", "fp32", "bf16"), f"{key}.precision: auto | fp32 | bf16")
     _check(t["head_lr"] > 0, "train.head_lr must be > 0")
+    _check(t["select_by"] in ("recalibrated_loss", "loss"), "train.select_by: recalibrated_loss | loss")
     _check(t["label_prior_impressions"] >= 0, "train.label_prior_impressions must be >= 0")
     _check(0 < t["pair_weight_power"] <= 1, "train.pair_weight_power must be in (0, 1]")
     sc = cfg["scorer"]

@@ -39,3 +39,18 @@ def test_ndcg_known_values_and_single_item_queries_skipped():
 def test_ndcg_constant_scores_get_no_credit_from_input_order():
     value, _ = metrics.ndcg_at_k(np.array(["a", "a"]), np.array([3.0, 1.0]), np.array([0.5, 0.5]))
     assert value < 1.0
+
+
+def test_recalibrated_loss_judges_the_ranking_not_the_calibration():
+    rng = np.random.default_rng(0)
+    z = rng.normal(0, 1, 4000)
+    y = (rng.random(4000) < 1 / (1 + np.exp(-(2 * z - 1)))).astype(float)
+    w = rng.uniform(0.5, 2.0, 4000)
+    best = metrics.recalibrated_loss(z, y, w)
+    # any affine change of the logits (a shifted, rescaled head) leaves it unchanged ...
+    assert metrics.recalibrated_loss(3 * z + 5, y, w) == pytest.approx(best, rel=1e-9)
+    # ... it is at most the plain weighted loss of any such head, and a worse ranking scores worse
+    from udfs.weights import bce_with_logits
+
+    assert best <= float(np.sum(w * bce_with_logits(2 * z - 1, y)) / w.sum()) + 1e-12
+    assert metrics.recalibrated_loss(z + rng.normal(0, 1, 4000), y, w) > best

@@ -16,6 +16,7 @@ from jobs import config
 from jobs.generate import generate, write
 from jobs.score import run_score
 from jobs.train import run_training
+from training.metrics import recalibrated_loss
 from training.model import build_trainee
 from training.reader import is_eval
 from udfs.schema import PAIRS_DIR
@@ -115,8 +116,12 @@ def test_torchrun_two_ranks_on_pairs_starts_at_p_model_and_model_loads(weighted,
     expected = np.sum(held["weight"] * bce_with_logits(z_start, held["label"])) / held["weight"].sum()
     assert summary["start"]["eval_loss"] == pytest.approx(expected, rel=1e-5)
     assert summary["start"]["eval_impressions"] == held["impressions"].sum()
-    # The selected model is the best of {start, epochs} by held-out loss.
-    losses = {"start": summary["start"]["eval_loss"], **{f"epoch {h['epoch']}": h["eval_loss"] for h in hist}}
+    assert summary["start"]["eval_loss_recalibrated"] == pytest.approx(
+        recalibrated_loss(z_start.to_numpy(), held["label"].to_numpy(), held["weight"].to_numpy()), rel=1e-5)
+    # The selected model is the best of {start, epochs} by held-out loss (after affine recalibration).
+    key = summary["selected_by"]
+    assert key == "eval_loss_recalibrated"
+    losses = {"start": summary["start"][key], **{f"epoch {h['epoch']}": h[key] for h in hist}}
     assert summary["selected"] == min(losses, key=losses.get)
     # Sentence-transformers layout, loadable by plain transformers; a and b stored beside it.
     assert AutoModel.from_pretrained(out).config.hidden_size == 32
@@ -140,7 +145,8 @@ def test_harmful_learning_rate_exports_the_start(weighted, tiny_model_dir, tmp_p
         tiny_model_dir, "train.launcher=torchrun", "train.lr=0.5", "train.head_lr=20.0", "train.epochs=2",
         "train.max_grad_norm=1000.0"))
     assert summary["selected"] == "start"
-    assert all(h["eval_loss"] > summary["start"]["eval_loss"] for h in summary["history"])
+    key = summary["selected_by"]
+    assert all(h[key] > summary["start"][key] for h in summary["history"])
     start = AutoModel.from_pretrained(tiny_model_dir).state_dict()
     saved = AutoModel.from_pretrained(out).state_dict()
     assert all(torch.equal(start[k], saved[k]) for k in start)

@@ -6,6 +6,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from udfs.calibration import fit_logistic, logistic_sums
 from udfs.pairs import pair_targets
 from udfs.weights import bce, bce_with_logits
 
@@ -84,6 +85,22 @@ def targets(batch: dict[str, np.ndarray], compact: bool, t: dict[str, Any] | Non
             "clicks": batch["clicks"].astype(np.float64), "impressions": n}
 
 
+def recalibrated_loss(z: np.ndarray, label: np.ndarray, weight: np.ndarray) -> float:
+    """Weighted log loss after the best affine recalibration a z + b of the logits (2 parameters
+    fitted on these rows): what a model's ranking is worth, whatever its (a, b) happen to be.
+    Comparing models by it, a start whose head was just refitted and an epoch whose head drifted
+    with the weights are judged on what their encoders rank, not on a calibration wobble."""
+    z, label, weight = (np.asarray(v, dtype=np.float64) for v in (z, label, weight))
+    total = max(weight.sum(), 1e-12)
+    x = (z - z.mean()) / max(z.std(), 1e-12)  # standardised, Newton starts from the base rate: stable
+    rate = float(np.clip(np.sum(weight * label) / total, 1e-6, 1 - 1e-6))
+    b0 = float(np.log(rate / (1 - rate)))
+    a, b = fit_logistic(lambda a, b: logistic_sums(x, label, weight, a, b), 0.0, b0)
+    fitted = float(np.sum(weight * bce_with_logits(a * x + b, label)) / total)
+    base = float(np.sum(weight * bce_with_logits(np.full_like(x, b0), label)) / total)
+    return min(fitted, base) if np.isfinite(fitted) else base
+
+
 def held_out_metrics(z: np.ndarray, tg: dict[str, np.ndarray]) -> dict[str, Any]:
     """Held-out clicks: weighted log loss (the model-selection criterion), per-impression log loss, AUC."""
     if len(z) == 0:
@@ -91,5 +108,6 @@ def held_out_metrics(z: np.ndarray, tg: dict[str, np.ndarray]) -> dict[str, Any]
     w, n, c = tg["weight"], tg["impressions"], tg["clicks"]
     return {"eval_rows": int(len(z)), "eval_impressions": int(n.sum()),
             "eval_loss": float(np.sum(w * bce_with_logits(z, tg["label"])) / max(w.sum(), 1e-12)),
+            "eval_loss_recalibrated": recalibrated_loss(z, tg["label"], w),
             "eval_logloss": float(np.sum(n * bce_with_logits(z, c / np.maximum(n, 1))) / n.sum()),
             "eval_auc": weighted_auc(z, c, n - c)}

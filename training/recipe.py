@@ -90,6 +90,7 @@ class WeightedFinetuneRecipe:
         self.table = training_table(input_dir, self.compact)
         self.score_summary = read_score_summary(input_dir)
         self.ckpt_dir = self.out / "checkpoints"
+        self.select_key = {"recalibrated_loss": "eval_loss_recalibrated", "loss": "eval_loss"}[self.t["select_by"]]
         self.started = time.time()
 
     # ------------------------------------------------------------ setup
@@ -226,7 +227,7 @@ class WeightedFinetuneRecipe:
         state = self.state
         if state.start_eval is None:  # the start is a candidate: training must beat it to be kept
             state.start_eval = self.evaluate()
-            state.best_eval_loss = state.start_eval.get("eval_loss", math.inf)
+            state.best_eval_loss = state.start_eval.get(self.select_key, math.inf)
             state.best = "start"
             if self.rank == 0:
                 ckpt.save_best(self.ckpt_dir, self.best_weights)
@@ -292,12 +293,14 @@ class WeightedFinetuneRecipe:
                                  "step_ms": round(1000 * step_s / max(1, self.steps), 1)}}
 
     def _select(self, record: dict[str, Any]) -> None:
-        """Keep the epoch if it beats the best so far (the start included) on held-out weighted log loss."""
+        """Keep the epoch if it beats the best so far (the start included) on held-out weighted log loss
+        (train.select_by: after the best affine recalibration of each model's logits, or as is)."""
         state = self.state
         state.history.append(record)
-        improved = "eval_loss" not in record or record["eval_loss"] < state.best_eval_loss - 1e-6
+        key = self.select_key
+        improved = key not in record or record[key] < state.best_eval_loss - 1e-6
         if improved:  # (no held-out query at all: keep the latest weights)
-            state.best_eval_loss = record.get("eval_loss", state.best_eval_loss)
+            state.best_eval_loss = record.get(key, state.best_eval_loss)
             state.best = f"epoch {record['epoch']}"
             state.bad_epochs = 0
             self.best_weights = ckpt.snapshot(self.model)
@@ -323,6 +326,7 @@ class WeightedFinetuneRecipe:
             "steps_per_epoch": self.steps, "global_step": state.global_step, "resumed_from_step": self.resumed_from,
             "history": state.history,
             "start": state.start_eval, "start_head": self.start_head, "selected": state.best,
+            "selected_by": self.select_key,
             "loss_curve": state.loss_curve,
             "best_eval_loss": state.best_eval_loss if math.isfinite(state.best_eval_loss) else None,
             "stopped_early": state.stopped_early, "rows_per_epoch": dataset_rows(self.table),
