@@ -20,9 +20,9 @@ import numpy as np
 import torch
 
 from benchmarks.bench_data import real_pairs
-from training.model import adamw, build_trainee, weighted_bce
+from training.model import adamw, build_trainee, optimiser_step
 from udfs import model_loader
-from udfs.device import autocast, cpu_has_bf16
+from udfs.device import cpu_has_bf16
 from udfs.scoring import text_training_input
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -63,12 +63,7 @@ def main(argv: list[str] | None = None) -> int:
     for i, batch in enumerate(data):
         for precision, (model, optim) in models.items():
             tick = time.perf_counter()
-            with autocast(precision, "cpu"):
-                logits = model(batch)
-            loss = weighted_bce(logits, batch["label"], batch["weight"])
-            optim.zero_grad(set_to_none=True)
-            loss.backward()
-            optim.step()
+            optimiser_step(model, model, optim, batch, precision, "cpu", max_grad_norm=1.0)  # the recipe's step
             if i >= 2:  # the first steps warm up allocators and oneDNN kernels
                 times[precision].append(time.perf_counter() - tick)
     ms = {k: 1000 * float(np.median(v)) for k, v in times.items()}

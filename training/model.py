@@ -29,6 +29,7 @@ from typing import Any
 import torch
 
 from udfs import model_loader
+from udfs.device import autocast
 from udfs.errors import UserError
 
 MARKER = model_loader.MARKER
@@ -162,6 +163,23 @@ def weighted_bce(logits: torch.Tensor, labels: torch.Tensor, weights: torch.Tens
     """mean_i w_i * BCE(sigmoid(z_i), y_i), y_i in [0, 1] (a click, or a pair's weighted click rate)."""
     per_row = torch.nn.functional.binary_cross_entropy_with_logits(logits.float(), labels.float(), reduction="none")
     return (weights.float() * per_row).mean()
+
+
+def optimiser_step(forward: torch.nn.Module, model: torch.nn.Module, optim: torch.optim.Optimizer,
+                   batch: dict[str, torch.Tensor], precision: str, device: str, max_grad_norm: float,
+                   sched: Any = None) -> float:
+    """One training step, the recipe's and the benchmarks': forward under autocast (`forward` is the
+    DDP wrapper or the model itself), weighted BCE, backward, gradient clipping on `model`, step."""
+    with autocast(precision, device):
+        logits = forward(batch)
+    loss = weighted_bce(logits, batch["label"], batch["weight"])
+    optim.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), max_grad_norm)
+    optim.step()
+    if sched is not None:
+        sched.step()
+    return float(loss.detach())
 
 
 def adamw(model: torch.nn.Module, lr: float, weight_decay: float, head_lr: float | None = None) -> torch.optim.AdamW:

@@ -26,7 +26,7 @@ import torch.distributed as dist
 
 from training import checkpoint as ckpt
 from training.metrics import held_out_metrics, targets
-from training.model import adamw, build_trainee, linear_warmup_decay, save_trainee, weighted_bce
+from training.model import adamw, build_trainee, linear_warmup_decay, optimiser_step, save_trainee
 from training.reader import (
     ReaderGuardError,
     ShuffleBuffer,
@@ -211,16 +211,8 @@ class WeightedFinetuneRecipe:
         return held_out_metrics(z, dict(zip(names, vals)))
 
     def _step(self, batch: dict[str, np.ndarray]) -> float:
-        b = self._tensors(batch)
-        with autocast(self.precision, str(self.device)):
-            logits = self.ddp(b)
-        loss = weighted_bce(logits, b["label"], b["weight"])
-        self.optim.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.t["max_grad_norm"])
-        self.optim.step()
-        self.sched.step()
-        value = float(loss.detach())
+        value = optimiser_step(self.ddp, self.model, self.optim, self._tensors(batch), self.precision,
+                               str(self.device), self.t["max_grad_norm"], self.sched)
         return _allreduce([value])[0] / self.world if self.world > 1 else value
 
     def train(self) -> None:
