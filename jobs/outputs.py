@@ -213,13 +213,16 @@ def commit_dir(fs: FileSystem, staged: str, final: str, run_id: str) -> None:
         raise
     if had_old:
         fs.delete(old)
-    if set(fs.list_names(area)) <= {STAGING_MARKER}:
-        fs.delete(area)
+    _remove_area_if_empty(fs, area)
 
 
 def abandon(fs: FileSystem, staged: str) -> None:
     """Remove this run's own staging folder (and the area when nothing else is in it)."""
     fs.delete(staged)
-    area = staged.rsplit("/", 1)[0]
+    _remove_area_if_empty(fs, staged.rsplit("/", 1)[0])
+
+
+def _remove_area_if_empty(fs: FileSystem, area: str) -> None:
+    """The staging area goes once it holds nothing but its own marker."""
     if area.endswith(STAGING_SUFFIX) and set(fs.list_names(area)) <= {STAGING_MARKER}:
         fs.delete(area)
