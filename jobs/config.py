@@ -34,6 +34,9 @@ class ConfigError(UserError):
     """A config value is unknown, mistyped or out of range."""
 
 
+PROFILES = ("cluster.yaml", "local.yaml")  # shipped in the conf package beside defaults.yaml
+
+
 def load_defaults() -> dict[str, Any]:
     with open(DEFAULTS_PATH) as f:
         return yaml.safe_load(f)
@@ -105,6 +108,10 @@ def load_config(conf_file: str | None = None, overrides: list[str] | None = None
     cfg = load_defaults()
     if conf_file:
         path = Path(conf_file)
+        if not path.is_file() and conf_file in PROFILES:
+            # A shipped profile by its bare name (`--conf cluster.yaml`): on a cluster the driver may run
+            # from the shipped environment (clickweight package), away from any checkout.
+            path = Path(DEFAULTS_PATH).parent / conf_file
         if not path.is_file():
             raise ConfigError(f"config file not found: {conf_file}")
         with open(path) as f:

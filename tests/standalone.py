@@ -56,11 +56,12 @@ def kill_tree(proc: subprocess.Popen) -> None:
 class StandaloneCluster:
     """`with StandaloneCluster(tmp_path, workers=2) as c: c.submit(...)`; logs go to tmp_path/NAME.log."""
 
-    def __init__(self, tmp: Path, workers: int = 2):
+    def __init__(self, tmp: Path, workers: int = 2, python: str = sys.executable):
+        """`python`: the workers' default Python (PYSPARK_PYTHON); a job's spark.pyspark.python overrides it."""
         self.tmp, self.n_workers = tmp, workers
         self.work = tmp / "work"  # executor logs: work/app-*/<executor>/std{out,err}
         self.env = {**os.environ, "SPARK_LOCAL_IP": "127.0.0.1", "SPARK_MASTER_HOST": "127.0.0.1",
-                    "PYSPARK_PYTHON": sys.executable, "PYSPARK_DRIVER_PYTHON": sys.executable,
+                    "PYSPARK_PYTHON": python, "PYSPARK_DRIVER_PYTHON": sys.executable,
                     "SPARK_WORKER_DIR": str(self.work)}
         self.port, self.ui = free_port(), free_port()
         self.url = f"spark://127.0.0.1:{self.port}"

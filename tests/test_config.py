@@ -54,3 +54,13 @@ def test_profiles_in_conf_load(tmp_path):
     bad.write_text("train:\n  batch_size: -1\n")
     with pytest.raises(config.ConfigError, match="batch_size"):
         config.load_config(str(bad))
+
+
+def test_shipped_profile_by_bare_name_away_from_a_checkout(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # no conf/ here, as on a driver running from the shipped archive
+    cfg = config.load_config("cluster.yaml")
+    assert cfg["train"]["local_mode"] is False and cfg["train"]["reader_pool"] == "dummy"
+    (tmp_path / "cluster.yaml").write_text("train:\n  num_processes: 3\n")
+    assert config.load_config("cluster.yaml")["train"]["num_processes"] == 3  # a file here wins
+    with pytest.raises(config.ConfigError, match="not found: mine.yaml"):
+        config.load_config("mine.yaml")

