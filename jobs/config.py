@@ -127,6 +127,8 @@ def _check(cond: bool, msg: str) -> None:
 
 
 def validate(cfg: dict[str, Any]) -> None:
+    _check(isinstance(cfg["output"]["table_versions_kept"], int) and cfg["output"]["table_versions_kept"] >= 1,
+           "output.table_versions_kept must be an integer >= 1 (the current version is always kept)")
     w = cfg["weighting"]
     _check(w["strategy"] in STRATEGIES, f"weighting.strategy must be one of {STRATEGIES}, got {w['strategy']!r}")
     _check(0 < w["w_min"] <= 1 <= w["w_max"], "need 0 < weighting.w_min <= 1 <= weighting.w_max")

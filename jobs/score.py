@@ -17,6 +17,7 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from jobs import config as config_mod
+from jobs import table_output
 from jobs.common import (
     HadoopFS,
     absolute,
@@ -268,10 +269,33 @@ def run_score(spark: SparkSession, source: str, output: str, cfg: dict[str, Any]
     return summary
 
 
+def run_score_to_table(spark: SparkSession, source: str, root: str, table: str, cfg: dict[str, Any],
+                       overwrite: bool = False) -> dict[str, Any]:
+    """Score into a new version folder under `root`, then switch catalog table `table` to it
+    (jobs/table_output.py); old versions beyond output.table_versions_kept are removed."""
+    run_id = cfg["run_id"] or config_mod.new_run_id()
+    cfg = {**cfg, "run_id": run_id}
+    root = absolute(root)
+    fs = HadoopFS(spark, root)
+    inputs = [source] + [p for p in (cfg["input"]["catalog"], cfg["scorer"]["reuse_scores_from"]) if p]
+    props = table_output.check_table(spark, fs, table, root, list(map(absolute, inputs)), overwrite)
+    table_output.mark_root(fs, root, table, run_id)
+    version = table_output.new_version(root, run_id)
+    summary = run_score(spark, source, version, cfg)
+    action = table_output.publish(spark, table, version, root, run_id, existed=props is not None)
+    removed = table_output.prune(fs, root, cfg["output"]["table_versions_kept"], version)
+    summary["table"] = table_output.table_summary(table, version, action, removed)
+    log.info("score: table %s %s -> %s (%d old versions removed)", table, action, version, len(removed))
+    return summary
+
+
 def build_parser(p: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:
     p = p or argparse.ArgumentParser(prog="clickweight score", description=__doc__.split("\n")[0])
     p.add_argument("--input", required=True, help="clickstream Parquet path or table name")
-    p.add_argument("--output", required=True, help="output folder (replaced atomically)")
+    p.add_argument("--output", required=True, help="output folder (replaced atomically); with --output-table, "
+                   "the folder that holds the table's versions")
+    p.add_argument("--output-table", metavar="DB.NAME",
+                   help="also publish the output as this catalog table (Hive metastore), switched atomically")
     p.add_argument("--catalog", help="(item_id, title) Parquet path or table")
     p.add_argument("--overwrite", action="store_true",
                    help="replace --output even if it is not a clickweight score output")
@@ -285,11 +309,17 @@ def main(argv: list[str] | None = None) -> int:
     overrides = list(args.overrides)
     if args.catalog:
         overrides.append(f"input.catalog={args.catalog}")
+    if args.output_table:
+        overrides.append("spark.conf.spark.sql.catalogImplementation=hive")
     cfg = config_mod.load_config(args.conf, overrides)
     spark = get_spark(cfg)
-    summary = run_score(spark, args.input, args.output, cfg, overwrite=args.overwrite)
+    if args.output_table:
+        summary = run_score_to_table(spark, args.input, args.output, args.output_table, cfg, args.overwrite)
+    else:
+        summary = run_score(spark, args.input, args.output, cfg, overwrite=args.overwrite)
     print_json({k: summary[k] for k in ("output", "rows_in", "rows_out", "rows_quarantined", "rows_sampled_out",
-                                        "strategy", "seconds")} | {"weights": summary["weights"]})
+                                        "strategy", "seconds")} | {"weights": summary["weights"]}
+               | ({"table": summary["table"]} if "table" in summary else {}))
     return 0
 
 

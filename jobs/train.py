@@ -100,7 +100,10 @@ def run_training(input_dir: str, output_dir: str, cfg: dict[str, Any], overwrite
 
 def build_parser(p: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:
     p = p or argparse.ArgumentParser(prog="clickweight train", description=__doc__.split("\n")[0])
-    p.add_argument("--input", required=True, help="a `clickweight score` output folder")
+    source = p.add_mutually_exclusive_group(required=True)
+    source.add_argument("--input", help="a `clickweight score` output folder")
+    source.add_argument("--input-table", metavar="DB.NAME",
+                        help="a table `clickweight score --output-table` publishes: its current version is streamed")
     p.add_argument("--output", required=True,
                    help="model folder (checkpoints inside; a rerun on the same input and config resumes)")
     p.add_argument("--fresh", action="store_true", help="discard the model folder's checkpoint and start over")
@@ -111,7 +114,14 @@ def build_parser(p: argparse.ArgumentParser | None = None) -> argparse.ArgumentP
 
 def main(argv: list[str] | None = None) -> int:
     args, cfg = parse_job_args(build_parser(), argv)
-    summary = run_training(args.input, args.output, cfg, overwrite=args.overwrite, fresh=args.fresh)
+    source = args.input
+    if args.input_table:  # the table's current version, resolved once: a switch during training is not seen
+        from jobs.table_output import table_location
+
+        cfg["spark"]["conf"].setdefault("spark.sql.catalogImplementation", "hive")
+        source = table_location(get_spark(cfg), args.input_table)
+        log.info("train: table %s is at %s", args.input_table, source)
+    summary = run_training(source, args.output, cfg, overwrite=args.overwrite, fresh=args.fresh)
     log.info("train: %d steps in %.1fs -> %s", summary["global_step"], summary["seconds"], args.output)
     print_json({k: summary[k] for k in ("output", "global_step", "steps_per_epoch", "seconds", "history")})
     return 0
