@@ -11,7 +11,7 @@ setup(
     description="Spark + BERT importance weighting of clickstreams, Petastorm + DDP fine-tuning",
     python_requires=">=3.10",
     packages=["jobs", "udfs", "training", "conf"],
-    package_data={"conf": ["*.yaml", "*.sh"]},
+    package_data={"conf": ["*.yaml", "*.sh", "*.properties"]},
     install_requires=[
         "torch>=2.1",
         "pyspark>=3.5,<4.1",

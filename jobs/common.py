@@ -13,11 +13,30 @@ from typing import Any
 from udfs.files import write_text_atomically
 
 log = logging.getLogger("clickweight")
+LOG4J_CONFIG = Path(__file__).resolve().parent.parent / "conf" / "log4j2.properties"
+
+
+def verbose() -> bool:
+    """CLICKWEIGHT_LOG=DEBUG: every log line back, Spark's and py4j's included."""
+    return os.environ.get("CLICKWEIGHT_LOG", "INFO").upper() == "DEBUG"
+
+
+def quiet_loggers(path: Path = LOG4J_CONFIG) -> dict[str, str]:
+    """{logger: level} from the shipped log4j2 file (its `logger.X.name` / `logger.X.level` pairs)."""
+    entries: dict[str, dict[str, str]] = {}
+    for line in path.read_text().splitlines():
+        key, sep, value = line.partition("=")
+        parts = key.strip().split(".")
+        if sep and len(parts) == 3 and parts[0] == "logger" and parts[2] in ("name", "level"):
+            entries.setdefault(parts[1], {})[parts[2]] = value.strip()
+    return {e["name"]: e["level"] for e in entries.values() if "name" in e and "level" in e}
 
 
 def setup_logging() -> None:
     logging.basicConfig(level=os.environ.get("CLICKWEIGHT_LOG", "INFO"),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if not verbose():
+        logging.getLogger("py4j").setLevel(logging.WARNING)  # "Closing down clientserver connection"
 
 
 def launched_by_spark_submit() -> bool:
@@ -39,10 +58,25 @@ def get_spark(cfg: dict[str, Any]):
             os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
             builder = builder.config("spark.driver.host", "127.0.0.1").config(
                 "spark.driver.bindAddress", "127.0.0.1")
-    for key, value in cfg["spark"]["conf"].items():
-        builder = builder.config(key, str(value))
+    conf = {k: str(v) for k, v in cfg["spark"]["conf"].items()}
+    if not launched_by_spark_submit():
+        if not verbose():  # the JVM starts here: quiet from its first line
+            java_opts = f"{conf.get('spark.driver.extraJavaOptions', '')} -Dlog4j2.configurationFile={LOG4J_CONFIG}"
+            conf["spark.driver.extraJavaOptions"] = java_opts.strip()
+        if sys.stderr.isatty():  # Spark's stage progress bar, on a terminal only
+            conf.setdefault("spark.ui.showConsoleProgress", "true")
+    for key, value in conf.items():
+        builder = builder.config(key, value)
     spark = builder.getOrCreate()
-    spark.sparkContext.setLogLevel("WARN")
+    if verbose():
+        spark.sparkContext.setLogLevel("INFO")
+    else:
+        spark.sparkContext.setLogLevel("WARN")
+        # Under spark-submit the JVM started with the user's logging: only our known-noisy loggers change.
+        jvm = spark.sparkContext._jvm
+        configurator, level = jvm.org.apache.logging.log4j.core.config.Configurator, jvm.org.apache.logging.log4j.Level
+        for name, value in quiet_loggers().items():
+            configurator.setLevel(name, level.toLevel(value))
     return spark
 
 

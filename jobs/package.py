@@ -31,7 +31,7 @@ from pathlib import Path
 from udfs.errors import UserError
 
 PACKAGES = ("jobs", "udfs", "training", "conf")  # setup.py's packages
-SOURCE_SUFFIXES = (".py", ".yaml", ".sh")  # setup.py's package_data ships conf/*.yaml and *.sh
+SOURCE_SUFFIXES = (".py", ".yaml", ".sh", ".properties")  # setup.py's package_data: conf/*.yaml, .sh, .properties
 # Excluded from every archive: the editable install's path hook and its record of the checkout.
 EDITABLE_HOOKS = ("*/site-packages/__editable__*clickweight*", "*/site-packages/__pycache__/__editable__*clickweight*",
                   "*/site-packages/clickweight-*.dist-info/direct_url.json")

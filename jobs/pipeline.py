@@ -78,7 +78,10 @@ def run_pipeline(cfg: dict[str, Any]) -> dict[str, Any]:
         round_dir = work / f"round_{rnd}"
         round_dir.mkdir(parents=True, exist_ok=True)
         scored_by: dict[str | None, str] = {}  # scorer -> this round's first output scored with it
-        for strategy in cfg["pipeline"]["strategies"]:
+        strategies = cfg["pipeline"]["strategies"]
+        for i, strategy in enumerate(strategies):
+            log.info("pipeline: round %d/%d, strategy %d/%d (%s): score, train, evaluate", rnd + 1, cfg["rounds"],
+                     i + 1, len(strategies), strategy)
             run_cfg = round_config(cfg, strategy, previous.get(strategy))
             weighted, model = round_dir / f"weighted_{strategy}", round_dir / f"model_{strategy}"
             # BERT is the expensive part: strategies sharing a scorer score once per round.

@@ -129,6 +129,7 @@ def transform(df: DataFrame, cfg: dict[str, Any], run_id: str, catalog: DataFram
         now = time.perf_counter()
         timings[name] = round(now - mark[0], 3)
         mark[0] = now
+        log.info("score: %s done in %.1fs", name.replace("_", " "), timings[name])
 
     scored = score_rows(valid, cfg, settings, stats)
     phase("validate_and_score_pairs")
@@ -180,6 +181,7 @@ def load(scored: DataFrame, quarantined: DataFrame, output: str, cfg: dict[str, 
     fs = HadoopFS(spark, output)
     staged = prepare_staging(fs, output, run_id)
     fs.delete(staged)
+    log.info("score: writing rows, quarantine and pairs")
     try:
         summary = _write_and_verify(scored, quarantined, staged, cfg, summary, t0)
     except BaseException:
@@ -207,6 +209,7 @@ def _write_and_verify(scored: DataFrame, quarantined: DataFrame, staged: str, cf
     summary["pairs"] = write_pairs(scored, f"{staged}/{schema.PAIRS_DIR}", pair_files)
     timings = summary.setdefault("timings_s", {})
     timings["write"] = round(time.perf_counter() - t0, 3)
+    log.info("score: written in %.1fs; reading back to reconcile counts", timings["write"])
     t0 = time.perf_counter()
 
     written = spark.read.parquet(staged)
@@ -252,6 +255,8 @@ def run_score(spark: SparkSession, source: str, output: str, cfg: dict[str, Any]
     df, catalog = extract(spark, source, cfg["input"]["catalog"])
     settings = scoring_settings(cfg)
     rows_in = df.count()
+    log.info("score: %d rows in; validating, then scoring distinct (query, title) pairs with %s", rows_in,
+             scorer_id(settings.scorer_path))
     scored, quarantined, stats = transform(df, cfg, run_id, catalog)
     summary = {
         "run_id": run_id, "input": source, "output": output, "rows_in": rows_in,

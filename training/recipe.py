@@ -27,6 +27,7 @@ import torch.distributed as dist
 from training import checkpoint as ckpt
 from training.metrics import held_out_metrics, targets
 from training.model import adamw, build_trainee, linear_warmup_decay, optimiser_step, save_trainee
+from training.progress import EpochProgress
 from training.reader import (
     ReaderGuardError,
     ShuffleBuffer,
@@ -73,6 +74,16 @@ def _gather_arrays(arrays: tuple[np.ndarray, ...]) -> tuple[np.ndarray, ...]:
         gathered = [None] * dist.get_world_size()
         dist.all_gather_object(gathered, arrays)
     return tuple(np.concatenate([g[i] for g in gathered]) for i in range(len(arrays)))
+
+
+def epoch_line(record: dict[str, Any], start: dict[str, Any], key: str) -> str:
+    """The epoch's numbers a person reads: losses, held-out click AUC, the selection criterion against the start."""
+    def num(d: dict[str, Any], k: str) -> str:
+        v = d.get(k)
+        return "n/a" if v is None else f"{v:.4f}"
+
+    return (f"train loss {num(record, 'train_loss')}, held-out {key} {num(record, key)} (start {num(start, key)}), "
+            f"held-out click AUC {num(record, 'eval_auc')} (start {num(start, 'eval_auc')})")
 
 
 def read_score_summary(input_dir: str) -> dict[str, Any]:
@@ -231,7 +242,9 @@ class WeightedFinetuneRecipe:
             state.step_in_epoch = 0
             self.save_checkpoint()
             if self.rank == 0:
-                print(f"[clickweight train] epoch {record['epoch']}: " + json.dumps(record), flush=True)
+                print(f"[clickweight train] epoch {record['epoch'] + 1}/{self.t['epochs']} done: "
+                      f"{epoch_line(record, state.start_eval, self.select_key)}; exported so far: {state.best}",
+                      flush=True)
             if dist.is_initialized():
                 dist.barrier()
 
@@ -240,6 +253,8 @@ class WeightedFinetuneRecipe:
         buffer = ShuffleBuffer(t["shuffle_buffer_rows"], np.random.default_rng([t["seed"], epoch, self.rank]))
         rows_read, step = 0, 0
         read_wait_s = step_s = 0.0
+        progress = EpochProgress(f"epoch {epoch + 1}/{t['epochs']}", self.steps, state.step_in_epoch,
+                                 t["batch_size"] * self.world, enabled=self.rank == 0)
 
         def run_batches(final: bool) -> None:
             nonlocal step, step_s
@@ -252,6 +267,7 @@ class WeightedFinetuneRecipe:
                 tick = time.perf_counter()
                 state.loss_curve.append(self._step(batch))
                 step_s += time.perf_counter() - tick
+                progress.update(state.loss_curve[-1])
                 state.global_step += 1
                 _maybe_inject_fault(self.rank, state.global_step)
                 state.step_in_epoch = step
@@ -274,6 +290,7 @@ class WeightedFinetuneRecipe:
                         **{k: v for k, v in targets(part, self.compact, t).items() if k in ("label", "weight")}})
             run_batches(final=False)
         run_batches(final=True)
+        progress.close()
         total_read = check_rows_read(int(_allreduce([rows_read])[0]), self.table, f"epoch {epoch}")
         if step < self.steps:
             raise ReaderGuardError(f"epoch {epoch}: rank {self.rank} made {step} of {self.steps} planned steps")
