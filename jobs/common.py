@@ -35,8 +35,8 @@ def quiet_loggers(path: Path = LOG4J_CONFIG) -> dict[str, str]:
 def setup_logging() -> None:
     logging.basicConfig(level=os.environ.get("CLICKWEIGHT_LOG", "INFO"),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    if not verbose():
-        logging.getLogger("py4j").setLevel(logging.WARNING)  # "Closing down clientserver connection"
+    # py4j: "Closing down clientserver connection" at INFO, every Java call at DEBUG (thousands of lines)
+    logging.getLogger("py4j").setLevel(logging.INFO if verbose() else logging.WARNING)
 
 
 def launched_by_spark_submit() -> bool:
@@ -60,9 +60,9 @@ def get_spark(cfg: dict[str, Any]):
                 "spark.driver.bindAddress", "127.0.0.1")
     conf = {k: str(v) for k, v in cfg["spark"]["conf"].items()}
     if not launched_by_spark_submit():
-        if not verbose():  # the JVM starts here: quiet from its first line
-            java_opts = f"{conf.get('spark.driver.extraJavaOptions', '')} -Dlog4j2.configurationFile={LOG4J_CONFIG}"
-            conf["spark.driver.extraJavaOptions"] = java_opts.strip()
+        # The JVM starts here: quiet from its first line (verbose: the root level goes to INFO below).
+        java_opts = f"{conf.get('spark.driver.extraJavaOptions', '')} -Dlog4j2.configurationFile={LOG4J_CONFIG}"
+        conf["spark.driver.extraJavaOptions"] = java_opts.strip()
         if sys.stderr.isatty():  # Spark's stage progress bar, on a terminal only
             conf.setdefault("spark.ui.showConsoleProgress", "true")
     for key, value in conf.items():

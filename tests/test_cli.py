@@ -47,20 +47,47 @@ def test_generate_cli(tmp_path):
 
 
 @pytest.mark.timeout(600)
-def test_spark_submit_score_job(tmp_path, tiny_model_dir):
+def test_spark_submit_score_job_as_the_readme_writes_it(tmp_path, tiny_model_dir):
+    """README: `source .venv/bin/activate`, then `spark-submit --driver-java-options … jobs/score.py …`,
+    from the repository root, with nothing else in the environment (no PYSPARK_*, no SPARK_HOME)."""
     assert cli(["generate", "--output", str(tmp_path / "g"), "--rows", "300", "--days", "2"]) == 0
-    spark_submit = Path(sys.executable).parent / "spark-submit"
-    sets = [a for o in tiny_overrides(tiny_model_dir, "weighting.strategy=ipw") for a in ("--set", o)]
-    env = {**os.environ, "SPARK_LOCAL_IP": "127.0.0.1", "PYSPARK_PYTHON": sys.executable,
-           "PYSPARK_DRIVER_PYTHON": sys.executable}
-    proc = subprocess.run(
-        [str(spark_submit), "--master", "local[2]", "--conf", "spark.driver.host=127.0.0.1",
-         str(ROOT / "jobs" / "score.py"), "--input", str(tmp_path / "g" / "clickstream"),
-         "--output", str(tmp_path / "w"), *sets],
-        capture_output=True, text=True, env=env, timeout=560)
+    sets = " ".join(f"--set {o}" for o in tiny_overrides(tiny_model_dir, "weighting.strategy=ipw"))
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PYSPARK", "SPARK_", "VIRTUAL_ENV"))}
+    env["PATH"] = "/usr/local/bin:/usr/bin:/bin"
+    command = (f"source {sys.prefix}/bin/activate && SPARK_LOCAL_IP=127.0.0.1 spark-submit --master 'local[2]' "
+               "--driver-java-options -Dlog4j2.configurationFile=conf/log4j2.properties "
+               f"jobs/score.py --input {tmp_path}/g/clickstream --output {tmp_path}/w {sets}")
+    proc = subprocess.run(["bash", "-c", command], cwd=ROOT, capture_output=True, text=True, env=env, timeout=560)
     assert proc.returncode == 0, proc.stderr[-3000:]
     summary = json.loads((tmp_path / "w" / "_summary.json").read_text())
     assert summary["rows_in"] == 300 == summary["rows_out"] + summary["rows_quarantined"]
     assert summary["strategy"] == "ipw" and summary["weights"]["mean"] == pytest.approx(1.0, abs=1e-6)
     # The job reads its own `_quarantine` by naming its files: no misleading "All paths were ignored".
     assert "All paths were ignored" not in proc.stderr
+    assert [line for line in proc.stderr.splitlines() if " WARN " in line] == []
+
+
+@pytest.mark.timeout(600)
+def test_console_is_quiet_and_says_each_phase_unless_debug(tmp_path, tiny_model_dir):
+    assert cli(["generate", "--output", str(tmp_path / "g"), "--rows", "200", "--days", "1"]) == 0
+    sets = [a for o in tiny_overrides(tiny_model_dir) for a in ("--set", o)]
+    clickweight = str(Path(sys.executable).parent / "clickweight")
+
+    def score(out: str, **env: str) -> subprocess.CompletedProcess:
+        return subprocess.run([clickweight, "score", "--input", str(tmp_path / "g" / "clickstream"), "--output",
+                               str(tmp_path / out), *sets], capture_output=True, text=True, timeout=280,
+                              env={**os.environ, **env})
+
+    quiet = score("w", CLICKWEIGHT_LOG="INFO")  # the default (tests run with WARNING)
+    assert quiet.returncode == 0, quiet.stderr[-3000:]
+    lines = quiet.stderr.splitlines()
+    assert [line for line in lines if " WARN " in line or "log4j" in line] == []
+    assert not [line for line in lines if "py4j" in line]
+    for said in ("rows in; validating", "validate and score pairs done", "weights done", "writing rows",
+                 "reading back to reconcile", "score: in=200"):
+        assert any(said in line for line in lines), said
+    loud = score("w2", CLICKWEIGHT_LOG="DEBUG")
+    assert loud.returncode == 0
+    loud_lines = loud.stderr.splitlines()
+    assert any(" INFO DAGScheduler" in line for line in loud_lines)  # Spark's own INFO lines are back
+    assert not [line for line in loud_lines if "DEBUG py4j" in line]  # but not py4j's per-call DEBUG lines

@@ -82,6 +82,8 @@ def epoch_line(record: dict[str, Any], start: dict[str, Any], key: str) -> str:
         v = d.get(k)
         return "n/a" if v is None else f"{v:.4f}"
 
+    if not record:  # the start itself
+        return f"held-out {key} {num(start, key)}, held-out click AUC {num(start, 'eval_auc')}"
     return (f"train loss {num(record, 'train_loss')}, held-out {key} {num(record, key)} (start {num(start, key)}), "
             f"held-out click AUC {num(record, 'eval_auc')} (start {num(start, 'eval_auc')})")
 
@@ -234,7 +236,8 @@ class WeightedFinetuneRecipe:
             state.best = "start"
             if self.rank == 0:
                 ckpt.save_best(self.ckpt_dir, self.best_weights)
-                print("[clickweight train] start: " + json.dumps(state.start_eval), flush=True)
+                print(f"[clickweight train] start, before step 1: {epoch_line({}, state.start_eval, self.select_key)}"
+                      f" over {state.start_eval.get('eval_rows', 0)} held-out rows", flush=True)
         while state.epoch < self.t["epochs"] and not state.stopped_early:
             record = self.train_epoch(state.epoch)
             self._select(record)
