@@ -12,6 +12,7 @@ SUBCOMMANDS = {
     "train": ("jobs.train", "DDP fine-tuning on a scored output (Petastorm)"),
     "evaluate": ("jobs.evaluate", "AUC / NDCG@10 / log loss of a model on labelled pairs"),
     "pipeline": ("jobs.pipeline", "generate -> score -> train -> evaluate demo with a comparison table"),
+    "report": ("jobs.report", "an HTML + markdown report (plots) of a score output, model folder or pipeline"),
     "explain": ("jobs.explain", "why one row of a score output got its weight, formula with its numbers"),
     "package": ("jobs.package", "this venv as one archive for executors without the packages (venv-pack)"),
 }

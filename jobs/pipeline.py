@@ -20,7 +20,9 @@ from pathlib import Path
 from typing import Any
 
 from jobs import config as config_mod
+from jobs import tracking
 from jobs.common import add_common_args, get_spark, log, parse_job_args, write_json
+from jobs.report import write_report_quietly
 
 COLUMNS = ("strategy", "round", "train_rows", "steps", "selected", "auc", "ndcg@10", "ess_fraction", "score_s",
            "train_s")
@@ -50,10 +52,54 @@ def round_config(cfg: dict[str, Any], strategy: str, previous_model: str | None)
     return run_cfg
 
 
-def run_pipeline(cfg: dict[str, Any]) -> dict[str, Any]:
-    from jobs.generate import generate, write
+def strategy_round(spark, cfg: dict[str, Any], strategy: str, rnd: int, round_dir: Path, data_dir: Path,
+                   heldout: tuple[str, float], previous: dict[str, str], scored_by: dict[str | None, str]
+                   ) -> dict[str, Any]:
+    """Score, train and evaluate one strategy in one round (an MLflow child run when tracking is on)."""
     from jobs.score import run_score
     from jobs.train import run_training
+    from training.evaluate import evaluate
+
+    heldout_path, threshold = heldout
+    run_cfg = round_config(cfg, strategy, previous.get(strategy))
+    weighted, model = round_dir / f"weighted_{strategy}", round_dir / f"model_{strategy}"
+    # BERT is the expensive part: strategies sharing a scorer score once per round.
+    scorer = run_cfg["scorer"]["path"] or run_cfg["model"]["path"]
+    run_cfg["scorer"]["reuse_scores_from"] = scored_by.get(scorer)
+    with tracking.run(cfg, f"{strategy} round {rnd}", strategy=strategy, round=rnd) as ml:
+        t0 = time.time()
+        scored = run_score(spark, str(data_dir / "clickstream"), str(weighted), run_cfg)
+        scored_by.setdefault(scorer, str(weighted))
+        t1 = time.time()
+        # fresh: this run's model is trained on this run's data, never resumed from an older run's
+        trained = run_training(str(weighted), str(model), run_cfg, fresh=True)
+        t2 = time.time()
+        metrics = evaluate(str(model), heldout_path, "relevance", threshold)
+        write_json(round_dir / f"eval_{strategy}.json", metrics)
+        tracking.log_score(ml, scored)
+        tracking.log_train(ml, trained, run_cfg, str(model))
+        tracking.log_eval(ml, metrics)
+    if trained["selected"] != "start":
+        previous[strategy] = str(model)
+    else:  # the exported model is the start itself: the next round keeps this round's scorer
+        log.info("round %d, %s: training did not beat its start on held-out clicks; the next round keeps "
+                 "scoring with %s", rnd, strategy, run_cfg["scorer"]["path"] or run_cfg["model"]["path"]
+                 or "the packaged encoder")
+    return {"strategy": strategy, "round": rnd, "auc": metrics["auc"], "ndcg@10": metrics["ndcg@10"],
+            "train_rows": trained["train_rows_per_epoch"] * len(trained["history"]),
+            "steps": trained["global_step"], "score_s": round(t1 - t0, 1),
+            "selected": trained["selected"], "next_scorer": previous.get(strategy),
+            "train_s": round(t2 - t1, 1), "rows_in": scored["rows_in"],
+            "rows_out": scored["rows_out"], "rows_quarantined": scored["rows_quarantined"],
+            "rows_sampled_out": scored.get("rows_sampled_out", 0),
+            "reused_scores": scored.get("reused_scores", {}).get("used", False),
+            "ess_fraction": scored["weights"]["ess_fraction"], "scorer_kind": scored["scorer_kind"],
+            "scorer_path": scored["scorer_path"], "init_from": run_cfg["model"]["path"],
+            "weighted": str(weighted), "model": str(model)}
+
+
+def run_pipeline(cfg: dict[str, Any]) -> dict[str, Any]:
+    from jobs.generate import generate, write
     from training.evaluate import evaluate
     from udfs.model_loader import resolve_model_path
 
@@ -70,49 +116,22 @@ def run_pipeline(cfg: dict[str, Any]) -> dict[str, Any]:
     spark = get_spark(cfg)
 
     rows = []
-    baseline = evaluate(resolve_model_path(cfg["model"]["path"]), heldout, "relevance", threshold)
-    rows.append({"strategy": "zero-shot encoder (no training)", "auc": baseline["auc"],
-                 "ndcg@10": baseline["ndcg@10"], "train_rows": 0, "steps": 0})
-    previous: dict[str, str] = {}  # strategy -> the model folder its last round produced
-    for rnd in range(cfg["rounds"]):
-        round_dir = work / f"round_{rnd}"
-        round_dir.mkdir(parents=True, exist_ok=True)
-        scored_by: dict[str | None, str] = {}  # scorer -> this round's first output scored with it
-        strategies = cfg["pipeline"]["strategies"]
-        for i, strategy in enumerate(strategies):
-            log.info("pipeline: round %d/%d, strategy %d/%d (%s): score, train, evaluate", rnd + 1, cfg["rounds"],
-                     i + 1, len(strategies), strategy)
-            run_cfg = round_config(cfg, strategy, previous.get(strategy))
-            weighted, model = round_dir / f"weighted_{strategy}", round_dir / f"model_{strategy}"
-            # BERT is the expensive part: strategies sharing a scorer score once per round.
-            scorer = run_cfg["scorer"]["path"] or run_cfg["model"]["path"]
-            run_cfg["scorer"]["reuse_scores_from"] = scored_by.get(scorer)
-            t0 = time.time()
-            scored = run_score(spark, str(data_dir / "clickstream"), str(weighted), run_cfg)
-            scored_by.setdefault(scorer, str(weighted))
-            t1 = time.time()
-            # fresh: this run's model is trained on this run's data, never resumed from an older run's
-            trained = run_training(str(weighted), str(model), run_cfg, fresh=True)
-            t2 = time.time()
-            metrics = evaluate(str(model), heldout, "relevance", threshold)
-            write_json(round_dir / f"eval_{strategy}.json", metrics)
-            if trained["selected"] != "start":
-                previous[strategy] = str(model)
-            else:  # the exported model is the start itself: the next round keeps this round's scorer
-                log.info("round %d, %s: training did not beat its start on held-out clicks; the next round keeps "
-                         "scoring with %s", rnd, strategy, run_cfg["scorer"]["path"] or run_cfg["model"]["path"]
-                         or "the packaged encoder")
-            rows.append({"strategy": strategy, "round": rnd, "auc": metrics["auc"], "ndcg@10": metrics["ndcg@10"],
-                         "train_rows": trained["train_rows_per_epoch"] * len(trained["history"]),
-                         "steps": trained["global_step"], "score_s": round(t1 - t0, 1),
-                         "selected": trained["selected"], "next_scorer": previous.get(strategy),
-                         "train_s": round(t2 - t1, 1), "rows_in": scored["rows_in"],
-                         "rows_out": scored["rows_out"], "rows_quarantined": scored["rows_quarantined"],
-                         "rows_sampled_out": scored.get("rows_sampled_out", 0),
-                         "reused_scores": scored.get("reused_scores", {}).get("used", False),
-                         "ess_fraction": scored["weights"]["ess_fraction"], "scorer_kind": scored["scorer_kind"],
-                         "scorer_path": scored["scorer_path"], "init_from": run_cfg["model"]["path"],
-                         "weighted": str(weighted), "model": str(model)})
+    with tracking.run(cfg, "pipeline", workdir=str(work), rounds=cfg["rounds"]) as ml:
+        baseline = evaluate(resolve_model_path(cfg["model"]["path"]), heldout, "relevance", threshold)
+        tracking.log_eval(ml, baseline, prefix="zero_shot_")
+        rows.append({"strategy": "zero-shot encoder (no training)", "auc": baseline["auc"],
+                     "ndcg@10": baseline["ndcg@10"], "train_rows": 0, "steps": 0})
+        previous: dict[str, str] = {}  # strategy -> the model folder its last round produced
+        for rnd in range(cfg["rounds"]):
+            round_dir = work / f"round_{rnd}"
+            round_dir.mkdir(parents=True, exist_ok=True)
+            scored_by: dict[str | None, str] = {}  # scorer -> this round's first output scored with it
+            strategies = cfg["pipeline"]["strategies"]
+            for i, strategy in enumerate(strategies):
+                log.info("pipeline: round %d/%d, strategy %d/%d (%s): score, train, evaluate", rnd + 1,
+                         cfg["rounds"], i + 1, len(strategies), strategy)
+                rows.append(strategy_round(spark, cfg, strategy, rnd, round_dir, data_dir, (heldout, threshold),
+                                           previous, scored_by))
     result = {"workdir": str(work), "generate": gen, "heldout": heldout, "positive_threshold": threshold,
               "rounds": cfg["rounds"], "results": rows, "seconds": round(time.time() - started, 1)}
     write_json(work / "pipeline_results.json", result)
@@ -129,6 +148,7 @@ def build_parser(p: argparse.ArgumentParser | None = None) -> argparse.ArgumentP
 def main(argv: list[str] | None = None) -> int:
     _, cfg = parse_job_args(build_parser(), argv)
     result = run_pipeline(cfg)
+    write_report_quietly(result["workdir"])
     print(f"\nclickweight pipeline: results in {result['workdir']} ({result['seconds']} s)")
     print(f"held-out queries: {result['heldout']} (true relevance, positive >= {result['positive_threshold']})\n")
     print(format_table(result["results"]))

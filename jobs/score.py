@@ -17,7 +17,7 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from jobs import config as config_mod
-from jobs import table_output
+from jobs import table_output, tracking
 from jobs.common import (
     HadoopFS,
     absolute,
@@ -29,6 +29,7 @@ from jobs.common import (
     versions,
 )
 from jobs.outputs import MARKER, abandon, check_output, commit_dir, marker, prepare_staging
+from jobs.report import write_report_quietly
 from udfs import model_loader, schema, strategies
 from udfs import pairs as pairs_mod
 from udfs.spark_scoring import mlm_settings, score_rows, scorer_id, scoring_settings
@@ -318,10 +319,13 @@ def main(argv: list[str] | None = None) -> int:
         overrides.append("spark.conf.spark.sql.catalogImplementation=hive")
     cfg = config_mod.load_config(args.conf, overrides)
     spark = get_spark(cfg)
-    if args.output_table:
-        summary = run_score_to_table(spark, args.input, args.output, args.output_table, cfg, args.overwrite)
-    else:
-        summary = run_score(spark, args.input, args.output, cfg, overwrite=args.overwrite)
+    with tracking.run(cfg, "score", input=args.input) as ml:
+        if args.output_table:
+            summary = run_score_to_table(spark, args.input, args.output, args.output_table, cfg, args.overwrite)
+        else:
+            summary = run_score(spark, args.input, args.output, cfg, overwrite=args.overwrite)
+        tracking.log_score(ml, summary)
+    write_report_quietly(summary["table"]["location"] if "table" in summary else summary["output"])
     print_json({k: summary[k] for k in ("output", "rows_in", "rows_out", "rows_quarantined", "rows_sampled_out",
                                         "strategy", "seconds")} | {"weights": summary["weights"]}
                | ({"table": summary["table"]} if "table" in summary else {}))

@@ -16,8 +16,10 @@ from pathlib import Path
 from typing import Any
 
 from jobs import config as config_mod
+from jobs import tracking
 from jobs.common import absolute, add_common_args, get_spark, log, parse_job_args, print_json
 from jobs.outputs import MARKER, LocalFS, OutputRefused, check_output, marker, output_kind
+from jobs.report import write_report_quietly
 
 
 def _free_port() -> int:
@@ -121,8 +123,11 @@ def main(argv: list[str] | None = None) -> int:
         cfg["spark"]["conf"].setdefault("spark.sql.catalogImplementation", "hive")
         source = table_location(get_spark(cfg), args.input_table)
         log.info("train: table %s is at %s", args.input_table, source)
-    summary = run_training(source, args.output, cfg, overwrite=args.overwrite, fresh=args.fresh)
+    with tracking.run(cfg, "train", input=source) as ml:
+        summary = run_training(source, args.output, cfg, overwrite=args.overwrite, fresh=args.fresh)
+        tracking.log_train(ml, summary, cfg, args.output)
     log.info("train: %d steps in %.1fs -> %s", summary["global_step"], summary["seconds"], args.output)
+    write_report_quietly(args.output)
     print_json({k: summary[k] for k in ("output", "global_step", "steps_per_epoch", "seconds", "history")})
     return 0
 
