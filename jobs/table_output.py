@@ -58,6 +58,8 @@ def table_location(spark, name: str) -> str:
 def check_table(spark, fs, name: str, root: str, inputs, overwrite: bool) -> dict[str, str] | None:
     """Refuse, before any work, a table or versions root this run must not touch."""
     check_table_name(name)
+    if any(c in root for c in "'\\`;"):  # the version paths go into SQL string literals
+        raise OutputRefused(f"--output {root!r}: a table's versions root may not contain ' \\ ` or ;")
     if spark.conf.get("spark.sql.catalogImplementation") != "hive":
         raise OutputRefused("--output-table needs a Hive metastore: set spark.sql.catalogImplementation=hive "
                             "(and the metastore's hive-site.xml or spark.hadoop.javax.jdo.* settings)")

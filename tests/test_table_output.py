@@ -98,3 +98,14 @@ def test_table_versions_switch_atomically_and_train_streams_the_current_one(tmp_
     assert trained.returncode == 0, trained.stderr[-4000:]
     marker = json.loads((tmp_path / "model" / "_clickweight.json").read_text())
     assert marker["input"] == third["table"]["location"]
+
+
+def test_names_that_would_break_the_metastore_statements_are_refused():
+    from jobs.outputs import OutputRefused
+    from jobs.table_output import check_table
+
+    for root in ("/data/it's", "/data/a;drop", "/data/back`tick", "/data/back\\slash"):
+        with pytest.raises(OutputRefused, match="may not contain"):
+            check_table(None, None, "default.t", root, [], overwrite=True)  # before any Spark call
+    with pytest.raises(OutputRefused, match="expected name or db.name"):
+        check_table(None, None, "default.t; DROP TABLE x", "/data/ok", [], overwrite=True)
