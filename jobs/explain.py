@@ -16,9 +16,9 @@ from typing import Any
 
 import numpy as np
 import pyarrow.compute as pc
-import pyarrow.dataset as ds
 import yaml
 
+from jobs.report import output_dataset
 from udfs import strategies
 from udfs import weights as W
 from udfs.errors import UserError
@@ -30,9 +30,7 @@ SIGNALS = ("relevance", "p_model", "propensity", "loss", "info_gain", "noise_sco
 
 
 def find_row(folder: str, event_id: str) -> dict[str, Any] | None:
-    data = ds.dataset(folder, format="parquet", partitioning="hive", exclude_invalid_files=True,
-                      ignore_prefixes=["_", "."])
-    table = data.to_table(filter=pc.field("event_id") == event_id)
+    table = output_dataset(folder).to_table(filter=pc.field("event_id") == event_id)
     return table.slice(0, 1).to_pylist()[0] if table.num_rows else None
 
 

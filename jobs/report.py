@@ -64,10 +64,16 @@ def figure(width: float = 6.0, height: float = 3.4):
     return plt.subplots(figsize=(width, height))
 
 
-def read_rows(folder: Path) -> pd.DataFrame:
+def output_dataset(folder: str | Path):
+    """A score output's rows (event_date=*/…) as a pyarrow dataset; `_`/`.` entries (summary, pairs,
+    quarantine, this report) are skipped, as Spark skips them."""
     import pyarrow.dataset as ds
 
-    data = ds.dataset(str(folder), format="parquet", partitioning="hive", ignore_prefixes=["_", "."])
+    return ds.dataset(str(folder), format="parquet", partitioning="hive", ignore_prefixes=["_", "."])
+
+
+def read_rows(folder: Path) -> pd.DataFrame:
+    data = output_dataset(folder)
     columns = [c for c in ROW_COLUMNS if c in data.schema.names]
     batches, n = [], 0
     for batch in data.to_batches(columns=columns):
@@ -126,10 +132,9 @@ def propensity_plot(rows: pd.DataFrame, estimate: dict[str, float]) -> bytes:
     ctr = rows.groupby("position")["clicked"].mean()
     if len(ctr) and ctr.iloc[0] > 0:
         ax.plot(ctr.index, ctr / ctr.iloc[0], "o--", label="ratio CTR(k) / CTR(1)")
-    if estimate:
+    if estimate:  # _summary.json's keys are position strings
         pos = sorted(int(k) for k in estimate)
-        ax.plot(pos, [estimate[str(k)] if str(k) in estimate else estimate[k] for k in pos], "s-",
-                label="score job's estimate")
+        ax.plot(pos, [estimate[str(k)] for k in pos], "s-", label="score job's estimate")
     ax.set_xlabel("position")
     ax.set_ylabel("examination propensity")
     ax.legend()
