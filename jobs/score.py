@@ -113,10 +113,9 @@ def validate(df: DataFrame, cfg: dict[str, Any], has_catalog: bool) -> tuple[Dat
 
 
 def transform(df: DataFrame, cfg: dict[str, Any], run_id: str, catalog: DataFrame | None = None,
-              ) -> tuple[DataFrame, DataFrame, dict[str, Any]]:
-    """Validated, scored, weighted rows; quarantined rows; and the statistics the weights used.
-
-    The returned scored frame is persisted; the caller unpersists it after writing.
+              ) -> tuple[DataFrame, DataFrame, dict[str, Any], list[DataFrame]]:
+    """Validated, scored, weighted rows; quarantined rows; the statistics the weights used; and the
+    persisted frames the rows are computed from, which the caller releases (release()) after writing.
     """
     if catalog is not None:
         df = attach_catalog(df, catalog)
@@ -133,8 +132,9 @@ def transform(df: DataFrame, cfg: dict[str, Any], run_id: str, catalog: DataFram
         log.info("score: %s done in %.1fs", name.replace("_", " "), timings[name])
 
     scored = score_rows(valid, cfg, settings, stats)
+    cached = [scored]
     phase("validate_and_score_pairs")
-    weighted = weigh(scored, cfg, model_loader.is_cross_encoder(settings.scorer_path), stats, phase)
+    weighted = weigh(scored, cfg, model_loader.is_cross_encoder(settings.scorer_path), stats, phase, cached)
     # Stable per-query bucket: training holds out whole queries (bucket < eval_fraction * 1000).
     bucket = F.pmod(F.xxhash64(F.lower(F.trim("query"))), F.lit(1000)).cast("int")
     out = (weighted.withColumn("event_date", F.to_date("event_ts"))
@@ -142,7 +142,13 @@ def transform(df: DataFrame, cfg: dict[str, Any], run_id: str, catalog: DataFram
                    .withColumn("scorer_model", F.lit(stats["scorer_model"]))
                    .withColumn("config_hash", F.lit(config_mod.config_hash(cfg)))
                    .withColumn("run_id", F.lit(run_id)))
-    return out, quarantined.withColumn("run_id", F.lit(run_id)), stats
+    return out, quarantined.withColumn("run_id", F.lit(run_id)), stats, cached
+
+
+def release(cached: list[DataFrame]) -> None:
+    """Unpersist transform()'s frames, the last persisted first."""
+    for frame in reversed(cached):
+        frame.unpersist()
 
 
 # ---------------------------------------------------------------- load
@@ -258,7 +264,7 @@ def run_score(spark: SparkSession, source: str, output: str, cfg: dict[str, Any]
     rows_in = df.count()
     log.info("score: %d rows in; validating, then scoring distinct (query, title) pairs with %s", rows_in,
              scorer_id(settings.scorer_path))
-    scored, quarantined, stats = transform(df, cfg, run_id, catalog)
+    scored, quarantined, stats, cached = transform(df, cfg, run_id, catalog)
     summary = {
         "run_id": run_id, "input": source, "output": output, "rows_in": rows_in,
         "strategy": cfg["weighting"]["strategy"], "config_hash": config_mod.config_hash(cfg),
@@ -268,7 +274,7 @@ def run_score(spark: SparkSession, source: str, output: str, cfg: dict[str, Any]
     try:
         summary = load(scored, quarantined, output, cfg, run_id, summary)
     finally:
-        scored.unpersist()
+        release(cached)
     summary["seconds"] = round(time.time() - t0, 2)
     log.info("score: in=%d out=%d quarantined=%d in %.1fs -> %s", summary["rows_in"], summary["rows_out"],
              summary["rows_quarantined"], summary["seconds"], output)

@@ -30,7 +30,7 @@ from jobs.outputs import (
     staged_path,
     staging_area,
 )
-from jobs.score import extract, load, transform
+from jobs.score import extract, load, release, transform
 
 
 @pytest.fixture(scope="module")
@@ -42,9 +42,9 @@ def job(spark, tiny_model_dir, tmp_path_factory):
     cfg = config.load_config(overrides=tiny_overrides(tiny_model_dir, "weighting.strategy=none"))
     df, _ = extract(spark, f"{folder}/clickstream", None)
     rows_in = df.count()
-    scored, quarantined, stats = transform(df, cfg, "commit-test", None)
+    scored, quarantined, stats, cached = transform(df, cfg, "commit-test", None)
     yield scored, quarantined, cfg, {"rows_in": rows_in, **stats}
-    scored.unpersist()
+    release(cached)
 
 
 def summary_of(base: dict, run_id: str, rows_in_delta: int = 0) -> dict:

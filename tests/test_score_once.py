@@ -106,3 +106,32 @@ def test_model_loads_once_per_python_worker(spark, clicks, encoder_dir, tmp_path
     # Fewer loading workers than tasks: workers served several tasks each, and loaded once.
     assert len(per_pid) < tasks, (per_pid, tasks)
     print(f"{tasks} scoring tasks, {len(per_pid)} Python workers, one load each")
+
+
+def test_score_job_runs_bert_and_weights_once(spark, encoder_dir, tmp_path):
+    """The whole score job (every calibration, propensity, normalisation, write and read-back pass
+    included) sends each distinct pair through BERT once and each row through the weight pass once:
+    a persisted frame dropped too early makes Spark recompute it, BERT included, on every later pass."""
+    from jobs import config
+    from jobs.generate import generate, write
+    from jobs.score import run_score
+
+    data = tmp_path / "data"
+    write(generate(rows=600, days=2, seed=11, malformed_fraction=0.02), str(data))
+    cfg = config.load_config(overrides=[f"model.path={encoder_dir}", "scorer.batch_size=16", "model.max_length=32",
+                                        "scorer.max_length=32", "weighting.strategy=information_gain"])
+    log = tmp_path / "rows.jsonl"
+    env = spark.sparkContext.environment
+    env["CLICKWEIGHT_ROWS_LOG"] = str(log)
+    try:
+        summary = run_score(spark, f"{data}/clickstream", str(tmp_path / "out"), cfg)
+    finally:
+        env.pop("CLICKWEIGHT_ROWS_LOG", None)
+    lines = [json.loads(line) for line in log.read_text().splitlines()]
+    per_kind = Counter()
+    for x in lines:
+        per_kind[x["kind"]] += x["rows"]
+    pairs = summary["pairs"]["pairs"]  # distinct trimmed (query, title) of the valid rows
+    assert summary["rows_out"] > 500 and pairs < summary["rows_out"]
+    assert per_kind["score"] == pairs, per_kind
+    assert per_kind["weights"] == summary["rows_out"], per_kind

