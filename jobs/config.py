@@ -135,8 +135,8 @@ def validate(cfg: dict[str, Any]) -> None:
     _check(w["temperature"] > 0, "weighting.temperature must be > 0")
     _check(0 < w["propensity_min"] <= 1, "weighting.propensity_min must be in (0, 1]")
     _check(w["propensity_estimator"] in ("em", "ratio"), "weighting.propensity_estimator: em | ratio")
-    _check(w["em_buckets"] >= 2 and w["em_max_pairs"] >= 0 and w["em_prior_rows"] >= 0,
-           "need weighting.em_buckets >= 2, em_max_pairs >= 0, em_prior_rows >= 0")
+    _check(w["em_buckets"] >= 2 and w["em_max_pairs"] >= 0 and w["em_prior_rows"] >= 0 and w["max_driver_cells"] >= 0,
+           "need weighting.em_buckets >= 2, em_max_pairs >= 0, em_prior_rows >= 0, max_driver_cells >= 0")
     _check(0 < w["denoise_weight"] <= 1, "weighting.denoise_weight must be in (0, 1]")
     _check(w["denoise_mode"] in ("hard", "soft"), "weighting.denoise_mode: hard | soft")
     _check(w["denoise_model"] in ("click_model", "scorer"), "weighting.denoise_model: click_model | scorer")

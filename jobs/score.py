@@ -36,9 +36,8 @@ from udfs.spark_scoring import mlm_settings, score_rows, scorer_id, scoring_sett
 from udfs.spark_weighting import (  # noqa: F401  (importance_sample, normalise: the job's phases, re-exported)
     importance_sample,
     normalise,
-    signal_summary,
+    output_summary,
     weigh,
-    weight_summary,
 )
 
 # ---------------------------------------------------------------- extract
@@ -219,19 +218,21 @@ def _write_and_verify(scored: DataFrame, quarantined: DataFrame, staged: str, cf
     log.info("score: written in %.1fs; reading back to reconcile counts", timings["write"])
     t0 = time.perf_counter()
 
-    written = spark.read.parquet(staged)
-    summary["rows_out"] = written.count()
+    # One pass over what was written: the output's row count with the weight and signal summaries.
+    summary["weights"], summary["signals"] = output_summary(spark.read.parquet(staged))
+    summary["rows_out"] = summary["weights"]["rows"]
     # One pass over the written quarantine: per-reason counts (few distinct reasons) and their total.
     summary["quarantine_reasons"] = {
         r["reason"]: r["count"]
         for r in schema.read_folder(spark, f"{staged}/_quarantine").groupBy("reason").count().collect()
     }
     summary["rows_quarantined"] = sum(summary["quarantine_reasons"].values())
-    summary["weights"] = weight_summary(written)
-    summary["signals"] = signal_summary(written)
     if "://" not in staged or staged.startswith("file:"):
         summary["layout"] = parquet_layout(staged.replace("file:", ""))
         need = ranks * cfg["output"]["min_row_groups_per_rank"]
+        if summary["layout"]["rows"] != summary["rows_out"]:
+            raise RuntimeError(f"the Parquet footers hold {summary['layout']['rows']} rows but reading the "
+                               f"output gave {summary['rows_out']}; nothing was committed")
         if summary["layout"]["row_groups"] < need:
             log.warning("only %d row groups for %d training ranks (want >= %d): raise output.files_per_date",
                         summary["layout"]["row_groups"], ranks, need)

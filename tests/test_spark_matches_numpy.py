@@ -59,3 +59,50 @@ def test_leave_one_out_click_probability_matches_click_model_probability(log, sp
     np.testing.assert_allclose(keyed["p_click"].to_numpy(), expected, rtol=1e-9)
     # And it is leave-one-out: a pair's click and skip at one position get different probabilities.
     assert keyed.groupby(["query", "title", "position"])["p_click"].nunique().max() == 2
+
+
+def test_driver_cells_give_the_spark_passes_statistics(log):
+    """The score job's driver path (one aggregate to (position, pair) cells, then numpy) and its Spark
+    path (one pass per Newton step, EM aggregate, thresholds, max loss) agree."""
+    from udfs import cells as C
+    from udfs.spark_weighting import calibrate, collect_cells, max_loss
+
+    frame, df = log
+    # A cosine-like score, constant per pair as the scorer's is (p_model is replaced by the calibration).
+    pair_rel = frame.groupby("title")["p_model"].transform("first") * 2 - 1
+    scored = df.sparkSession.createDataFrame(frame.assign(relevance=pair_rel, p_model=pair_rel))
+    cells = collect_cells(scored, 10_000)
+    assert cells is not None and len(cells) == 40 * 5 and cells["n"].sum() == len(frame)
+    assert collect_cells(scored, 199) is None and collect_cells(scored, 0) is None  # too many: Spark passes
+    spark_rows, spark_base, spark_cal = calibrate(scored, False, None)
+    driver_rows, driver_base, driver_cal = calibrate(scored, False, cells)
+    assert driver_base == pytest.approx(spark_base, rel=1e-12)
+    assert driver_cal["a"] == pytest.approx(spark_cal["a"], rel=1e-6) and driver_cal["a"] > 0
+    assert driver_cal["b"] == pytest.approx(spark_cal["b"], rel=1e-6)
+    prop_s, info_s, cm_s = estimate_propensity(spark_rows, PARAMS)
+    prop_d, info_d, cm_d = estimate_propensity(driver_rows, PARAMS, cells)
+    assert info_d == info_s and set(prop_d) == set(prop_s) == {1, 2, 3, 4, 5}
+    assert [prop_d[k] for k in range(1, 6)] == pytest.approx([prop_s[k] for k in range(1, 6)], rel=1e-6)
+    assert prop_d[5] < prop_d[1]  # the position bias was found
+    pd.testing.assert_frame_equal(cm_d.evidence, cm_s.evidence, rtol=1e-6)
+    assert C.noise_thresholds(cells["pm"], cells["n"], cells["c"]) == pytest.approx(
+        noise_thresholds(spark_rows, "p_model"), rel=1e-6)
+    assert C.max_loss(cells["pm"], cells["n"], cells["c"]) == pytest.approx(max_loss(spark_rows), rel=1e-6)
+    ratio = {**PARAMS, "propensity_estimator": "ratio"}
+    assert estimate_propensity(driver_rows, ratio, cells)[0] == pytest.approx(
+        estimate_propensity(spark_rows, ratio)[0], rel=1e-6)
+
+
+@pytest.mark.parametrize("levels", ["few", "continuous"])
+def test_normalise_on_the_driver_matches_the_spark_search(log, levels):
+    """The driver's search over distinct raw weights finds the Spark passes' scale."""
+    frame, df = log
+    if levels == "few":  # a handful of raw values (action_value, ipw); w_min binds at position 1
+        df = df.withColumn("raw_weight", (df["position"] ** 3).cast("double"))
+    on_driver = {**PARAMS, "max_driver_cells": 10_000}
+    out_d, scale_d = normalise(df, on_driver)
+    out_s, scale_s = normalise(df, PARAMS)
+    assert scale_d == pytest.approx(scale_s, rel=1e-9)
+    got = out_d.toPandas()["weight"]
+    assert got.mean() == pytest.approx(1.0, abs=1e-8) and got.max() <= 10.0
+    assert got.min() == 0.1  # the clip binds, the mean holds

@@ -18,10 +18,9 @@ from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from udfs import calibration, model_loader, strategies, weights
+from udfs import cells as cells_mod
 from udfs.aggregates import exact_avg, exact_sum
 from udfs.errors import UserError
-
-MIN_ROWS_PER_POSITION = 20  # positions seen less often inherit the previous position's propensity
 
 
 def sigmoid(z: Column) -> Column:
@@ -59,71 +58,54 @@ class ClickModel:
     prior_rows: float
 
 
-def estimate_propensity(df: DataFrame, w: dict[str, Any]
+def pair_bucket() -> Column:
+    """A row's (query, title) pair as the EM's relevance bucket (Wang et al.'s per-document gamma)."""
+    return F.xxhash64(F.trim("query"), F.trim("title"))
+
+
+def estimate_propensity(df: DataFrame, w: dict[str, Any], cells: pd.DataFrame | None = None
                         ) -> tuple[dict[int, float], dict[str, Any], ClickModel | None]:
     """Examination propensity per position from the log: regression-EM (default) or the CTR ratio.
-    With EM, also the fitted click model (None for the ratio estimator or a log without clicks)."""
-    floor = w["propensity_min"]
+    With EM, also the fitted click model (None for the ratio estimator or a log without clicks).
+    `cells`: the (position, pair) cells with pm already on the driver (collect_cells), else Spark
+    aggregates them from df."""
     if w["propensity_estimator"] == "ratio":
-        stats = (df.groupBy("position")
-                   .agg(F.count("*").alias("n"), F.sum("clicked").alias("c"), exact_sum("p_model").alias("r"))
-                   .toPandas())  # one row per position: small
-        return weights.position_propensity(stats["position"].to_numpy(), stats["c"].to_numpy(),
-                                           stats["r"].to_numpy(), stats["n"].to_numpy(), floor=floor,
-                                           min_rows=MIN_ROWS_PER_POSITION), {"estimator": "ratio"}, None
-    # Relevance buckets: (query, title) pairs when few enough (Wang et al.'s per-document gamma),
-    # else p_model quantile bins (rows the scorer cannot tell apart share one relevance).
-    pair = F.xxhash64(F.trim("query"), F.trim("title"))
-    n_pairs = int(df.agg(F.approx_count_distinct(pair)).first()[0])
+        if cells is None:
+            cells = (df.groupBy("position", F.lit(0).alias("_bucket"))
+                       .agg(F.count("*").alias("n"), F.sum("clicked").alias("c"), exact_avg("p_model").alias("pm"))
+                       .toPandas())  # one row per position: small
+        return cells_mod.ratio_propensity(cells, w["propensity_min"]), {"estimator": "ratio"}, None
+    # Relevance buckets: (query, title) pairs when few enough, else p_model quantile bins (rows the
+    # scorer cannot tell apart share one relevance).
+    n_pairs = (cells["_bucket"].nunique() if cells is not None
+               else int(df.agg(F.approx_count_distinct(pair_bucket())).first()[0]))
     if n_pairs <= w["em_max_pairs"]:
-        bucket, kind = pair, "query_title_pairs"
+        bucket, kind = pair_bucket(), "query_title_pairs"
     else:
         b = w["em_buckets"]
         cuts = sorted(set(df.approxQuantile("p_model", [i / b for i in range(1, b)], 1e-3)))
         bucket = sum((F.col("p_model") > F.lit(x)).cast("int") for x in cuts) if cuts else F.lit(0)
-        kind = "p_model_quantiles"
-    cells = (df.groupBy("position", bucket.alias("_bucket"))
-               .agg(F.count("*").alias("n"), F.sum("clicked").alias("c"), exact_avg("p_model").alias("pm"))
-               .toPandas()
-               # groupBy output order varies run to run; EM, factorize and rank ties must not see that.
-               .sort_values(["position", "_bucket"], kind="stable").reset_index(drop=True))
-    per_pos = cells.groupby("position")["n"].sum()
-    fitted = np.sort(per_pos.index[per_pos >= MIN_ROWS_PER_POSITION].to_numpy())
-    info: dict[str, Any] = {"estimator": "em", "buckets": kind, "cells": len(cells)}
-    theta_rel: dict[int, float] = {}
-    click_model = None
-    if len(fitted) and cells.loc[cells["position"].isin(fitted), "c"].sum() > 0:
-        cells = cells[cells["position"].isin(fitted)]
-        pos_idx = np.searchsorted(fitted, cells["position"].to_numpy())
-        bucket_idx, uniques = pd.factorize(cells["_bucket"])
-        group, prior = None, 0.0
-        if kind == "query_title_pairs":
-            # Regression step: a pair's relevance is shrunk toward that of pairs the scorer rates alike
-            # (same p_model quantile bin), so pairs seen once do not flatten the curve.
-            pm = cells.groupby(bucket_idx)["pm"].first().sort_index()
-            group = pd.qcut(pm.rank(method="first"), min(w["em_buckets"], len(pm)), labels=False).to_numpy()
-            prior = w["em_prior_rows"]
-        theta, gamma, iters = weights.propensity_em(pos_idx, bucket_idx, cells["n"].to_numpy(), cells["c"].to_numpy(),
-                                                len(fitted), len(uniques), bucket_group=group, prior_rows=prior)
-        theta_rel = weights.propensity_from_em(fitted, theta, floor)
-        info.update(n_buckets=int(len(uniques)), iterations=iters)
-        r, n, m = weights.em_bucket_evidence(pos_idx, bucket_idx, cells["n"].to_numpy(), cells["c"].to_numpy(),
-                                             theta, gamma, len(uniques), bucket_group=group, prior_rows=prior)
-        evidence = pd.DataFrame({"_bucket": np.asarray(uniques).astype(np.int64), "_r": r, "_n": n, "_m": m,
-                                 "_gamma": gamma})
-        theta_abs = {int(k): float(t) for k, t in zip(fitted, theta)}
-        click_model = ClickModel(bucket, _carry_forward(per_pos.index, theta_abs, float(theta[0])), evidence, prior)
-    return _carry_forward(per_pos.index, theta_rel, 1.0), info, click_model
+        kind, cells = "p_model_quantiles", None
+    if cells is None:
+        cells = cells_mod.sorted_cells(
+            df.groupBy("position", bucket.alias("_bucket"))
+              .agg(F.count("*").alias("n"), F.sum("clicked").alias("c"), exact_avg("p_model").alias("pm"))
+              .toPandas())
+    propensity, info, model = cells_mod.em_propensity(cells, kind, w)
+    click_model = None if model is None else ClickModel(bucket, model["theta"], model["evidence"], model["prior_rows"])
+    return propensity, info, click_model
 
 
-def _carry_forward(positions, fitted: dict[int, float], first: float) -> dict[int, float]:
-    """Every seen position gets its fitted value, or the previous position's when too rare to fit."""
-    out: dict[int, float] = {}
-    prev = first
-    for k in sorted(int(x) for x in positions):
-        prev = fitted.get(k, prev)
-        out[k] = prev
-    return out
+def collect_cells(scored: DataFrame, max_cells: int) -> pd.DataFrame | None:
+    """One aggregate of the scored rows to (position, pair) cells: rows n, clicks c, the pair's
+    relevance and p_model; on the driver, sorted, when there are at most max_cells, else None."""
+    if max_cells <= 0:
+        return None
+    cells = (scored.groupBy("position", pair_bucket().alias("_bucket"))
+                   .agg(F.count("*").alias("n"), F.sum("clicked").alias("c"),
+                        F.min("relevance").alias("relevance"), F.min("p_model").alias("p_raw"))
+                   .limit(max_cells + 1).toPandas())
+    return None if len(cells) > max_cells else cells_mod.sorted_cells(cells)
 
 
 def with_click_probability(df: DataFrame, cm: ClickModel, spark_session: SparkSession) -> DataFrame:
@@ -218,23 +200,44 @@ def with_signals(df: DataFrame, strategy: str, params: dict[str, Any], propensit
     return df.mapInArrow(make_signal_mapper(strategy, params, propensity, p_noise, drop), StructType(fields))
 
 
+def distinct_levels(df: DataFrame, value: Column, max_levels: int) -> tuple[np.ndarray, np.ndarray] | None:
+    """The distinct values of a column and their row counts (sorted by value), on the driver when there
+    are at most max_levels of them (one Spark pass), else None. Raw weights take few values for most
+    strategies (action_value: a handful, ipw: two per position) and at most one per cell otherwise."""
+    if max_levels <= 0:
+        return None
+    levels = df.groupBy(value.alias("_v")).agg(F.count("*").alias("_k")).limit(max_levels + 1).toPandas()
+    if len(levels) > max_levels:
+        return None
+    levels = levels.sort_values("_v", kind="stable")
+    return levels["_v"].to_numpy(dtype=np.float64), levels["_k"].to_numpy(dtype=np.float64)
+
+
 def normalise(df: DataFrame, w: dict[str, Any], raw: Column | None = None) -> tuple[DataFrame, float]:
     """weight = clip(s * raw, w_min, w_max) with s chosen so the global mean is 1.
 
-    raw defaults to raw_weight; with importance sampling it is raw_weight / keep_prob.
+    raw defaults to raw_weight; with importance sampling it is raw_weight / keep_prob. The search
+    for s runs on the driver over the distinct raw values when they are few enough (one Spark pass),
+    else as one Spark pass per step.
     """
     raw = F.col("raw_weight") if raw is None else raw
+    lo, hi = w["w_min"], w["w_max"]
+
+    def clipped(s: float) -> Column:
+        return F.least(F.greatest(raw * F.lit(s), F.lit(lo)), F.lit(hi))
+
     if not w["normalize"]:
-        return df.withColumn("weight", F.least(F.greatest(raw, F.lit(w["w_min"])), F.lit(w["w_max"]))), 1.0
-    raw_mean = df.agg(exact_avg(raw)).first()[0]
-
-    def mean_of_clipped(s: float) -> float:
-        clipped = F.least(F.greatest(raw * F.lit(s), F.lit(w["w_min"])), F.lit(w["w_max"]))
-        return float(df.agg(exact_avg(clipped)).first()[0])
-
-    scale = weights.normalise_scale(mean_of_clipped, w["w_min"], w["w_max"], raw_mean)
-    weight = F.least(F.greatest(raw * F.lit(scale), F.lit(w["w_min"])), F.lit(w["w_max"]))
-    return df.withColumn("weight", weight), scale
+        return df.withColumn("weight", clipped(1.0)), 1.0
+    levels = distinct_levels(df, raw, w.get("max_driver_cells", 0))
+    if levels is not None:
+        value, count = levels
+        n = count.sum()
+        scale = weights.normalise_scale(lambda s: float(np.sum(count * np.clip(value * s, lo, hi)) / n),
+                                        lo, hi, float(np.sum(count * value) / n))
+    else:
+        scale = weights.normalise_scale(lambda s: float(df.agg(exact_avg(clipped(s))).first()[0]),
+                                        lo, hi, df.agg(exact_avg(raw)).first()[0])
+    return df.withColumn("weight", clipped(scale)), scale
 
 
 def importance_sample(df: DataFrame, sampling: dict[str, Any], rows: int) -> tuple[DataFrame, dict[str, Any]]:
@@ -264,16 +267,37 @@ def importance_sample(df: DataFrame, sampling: dict[str, Any], rows: int) -> tup
                   "realised_fraction": n_kept / rows, "rows_sampled_out": rows - n_kept}
 
 
-def with_calibrated_probability(df: DataFrame, scorer_is_cross: bool, base_rate: float
+def with_calibrated_probability(df: DataFrame, scorer_is_cross: bool, base_rate: float,
+                                fitted: tuple[float, float] | None = None
                                 ) -> tuple[DataFrame, dict[str, float] | None]:
     """p_model and prior_logit (the logit the trainee starts from): a sentence encoder's cosine through
-    Platt scaling fitted on the clicks; a cross-encoder's own probability as is."""
+    Platt scaling fitted on the clicks (`fitted`: (a, b) already fitted on the driver); a
+    cross-encoder's own probability as is."""
     if scorer_is_cross:
         p = F.least(F.greatest(F.col("p_model"), F.lit(weights.EPS)), F.lit(1 - weights.EPS))
         return df.withColumn("prior_logit", F.log(p / (1 - p))), None
-    a, b = fit_calibration(df, base_rate)
+    a, b = fitted or fit_calibration(df, base_rate)
     return (df.withColumn("prior_logit", F.lit(a) * F.col("relevance") + F.lit(b))
               .withColumn("p_model", sigmoid(F.col("prior_logit")))), {"a": a, "b": b}
+
+
+def calibrate(scored: DataFrame, scorer_is_cross: bool, cells: pd.DataFrame | None
+              ) -> tuple[DataFrame, float, dict[str, float] | None]:
+    """Calibrated rows, the base rate and the Platt fit. With the cells on the driver, base rate and
+    fit come from them (no Spark pass) and the cells get pm, their calibrated p_model."""
+    fitted = None
+    if cells is None:
+        base_rate = float(np.clip(scored.agg(F.avg("clicked")).first()[0], weights.EPS, 1 - weights.EPS))
+    else:
+        base_rate = cells_mod.base_rate(cells)
+        if scorer_is_cross:
+            cells["pm"] = weights.clip_prob(cells["p_raw"].to_numpy(dtype=np.float64))
+        else:
+            fitted = cells_mod.fit_platt(cells["relevance"].to_numpy(), cells["n"].to_numpy(),
+                                         cells["c"].to_numpy(), base_rate)
+            cells["pm"] = weights.sigmoid(fitted[0] * cells["relevance"].to_numpy() + fitted[1])
+    joined, calibration = with_calibrated_probability(scored, scorer_is_cross, base_rate, fitted)
+    return joined, base_rate, calibration
 
 
 def noise_thresholds(df: DataFrame, p_col: str) -> tuple[float, float]:
@@ -299,14 +323,15 @@ def weigh(scored: DataFrame, cfg: dict[str, Any], scorer_is_cross: bool, stats: 
     unpersisting a frame earlier makes Spark drop the caches built on it, and the next pass would
     recompute everything, BERT included)."""
     w = cfg["weighting"]
-    base_rate = float(np.clip(scored.agg(F.avg("clicked")).first()[0], weights.EPS, 1 - weights.EPS))
+    cells = collect_cells(scored, w["max_driver_cells"])
+    stats["aggregates"] = "driver cells" if cells is not None else "spark passes"
+    joined, base_rate, calibration = calibrate(scored, scorer_is_cross, cells)
     stats["base_rate"] = base_rate
     stats["scorer_kind"] = "cross_encoder" if scorer_is_cross else "sentence_encoder"
-    joined, calibration = with_calibrated_probability(scored, scorer_is_cross, base_rate)
     if calibration is not None:
         stats["calibration"] = calibration
     phase("calibration")
-    propensity, stats["propensity_fit"], click_model = estimate_propensity(joined, w)
+    propensity, stats["propensity_fit"], click_model = estimate_propensity(joined, w, cells)
     stats["propensity"] = propensity
     # Which P(click) confident learning trusts: the click model (position x the pair's leave-one-out
     # relevance from the log) when denoise is in use and EM ran, else the scorer's p_model.
@@ -316,11 +341,14 @@ def weigh(scored: DataFrame, cfg: dict[str, Any], scorer_is_cross: bool, stats: 
         p_noise = "p_click"
     stats["denoise_probability"] = p_noise
     phase("propensity")
-    thresholds = noise_thresholds(joined, p_noise)
+    on_driver = cells is not None and p_noise == "p_model"  # p_click is per row: a Spark pass
+    thresholds = (cells_mod.noise_thresholds(cells["pm"], cells["n"], cells["c"]) if on_driver
+                  else noise_thresholds(joined, p_noise))
     stats["noise_thresholds"] = {"t0": thresholds[0], "t1": thresholds[1]}
     params = {**w, "base_rate": base_rate, "noise_thresholds": thresholds}
     if any(s.name == "loss" for s in strategies.signals(w)):
-        params["loss_shift"] = stats["loss_max"] = max_loss(joined)
+        params["loss_shift"] = stats["loss_max"] = (cells_mod.max_loss(cells["pm"], cells["n"], cells["c"])
+                                                    if cells is not None else max_loss(joined))
     weighted = (with_signals(joined, w["strategy"], params, propensity, p_noise)
                 .persist(StorageLevel.MEMORY_AND_DISK))
     cached.append(weighted)
@@ -338,35 +366,32 @@ def weigh(scored: DataFrame, cfg: dict[str, Any], scorer_is_cross: bool, stats: 
 
 # ---------------------------------------------------------------- summaries
 
-def weight_summary(df: DataFrame) -> dict[str, Any]:
-    qs = [0.0, 0.01, 0.1, 0.5, 0.9, 0.99, 1.0]
-    row = df.agg(
-        F.count("*").alias("n"), F.avg("weight").alias("mean"), F.sum("weight").alias("sum"),
-        F.sum(F.col("weight") ** 2).alias("sum_sq"),
-        F.percentile_approx("weight", qs, 10000).alias("q"),
-        F.sum(F.when(~F.isnan("weight") & (F.col("weight") > 0), 1).otherwise(0)).alias("finite_positive"),
-    ).first()
-    ess = row["sum"] ** 2 / row["sum_sq"] if row["sum_sq"] else 0.0
-    return {"rows": row["n"], "mean": row["mean"], "quantiles": dict(zip(map(str, qs), row["q"])),
-            "effective_sample_size": ess, "ess_fraction": ess / row["n"] if row["n"] else 0.0,
-            "finite_positive_rows": row["finite_positive"]}
-
-
 SIGNAL_COLUMNS = ("relevance", "p_model", "loss", "info_gain", "propensity", "noise_score", "mlm_pll",
                   "raw_weight", "keep_prob")
+WEIGHT_QUANTILES = [0.0, 0.01, 0.1, 0.5, 0.9, 0.99, 1.0]
+SIGNAL_QUANTILES = [0.0, 0.1, 0.5, 0.9, 1.0]
 
 
-def signal_summary(df: DataFrame) -> dict[str, Any]:
-    """Mean and quantiles of every importance signal written, plus the share of noise suspects (one job)."""
-    qs = [0.0, 0.1, 0.5, 0.9, 1.0]
+def output_summary(df: DataFrame) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The weights' summary (count, mean, quantiles, effective sample size) and every importance
+    signal's mean and quantiles plus the share of noise suspects, in one Spark pass."""
     present = [c for c in SIGNAL_COLUMNS if c in df.columns]
-    aggs = [e for c in present for e in (F.avg(c).alias(f"{c}__mean"),
-                                         F.percentile_approx(c, qs, 10000).alias(f"{c}__q"))]
+    aggs = [F.count("*").alias("n"), F.avg("weight").alias("mean"), F.sum("weight").alias("sum"),
+            F.sum(F.col("weight") ** 2).alias("sum_sq"),
+            F.percentile_approx("weight", WEIGHT_QUANTILES, 10000).alias("q"),
+            F.sum(F.when(~F.isnan("weight") & (F.col("weight") > 0), 1).otherwise(0)).alias("finite_positive")]
+    aggs += [e for c in present for e in (F.avg(c).alias(f"{c}__mean"),
+                                          F.percentile_approx(c, SIGNAL_QUANTILES, 10000).alias(f"{c}__q"))]
     if "suspect" in df.columns:
         aggs.append(F.avg(F.col("suspect").cast("double")).alias("suspect_fraction"))
     row = df.agg(*aggs).first()
-    out: dict[str, Any] = {c: {"mean": row[f"{c}__mean"], "quantiles": dict(zip(map(str, qs), row[f"{c}__q"] or []))}
-                           for c in present}
+    ess = row["sum"] ** 2 / row["sum_sq"] if row["sum_sq"] else 0.0
+    weights_out = {"rows": row["n"], "mean": row["mean"], "quantiles": dict(zip(map(str, WEIGHT_QUANTILES), row["q"])),
+                   "effective_sample_size": ess, "ess_fraction": ess / row["n"] if row["n"] else 0.0,
+                   "finite_positive_rows": row["finite_positive"]}
+    signals: dict[str, Any] = {
+        c: {"mean": row[f"{c}__mean"], "quantiles": dict(zip(map(str, SIGNAL_QUANTILES), row[f"{c}__q"] or []))}
+        for c in present}
     if "suspect" in df.columns:
-        out["suspect_fraction"] = row["suspect_fraction"]
-    return out
+        signals["suspect_fraction"] = row["suspect_fraction"]
+    return weights_out, signals

@@ -1,0 +1,108 @@
+"""The weighting's statistics from (position, relevance bucket) cells, on the driver.
+
+Every statistic the weights need before the weight pass (base rate, Platt calibration, the
+examination propensities and click model, confident learning's thresholds, the loss strategy's
+shift) depends on a row only through its position, its pair's score and its click. So one Spark
+aggregate to cells (position, pair: rows n, clicks c, the pair's score) carries all of them, and
+the iterations (Newton steps, EM) run here on that small table instead of as one Spark pass each
+over every row. The score job falls back to Spark passes when the cells are too many to hold.
+
+Cells are sorted by (position, _bucket) first: sums then run in one fixed order, so the results do
+not depend on how Spark happened to return the groups.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from udfs import calibration, weights
+
+MIN_ROWS_PER_POSITION = 20  # positions seen less often inherit the previous position's propensity
+
+
+def sorted_cells(cells: pd.DataFrame) -> pd.DataFrame:
+    # groupBy output order varies run to run; EM, factorize and rank ties must not see that.
+    return cells.sort_values(["position", "_bucket"], kind="stable").reset_index(drop=True)
+
+
+def base_rate(cells: pd.DataFrame) -> float:
+    return float(np.clip(cells["c"].sum() / max(cells["n"].sum(), 1), weights.EPS, 1 - weights.EPS))
+
+
+def fit_platt(relevance: np.ndarray, n: np.ndarray, c: np.ndarray, base: float) -> tuple[float, float]:
+    """Platt scaling p = sigmoid(a * relevance + b) on the clicks: each cell is n rows, c of them clicked."""
+    n = np.asarray(n, dtype=np.float64)
+    y = np.asarray(c, dtype=np.float64) / np.maximum(n, 1.0)
+    return calibration.fit_logistic(lambda a, b: calibration.logistic_sums(relevance, y, n, a, b),
+                                    0.0, float(np.log(base / (1 - base))))
+
+
+def noise_thresholds(p: np.ndarray, n: np.ndarray, c: np.ndarray) -> tuple[float, float]:
+    """Confident learning's (t0, t1): mean 1 - p over skipped rows, mean p over clicked rows (0.5 if none)."""
+    p, n, c = (np.asarray(v, dtype=np.float64) for v in (p, n, c))
+    skips = n - c
+    t0 = float(np.sum(skips * (1 - p)) / skips.sum()) if skips.sum() > 0 else 0.5
+    t1 = float(np.sum(c * p) / c.sum()) if c.sum() > 0 else 0.5
+    return t0, t1
+
+
+def max_loss(p: np.ndarray, n: np.ndarray, c: np.ndarray) -> float:
+    """The largest per-row BCE of p (clipped as udfs/weights.py clips it) over the rows the cells hold."""
+    p = weights.clip_prob(np.asarray(p, dtype=np.float64))
+    clicked = np.where(np.asarray(c) > 0, -np.log(p), -np.inf)
+    skipped = np.where(np.asarray(n) - np.asarray(c) > 0, -np.log(1 - p), -np.inf)
+    return float(max(clicked.max(initial=-np.inf), skipped.max(initial=-np.inf)))
+
+
+def carry_forward(positions, fitted: dict[int, float], first: float) -> dict[int, float]:
+    """Every seen position gets its fitted value, or the previous position's when too rare to fit."""
+    out: dict[int, float] = {}
+    prev = first
+    for k in sorted(int(x) for x in positions):
+        prev = fitted.get(k, prev)
+        out[k] = prev
+    return out
+
+
+def ratio_propensity(cells: pd.DataFrame, floor: float) -> dict[int, float]:
+    """The CTR-ratio estimator: clicks / sum of p_model per position, relative to position 1."""
+    per = cells.assign(r=cells["pm"] * cells["n"]).groupby("position")[["n", "c", "r"]].sum().reset_index()
+    return weights.position_propensity(per["position"].to_numpy(), per["c"].to_numpy(), per["r"].to_numpy(),
+                                       per["n"].to_numpy(), floor=floor, min_rows=MIN_ROWS_PER_POSITION)
+
+
+def em_propensity(cells: pd.DataFrame, kind: str, w: dict[str, Any]
+                  ) -> tuple[dict[int, float], dict[str, Any], dict[str, Any] | None]:
+    """Regression-EM over sorted cells (position, _bucket, n, c, pm): the relative propensity per seen
+    position, the fit's description, and the click model's parts (theta per position on the absolute
+    scale, the per-bucket evidence, the prior) or None when nothing could be fitted."""
+    per_pos = cells.groupby("position")["n"].sum()
+    fitted = np.sort(per_pos.index[per_pos >= MIN_ROWS_PER_POSITION].to_numpy())
+    info: dict[str, Any] = {"estimator": "em", "buckets": kind, "cells": len(cells)}
+    if not len(fitted) or cells.loc[cells["position"].isin(fitted), "c"].sum() <= 0:
+        return carry_forward(per_pos.index, {}, 1.0), info, None
+    cells = cells[cells["position"].isin(fitted)]
+    pos_idx = np.searchsorted(fitted, cells["position"].to_numpy())
+    bucket_idx, uniques = pd.factorize(cells["_bucket"])
+    group, prior = None, 0.0
+    if kind == "query_title_pairs":
+        # Regression step: a pair's relevance is shrunk toward that of pairs the scorer rates alike
+        # (same p_model quantile bin), so pairs seen once do not flatten the curve.
+        pm = cells.groupby(bucket_idx)["pm"].first().sort_index()
+        group = pd.qcut(pm.rank(method="first"), min(w["em_buckets"], len(pm)), labels=False).to_numpy()
+        prior = w["em_prior_rows"]
+    n, c = cells["n"].to_numpy(), cells["c"].to_numpy()
+    theta, gamma, iters = weights.propensity_em(pos_idx, bucket_idx, n, c, len(fitted), len(uniques),
+                                                bucket_group=group, prior_rows=prior)
+    info.update(n_buckets=int(len(uniques)), iterations=iters)
+    r, n_b, m = weights.em_bucket_evidence(pos_idx, bucket_idx, n, c, theta, gamma, len(uniques),
+                                           bucket_group=group, prior_rows=prior)
+    evidence = pd.DataFrame({"_bucket": np.asarray(uniques).astype(np.int64), "_r": r, "_n": n_b, "_m": m,
+                             "_gamma": gamma})
+    theta_abs = {int(k): float(t) for k, t in zip(fitted, theta)}
+    model = {"theta": carry_forward(per_pos.index, theta_abs, float(theta[0])), "evidence": evidence,
+             "prior_rows": prior}
+    theta_rel = weights.propensity_from_em(fitted, theta, w["propensity_min"])
+    return carry_forward(per_pos.index, theta_rel, 1.0), info, model
