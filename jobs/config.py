@@ -19,6 +19,7 @@ import yaml
 
 import conf
 from udfs import strategies
+from udfs.device import PRECISIONS, SCORER_PRECISIONS
 from udfs.errors import UserError
 
 DEFAULTS_PATH = Path(conf.__file__).with_name("defaults.yaml")
@@ -172,8 +173,10 @@ def validate(cfg: dict[str, Any]) -> None:
     _check(t["torch_threads"] >= 1, "train.torch_threads must be >= 1")
     _check(cfg["model"]["max_length"] >= 8, "model.max_length must be >= 8")
     _check(cfg["model"]["kind"] in ("bi_encoder", "cross_encoder"), "model.kind: bi_encoder | cross_encoder")
-    for key in ("train", "scorer"):
-        _check(cfg[key]["precision"] in ("auto", "fp32", "bf16"), f"{key}.precision: auto | fp32 | bf16")
+    _check(t["precision"] in PRECISIONS, "train.precision: auto | fp32 | bf16")
+    _check(cfg["scorer"]["precision"] in SCORER_PRECISIONS, "scorer.precision: auto | fp32 | bf16 | int8")
+    _check(not (cfg["scorer"]["precision"] == "int8" and str(cfg["scorer"]["device"]).startswith("cuda")),
+           "scorer.precision=int8 is dynamic int8 quantisation for CPUs: use bf16 (or auto) on a GPU")
     _check(t["head_lr"] > 0, "train.head_lr must be > 0")
     _check(t["select_by"] in ("recalibrated_loss", "loss"), "train.select_by: recalibrated_loss | loss")
     _check(t["label_prior_impressions"] >= 0, "train.label_prior_impressions must be >= 0")

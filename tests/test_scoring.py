@@ -46,3 +46,26 @@ def test_score_is_in_input_order_whatever_the_batching(scorer):
     assert ids.shape == (6, 32)
     assert (frame["input_len"].to_numpy() == (ids != 0).sum(axis=1)).all()
     assert not np.isclose(frame["relevance"].to_numpy(), frame["relevance"].to_numpy()[0]).all()
+
+
+def test_int8_scorer_quantises_every_linear_and_keeps_the_ranking(scorer):
+    """scorer.precision=int8: every nn.Linear dynamically quantised (per channel); cosines move a little,
+    the ranking of pairs mostly holds; refused on a GPU and for training."""
+    from dataclasses import replace
+
+    from jobs import config
+    from udfs.errors import UserError
+
+    int8 = PairScorer(replace(scorer.settings, precision="int8"), "cpu")
+    # 2 layers x (q, k, v, attention out, intermediate, output) + the pooler
+    dynamic = [m for m in int8.encoder.modules() if isinstance(m, torch.ao.nn.quantized.dynamic.Linear)]
+    assert len(dynamic) == 2 * 6 + 1 and not any(type(m) is torch.nn.Linear for m in int8.encoder.modules())
+    queries = [TEXTS[i % 3 * 2] for i in range(24)]
+    titles = [TEXTS[(i * 5) % 8] + f" {i}" for i in range(24)]
+    fp32, q8 = scorer.cosine(queries, titles), int8.cosine(queries, titles)
+    assert not np.allclose(fp32, q8, atol=1e-7)  # it really ran quantised
+    assert np.corrcoef(pd.Series(fp32).rank(), pd.Series(q8).rank())[0, 1] > 0.9
+    with pytest.raises(UserError, match="int8"):
+        config.load_config(overrides=["scorer.precision=int8", "scorer.device=cuda"])
+    with pytest.raises(UserError, match="train.precision"):
+        config.load_config(overrides=["train.precision=int8"])

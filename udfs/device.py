@@ -68,6 +68,7 @@ def task_device(requested: str) -> str:
 
 
 PRECISIONS = ("auto", "fp32", "bf16")
+SCORER_PRECISIONS = (*PRECISIONS, "int8")  # int8: the scorer's linear layers dynamically quantised (CPU)
 
 
 def cpu_has_bf16(cpuinfo_path: str = "/proc/cpuinfo") -> bool:
@@ -81,9 +82,12 @@ def cpu_has_bf16(cpuinfo_path: str = "/proc/cpuinfo") -> bool:
 
 
 def resolve_precision(requested: str, device: str) -> str:
-    """'fp32' or 'bf16': auto picks bf16 on CUDA and on CPUs with native bf16, else fp32 (the fallback)."""
-    if requested not in PRECISIONS:
-        raise ValueError(f"precision {requested!r}: choose one of {PRECISIONS}")
+    """'fp32', 'bf16' or 'int8' (scorer only, CPU only): auto picks bf16 on CUDA and on CPUs with
+    native bf16, else fp32 (the fallback); int8 is never picked by auto (see docs/performance.md)."""
+    if requested not in SCORER_PRECISIONS:
+        raise ValueError(f"precision {requested!r}: choose one of {SCORER_PRECISIONS}")
+    if requested == "int8" and str(device).startswith("cuda"):
+        raise ValueError("precision int8 is dynamic quantisation for CPUs; on a GPU use bf16")
     if requested != "auto":
         return requested
     if str(device).startswith("cuda"):
