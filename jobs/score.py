@@ -98,7 +98,8 @@ def attach_catalog(df: DataFrame, catalog: DataFrame) -> DataFrame:
               .drop("_catalog_title"))
 
 
-def validate(df: DataFrame, cfg: dict[str, Any], has_catalog: bool) -> tuple[DataFrame, DataFrame]:
+def validate(df: DataFrame, cfg: dict[str, Any], has_catalog: bool, cached: list[DataFrame] | None = None
+             ) -> tuple[DataFrame, DataFrame]:
     schema.check_schema(df.schema, has_catalog=has_catalog)
     df = schema.conform(df)
     inp = cfg["input"]
@@ -108,7 +109,7 @@ def validate(df: DataFrame, cfg: dict[str, Any], has_catalog: bool) -> tuple[Dat
         min_event_ts=inp["min_event_ts"],
         max_event_ts=(now + dt.timedelta(days=1)).strftime("%Y-%m-%d %H:%M:%S"),
     )
-    return schema.split_valid(df, reasons)
+    return schema.split_valid(df, reasons, cached)
 
 
 def transform(df: DataFrame, cfg: dict[str, Any], run_id: str, catalog: DataFrame | None = None,
@@ -118,7 +119,8 @@ def transform(df: DataFrame, cfg: dict[str, Any], run_id: str, catalog: DataFram
     """
     if catalog is not None:
         df = attach_catalog(df, catalog)
-    valid, quarantined = validate(df, cfg, has_catalog=catalog is not None)
+    cached: list[DataFrame] = []  # persisted frames, released by the caller once the output is written
+    valid, quarantined = validate(df, cfg, has_catalog=catalog is not None, cached=cached)
     settings = scoring_settings(cfg)
     stats: dict[str, Any] = {"scorer_model": scorer_id(settings.scorer_path)}
     timings = stats["timings_s"] = {}  # wall time per phase (where a run's time goes)
@@ -130,10 +132,14 @@ def transform(df: DataFrame, cfg: dict[str, Any], run_id: str, catalog: DataFram
         mark[0] = now
         log.info("score: %s done in %.1fs", name.replace("_", " "), timings[name])
 
-    scored = score_rows(valid, cfg, settings, stats)
-    cached = [scored]
-    phase("validate_and_score_pairs")
-    weighted = weigh(scored, cfg, model_loader.is_cross_encoder(settings.scorer_path), stats, phase, cached)
+    try:
+        scored = score_rows(valid, cfg, settings, stats)
+        cached.append(scored)
+        phase("validate_and_score_pairs")
+        weighted = weigh(scored, cfg, model_loader.is_cross_encoder(settings.scorer_path), stats, phase, cached)
+    except BaseException:
+        release(cached)
+        raise
     # Stable per-query bucket: training holds out whole queries (bucket < eval_fraction * 1000).
     bucket = F.pmod(F.xxhash64(F.lower(F.trim("query"))), F.lit(1000)).cast("int")
     out = (weighted.withColumn("event_date", F.to_date("event_ts"))

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from pyspark import StorageLevel
 from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
@@ -171,8 +172,11 @@ def row_reasons(
     return F.concat_ws(";", *[F.when(F.coalesce(cond, F.lit(False)), F.lit(name)) for name, cond in rules])
 
 
-def split_valid(df: DataFrame, reason: Column) -> tuple[DataFrame, DataFrame]:
-    """Return (valid rows, quarantined rows with `reason`); every input row is in exactly one."""
+def split_valid(df: DataFrame, reason: Column, cached: list[DataFrame] | None = None
+                ) -> tuple[DataFrame, DataFrame]:
+    """Return (valid rows, quarantined rows with `reason`); every input row is in exactly one.
+    With `cached`, the checked rows are persisted (and appended to it for the caller to release), so
+    writing the quarantine does not read the input and rank duplicates a second time."""
     df = df.withColumn("reason", reason)
     content_hash = F.xxhash64(*[F.col(c.name) for c in INPUT_COLUMNS])
     # Rank duplicates among valid rows only, so an invalid copy never displaces a valid one.
@@ -184,6 +188,9 @@ def split_valid(df: DataFrame, reason: Column) -> tuple[DataFrame, DataFrame]:
         "reason",
         F.when(F.col("_dup_rank") > 1, F.lit("duplicate_event_id")).otherwise(F.col("reason")),
     ).drop("_dup_rank", "_bad_dwell")
+    if cached is not None:
+        ranked = ranked.persist(StorageLevel.MEMORY_AND_DISK)
+        cached.append(ranked)
     valid = ranked.filter(F.col("reason") == "").drop("reason")
     quarantined = ranked.filter(F.col("reason") != "")
     return valid, quarantined

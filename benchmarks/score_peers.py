@@ -1,0 +1,259 @@
+"""`clickweight score` against the loops a user would otherwise write, each a whole process timed
+from launch to exit (interpreter, imports, JVM and model loads included), on a real-title clickstream:
+
+  (a)  plain loop: pandas reads the Parquet, every row's query and title embedded (the scorer's own
+       token-length-sorted micro-batches), cosine per row, Parquet written;
+  (a2) the loop a competent engineer writes in ten minutes: pandas drop_duplicates() on (query, title),
+       the distinct pairs scored the same way, joined back, Parquet written;
+  (b)  Spark's pyspark.ml.functions.predict_batch_udf over every row, written as Parquet;
+  (c)  the `clickweight score` CLI: validation, quarantine, distinct-pair scoring, calibration,
+       propensity, weights, compacted pair table, atomic write, read-back reconciliation, report.
+
+All use the same model, scorer.batch_size and precision (`--precision`, default auto: bf16 autocast on
+this CPU). For (c) it also records the per-phase profile (`_summary.json` timings plus the process
+start and report around them), the worker peak RSS, and the fit wall = fixed cost + rows x marginal.
+
+    .venv/bin/python -m benchmarks.score_peers --rows 10000 50000 200000 --dup 1 3
+    .venv/bin/python -m benchmarks.score_peers --rows 10000 --dup 3 --peers a2,c        # a quick look
+    .venv/bin/python -m benchmarks.score_peers --agreement --rows 10000 --dup 3         # precisions vs fp32
+
+Writes benchmarks/results/score_peers.json (or --json) and, with --plot, the profile chart
+docs/performance_profile.png. Run it on an otherwise idle machine: every figure is a wall time.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from benchmarks import bench_data
+from benchmarks.score_scaling import RSSSampler
+
+ROOT = Path(__file__).resolve().parent.parent
+PEERS = {"a": "plain loop", "a2": "drop_duplicates loop", "b": "predict_batch_udf", "c": "clickweight score"}
+CONF = str(ROOT / "conf" / "local.yaml")
+
+
+# ---------------------------------------------------------------- the peers (run in their own process)
+
+def _settings(precision: str):
+    from jobs import config
+    from udfs.spark_scoring import scoring_settings
+
+    cfg = config.load_config(CONF, overrides=[f"scorer.precision={precision}"])
+    return cfg, scoring_settings(cfg)
+
+
+def loop_peer(src: str, out: str, precision: str, dedup: bool) -> None:
+    import torch
+
+    from udfs.scoring import PairScorer
+
+    cfg, settings = _settings(precision)
+    scorer = PairScorer(settings, "cpu")
+    torch.set_num_threads(os.cpu_count() or 1)  # a loop outside Spark uses every core
+    frame = pd.read_parquet(src, columns=["event_id", "query", "title"])
+    frame["query"], frame["title"] = frame["query"].str.strip(), frame["title"].str.strip()
+    todo = frame.drop_duplicates(["query", "title"]) if dedup else frame
+    scores = todo[["query", "title"]].copy()
+    scores["relevance"] = scorer.cosine(todo["query"].tolist(), todo["title"].tolist())
+    result = frame.merge(scores, on=["query", "title"], how="left") if dedup else frame.assign(
+        relevance=scores["relevance"].to_numpy())
+    Path(out).mkdir(parents=True, exist_ok=True)
+    result.to_parquet(f"{out}/part-0.parquet", index=False)
+
+
+def predict_batch_peer(src: str, out: str, precision: str) -> None:
+    from pyspark.ml.functions import predict_batch_udf
+    from pyspark.sql.types import DoubleType
+
+    from jobs.common import get_spark
+
+    cfg, settings = _settings(precision)
+
+    def make_predict_fn():
+        from udfs.scoring import PairScorer
+
+        scorer = PairScorer(settings, "cpu")  # the same embedding code and precision as the job's
+
+        def predict(queries: np.ndarray, titles: np.ndarray) -> np.ndarray:
+            return scorer.cosine([str(q).strip() for q in queries], [str(t).strip() for t in titles])
+
+        return predict
+
+    udf = predict_batch_udf(make_predict_fn, return_type=DoubleType(), batch_size=cfg["scorer"]["batch_size"])
+    spark = get_spark(cfg)
+    spark.read.parquet(src).withColumn("relevance", udf("query", "title")).write.mode("overwrite").parquet(out)
+    spark.stop()
+
+
+def run_peer(peer: str, src: str, out: str, precision: str) -> dict:
+    """Launch one peer as a process; wall time from launch to exit, peak RSS of its Python workers."""
+    if peer == "c":
+        cmd = [str(Path(sys.executable).parent / "clickweight"), "score", "--conf", CONF, "--input", src,
+               "--output", out, "--overwrite", "--set", f"scorer.precision={precision}"]
+    else:
+        cmd = [sys.executable, "-m", "benchmarks.score_peers", "--run-peer", peer, "--src", src, "--out", out,
+               "--precision", precision]
+    env = {**os.environ, "SPARK_LOCAL_IP": "127.0.0.1", "PYTHONPATH": str(ROOT)}
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    sampler = RSSSampler(proc.pid)
+    sampler.start()
+    _, err = proc.communicate()
+    wall = time.perf_counter() - t0
+    sampler.stop()
+    if proc.returncode != 0:
+        raise SystemExit(f"peer {peer} failed (rc={proc.returncode}):\n{err.decode()[-3000:]}")
+    result = {"wall_s": round(wall, 2), "peak_rss_mib": {k: round(v / 2**20, 1) for k, v in sampler.peak.items()}}
+    if peer == "c":
+        summary = json.loads((Path(out) / "_summary.json").read_text())
+        result.update(timings_s=summary["timings_s"], rows_out=summary["rows_out"],
+                      pairs=summary["pairs"]["pairs"], aggregates=summary.get("aggregates"))
+    return result
+
+
+# ---------------------------------------------------------------- the comparison
+
+def profile(c: dict) -> dict[str, float]:
+    """(c)'s wall split into phases: the job's own timings, plus what lies around them (interpreter,
+    imports, JVM and Spark start, reading the input's row count; then the report and exit)."""
+    phases = dict(c["timings_s"])
+    phases["start_and_report"] = round(c["wall_s"] - sum(phases.values()), 3)
+    return phases
+
+
+def fixed_cost_fit(cases: list[dict]) -> dict[int, dict]:
+    """Per duplication: wall = intercept + rows x slope over the sizes run (the intercept is the fixed cost)."""
+    fits = {}
+    for dup in sorted({c["dup"] for c in cases}):
+        pts = [(c["rows"], c["c"]["wall_s"]) for c in cases if c["dup"] == dup and "c" in c]
+        if len(pts) >= 2:
+            x, y = np.array(pts, dtype=float).T
+            slope, intercept = np.polyfit(x, y, 1)
+            fits[dup] = {"fixed_cost_s": round(float(intercept), 2), "ms_per_row": round(float(slope) * 1e3, 4)}
+    return fits
+
+
+def spearman(a: pd.Series, b: pd.Series) -> float:
+    return float(np.corrcoef(a.rank().to_numpy(), b.rank().to_numpy())[0, 1])
+
+
+def agreement(src: str, work: Path, precisions: list[str]) -> dict:
+    """p_model and weight of each precision against fp32, row by row (same input, same job)."""
+    runs = {}
+    for prec in ["fp32", *precisions]:
+        out = work / f"agree_{prec}"
+        runs[prec] = {"timing": run_peer("c", src, str(out), prec)}
+        runs[prec]["rows"] = pd.read_parquet(out, columns=["event_id", "p_model", "weight"]).set_index("event_id")
+    ref = runs["fp32"]["rows"]
+    result = {}
+    for prec in precisions:
+        rows = runs[prec]["rows"].loc[ref.index]
+        result[prec] = {"p_model_spearman": spearman(ref["p_model"], rows["p_model"]),
+                        "weight_spearman": spearman(ref["weight"], rows["weight"]),
+                        "wall_s": runs[prec]["timing"]["wall_s"], "fp32_wall_s": runs["fp32"]["timing"]["wall_s"]}
+        print(f"  {prec}: {result[prec]}", flush=True)
+    return result
+
+
+def plot_profile(cases: list[dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    runs = [c for c in cases if "c" in c]
+    names = list(dict.fromkeys(k for c in runs for k in profile(c["c"])))
+    fig, ax = plt.subplots(figsize=(8, 4.5))
+    bottom = np.zeros(len(runs))
+    labels = [f"{c['rows'] // 1000}k rows\ndup {c['dup']}" for c in runs]
+    for name in names:
+        vals = np.array([profile(c["c"]).get(name, 0.0) for c in runs])
+        ax.bar(labels, vals, bottom=bottom, label=name.replace("_", " "))
+        bottom += vals
+    ax.set_ylabel("wall seconds (whole clickweight score process)")
+    ax.set_title("Where clickweight score's time goes")
+    ax.legend(fontsize=8, loc="upper left")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+
+
+def print_table(cases: list[dict]) -> None:
+    print("\n| rows | dup | distinct pairs | (a) rows/s | (a2) rows/s | (b) rows/s | (c) rows/s | c/a | c/a2 | c/b "
+          "| (c) worker RSS MiB |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    for c in cases:
+        rate = {p: c["rows"] / c[p]["wall_s"] for p in PEERS if p in c}
+        ratios = [f"{rate['c'] / rate[p]:.2f}" if "c" in rate and p in rate else "-" for p in ("a", "a2", "b")]
+        cells = [f"{rate[p]:.1f}" if p in rate else "-" for p in PEERS]
+        rss = c["c"]["peak_rss_mib"]["python_worker_max"] if "c" in c else "-"
+        print(f"| {c['rows']} | {c['dup']} | {c['distinct_pairs']} | {' | '.join(cells + ratios)} | {rss} |")
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--rows", type=int, nargs="*", default=[10_000, 50_000, 200_000])
+    p.add_argument("--dup", type=int, nargs="*", default=[1, 3])
+    p.add_argument("--peers", default="a,a2,b,c")
+    p.add_argument("--precision", default="auto")
+    p.add_argument("--agreement", action="store_true", help="compare bf16 and int8 with fp32 instead")
+    p.add_argument("--plot", action="store_true", help="write docs/performance_profile.png")
+    p.add_argument("--json", default=str(ROOT / "benchmarks" / "results" / "score_peers.json"))
+    p.add_argument("--run-peer", choices=["a", "a2", "b"], help=argparse.SUPPRESS)
+    p.add_argument("--src", help=argparse.SUPPRESS)
+    p.add_argument("--out", help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+    if args.run_peer:
+        if args.run_peer == "b":
+            predict_batch_peer(args.src, args.out, args.precision)
+        else:
+            loop_peer(args.src, args.out, args.precision, dedup=args.run_peer == "a2")
+        return 0
+
+    work = Path(tempfile.mkdtemp(prefix="cw-peers-"))
+    pairs = bench_data.real_pairs()
+    report: dict = {"benchmark": "score_peers", "cores": os.cpu_count(), "precision": args.precision,
+                    "command": "python -m benchmarks.score_peers " + " ".join(argv or sys.argv[1:])}
+    try:
+        if args.agreement:
+            frame = bench_data.clickstream(pairs, args.rows[0], args.dup[0], seed=args.rows[0] + args.dup[0])
+            src = bench_data.write_clickstream(frame, work / "in")
+            report["agreement"] = agreement(src, work, ["bf16", "int8"])
+        else:
+            cases = []
+            for dup in args.dup:
+                for rows in args.rows:
+                    frame = bench_data.clickstream(pairs, rows, dup, seed=rows + dup)
+                    src = bench_data.write_clickstream(frame, work / f"in_{rows}_{dup}")
+                    case = {"rows": rows, "dup": dup,
+                            "distinct_pairs": int(frame[["query", "title"]].drop_duplicates().shape[0])}
+                    for peer in args.peers.split(","):
+                        case[peer] = run_peer(peer, src, str(work / f"out_{peer}_{rows}_{dup}"), args.precision)
+                        print(f"rows={rows} dup={dup} ({peer}) {PEERS[peer]}: {case[peer]['wall_s']} s", flush=True)
+                    cases.append(case)
+                    shutil.rmtree(work / f"in_{rows}_{dup}", ignore_errors=True)
+            report.update(cases=cases, fixed_cost=fixed_cost_fit(cases))
+            print_table(cases)
+            print("fixed cost (intercept of (c)'s wall against rows):", report["fixed_cost"])
+            if args.plot:
+                plot_profile(cases, ROOT / "docs" / "performance_profile.png")
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.json).write_text(json.dumps(report, indent=2, default=str))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
