@@ -2,7 +2,8 @@
 
 `duplication` = rows per distinct (query, title) pair: 1 makes every pair unique, 4 shows each pair
 about four times (as in real logs, where the same product is shown for the same query in many
-sessions). Rows follow the clickweight input contract; clicks are random (throughput only).
+sessions). Beyond the 51k real pairs, real queries are paired with other rows' real
+titles. Rows follow the clickweight input contract; clicks are random (throughput only).
 """
 from __future__ import annotations
 
@@ -25,11 +26,22 @@ def real_pairs() -> pd.DataFrame:
     return pairs.drop_duplicates(["query", "title"]).reset_index(drop=True)
 
 
+def more_pairs(pairs: pd.DataFrame, n_pairs: int, seed: int) -> pd.DataFrame:
+    """At least n_pairs distinct (query, title): the real pairs, then real queries with real titles of
+    other rows (the same texts and lengths, not relevant pairs: fine for throughput)."""
+    rng = np.random.default_rng(seed)
+    out = pairs
+    while len(out) < n_pairs:
+        titles = pairs.iloc[rng.permutation(len(pairs))].reset_index(drop=True)
+        mixed = pairs[["query"]].reset_index(drop=True).assign(item_id=titles["item_id"], title=titles["title"])
+        out = pd.concat([out, mixed]).drop_duplicates(["query", "title"]).reset_index(drop=True)
+    return out
+
+
 def clickstream(pairs: pd.DataFrame, rows: int, duplication: int, seed: int = 0) -> pd.DataFrame:
     n_pairs = rows // duplication
-    if n_pairs > len(pairs):
-        raise SystemExit(f"{rows} rows at duplication {duplication} need {n_pairs} distinct pairs; "
-                         f"only {len(pairs)} exist")
+    if n_pairs > len(pairs):  # beyond the real pairs: real queries with other rows' real titles
+        pairs = more_pairs(pairs, n_pairs, seed)
     rng = np.random.default_rng(seed)
     chosen = pairs.iloc[rng.choice(len(pairs), size=n_pairs, replace=False)].reset_index(drop=True)
     idx = rng.permutation(np.repeat(np.arange(n_pairs), duplication))[:rows]
