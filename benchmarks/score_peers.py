@@ -2,7 +2,7 @@
 from launch to exit (interpreter, imports, JVM and model loads included), on a real-title clickstream:
 
   (a)  plain loop: pandas reads the Parquet, every row's query and title embedded (the scorer's own
-       token-length-sorted micro-batches), cosine per row, Parquet written;
+       token-length-sorted micro-batches, no dedup of any kind), cosine per row, Parquet written;
   (a2) the loop a competent engineer writes in ten minutes: pandas drop_duplicates() on (query, title),
        the distinct pairs scored the same way, joined back, Parquet written;
   (b)  Spark's pyspark.ml.functions.predict_batch_udf over every row, written as Parquet;
@@ -65,7 +65,10 @@ def loop_peer(src: str, out: str, precision: str, dedup: bool) -> None:
     frame["query"], frame["title"] = frame["query"].str.strip(), frame["title"].str.strip()
     todo = frame.drop_duplicates(["query", "title"]) if dedup else frame
     scores = todo[["query", "title"]].copy()
-    scores["relevance"] = scorer.cosine(todo["query"].tolist(), todo["title"].tolist())
+    # Batch scoring as written by hand: each (kept) row's query and title embedded, in the scorer's
+    # length-sorted micro-batches; no text-level dedup (PairScorer.cosine would add that).
+    q, t = scorer.embed(todo["query"].tolist()), scorer.embed(todo["title"].tolist())
+    scores["relevance"] = np.einsum("ij,ij->i", q, t)
     result = frame.merge(scores, on=["query", "title"], how="left") if dedup else frame.assign(
         relevance=scores["relevance"].to_numpy())
     Path(out).mkdir(parents=True, exist_ok=True)
@@ -86,7 +89,9 @@ def predict_batch_peer(src: str, out: str, precision: str) -> None:
         scorer = PairScorer(settings, "cpu")  # the same embedding code and precision as the job's
 
         def predict(queries: np.ndarray, titles: np.ndarray) -> np.ndarray:
-            return scorer.cosine([str(q).strip() for q in queries], [str(t).strip() for t in titles])
+            q = scorer.embed([str(x).strip() for x in queries])
+            t = scorer.embed([str(x).strip() for x in titles])
+            return np.einsum("ij,ij->i", q, t).astype(np.float64)
 
         return predict
 
