@@ -16,6 +16,7 @@ start and report around them), the worker peak RSS, and the fit wall = fixed cos
     .venv/bin/python -m benchmarks.score_peers --rows 10000 50000 200000 --dup 1 3
     .venv/bin/python -m benchmarks.score_peers --rows 10000 --dup 3 --peers a2,c        # a quick look
     .venv/bin/python -m benchmarks.score_peers --agreement --rows 10000 --dup 3         # precisions vs fp32
+        [--set weighting.strategy=information_gain]                                      # weights that read p
 
 Writes benchmarks/results/score_peers.json (or --json) and, with --plot, the profile chart
 docs/performance_profile.png. Run it on an otherwise idle machine: every figure is a wall time.
@@ -101,11 +102,13 @@ def predict_batch_peer(src: str, out: str, precision: str) -> None:
     spark.stop()
 
 
-def run_peer(peer: str, src: str, out: str, precision: str) -> dict:
-    """Launch one peer as a process; wall time from launch to exit, peak RSS of its Python workers."""
+def run_peer(peer: str, src: str, out: str, precision: str, overrides: tuple[str, ...] = ()) -> dict:
+    """Launch one peer as a process; wall time from launch to exit, peak RSS of its Python workers.
+    `overrides`: extra `--set key=value` for (c)."""
     if peer == "c":
         cmd = [str(Path(sys.executable).parent / "clickweight"), "score", "--conf", CONF, "--input", src,
-               "--output", out, "--overwrite", "--set", f"scorer.precision={precision}"]
+               "--output", out, "--overwrite", "--set", f"scorer.precision={precision}",
+               *[a for o in overrides for a in ("--set", o)]]
     else:
         cmd = [sys.executable, "-m", "benchmarks.score_peers", "--run-peer", peer, "--src", src, "--out", out,
                "--precision", precision]
@@ -153,12 +156,12 @@ def spearman(a: pd.Series, b: pd.Series) -> float:
     return float(np.corrcoef(a.rank().to_numpy(), b.rank().to_numpy())[0, 1])
 
 
-def agreement(src: str, work: Path, precisions: list[str]) -> dict:
+def agreement(src: str, work: Path, precisions: list[str], overrides: tuple[str, ...] = ()) -> dict:
     """p_model and weight of each precision against fp32, row by row (same input, same job)."""
     runs = {}
     for prec in ["fp32", *precisions]:
         out = work / f"agree_{prec}"
-        runs[prec] = {"timing": run_peer("c", src, str(out), prec)}
+        runs[prec] = {"timing": run_peer("c", src, str(out), prec, overrides)}
         runs[prec]["rows"] = pd.read_parquet(out, columns=["event_id", "p_model", "weight"]).set_index("event_id")
     ref = runs["fp32"]["rows"]
     result = {}
@@ -213,6 +216,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--peers", default="a,a2,b,c")
     p.add_argument("--precision", default="auto")
     p.add_argument("--agreement", action="store_true", help="compare bf16 and int8 with fp32 instead")
+    p.add_argument("--set", action="append", default=[], dest="overrides", help="key=value for (c)'s config")
     p.add_argument("--plot", action="store_true", help="write docs/performance_profile.png")
     p.add_argument("--json", default=str(ROOT / "benchmarks" / "results" / "score_peers.json"))
     p.add_argument("--run-peer", choices=["a", "a2", "b"], help=argparse.SUPPRESS)
@@ -234,7 +238,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.agreement:
             frame = bench_data.clickstream(pairs, args.rows[0], args.dup[0], seed=args.rows[0] + args.dup[0])
             src = bench_data.write_clickstream(frame, work / "in")
-            report["agreement"] = agreement(src, work, ["bf16", "int8"])
+            report["agreement"] = agreement(src, work, ["bf16", "int8"], tuple(args.overrides))
         else:
             cases = []
             for dup in args.dup:
@@ -244,7 +248,8 @@ def main(argv: list[str] | None = None) -> int:
                     case = {"rows": rows, "dup": dup,
                             "distinct_pairs": int(frame[["query", "title"]].drop_duplicates().shape[0])}
                     for peer in args.peers.split(","):
-                        case[peer] = run_peer(peer, src, str(work / f"out_{peer}_{rows}_{dup}"), args.precision)
+                        case[peer] = run_peer(peer, src, str(work / f"out_{peer}_{rows}_{dup}"), args.precision,
+                                              tuple(args.overrides))
                         print(f"rows={rows} dup={dup} ({peer}) {PEERS[peer]}: {case[peer]['wall_s']} s", flush=True)
                     cases.append(case)
                     shutil.rmtree(work / f"in_{rows}_{dup}", ignore_errors=True)
