@@ -1,9 +1,10 @@
 """The weighting phases of the score job, on Spark DataFrames: Platt calibration, the position
 click model (propensities, denoise's leave-one-out P(click)), per-row signals and raw weights (the
-pandas UDF calls udfs/strategies.py), importance sampling, normalisation, and the summaries.
+mapInArrow pass calls udfs/strategies.py), importance sampling, normalisation, and the summaries.
 
-Each aggregate is one Spark job over the persisted scored rows; the maths they feed (Newton steps,
-EM, the normalisation scale, the keep scale) are the pure functions of udfs/weights.py.
+The statistics come from one aggregate of the persisted scored rows to (position, pair) cells, with
+the iterations on the driver (udfs/cells.py), or, past weighting.max_driver_cells, from one Spark
+pass per step; the maths they feed are the pure functions of udfs/weights.py and udfs/cells.py.
 """
 from __future__ import annotations
 
@@ -148,10 +149,8 @@ def make_signal_mapper(strategy: str, params: dict[str, Any], propensity: dict[i
     """The weight pass as a mapInArrow function: each Arrow batch comes back with the signal columns
     and raw_weight appended (and `drop` removed); the other columns pass through untouched.
 
-    mapInArrow rather than a pandas UDF in a projection: Spark 4.0 does not match a persisted frame
-    whose top projection holds a Python UDF, so every later pass over it would run the UDF again
-    (and, once the scored rows are unpersisted, BERT too). Arrow also spares the token arrays a
-    round trip through pandas."""
+    mapInArrow rather than a pandas UDF: only the columns the signals read are converted to numpy;
+    the rest (the token arrays among them) pass through as Arrow, without a round trip through pandas."""
     floor = params["propensity_min"]
     t0, t1 = params["noise_thresholds"]
 
