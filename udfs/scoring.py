@@ -54,7 +54,7 @@ def pair_training_input(tokenizer, queries: list[str], titles: list[str], max_le
 
 def quantise_int8(model):
     """Dynamic int8 quantisation of every nn.Linear, per output channel (weights int8, activations
-    quantised per batch). About 3.5x fp32 on CPUs, but scores move: docs/performance.md measures the
+    quantised per batch). Faster than fp32 on CPUs, but scores move: docs/performance.md measures the
     rank agreement with fp32, which is why `auto` never picks it."""
     import warnings
 
@@ -98,11 +98,11 @@ class PairScorer:
         else:
             self.model = None
             self.encoder = model_loader.load_encoder(settings.scorer_path, device)
-        if self.precision == "int8":
+        if self.precision == "int8" and self.model is not None:  # a cross-encoder: its encoder is inside
+            self.model = quantise_int8(self.model)
+            self.encoder = self.model.base_model
+        elif self.precision == "int8":
             self.encoder = quantise_int8(self.encoder)
-            if self.model is not None:
-                self.model = quantise_int8(self.model)
-                self.encoder = self.model.base_model
         # z = a * cos + b: a clickweight bi-encoder's own head, or the calibration a caller supplies.
         self.head = calibration or model_loader.click_head(settings.scorer_path)
         # A clickweight cross-encoder adds its scorer's logit (the prior it was trained on top of).
