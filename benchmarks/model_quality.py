@@ -49,8 +49,14 @@ def prepare(work: Path, args, seed: int, sessions: float) -> Path:
     return data
 
 
-def evaluate(model: str, data: Path, name: str) -> dict:
+def evaluate(model: str, data: Path, name: str, reuse: bool = False) -> dict:
+    """Held-out AUC and NDCG@10 against true grades; `reuse` keeps an earlier evaluation of the same model
+    on the same held-out file (the zero-shot encoder, evaluated once per seed, not once per invocation)."""
     out = data / f"eval_{name}.json"
+    if reuse and out.exists():
+        metrics = json.loads(out.read_text())
+        if metrics.get("model") == model and metrics.get("input") == str(data / "heldout.parquet"):
+            return {"auc": metrics["auc"], "ndcg@10": metrics["ndcg@10"], "eval_s": 0.0}
     seconds = run([CLI, "evaluate", "--model", model, "--input", str(data / "heldout.parquet"), "--label-col",
                    "relevance", "--positive-threshold", str(POSITIVE), "--output", str(out)])
     metrics = json.loads(out.read_text())
@@ -143,7 +149,7 @@ def main(argv: list[str] | None = None) -> int:
     for sessions in [float(s) for s in args.sessions.split(",")]:
         for seed in args.seeds:
             data = prepare(work, args, seed, sessions)
-            zero = evaluate(default_model_path(), data, "zero_shot")
+            zero = evaluate(default_model_path(), data, "zero_shot", reuse=True)
             impressions = len(pd.read_parquet(data / "clickstream", columns=["event_id"]))
             rows.append({"sessions": sessions, "seed": seed, "run": "zero-shot", "rows": impressions,
                          "zero_shot_auc": zero["auc"], **zero})
