@@ -9,6 +9,13 @@ from launch to exit (interpreter, imports, JVM and model loads included), on a r
   (c)  the `clickweight score` CLI: validation, quarantine, distinct-pair scoring, calibration,
        propensity, weights, compacted pair table, atomic write, read-back reconciliation, report.
 
+Two floors bound what any job of each kind can reach here (`--peers f0,f1`): the work they leave out
+is the scoring itself, so their walls are fixed costs, not throughput.
+  (f0) loop floor: the loop's process, imports, scorer load, Parquet read and write; nothing scored;
+  (f1) Spark floor: a Spark local job that reads the rows, sends the distinct (query, title) pairs
+       through a pandas UDF that loads the scorer in each Python worker and returns 0 (no forward
+       pass), joins them back and writes Parquet: the least a Spark job scoring pairs pays.
+
 All use the same model, scorer.batch_size and precision (`--precision`, default auto: bf16 autocast on
 this CPU). For (c) it also records the per-phase profile (`_summary.json` timings plus the process
 start and report around them), the worker peak RSS, and the fit wall = fixed cost + rows x marginal.
@@ -40,7 +47,8 @@ from benchmarks import bench_data
 from benchmarks.score_scaling import RSSSampler
 
 ROOT = Path(__file__).resolve().parent.parent
-PEERS = {"a": "plain loop", "a2": "drop_duplicates loop", "b": "predict_batch_udf", "c": "clickweight score"}
+PEERS = {"a": "plain loop", "a2": "drop_duplicates loop", "b": "predict_batch_udf", "c": "clickweight score",
+         "f0": "loop floor (no scoring)", "f1": "Spark floor (no scoring)"}
 CONF = str(ROOT / "conf" / "local.yaml")
 
 
@@ -74,6 +82,40 @@ def loop_peer(src: str, out: str, precision: str, dedup: bool) -> None:
         relevance=scores["relevance"].to_numpy())
     Path(out).mkdir(parents=True, exist_ok=True)
     result.to_parquet(f"{out}/part-0.parquet", index=False)
+
+
+def loop_floor_peer(src: str, out: str, precision: str) -> None:
+    """(f0): everything the loops do but the scoring."""
+    from udfs.scoring import PairScorer
+
+    _, settings = _settings(precision)
+    PairScorer(settings, "cpu").embed(["warm"])  # the model is loaded and has run once
+    frame = pd.read_parquet(src, columns=["event_id", "query", "title"])
+    Path(out).mkdir(parents=True, exist_ok=True)
+    frame.assign(relevance=0.0).to_parquet(f"{out}/part-0.parquet", index=False)
+
+
+def spark_floor_peer(src: str, out: str, precision: str) -> None:
+    """(f1): the shape of a Spark job that scores distinct pairs, with the scoring left out."""
+    from pyspark.sql.functions import pandas_udf
+
+    from jobs.common import get_spark
+
+    cfg, settings = _settings(precision)
+    spark = get_spark(cfg)  # before the UDF: pandas_udf needs an active session
+
+    @pandas_udf("double")
+    def loaded_zero(queries: pd.Series, titles: pd.Series) -> pd.Series:
+        from udfs.scoring import get_scorer
+
+        get_scorer(settings).embed(["warm"])  # per worker: imports and model load, as the job's UDF
+        return pd.Series(0.0, index=queries.index)
+
+    rows = spark.read.parquet(src)
+    pairs = rows.select("query", "title").distinct()
+    pairs = pairs.withColumn("relevance", loaded_zero("query", "title"))
+    rows.join(pairs, ["query", "title"]).write.mode("overwrite").parquet(out)
+    spark.stop()
 
 
 def predict_batch_peer(src: str, out: str, precision: str) -> None:
@@ -199,14 +241,16 @@ def plot_profile(cases: list[dict], path: Path) -> None:
 
 def print_table(cases: list[dict]) -> None:
     print("\n| rows | dup | distinct pairs | (a) rows/s | (a2) rows/s | (b) rows/s | (c) rows/s | c/a | c/a2 | c/b "
-          "| (c) worker RSS MiB |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|")
+          "| (c) worker RSS MiB | (f0) loop floor s | (f1) Spark floor s |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for c in cases:
-        rate = {p: c["rows"] / c[p]["wall_s"] for p in PEERS if p in c}
+        rate = {p: c["rows"] / c[p]["wall_s"] for p in ("a", "a2", "b", "c") if p in c}
         ratios = [f"{rate['c'] / rate[p]:.2f}" if "c" in rate and p in rate else "-" for p in ("a", "a2", "b")]
-        cells = [f"{rate[p]:.1f}" if p in rate else "-" for p in PEERS]
+        cells = [f"{rate[p]:.1f}" if p in rate else "-" for p in ("a", "a2", "b", "c")]
         rss = c["c"]["peak_rss_mib"]["python_worker_max"] if "c" in c else "-"
-        print(f"| {c['rows']} | {c['dup']} | {c['distinct_pairs']} | {' | '.join(cells + ratios)} | {rss} |")
+        floors = [f"{c[p]['wall_s']:.1f}" if p in c else "-" for p in ("f0", "f1")]
+        print(f"| {c['rows']} | {c['dup']} | {c['distinct_pairs']} | {' | '.join(cells + ratios)} | {rss} "
+              f"| {' | '.join(floors)} |")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -219,13 +263,17 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--set", action="append", default=[], dest="overrides", help="key=value for (c)'s config")
     p.add_argument("--plot", action="store_true", help="write docs/performance_profile.png")
     p.add_argument("--json", default=str(ROOT / "benchmarks" / "results" / "score_peers.json"))
-    p.add_argument("--run-peer", choices=["a", "a2", "b"], help=argparse.SUPPRESS)
+    p.add_argument("--run-peer", choices=["a", "a2", "b", "f0", "f1"], help=argparse.SUPPRESS)
     p.add_argument("--src", help=argparse.SUPPRESS)
     p.add_argument("--out", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.run_peer:
         if args.run_peer == "b":
             predict_batch_peer(args.src, args.out, args.precision)
+        elif args.run_peer == "f0":
+            loop_floor_peer(args.src, args.out, args.precision)
+        elif args.run_peer == "f1":
+            spark_floor_peer(args.src, args.out, args.precision)
         else:
             loop_peer(args.src, args.out, args.precision, dedup=args.run_peer == "a2")
         return 0
