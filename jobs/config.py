@@ -18,6 +18,7 @@ from typing import Any
 import yaml
 
 import conf
+from training.metrics import SELECT_KEYS
 from udfs import strategies
 from udfs.device import PRECISIONS, SCORER_PRECISIONS
 from udfs.errors import UserError
@@ -178,7 +179,7 @@ def validate(cfg: dict[str, Any]) -> None:
     _check(not (cfg["scorer"]["precision"] == "int8" and str(cfg["scorer"]["device"]).startswith("cuda")),
            "scorer.precision=int8 is dynamic int8 quantisation for CPUs: use bf16 (or auto) on a GPU")
     _check(t["head_lr"] > 0, "train.head_lr must be > 0")
-    _check(t["select_by"] in ("recalibrated_loss", "loss"), "train.select_by: recalibrated_loss | loss")
+    _check(t["select_by"] in SELECT_KEYS, f"train.select_by: {' | '.join(SELECT_KEYS)}")
     _check(t["label_prior_impressions"] >= 0, "train.label_prior_impressions must be >= 0")
     _check(0 < t["pair_weight_power"] <= 1, "train.pair_weight_power must be in (0, 1]")
     sc = cfg["scorer"]

@@ -54,3 +54,22 @@ def test_recalibrated_loss_judges_the_ranking_not_the_calibration():
 
     assert best <= float(np.sum(w * bce_with_logits(2 * z - 1, y)) / w.sum()) + 1e-12
     assert metrics.recalibrated_loss(z + rng.normal(0, 1, 4000), y, w) > best
+
+
+def test_impression_loss_is_one_yardstick_whatever_the_weights():
+    """Weights that favour the rows a model gets right cannot flatter it under the default criterion:
+    the weighted loss prefers the worse ranker, the impression loss does not."""
+    rng = np.random.default_rng(3)
+    n = np.full(2000, 10.0)
+    p = rng.uniform(0.05, 0.95, 2000)
+    clicks = rng.binomial(10, p).astype(float)
+    good = np.log(p / (1 - p))
+    bad = good + rng.normal(0, 2.0, 2000)
+    label = clicks / n
+    # weights concentrated on the rows where the bad ranker happens to be closer to the observed rate
+    sig = lambda z: 1 / (1 + np.exp(-z))  # noqa: E731
+    w = np.where(np.abs(sig(bad) - label) < np.abs(sig(good) - label), 10.0, 0.01) * n
+    tg = {"label": label, "weight": w, "impressions": n, "clicks": clicks}
+    good_m, bad_m = metrics.held_out_metrics(good, tg), metrics.held_out_metrics(bad, tg)
+    assert bad_m[metrics.SELECT_KEYS["recalibrated_loss"]] < good_m[metrics.SELECT_KEYS["recalibrated_loss"]]
+    assert good_m[metrics.SELECT_KEYS["impression_loss"]] < bad_m[metrics.SELECT_KEYS["impression_loss"]]

@@ -118,9 +118,13 @@ def test_torchrun_two_ranks_on_pairs_starts_at_p_model_and_model_loads(weighted,
     assert summary["start"]["eval_impressions"] == held["impressions"].sum()
     assert summary["start"]["eval_loss_recalibrated"] == pytest.approx(
         recalibrated_loss(z_start.to_numpy(), held["label"].to_numpy(), held["weight"].to_numpy()), rel=1e-5)
-    # The selected model is the best of {start, epochs} by held-out loss (after affine recalibration).
+    # The default selection criterion counts every held-out impression once, whatever the weights.
+    assert summary["start"]["eval_impression_loss_recalibrated"] == pytest.approx(recalibrated_loss(
+        z_start.to_numpy(), (held["clicks"] / held["impressions"]).to_numpy(), held["impressions"].to_numpy()),
+        rel=1e-5)
+    # The selected model is the best of {start, epochs} by that loss (after affine recalibration).
     key = summary["selected_by"]
-    assert key == "eval_loss_recalibrated"
+    assert key == "eval_impression_loss_recalibrated"
     losses = {"start": summary["start"][key], **{f"epoch {h['epoch']}": h[key] for h in hist}}
     assert summary["selected"] == min(losses, key=losses.get)
     # Sentence-transformers layout, loadable by plain transformers; a and b stored beside it.

@@ -69,6 +69,14 @@ def ndcg_at_k(groups: np.ndarray, labels: np.ndarray, scores: np.ndarray, k: int
 
 # ---------------------------------------------------------------- training-table targets and held-out clicks
 
+# train.select_by -> the held-out metric that picks the exported model among {start, each epoch}.
+SELECT_KEYS = {
+    "impression_loss": "eval_impression_loss_recalibrated",  # every impression once: one yardstick for all
+    "recalibrated_loss": "eval_loss_recalibrated",           # weighted by the strategy's own weights
+    "loss": "eval_loss",                                     # as recalibrated_loss, without the recalibration
+}
+
+
 def targets(batch: dict[str, np.ndarray], compact: bool, t: dict[str, Any] | None = None) -> dict[str, np.ndarray]:
     """label / weight (what the loss uses) and clicks / impressions (what metrics count), per row of
     the batch. t: the train config for the pair table's training variants (None: the exact loss)."""
@@ -102,12 +110,15 @@ def recalibrated_loss(z: np.ndarray, label: np.ndarray, weight: np.ndarray) -> f
 
 
 def held_out_metrics(z: np.ndarray, tg: dict[str, np.ndarray]) -> dict[str, Any]:
-    """Held-out clicks: weighted log loss (the model-selection criterion), per-impression log loss, AUC."""
+    """Held-out clicks: log loss weighted by the strategy's weights (as is and recalibrated), click log
+    loss with every impression counted once (as is and recalibrated: the default selection criterion,
+    the same yardstick for every strategy), click AUC."""
     if len(z) == 0:
         return {"eval_rows": 0}
     w, n, c = tg["weight"], tg["impressions"], tg["clicks"]
     return {"eval_rows": int(len(z)), "eval_impressions": int(n.sum()),
             "eval_loss": float(np.sum(w * bce_with_logits(z, tg["label"])) / max(w.sum(), 1e-12)),
             "eval_loss_recalibrated": recalibrated_loss(z, tg["label"], w),
+            "eval_impression_loss_recalibrated": recalibrated_loss(z, c / np.maximum(n, 1), n),
             "eval_logloss": float(np.sum(n * bce_with_logits(z, c / np.maximum(n, 1))) / n.sum()),
             "eval_auc": weighted_auc(z, c, n - c)}

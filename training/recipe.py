@@ -25,7 +25,7 @@ import torch
 import torch.distributed as dist
 
 from training import checkpoint as ckpt
-from training.metrics import held_out_metrics, targets
+from training.metrics import SELECT_KEYS, held_out_metrics, targets
 from training.model import adamw, build_trainee, linear_warmup_decay, optimiser_step, save_trainee
 from training.progress import EpochProgress
 from training.reader import (
@@ -103,7 +103,7 @@ class WeightedFinetuneRecipe:
         self.table = training_table(input_dir, self.compact)
         self.score_summary = read_score_summary(input_dir)
         self.ckpt_dir = self.out / "checkpoints"
-        self.select_key = {"recalibrated_loss": "eval_loss_recalibrated", "loss": "eval_loss"}[self.t["select_by"]]
+        self.select_key = SELECT_KEYS[self.t["select_by"]]
         self.started = time.time()
 
     # ------------------------------------------------------------ setup
@@ -305,8 +305,8 @@ class WeightedFinetuneRecipe:
                                  "step_ms": round(1000 * step_s / max(1, self.steps), 1)}}
 
     def _select(self, record: dict[str, Any]) -> None:
-        """Keep the epoch if it beats the best so far (the start included) on held-out weighted log loss
-        (train.select_by: after the best affine recalibration of each model's logits, or as is)."""
+        """Keep the epoch if it beats the best so far (the start included) on the held-out criterion
+        train.select_by names (training.metrics.SELECT_KEYS)."""
         state = self.state
         state.history.append(record)
         key = self.select_key
