@@ -85,12 +85,14 @@ def train_run(data: Path, name: str, sets: list[str], args) -> dict:
 
 def summarise(rows: list[dict]) -> list[dict]:
     # Merged invocations each evaluate the zero-shot encoder: one row per (traffic, seed, run).
-    frame = pd.DataFrame(rows).drop_duplicates(["sessions", "seed", "run"], keep="last")
+    frame = (pd.DataFrame(rows).drop_duplicates(["sessions", "seed", "run"], keep="last")
+               .sort_values("seed", kind="stable"))  # per-seed lists in seed order
     none = frame[frame["run"] == "none"].set_index(["sessions", "seed"])["auc"]
     frame["none_auc"] = [none.get((a, b), float("nan")) for a, b in zip(frame["sessions"], frame["seed"])]
     out = []
     for (sessions, name), g in frame.groupby(["sessions", "run"], sort=False):
-        out.append({"sessions": sessions, "run": name, "seeds": len(g), "impressions": int(g["rows"].mean()),
+        out.append({"sessions": sessions, "run": name, "seeds": len(g), "seed_list": g["seed"].tolist(),
+                    "impressions": int(g["rows"].mean()),
                     "auc_mean": g["auc"].mean(), "auc_sd": g["auc"].std(ddof=1) if len(g) > 1 else None,
                     "ndcg_mean": g["ndcg@10"].mean(),
                     "ndcg_sd": g["ndcg@10"].std(ddof=1) if len(g) > 1 else None,
@@ -106,8 +108,9 @@ def markdown(summary: list[dict]) -> str:
     lines = ["| sessions/query | impressions | run | seeds | held-out AUC | NDCG@10 | AUC − zero-shot per seed "
              "| AUC − none per seed |", "|---|---|---|---|---|---|---|---|"]
     for r in summary:
-        delta = ", ".join(f"{d:+.4f}" for d in r["auc_minus_zero_shot"])
-        vs_none = ", ".join(f"{d:+.4f}" for d in r["auc_minus_none"] if d == d)
+        seeds = r.get("seed_list") or [""] * len(r["auc_minus_zero_shot"])
+        delta = ", ".join(f"s{k} {d:+.4f}" for k, d in zip(seeds, r["auc_minus_zero_shot"]))
+        vs_none = ", ".join(f"s{k} {d:+.4f}" for k, d in zip(seeds, r["auc_minus_none"]) if d == d)
         lines.append(f"| {r['sessions']:g} | {r['impressions']} | {r['run']} | {r['seeds']} | "
                      f"{pm(r['auc_mean'], r['auc_sd'])} | {pm(r['ndcg_mean'], r['ndcg_sd'])} | {delta} | {vs_none} |")
     return "\n".join(lines) + "\n"
