@@ -15,6 +15,7 @@ held-out queries come from the run's `evaluate` outputs:
 A criterion is right on a run when it prefers the candidate whose true-relevance AUC is higher.
 
     .venv/bin/python -m benchmarks.selection_criteria --runs 0:el2n_s16_seed0_el2n 0:none 2:ipw_s16_seed2b
+    .venv/bin/python -m benchmarks.selection_criteria --pipeline runs/demo   # a pipeline output, round 0
 
 Writes benchmarks/results/selection_criteria.json. Run from the repository root.
 """
@@ -72,28 +73,49 @@ def criteria(z: np.ndarray, pairs: pd.DataFrame) -> dict[str, float]:
             "click_auc": weighted_auc(z, c, n - c)}
 
 
-def study_run(seed_dir: Path, run: str) -> list[dict]:
-    scored, model_dir = seed_dir / f"w_{run}", seed_dir / f"m_{run}"
+def auc_from(path: Path) -> float | None:
+    return json.loads(path.read_text())["auc"] if path.exists() else None
+
+
+def study_run(scored: Path, model_dir: Path, true_auc: dict[str, float | None], label: dict) -> list[dict]:
+    """The start and the exported model of one training run under every criterion. true_auc: each
+    candidate's AUC on graded held-out queries (the start ranks as the zero-shot encoder: a > 0)."""
     trained = json.loads((model_dir / "train_summary.json").read_text())
     cfg = yaml.safe_load((model_dir / "train_config.yaml").read_text())
-    eval_fraction = cfg["train"]["eval_fraction"]
     calibration = json.loads((scored / "_summary.json").read_text())["calibration"]
-    pairs = held_out_pairs(scored, eval_fraction)
+    pairs = held_out_pairs(scored, cfg["train"]["eval_fraction"])
     q, t = (np.stack(pairs[k].to_numpy()) for k in ("query_ids", "title_ids"))
     out = []
-    # True-relevance AUC: the start ranks as the zero-shot encoder (a > 0), the exported model as evaluated.
-    truth = {"start": seed_dir / "eval_zero_shot.json", "exported": seed_dir / f"eval_{run}.json"}
     for name, weights in (("start", None), ("exported", model_dir / "checkpoints" / "best.pt")):
         model = build_trainee("bi_encoder", model_loader.default_model_path(), calibration)
         if weights is not None:
             model.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
         model.eval()
-        row = {"seed_dir": seed_dir.name, "run": run, "candidate": name, "selected": trained["selected"],
-               "held_out_pairs": len(pairs), **criteria(logits(model, q, pairs["query_len"].to_numpy(), t,
-                                                                pairs["title_len"].to_numpy()), pairs)}
-        row["true_auc"] = json.loads(truth[name].read_text())["auc"] if truth[name].exists() else None
+        z = logits(model, q, pairs["query_len"].to_numpy(), t, pairs["title_len"].to_numpy())
+        row = {**label, "candidate": name, "selected": trained["selected"], "held_out_pairs": len(pairs),
+               **criteria(z, pairs), "true_auc": true_auc[name]}
         out.append(row)
         print(json.dumps(row), flush=True)
+    return out
+
+
+def benchmark_run(seed_dir: Path, run: str) -> list[dict]:
+    """A benchmarks/model_quality.py run: w_RUN, m_RUN and their evaluations in the seed's folder."""
+    truth = {"start": auc_from(seed_dir / "eval_zero_shot.json"), "exported": auc_from(seed_dir / f"eval_{run}.json")}
+    return study_run(seed_dir / f"w_{run}", seed_dir / f"m_{run}", truth, {"seed_dir": seed_dir.name, "run": run})
+
+
+def pipeline_runs(folder: Path) -> list[dict]:
+    """Every strategy of a `clickweight pipeline` output's round 0."""
+    table = json.loads((folder / "pipeline_results.json").read_text())
+    rows = table["results"]
+    zero = next(r["auc"] for r in rows if str(r["strategy"]).startswith("zero-shot"))
+    out = []
+    for model_dir in sorted((folder / "round_0").glob("model_*")):
+        strategy = model_dir.name[len("model_"):]
+        truth = {"start": zero, "exported": auc_from(folder / "round_0" / f"eval_{strategy}.json")}
+        out += study_run(folder / "round_0" / f"weighted_{strategy}", model_dir, truth,
+                         {"seed_dir": folder.name, "run": strategy})
     return out
 
 
@@ -101,14 +123,17 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--work", default=str(ROOT / "runs" / "model_quality"))
     p.add_argument("--sessions", default="16")
-    p.add_argument("--runs", nargs="+", required=True, help="SEED:RUN_FOLDER_SUFFIX, e.g. 0:none 2:ipw_s16_seed2b")
+    p.add_argument("--runs", nargs="*", default=[], help="SEED:RUN_FOLDER_SUFFIX, e.g. 0:none 2:ipw_s16_seed2b")
+    p.add_argument("--pipeline", action="append", default=[], help="a `clickweight pipeline` output folder")
     p.add_argument("--json", default=str(ROOT / "benchmarks" / "results" / "selection_criteria.json"))
     args = p.parse_args(argv)
     torch.set_num_threads(1)
     rows = []
     for spec in args.runs:
         seed, run = spec.split(":", 1)
-        rows += study_run(Path(args.work) / f"seed{seed}_s{args.sessions}", run)
+        rows += benchmark_run(Path(args.work) / f"seed{seed}_s{args.sessions}", run)
+    for folder in args.pipeline:
+        rows += pipeline_runs(Path(folder))
     frame = pd.DataFrame(rows)
     verdicts = []
     for (seed_dir, run), g in frame.groupby(["seed_dir", "run"], sort=False):
