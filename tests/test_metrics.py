@@ -73,3 +73,31 @@ def test_impression_loss_is_one_yardstick_whatever_the_weights():
     good_m, bad_m = metrics.held_out_metrics(good, tg), metrics.held_out_metrics(bad, tg)
     assert bad_m[metrics.SELECT_KEYS["recalibrated_loss"]] < good_m[metrics.SELECT_KEYS["recalibrated_loss"]]
     assert good_m[metrics.SELECT_KEYS["impression_loss"]] < bad_m[metrics.SELECT_KEYS["impression_loss"]]
+
+
+def test_recalibration_keeps_the_direction():
+    """An inverted ranker is worth a constant: the exported model ranks with its logits as they are."""
+    rng = np.random.default_rng(5)
+    z = rng.normal(0, 1, 4000)
+    y = (rng.random(4000) < 1 / (1 + np.exp(-2 * z))).astype(float)
+    w = np.ones(4000)
+    rate = y.mean()
+    constant = metrics.recalibrated_loss(np.zeros(4000), y, w)
+    assert constant == pytest.approx(-(rate * np.log(rate) + (1 - rate) * np.log(1 - rate)), rel=1e-6)
+    assert metrics.recalibrated_loss(z, y, w) < constant - 0.05
+    assert metrics.recalibrated_loss(-z, y, w) == pytest.approx(constant, rel=1e-9)
+
+
+def test_start_head_keeps_the_scorers_direction():
+    """A weighted target in which clicks fall with the cosine: only b is refitted, a stays the scorer's."""
+    from udfs.calibration import fit_start_head, logistic_sums
+
+    rng = np.random.default_rng(6)
+    x = rng.uniform(-1, 1, 3000)
+    y = (rng.random(3000) < 1 / (1 + np.exp(3 * x))).astype(float)  # inverted relation
+    w = np.ones(3000)
+    a, b = fit_start_head(lambda a, b: logistic_sums(x, y, w, a, b), 1.2, -1.0)
+    assert a == 1.2 and b != -1.0
+    y_up = (rng.random(3000) < 1 / (1 + np.exp(-3 * x))).astype(float)
+    a_up, _ = fit_start_head(lambda a, b: logistic_sums(x, y_up, w, a, b), 1.2, -1.0)
+    assert a_up > 0 and a_up != 1.2

@@ -106,7 +106,9 @@ def recalibrated_loss(z: np.ndarray, label: np.ndarray, weight: np.ndarray) -> f
     a, b = fit_logistic(lambda a, b: logistic_sums(x, label, weight, a, b), 0.0, b0)
     fitted = float(np.sum(weight * bce_with_logits(a * x + b, label)) / total)
     base = float(np.sum(weight * bce_with_logits(np.full_like(x, b0), label)) / total)
-    return min(fitted, base) if np.isfinite(fitted) else base
+    # a >= 0 only: a model is exported with its logits' direction, so one that ranks against the
+    # clicks is worth no more than a constant, however well a negative slope would fit.
+    return min(fitted, base) if np.isfinite(fitted) and a >= 0 else base
 
 
 def held_out_metrics(z: np.ndarray, tg: dict[str, np.ndarray]) -> dict[str, Any]:

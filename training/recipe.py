@@ -170,7 +170,7 @@ class WeightedFinetuneRecipe:
             return dict(zip(local, _allreduce(list(local.values()))))
 
         a0, b0, fit_a = self.model.start_head()
-        a, b = calibration.fit_logistic(sums_at, a0, b0, fit_a=fit_a)
+        a, b = calibration.fit_start_head(sums_at, a0, b0, fit_a=fit_a)
         self.model.set_start_head(a, b)
         return {"a_scorer": a0, "b_scorer": b0, "a": a, "b": b}
 

@@ -49,3 +49,15 @@ def fit_logistic(sums_at, a: float, b: float, fit_a: bool = True, iterations: in
         if done:
             break
     return a, b
+
+
+def fit_start_head(sums_at, a0: float, b0: float, fit_a: bool = True) -> tuple[float, float]:
+    """The trainee's start head refitted to the training target, keeping the scorer's direction:
+    (a, b) by Newton from the scorer's (a0, b0); if the slope would not stay positive (a weighted
+    target in which the cosine no longer rises with clicks, e.g. weights on the rows the scorer
+    gets wrong), the slope stays a0 and only b is refitted. A head with a <= 0 would export a
+    start that ranks against the encoder (or not at all)."""
+    a, b = fit_logistic(sums_at, a0, b0, fit_a=fit_a)
+    if fit_a and not a > 0:
+        a, b = fit_logistic(sums_at, a0, b0, fit_a=False)
+    return a, b
