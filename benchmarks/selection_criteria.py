@@ -32,7 +32,7 @@ import pyarrow.dataset as ds
 import torch
 import yaml
 
-from training.metrics import recalibrated_loss, weighted_auc
+from training.metrics import SELECT_KEYS, held_out_metrics, recalibrated_loss
 from training.model import build_trainee
 from training.reader import is_eval
 from udfs import model_loader
@@ -66,11 +66,13 @@ def logits(model: torch.nn.Module, q: np.ndarray, ql: np.ndarray, t: np.ndarray,
 
 
 def criteria(z: np.ndarray, pairs: pd.DataFrame) -> dict[str, float]:
+    """The recipe's own held-out metrics (training.metrics.held_out_metrics), plus debiased clicks."""
     n, c, w = (pairs[k].to_numpy(np.float64) for k in ("n", "clicks", "w"))
-    return {"own_weighted": recalibrated_loss(z, pairs["wy"].to_numpy(np.float64) / np.maximum(w, 1e-12), w),
-            "impression": recalibrated_loss(z, c / n, n),
+    m = held_out_metrics(z, {"label": pairs["wy"].to_numpy(np.float64) / np.maximum(w, 1e-12), "weight": w,
+                             "impressions": n, "clicks": c})
+    return {"own_weighted": m[SELECT_KEYS["recalibrated_loss"]], "impression": m[SELECT_KEYS["impression_loss"]],
             "ipw": recalibrated_loss(z, np.clip(pairs["ipw"].to_numpy(np.float64) / n, 0, 1), n),
-            "click_auc": weighted_auc(z, c, n - c)}
+            "click_auc": m["eval_auc"]}
 
 
 def auc_from(path: Path) -> float | None:
