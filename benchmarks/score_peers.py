@@ -301,6 +301,7 @@ def main(argv: list[str] | None = None) -> int:
                         print(f"rows={rows} dup={dup} ({peer}) {PEERS[peer]}: {case[peer]['wall_s']} s", flush=True)
                     cases.append(case)
                     shutil.rmtree(work / f"in_{rows}_{dup}", ignore_errors=True)
+                    write_report({**report, "cases": cases, "partial": True}, args.json)  # kept if cut off
             report.update(cases=cases, fixed_cost=fixed_cost_fit(cases))
             print_table(cases)
             print("fixed cost (intercept of (c)'s wall against rows):", report["fixed_cost"])
@@ -308,9 +309,13 @@ def main(argv: list[str] | None = None) -> int:
                 plot_profile(cases, ROOT / "docs" / "performance_profile.png")
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.json).write_text(json.dumps(report, indent=2, default=str))
+    write_report(report, args.json)
     return 0
+
+
+def write_report(report: dict, path: str) -> None:
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    Path(path).write_text(json.dumps(report, indent=2, default=str))
 
 
 if __name__ == "__main__":
