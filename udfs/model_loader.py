@@ -63,9 +63,14 @@ def on_this_host(path: str) -> str:
     lives in each host's own environment (a shipped archive, `clickweight package`, unpacks it under the
     executor's work dir), so a path into any copy of that package maps to this host's copy. Any other
     folder is used as named: on a cluster it must be on storage every node sees."""
-    default = default_model_path()
     marker = "/site-packages/"
-    if marker in path and marker in default and path.rsplit(marker, 1)[1] == default.rsplit(marker, 1)[1]:
+    if marker not in path:
+        return path
+    try:
+        default = default_model_path()
+    except ImportError:  # a host without the packaged default (e.g. a GPU box fed a folder) uses it as named
+        return path
+    if marker in default and path.rsplit(marker, 1)[1] == default.rsplit(marker, 1)[1]:
         return default
     return path
 
