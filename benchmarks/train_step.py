@@ -23,7 +23,7 @@ from benchmarks.bench_data import real_pairs
 from training.model import adamw, build_trainee, optimiser_step
 from udfs import model_loader
 from udfs.device import cpu_has_bf16
-from udfs.scoring import text_training_input
+from udfs.token_inputs import text_training_input
 
 ROOT = Path(__file__).resolve().parent.parent
 

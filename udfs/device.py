@@ -104,3 +104,17 @@ def autocast(precision: str, device: str):
     if precision != "bf16":
         return contextlib.nullcontext()
     return torch.autocast("cuda" if str(device).startswith("cuda") else "cpu", dtype=torch.bfloat16)
+
+
+def quantise_int8(model):
+    """Dynamic int8 quantisation of every nn.Linear, per output channel (weights int8, activations
+    quantised per batch). Faster than fp32 on CPUs, but scores move: docs/performance.md measures the
+    rank agreement with fp32, which is why `auto` never picks it."""
+    import warnings
+
+    import torch
+    from torch.ao.quantization import per_channel_dynamic_qconfig, quantize_dynamic
+
+    with warnings.catch_warnings():  # torch.ao.quantization is deprecated in favour of torchao
+        warnings.simplefilter("ignore")
+        return quantize_dynamic(model, {torch.nn.Linear: per_channel_dynamic_qconfig}, dtype=torch.qint8)

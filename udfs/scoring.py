@@ -13,7 +13,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 import pandas as pd
 
-from udfs import model_loader, weights
+from udfs import model_loader, token_inputs, weights
 from udfs.errors import UserError
 
 SCORE_SCHEMA = (
@@ -34,38 +34,6 @@ class ScoringSettings:
     precision: str = "fp32"  # 'auto' | 'fp32' | 'bf16' (udfs.device.resolve_precision)
 
 
-def text_training_input(tokenizer, texts: list[str], max_length: int) -> tuple[np.ndarray, np.ndarray]:
-    """One text per row (the bi-encoder's query or title): [CLS] text [SEP] ids padded to max_length
-    (int32, rows x max_length) and their lengths. Same truncation as the scorer's embed()."""
-    enc = tokenizer(texts, padding="max_length", truncation=True, max_length=max_length,
-                    return_token_type_ids=False)
-    return (np.asarray(enc["input_ids"], dtype=np.int32),
-            np.asarray(enc["attention_mask"], dtype=np.int32).sum(axis=1))
-
-
-def pair_training_input(tokenizer, queries: list[str], titles: list[str], max_length: int) -> dict[str, np.ndarray]:
-    """[CLS] query [SEP] title [SEP] ids padded to max_length, int32 arrays (rows x max_length) and lengths."""
-    enc = tokenizer(queries, titles, padding="max_length", truncation=True, max_length=max_length,
-                    return_token_type_ids=True)
-    return {"input_ids": np.asarray(enc["input_ids"], dtype=np.int32),
-            "token_type_ids": np.asarray(enc["token_type_ids"], dtype=np.int32),
-            "input_len": np.asarray(enc["attention_mask"], dtype=np.int32).sum(axis=1)}
-
-
-def quantise_int8(model):
-    """Dynamic int8 quantisation of every nn.Linear, per output channel (weights int8, activations
-    quantised per batch). Faster than fp32 on CPUs, but scores move: docs/performance.md measures the
-    rank agreement with fp32, which is why `auto` never picks it."""
-    import warnings
-
-    import torch
-    from torch.ao.quantization import per_channel_dynamic_qconfig, quantize_dynamic
-
-    with warnings.catch_warnings():  # torch.ao.quantization is deprecated in favour of torchao
-        warnings.simplefilter("ignore")
-        return quantize_dynamic(model, {torch.nn.Linear: per_channel_dynamic_qconfig}, dtype=torch.qint8)
-
-
 def _mean_pool(hidden, mask):
     import torch
 
@@ -79,7 +47,7 @@ class PairScorer:
     def __init__(self, settings: ScoringSettings, device: str, calibration: dict[str, float] | None = None):
         import torch
 
-        from udfs.device import resolve_precision
+        from udfs.device import quantise_int8, resolve_precision
 
         # The driver resolved the paths; the packaged default sits elsewhere on an executor.
         settings = replace(settings, scorer_path=model_loader.on_this_host(settings.scorer_path),
@@ -92,6 +60,10 @@ class PairScorer:
         self.cross = model_loader.is_cross_encoder(settings.scorer_path)
         self.tokenizer = model_loader.load_tokenizer(settings.scorer_path)
         self.train_tokenizer = model_loader.load_tokenizer(settings.trainee_path)
+        # The training input is built from the scorer's own token ids when that is exact (docs/performance.md).
+        self._template = (token_inputs.pair_template(self.tokenizer)
+                          if settings.scorer_max_length >= settings.train_max_length
+                          and token_inputs.same_tokenizer(self.tokenizer, self.train_tokenizer) else None)
         if self.cross:
             self.model = model_loader.load_cross_encoder(settings.scorer_path, device)
             self.encoder = self.model.base_model
@@ -147,14 +119,19 @@ class PairScorer:
         return {k: (torch.from_numpy(v).pin_memory().to(self.device, non_blocking=True) if cuda
                     else torch.from_numpy(v)) for k, v in batch.items()}
 
+    def token_ids(self, texts: list[str]) -> list[list[int]]:
+        """One tokenizer call per Arrow batch (the fast tokenizer batches in Rust), no padding yet."""
+        return self.tokenizer(texts, truncation=True, max_length=self.settings.scorer_max_length,
+                              return_attention_mask=False, return_token_type_ids=False)["input_ids"]
+
     def embed(self, texts: list[str]) -> np.ndarray:
         """L2-normalised mean-pooled embeddings, float32, in input order."""
+        return self.embed_ids(self.token_ids(texts))
+
+    def embed_ids(self, ids: list[list[int]]) -> np.ndarray:
         import torch
 
-        out = np.zeros((len(texts), self.encoder.config.hidden_size), dtype=np.float32)
-        # One tokenizer call per Arrow batch (the fast tokenizer batches in Rust), no padding yet.
-        ids = self.tokenizer(texts, truncation=True, max_length=self.settings.scorer_max_length,
-                             return_attention_mask=False, return_token_type_ids=False)["input_ids"]
+        out = np.zeros((len(ids), self.encoder.config.hidden_size), dtype=np.float32)
         lengths = np.fromiter((len(x) for x in ids), dtype=np.int64, count=len(ids))
         with torch.inference_mode(), self._autocast():
             for idx in self._chunks(lengths):
@@ -166,10 +143,15 @@ class PairScorer:
 
     def cosine(self, queries: list[str], titles: list[str]) -> np.ndarray:
         """cos(emb(query), emb(title)) per pair, each distinct text embedded once."""
+        return self._cosine_and_tokens(queries, titles)[0]
+
+    def _cosine_and_tokens(self, queries: list[str], titles: list[str]) -> tuple[np.ndarray, tuple]:
+        """The cosine, and each distinct text's token ids with the rows' indexes into them."""
         uq, q_inv = np.unique(np.asarray(queries, dtype=object), return_inverse=True)
         ut, t_inv = np.unique(np.asarray(titles, dtype=object), return_inverse=True)
-        eq, et = self.embed(list(uq)), self.embed(list(ut))
-        return np.einsum("ij,ij->i", eq[q_inv], et[t_inv]).astype(np.float64)
+        ids_q, ids_t = self.token_ids(list(uq)), self.token_ids(list(ut))
+        eq, et = self.embed_ids(ids_q), self.embed_ids(ids_t)
+        return np.einsum("ij,ij->i", eq[q_inv], et[t_inv]).astype(np.float64), (ids_q, q_inv, ids_t, t_inv)
 
     def click_logit(self, queries: list[str], titles: list[str]) -> np.ndarray:
         """The click logit: cross-encoder head (+ its prior's logit), or a * cos + b with a head."""
@@ -198,24 +180,47 @@ class PairScorer:
             out += self.prior.click_logit(queries, titles)
         return out
 
-    def training_input(self, queries: list[str], titles: list[str]) -> dict[str, list]:
+    def training_input(self, queries: list[str], titles: list[str], tokens: tuple | None = None) -> dict[str, list]:
         """Fixed-length ids for either trainee (numeric-only training): the cross-encoder's
-        [CLS] query [SEP] title [SEP], and the bi-encoder's query and title tokenised apart."""
+        [CLS] query [SEP] title [SEP], and the bi-encoder's query and title tokenised apart.
+        `tokens` (from _cosine_and_tokens) builds them without tokenising again where that is exact."""
         n = self.settings.train_max_length
-        enc = pair_training_input(self.train_tokenizer, queries, titles, n)
-        q_ids, q_len = text_training_input(self.train_tokenizer, queries, n)
-        t_ids, t_len = text_training_input(self.train_tokenizer, titles, n)
+        if tokens is not None and self._template is not None:
+            enc, (q_ids, q_len), (t_ids, t_len) = self._inputs_from_tokens(queries, titles, tokens)
+        else:
+            enc = token_inputs.pair_training_input(self.train_tokenizer, queries, titles, n)
+            q_ids, q_len = token_inputs.text_training_input(self.train_tokenizer, queries, n)
+            t_ids, t_len = token_inputs.text_training_input(self.train_tokenizer, titles, n)
         return {"input_ids": list(enc["input_ids"]), "token_type_ids": list(enc["token_type_ids"]),
                 "input_len": enc["input_len"], "query_ids": list(q_ids), "query_len": q_len,
                 "title_ids": list(t_ids), "title_len": t_len}
 
+    def _inputs_from_tokens(self, queries: list[str], titles: list[str], tokens: tuple) -> tuple:
+        n, t = self.settings.train_max_length, self._template
+        ids_q, q_inv, ids_t, t_inv = tokens
+        (cq, nq), (ct, nt) = token_inputs.contents(ids_q, t), token_inputs.contents(ids_t, t)
+        single_q, single_t = (token_inputs.single_inputs(c, k, t, n) for c, k in ((cq, nq), (ct, nt)))
+        enc = token_inputs.pair_inputs(cq[q_inv], nq[q_inv], ct[t_inv], nt[t_inv], t, n)
+        # Where both texts may have been cut at scorer_max_length, their true lengths (which decide the
+        # pair's split) are unknown: those rows go through the tokenizer.
+        full = self.settings.scorer_max_length
+        cut_q = np.fromiter((len(x) >= full for x in ids_q), dtype=bool, count=len(ids_q))
+        cut_t = np.fromiter((len(x) >= full for x in ids_t), dtype=bool, count=len(ids_t))
+        redo = np.flatnonzero(cut_q[q_inv] & cut_t[t_inv])
+        if len(redo):
+            again = token_inputs.pair_training_input(self.train_tokenizer, [queries[i] for i in redo],
+                                                     [titles[i] for i in redo], n)
+            for k in enc:
+                enc[k][redo] = again[k]
+        return (enc, (single_q[0][q_inv], single_q[1][q_inv]), (single_t[0][t_inv], single_t[1][t_inv]))
+
     def score(self, queries: pd.Series, titles: pd.Series) -> pd.DataFrame:
         q = [s.strip() for s in queries.tolist()]
         t = [s.strip() for s in titles.tolist()]
-        relevance = self.cosine(q, t)  # each distinct text of the batch embedded once
+        relevance, tokens = self._cosine_and_tokens(q, t)  # each distinct text tokenised and embedded once
         p = self.cross_probability(q, t) if self.cross else np.full(len(q), np.nan)
         frame = pd.DataFrame({"relevance": relevance, "p_model": p})
-        for k, v in self.training_input(q, t).items():
+        for k, v in self.training_input(q, t, tokens).items():
             frame[k] = v
         return frame
 
