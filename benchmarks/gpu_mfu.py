@@ -226,6 +226,31 @@ def train_row(model: str, pairs: pd.DataFrame, device: str, precision: str, batc
             "executed_flops_per_step": executed / len(times)}
 
 
+def profile_train_step(model: str, pairs: pd.DataFrame, device: str, batch: int, path: str) -> str:
+    """torch.profiler over two bf16 training steps (after three warm-ups): the top operators by
+    self device time and by self CPU time, also written to `path`. For a step far slower than its
+    FLOPs, it says whether the time is in kernels, in launches or in host work between them."""
+    from torch.profiler import ProfilerActivity, profile
+
+    from training.model import adamw, build_trainee, optimiser_step
+
+    data = _train_batches(model, pairs, batch, 5, 64, device)
+    trainee = build_trainee("bi_encoder", model, {"a": 10.0, "b": -5.0}).to(device).train()
+    optim = adamw(trainee, 2e-5, 0.01, 1e-3)
+    step = [lambda b=b: optimiser_step(trainee, trainee, optim, b, "bf16", device, max_grad_norm=1.0) for b in data]
+    for s in step[:3]:
+        s()
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.startswith("cuda") else [])
+    with profile(activities=activities) as prof:
+        for s in step[3:]:
+            s()
+        _sync(device)
+    sort = "self_cuda_time_total" if device.startswith("cuda") else "self_cpu_time_total"
+    text = "\n\n".join(prof.key_averages().table(sort_by=k, row_limit=25) for k in (sort, "self_cpu_time_total"))
+    Path(path).write_text(text + "\n")
+    return text
+
+
 def _mfu(row: dict, key_s: str, flops_key: str, peaks: dict[str, float | None]) -> None:
     rate = row[flops_key] / row[key_s]
     row[f"{key_s}_tflops"] = rate / 1e12
@@ -272,6 +297,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--reps", type=int, default=2)
     p.add_argument("--train-steps", type=int, default=15)
     p.add_argument("--deadline-s", type=float, default=1e9, help="start no run after this many seconds")
+    p.add_argument("--profile", default=None, help="first write a torch.profiler table of two bf16 training "
+                   "steps at the first training batch size to this file")
     p.add_argument("--json", default=str(ROOT / "benchmarks" / "results" / "gpu_mfu.json"))
     args = p.parse_args(argv)
     t0 = time.perf_counter()
@@ -282,6 +309,8 @@ def main(argv: list[str] | None = None) -> int:
     peaks = {"datasheet": datasheet_peak(name), "matmul": measured_matmul_peak(args.device)}
     print(f"[{time.perf_counter() - t0:.0f} s] {name}: bf16 peak FLOP/s datasheet {peaks['datasheet']}, "
           f"8192^3 matmul {peaks['matmul']}", flush=True)
+    if args.profile:
+        print(profile_train_step(model, pairs, args.device, _ints(args.train_batch_sizes)[0], args.profile), flush=True)
     result = {"device": name, "torch": torch.__version__, "peak_bf16_flops": peaks, "agreement": None,
               "scoring": [], "training": [], "skipped": [],
               "command": "python -m benchmarks.gpu_mfu " + " ".join(sys.argv[1:] if argv is None else argv)}

@@ -30,7 +30,8 @@ def test_the_whole_benchmark_runs_on_cpu_with_a_tiny_bert(tiny_model_dir, tmp_pa
     out = tmp_path / "gpu_mfu.json"
     assert main(["--model", tiny_model_dir, "--device", "cpu", "--pairs", "300", "--batch-sizes", "16,64",
                  "--train-batch-sizes", "8", "--precisions", "fp32", "--arrow-batch", "128", "--reps", "1",
-                 "--train-steps", "2", "--json", str(out)]) == 0
+                 "--train-steps", "2", "--json", str(out), "--profile", str(tmp_path / "profile.txt")]) == 0
+    assert "aten::addmm" in (tmp_path / "profile.txt").read_text()  # the profiler saw the step's matmuls
     result = json.loads(out.read_text())
     assert result["device"] == "cpu" and result["peak_bf16_flops"] == {"datasheet": None, "matmul": None}
     s16, s64 = result["scoring"]
