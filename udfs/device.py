@@ -118,3 +118,27 @@ def quantise_int8(model):
     with warnings.catch_warnings():  # torch.ao.quantization is deprecated in favour of torchao
         warnings.simplefilter("ignore")
         return quantize_dynamic(model, {torch.nn.Linear: per_channel_dynamic_qconfig}, dtype=torch.qint8)
+
+
+def _glibc():
+    import ctypes
+
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+    except OSError:  # not glibc (macOS, musl)
+        return None
+    return libc if hasattr(libc, "malloc_trim") else None
+
+
+_LIBC = _glibc()
+
+
+def release_free_heap() -> bool:
+    """Hand freed heap pages back to the OS (glibc's malloc_trim; False and nothing done elsewhere).
+    A worker scoring batch after batch frees activations and token arrays of many sizes; glibc keeps
+    those pages in its arenas, so without this a worker's RSS grows with the pairs it has scored
+    (docs/performance.md, "Worker memory"). It costs milliseconds; a batch takes seconds."""
+    if _LIBC is None:
+        return False
+    _LIBC.malloc_trim(0)
+    return True

@@ -246,10 +246,13 @@ def make_score_udf(settings: ScoringSettings):
     @pandas_udf(SCORE_SCHEMA)
     def score_pairs(batches: Iterator[tuple[pd.Series, pd.Series]]) -> Iterator[pd.DataFrame]:
         _maybe_inject_fault()
+        from udfs.device import release_free_heap
+
         scorer = get_scorer(settings)
         for queries, titles in batches:
             model_loader.log_rows("score", len(queries))
             yield scorer.score(queries, titles)
+            release_free_heap()  # the batch's frames are sent: else the worker's RSS grows with the pairs
 
     return score_pairs
 
