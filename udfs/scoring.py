@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
 
@@ -14,6 +15,7 @@ import numpy as np
 import pandas as pd
 
 from udfs import model_loader, token_inputs, weights
+from udfs.device import release_free_heap
 from udfs.errors import UserError
 
 SCORE_SCHEMA = (
@@ -60,10 +62,8 @@ class PairScorer:
         self.cross = model_loader.is_cross_encoder(settings.scorer_path)
         self.tokenizer = model_loader.load_tokenizer(settings.scorer_path)
         self.train_tokenizer = model_loader.load_tokenizer(settings.trainee_path)
-        # The training input is built from the scorer's own token ids when that is exact (docs/performance.md).
-        self._template = (token_inputs.pair_template(self.tokenizer)
-                          if settings.scorer_max_length >= settings.train_max_length
-                          and token_inputs.same_tokenizer(self.tokenizer, self.train_tokenizer) else None)
+        self._template = token_inputs.reuse_template(self.tokenizer, self.train_tokenizer, settings.scorer_max_length,
+                                                     settings.train_max_length)
         if self.cross:
             self.model = model_loader.load_cross_encoder(settings.scorer_path, device)
             self.encoder = self.model.base_model
@@ -92,20 +92,28 @@ class PairScorer:
     def _chunks(self, lengths: np.ndarray) -> Iterator[np.ndarray]:
         # Micro-batches of texts sorted by *token* count: dynamic padding then wastes ~5% of the
         # tokens (sorting by characters wasted 50-65% on product titles; the linear layers are
-        # three quarters of the time, so padding is paid for in full).
+        # three quarters of the time, so padding is paid for in full). The remainder comes first, with
+        # the shortest texts, so filling it up to a whole micro-batch (_padded) costs little.
         order = np.argsort(lengths, kind="stable")
-        for i in range(0, len(order), self.settings.batch_size):
+        first = len(order) % self.settings.batch_size
+        if first:
+            yield order[:first]
+        for i in range(first, len(order), self.settings.batch_size):
             yield order[i:i + self.settings.batch_size]
 
     def _padded(self, ids: list[list[int]], idx: np.ndarray, lengths: np.ndarray,
                 types: list[list[int]] | None = None) -> dict:
-        """One micro-batch as padded tensors on the device (pinned first when copying to a GPU)."""
+        """One micro-batch as padded tensors on the device (pinned first for a GPU), always `batch_size`
+        rows (one-token filler rows complete a short one): shapes then differ only in width, so per-shape
+        kernel caches (oneDNN's primitives) stay small and a worker's RSS flat (docs/performance.md)."""
         import torch
 
         width = int(lengths[idx].max())
-        input_ids = np.full((len(idx), width), self.tokenizer.pad_token_id or 0, dtype=np.int64)
-        mask = np.zeros((len(idx), width), dtype=np.int64)
-        type_ids = np.zeros((len(idx), width), dtype=np.int64)
+        rows = max(len(idx), self.settings.batch_size)
+        input_ids = np.full((rows, width), self.tokenizer.pad_token_id or 0, dtype=np.int64)
+        mask = np.zeros((rows, width), dtype=np.int64)
+        mask[len(idx):, 0] = 1  # filler rows: one visible token, so no row is fully masked
+        type_ids = np.zeros((rows, width), dtype=np.int64)
         for r, i in enumerate(idx):
             n = lengths[i]
             input_ids[r, :n] = ids[i]
@@ -138,7 +146,7 @@ class PairScorer:
                 enc = self._padded(ids, idx, lengths)
                 hidden = self.encoder(**enc).last_hidden_state
                 emb = torch.nn.functional.normalize(_mean_pool(hidden, enc["attention_mask"]).float(), dim=-1)
-                out[idx] = emb.cpu().numpy()
+                out[idx] = emb[:len(idx)].cpu().numpy()
         return out
 
     def cosine(self, queries: list[str], titles: list[str]) -> np.ndarray:
@@ -175,7 +183,8 @@ class PairScorer:
         lengths = np.fromiter((len(x) for x in ids), dtype=np.int64, count=len(ids))
         with torch.inference_mode(), self._autocast():
             for idx in self._chunks(lengths):
-                out[idx] = self.model(**self._padded(ids, idx, lengths, types)).logits[:, 0].float().cpu().numpy()
+                logits = self.model(**self._padded(ids, idx, lengths, types)).logits
+                out[idx] = logits[:len(idx), 0].float().cpu().numpy()
         if self.prior is not None:
             out += self.prior.click_logit(queries, titles)
         return out
@@ -246,8 +255,6 @@ def make_score_udf(settings: ScoringSettings):
     @pandas_udf(SCORE_SCHEMA)
     def score_pairs(batches: Iterator[tuple[pd.Series, pd.Series]]) -> Iterator[pd.DataFrame]:
         _maybe_inject_fault()
-        from udfs.device import release_free_heap
-
         scorer = get_scorer(settings)
         for queries, titles in batches:
             model_loader.log_rows("score", len(queries))
@@ -262,8 +269,6 @@ def _maybe_inject_fault() -> None:
     CLICKWEIGHT_TASK_DELAY_S: hold each scoring task that long first (a fault test's window to act)."""
     delay = float(os.environ.get("CLICKWEIGHT_TASK_DELAY_S") or 0)
     if delay > 0:
-        import time
-
         time.sleep(delay)
     marker = os.environ.get("CLICKWEIGHT_FAULT_ONCE")
     if marker and not os.path.exists(marker):

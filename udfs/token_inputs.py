@@ -59,6 +59,15 @@ def pair_template(tokenizer) -> PairTemplate | None:
                         types[ia], types[ib], tokenizer.pad_token_id or 0, getattr(tokenizer, "pad_token_type_id", 0))
 
 
+def reuse_template(scorer_tokenizer, train_tokenizer, scorer_max_length: int,
+                   train_max_length: int) -> PairTemplate | None:
+    """The layout to build training inputs from the scorer's token ids with, or None where that
+    would not be exact: another tokenizer, or training texts longer than the scorer's."""
+    if train_max_length > scorer_max_length or not same_tokenizer(scorer_tokenizer, train_tokenizer):
+        return None
+    return pair_template(scorer_tokenizer)
+
+
 def contents(ids: list[list[int]], t: PairTemplate) -> tuple[np.ndarray, np.ndarray]:
     """The texts' tokens without specials, right-padded (rows x longest), and their counts."""
     lo, hi = len(t.single_prefix), len(t.single_suffix)
