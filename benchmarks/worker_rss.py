@@ -4,6 +4,8 @@ thread, the score UDF's per-batch call (`PairScorer.score` on 2,048 real-title p
 
     .venv/bin/python -m benchmarks.worker_rss --pairs 40000 --trim
     MALLOC_ARENA_MAX=2 .venv/bin/python -m benchmarks.worker_rss --pairs 40000   # glibc tunables apply too
+    .venv/bin/python -m benchmarks.worker_rss --forwards 800 --rows any   # encoder forwards alone, random
+    .venv/bin/python -m benchmarks.worker_rss --forwards 800 --rows 64    # widths; rows random or fixed
 """
 from __future__ import annotations
 
@@ -19,6 +21,27 @@ from udfs.device import release_free_heap
 from udfs.scoring import PairScorer, ScoringSettings
 
 
+def forwards(scorer: PairScorer, n: int, rows: str) -> int:
+    """RSS over `n` encoder forwards at random widths (3-64 tokens): kernels cache per shape."""
+    import numpy as np
+    import torch
+
+    proc, rng = psutil.Process(), np.random.default_rng(0)
+    first = None
+    with torch.inference_mode(), scorer._autocast():
+        for k in range(n):
+            b = int(rng.integers(1, 65)) if rows == "any" else int(rows)
+            ids = torch.randint(1000, 20000, (b, int(rng.integers(3, 65))))
+            scorer.encoder(input_ids=ids, attention_mask=torch.ones_like(ids), token_type_ids=torch.zeros_like(ids))
+            release_free_heap()
+            if k % 100 == 0 or k == n - 1:
+                rss = round(proc.memory_info().rss / 2**20)
+                first = first or rss
+                print(json.dumps({"forwards": k + 1, "rows": rows, "rss_mib": rss}), flush=True)
+    print(json.dumps({"precision": scorer.precision, "rows": rows, "first_mib": first, "last_mib": rss}))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     import torch
 
@@ -27,10 +50,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--batch", type=int, default=2048, help="rows per UDF call (conf/local.yaml's Arrow batch)")
     p.add_argument("--precision", default="auto")
     p.add_argument("--trim", action="store_true", help="release_free_heap() after each batch, as the UDF does")
+    p.add_argument("--forwards", type=int, default=0, help="instead: this many bare encoder forwards")
+    p.add_argument("--rows", default="64", help="with --forwards: rows per forward, a number or 'any' (1-64)")
     args = p.parse_args(argv)
     torch.set_num_threads(1)
     path = model_loader.default_model_path()
     scorer = PairScorer(ScoringSettings(path, path, 64, 64, 64, 1, "cpu", args.precision), "cpu")
+    if args.forwards:
+        return forwards(scorer, args.forwards, args.rows)
     pairs = more_pairs(real_pairs(), args.pairs, 0).head(args.pairs)
     proc, start, trace = psutil.Process(), time.perf_counter(), []
     for k, i in enumerate(range(0, len(pairs), args.batch)):
