@@ -115,8 +115,7 @@ def _forward_only(scorer, texts: list[str], device: str) -> tuple[float, np.ndar
 
     from udfs.scoring import _mean_pool
 
-    ids = scorer.tokenizer(texts, truncation=True, max_length=scorer.settings.scorer_max_length,
-                           return_attention_mask=False, return_token_type_ids=False)["input_ids"]
+    ids = scorer.token_ids(texts)
     lengths = np.fromiter((len(x) for x in ids), dtype=np.int64, count=len(ids))
     batches = [scorer._padded(ids, idx, lengths) for idx in scorer._chunks(lengths)]
     widths = [b["input_ids"].shape[1] for b in batches for _ in range(b["input_ids"].shape[0])]
@@ -174,35 +173,15 @@ def precision_agreement(model: str, pairs: pd.DataFrame, device: str) -> dict:
             "max_abs_cosine_diff": float(np.abs(cos["fp32"] - cos["bf16"]).max())}
 
 
-def _train_batches(model: str, pairs: pd.DataFrame, batch_size: int, n: int, max_length: int,
-                   device: str) -> list[dict]:
-    import torch
-
-    from udfs import model_loader
-    from udfs.token_inputs import text_training_input
-
-    sample = pairs.sample(batch_size * n, replace=len(pairs) < batch_size * n, random_state=0)
-    tok = model_loader.load_tokenizer(model)
-    q_ids, q_len = text_training_input(tok, sample["query"].str.strip().tolist(), max_length)
-    t_ids, t_len = text_training_input(tok, sample["title"].str.strip().tolist(), max_length)
-    rng = np.random.default_rng(0)
-    out = []
-    for i in range(n):
-        s = slice(i * batch_size, (i + 1) * batch_size)
-        batch = {"query_ids": q_ids[s], "query_len": q_len[s], "title_ids": t_ids[s], "title_len": t_len[s],
-                 "label": rng.random(batch_size), "weight": rng.uniform(0.5, 2.0, batch_size)}
-        out.append({k: torch.from_numpy(np.ascontiguousarray(v)).to(device) for k, v in batch.items()})
-    return out
-
-
 def train_row(model: str, pairs: pd.DataFrame, device: str, precision: str, batch: int, steps: int) -> dict:
     """The recipe's bi-encoder step (forward under autocast, weighted BCE, backward, clipping, AdamW)
     at one (precision, batch size). Training FLOPs = 3 x forward (backward: two matmuls per forward one)."""
     import torch
 
+    from benchmarks.train_step import batches
     from training.model import adamw, build_trainee, optimiser_step
 
-    data = _train_batches(model, pairs, batch, steps + 3, 64, device)
+    data = batches(batch, steps + 3, 64, pairs=pairs, model=model, device=device)
     torch.manual_seed(0)
     trainee = build_trainee("bi_encoder", model, {"a": 10.0, "b": -5.0}).to(device).train()
     optim = adamw(trainee, 2e-5, 0.01, 1e-3)
@@ -232,9 +211,10 @@ def profile_train_step(model: str, pairs: pd.DataFrame, device: str, batch: int,
     FLOPs, it says whether the time is in kernels, in launches or in host work between them."""
     from torch.profiler import ProfilerActivity, profile
 
+    from benchmarks.train_step import batches
     from training.model import adamw, build_trainee, optimiser_step
 
-    data = _train_batches(model, pairs, batch, 5, 64, device)
+    data = batches(batch, 5, 64, pairs=pairs, model=model, device=device)
     trainee = build_trainee("bi_encoder", model, {"a": 10.0, "b": -5.0}).to(device).train()
     optim = adamw(trainee, 2e-5, 0.01, 1e-3)
     step = [lambda b=b: optimiser_step(trainee, trainee, optim, b, "bf16", device, max_grad_norm=1.0) for b in data]

@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import torch
 
 from benchmarks.bench_data import real_pairs
@@ -28,19 +29,24 @@ from udfs.token_inputs import text_training_input
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def batches(batch_size: int, n: int, max_length: int, seed: int = 0) -> list[dict[str, torch.Tensor]]:
-    pairs = real_pairs().sample(batch_size * n, random_state=seed)
-    tok = model_loader.load_tokenizer(model_loader.default_model_path())
+def batches(batch_size: int, n: int, max_length: int, seed: int = 0, pairs: pd.DataFrame | None = None,
+            model: str | None = None, device: str = "cpu") -> list[dict[str, torch.Tensor]]:
+    """`n` training batches of real pairs (`pairs`, default all of them), tokenised by `model`'s
+    tokenizer (default the packaged MiniLM) as the score job does, on `device`."""
+    pairs = real_pairs() if pairs is None else pairs
+    pairs = pairs.sample(batch_size * n, replace=len(pairs) < batch_size * n, random_state=seed)
+    tok = model_loader.load_tokenizer(model or model_loader.default_model_path())
     q_ids, q_len = text_training_input(tok, pairs["query"].str.strip().tolist(), max_length)
     t_ids, t_len = text_training_input(tok, pairs["title"].str.strip().tolist(), max_length)
     rng = np.random.default_rng(seed)
     out = []
     for i in range(n):
         s = slice(i * batch_size, (i + 1) * batch_size)
-        out.append({"query_ids": torch.from_numpy(q_ids[s]), "query_len": torch.from_numpy(q_len[s]),
-                    "title_ids": torch.from_numpy(t_ids[s]), "title_len": torch.from_numpy(t_len[s]),
-                    "label": torch.from_numpy(rng.random(batch_size)),
-                    "weight": torch.ones(batch_size, dtype=torch.float64)})
+        batch = {"query_ids": torch.from_numpy(q_ids[s]), "query_len": torch.from_numpy(q_len[s]),
+                 "title_ids": torch.from_numpy(t_ids[s]), "title_len": torch.from_numpy(t_len[s]),
+                 "label": torch.from_numpy(rng.random(batch_size)),
+                 "weight": torch.ones(batch_size, dtype=torch.float64)}
+        out.append({k: v.to(device) for k, v in batch.items()})
     return out
 
 

@@ -13,8 +13,6 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
-
 from benchmarks.bench_data import real_pairs
 from udfs import model_loader
 from udfs.scoring import PairScorer, ScoringSettings
@@ -44,9 +42,7 @@ def main(argv: list[str] | None = None) -> int:
     q, t = pairs["query"].str.strip().tolist(), pairs["title"].str.strip().tolist()
 
     def tokens() -> tuple:
-        uq, q_inv = np.unique(np.asarray(q, dtype=object), return_inverse=True)
-        ut, t_inv = np.unique(np.asarray(t, dtype=object), return_inverse=True)
-        return scorer.token_ids(list(uq)), q_inv, scorer.token_ids(list(ut)), t_inv
+        return scorer.distinct_tokens(q, t)
 
     known = tokens()
     result = {"pairs": len(q), "distinct_texts": len(known[0]) + len(known[2]),
