@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import importlib
 import sys
+import traceback
+from collections.abc import Callable
 
 from udfs.errors import UserError
 
@@ -25,6 +27,21 @@ def usage() -> str:
     return "\n".join(lines)
 
 
+def run_job(name: str, job_main: Callable[[list[str] | None], int | None], argv: list[str] | None = None) -> int:
+    """Run one subcommand's main: a UserError (bad input, config, path, a refused output) is the user's
+    to fix, so it prints as one line and exits 2; CLICKWEIGHT_LOG=DEBUG adds its trace. Any other
+    exception is a bug or an infrastructure failure and keeps its traceback."""
+    from jobs.common import verbose
+
+    try:
+        return int(job_main(argv) or 0)
+    except (UserError, FileNotFoundError, NotADirectoryError, PermissionError) as exc:
+        if verbose():
+            traceback.print_exc()
+        print(f"clickweight {name}: error: {exc}", file=sys.stderr)
+        return 2
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help"):
@@ -35,13 +52,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"clickweight: unknown subcommand '{name}'\n\n{usage()}", file=sys.stderr)
         return 2
     module = importlib.import_module(SUBCOMMANDS[name][0])
-    try:
-        return int(module.main(rest) or 0)
-    except (UserError, FileNotFoundError) as exc:
-        # Contract violations (bad config, schema, paths, a refused output) are the user's to fix:
-        # say what, no trace. Any other exception is a bug and keeps its traceback.
-        print(f"clickweight {name}: error: {exc}", file=sys.stderr)
-        return 2
+    return run_job(name, module.main, rest)
 
 
 if __name__ == "__main__":

@@ -86,21 +86,48 @@ class HadoopFS:
     def __init__(self, spark, path: str):
         self._jvm = spark.sparkContext._jvm
         self._path_cls = self._jvm.org.apache.hadoop.fs.Path
-        conf = spark.sparkContext._jsc.hadoopConfiguration()
-        self.fs = self._path_cls(path).getFileSystem(conf)
+        self.conf = spark.sparkContext._jsc.hadoopConfiguration()
+        self.fs = self._path_cls(path).getFileSystem(self.conf)
+        self.default_fs = str(self.conf.get("fs.defaultFS", "file:///"))
 
     def path(self, p: str):
         return self._path_cls(p)
 
+    def native(self, where) -> str:
+        """A qualified jobs.outputs.Location as a Hadoop path (scheme and authority spelled out)."""
+        return str(where)
+
+    def protected(self) -> list[tuple[str, str]]:
+        """This filesystem's own home and working directory (on HDFS: /user/<name>), never an output."""
+        return [(str(self.fs.getHomeDirectory().toString()), f"your home directory on {self.fs.getUri()}"),
+                (str(self.fs.getWorkingDirectory().toString()), f"the working directory on {self.fs.getUri()}")]
+
     def exists(self, p: str) -> bool:
         return bool(self.fs.exists(self.path(p)))
+
+    def is_dir(self, p: str) -> bool:
+        return self.exists(p) and bool(self.fs.getFileStatus(self.path(p)).isDirectory())
+
+    def parquet_footers(self, pattern: str) -> list[tuple[int, int]]:
+        """(rows, row groups) of each Parquet file matching the glob `pattern`, read from its footer
+        through this filesystem (the one that wrote it: local, HDFS or an object store alike)."""
+        jvm = self._jvm
+        out = []
+        for status in self.fs.globStatus(self.path(pattern)) or []:
+            reader = jvm.org.apache.parquet.hadoop.ParquetFileReader.open(
+                jvm.org.apache.parquet.hadoop.util.HadoopInputFile.fromStatus(status, self.conf))
+            try:
+                out.append((int(reader.getRecordCount()), int(reader.getRowGroups().size())))
+            finally:
+                reader.close()
+        return out
 
     def delete(self, p: str) -> None:
         if self.exists(p):
             self.fs.delete(self.path(p), True)
 
     def list_names(self, p: str) -> list[str]:
-        if not self.exists(p) or not self.fs.getFileStatus(self.path(p)).isDirectory():
+        if not self.is_dir(p):
             return []
         names = (st.getPath().getName() for st in self.fs.listStatus(self.path(p)))
         # Hadoop's local filesystem keeps a `.NAME.crc` checksum beside each file it writes

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 
+from jobs import inputs
 from jobs.common import print_json, setup_logging, write_json
 
 
@@ -28,6 +29,9 @@ def main(argv: list[str] | None = None) -> int:
 
     setup_logging()
     args = build_parser().parse_args(argv)
+    inputs.check_model_folder(args.model)
+    inputs.check_parquet(args.input)
+    inputs.check_columns(args.input, ["query", "title", args.label_col])
     result = evaluate(args.model, args.input, args.label_col, args.positive_threshold,
                       args.batch_size, args.max_length)
     write_json(args.output, result)
@@ -36,4 +40,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    from jobs.cli import run_job
+
+    raise SystemExit(run_job("evaluate", main))

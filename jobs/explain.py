@@ -18,6 +18,8 @@ import numpy as np
 import pyarrow.compute as pc
 import yaml
 
+from jobs import inputs
+from jobs.outputs import LEGACY_MARKERS
 from jobs.report import output_dataset
 from udfs import strategies
 from udfs import weights as W
@@ -122,9 +124,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--output", required=True, help="a `clickweight score` output folder")
     p.add_argument("--event-id", required=True)
     args = p.parse_args(argv)
+    inputs.check_clickweight_output(args.output, "score", LEGACY_MARKERS["score"], what="--output")
     print(explain(args.output, args.event_id))
     return 0
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    from jobs.cli import run_job
+
+    raise SystemExit(run_job("explain", main))

@@ -33,7 +33,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from jobs.outputs import MARKER, LocalFS, OutputRefused, check_output, marker
+from jobs.outputs import MARKER, LocalFS, check_output, local_path, marker
 from udfs.errors import UserError
 from udfs.simulate import SimulatorSettings, clickstream_columns, clickstream_frame, ids, simulate_sessions
 from udfs.synthetic_catalog import World, candidate_pool, make_world
@@ -310,11 +310,9 @@ def write(data: GeneratedData, output_dir: str, overwrite: bool = False) -> dict
 
     An existing ``output_dir`` is replaced only if it is a `generate` output (or with overwrite).
     """
-    out = Path(output_dir).resolve()
+    out = Path(local_path(output_dir)).resolve()
     check_output(LocalFS(), str(out), "generate", (), overwrite)
     out.parent.mkdir(parents=True, exist_ok=True)
-    if out.exists() and not out.is_dir():
-        raise OutputRefused(f"{out} exists and is not a directory")
     # Build beside the target so the final renames stay on one filesystem.
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
     old: Path | None = None
@@ -373,4 +371,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    from jobs.cli import run_job
+
+    raise SystemExit(run_job("generate", main))

@@ -3,8 +3,9 @@
 Every output a job commits carries MARKER (`_clickweight.json`: kind, run_id, config_hash, the
 output path, creation time, clickweight version). A job replaces an existing `--output` only when
 it is empty or its marker says it is a clickweight output of the same kind, or with `--overwrite`.
-Some targets are refused even with `--overwrite`: a filesystem root, the home or working
-directory (or a folder above it), an input, a folder holding an input, or a folder inside one.
+Some targets are refused even with `--overwrite`, compared after qualifying every path the way its
+filesystem does (qualify()): a filesystem root, the home or working directory (or a folder above
+it), an input, a folder holding an input, a folder inside one, and an existing ordinary file.
 
 Staging and backup folders live in one clickweight-owned sibling, `<output>.clickweight-staging/`,
 itself marked. Nothing outside it is ever renamed or deleted except `<output>` itself, so a
@@ -15,8 +16,10 @@ from __future__ import annotations
 import datetime
 import json
 import os
+import posixpath
 import shutil
 from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any, Protocol
 
@@ -29,7 +32,8 @@ STAGING_SUFFIX = ".clickweight-staging"
 STAGING_MARKER = "_clickweight_staging.json"
 # Outputs written before the marker existed: the file each kind always wrote.
 LEGACY_MARKERS = {"score": ("_summary.json",), "generate": ("_generate_summary.json",),
-                  "train": ("train_summary.json", "clickweight_model.json", "checkpoint")}
+                  "train": ("train_summary.json", "clickweight_model.json", "checkpoint"),
+                  "pipeline": ("pipeline_results.json",)}
 
 
 class OutputRefused(UserError):
@@ -37,7 +41,12 @@ class OutputRefused(UserError):
 
 
 class FileSystem(Protocol):
+    default_fs: str  # where a path without a scheme lives (Hadoop's fs.defaultFS)
+
+    def native(self, where: Location) -> str: ...  # how this filesystem's calls name a qualified path
+    def protected(self) -> list[tuple[str, str]]: ...  # (location, what it is): never an output
     def exists(self, p: str) -> bool: ...
+    def is_dir(self, p: str) -> bool: ...
     def list_names(self, p: str) -> list[str]: ...
     def read_text(self, p: str) -> str: ...
     def write_text(self, p: str, text: str) -> None: ...
@@ -49,8 +58,19 @@ class FileSystem(Protocol):
 class LocalFS:
     """The FileSystem protocol on local folders (generate and train write locally)."""
 
+    default_fs = "file:///"
+
+    def native(self, where: Location) -> str:
+        return str(where.path)
+
+    def protected(self) -> list[tuple[str, str]]:
+        return []
+
     def exists(self, p: str) -> bool:
         return os.path.lexists(p)
+
+    def is_dir(self, p: str) -> bool:
+        return os.path.isdir(p)
 
     def list_names(self, p: str) -> list[str]:
         return sorted(os.listdir(p)) if os.path.isdir(p) else []
@@ -76,41 +96,90 @@ class LocalFS:
 
 # ---------------------------------------------------------------- which targets are allowed
 
-def _split(path: str) -> tuple[str, PurePosixPath]:
-    """(scheme://authority, absolute path) of a local path or a URL."""
-    if "://" in path:
-        scheme, rest = path.split("://", 1)
-        authority, _, p = rest.partition("/")
-        return f"{scheme}://{authority}", PurePosixPath("/" + p)
-    if path.startswith("file:"):
-        return "", PurePosixPath(os.path.realpath(path[len("file:"):]))
-    return "", PurePosixPath(os.path.realpath(path))
+# Ports a filesystem uses when a URL names none (Hadoop's getCanonicalUri adds the same ones).
+DEFAULT_PORTS = {"hdfs": 8020, "webhdfs": 9870, "swebhdfs": 9871}
+# Schemes that address the same store under another connector or transport.
+SAME_STORE = {"s3a": "s3", "s3n": "s3", "gcs": "gs", "abfss": "abfs", "wasbs": "wasb", "local": "file"}
+GLOB_CHARS = "*?[]{}"
 
 
-def _inside(a: PurePosixPath, b: PurePosixPath) -> bool:
-    return a == b or b in a.parents
+@dataclass(frozen=True)
+class Location:
+    """A path qualified the way the filesystem that writes it names it: scheme, authority, absolute path."""
+
+    scheme: str
+    authority: str
+    path: PurePosixPath
+
+    @property
+    def store(self) -> tuple[str, str]:
+        return SAME_STORE.get(self.scheme, self.scheme), self.authority
+
+    def within(self, other: Location) -> bool:
+        """This location is `other` or lies below it (same store)."""
+        return self.store == other.store and (self.path == other.path or other.path in self.path.parents)
+
+    def __str__(self) -> str:
+        return f"{self.scheme}://{self.authority}{self.path}"
 
 
-def forbidden_reason(output: str, inputs: Iterable[str] = ()) -> str | None:
-    """Why `output` may never be replaced, or None. Pure: it reads no folder."""
-    where, out = _split(output)
-    if any(c in out.name for c in "*?[]{}"):
+def qualify(path: str, default_fs: str = "file:///") -> Location:
+    """`path` as its filesystem resolves it: a path without a scheme is on `default_fs` (Hadoop's
+    fs.defaultFS; local unless a cluster says otherwise) and relative to the working directory;
+    `..`, `.`, repeated and trailing slashes are normalised; local paths have symlinks resolved and
+    ignore a `file://host` authority; a URL's authority gets its scheme's default port."""
+    scheme, authority, rest = split_url(path)
+    if not scheme:
+        scheme, authority, _ = split_url(default_fs)
+        scheme = scheme or "file"
+        if scheme in ("file", "local") or not rest.startswith("/"):  # relative paths: local, as absolute() makes them
+            scheme, authority, rest = "file", "", os.path.join(os.getcwd(), rest)
+    scheme = scheme.lower()
+    if SAME_STORE.get(scheme, scheme) == "file":
+        return Location("file", "", PurePosixPath(os.path.realpath(rest or "/")))
+    authority = authority.lower()
+    if authority and ":" not in authority and scheme in DEFAULT_PORTS:
+        authority = f"{authority}:{DEFAULT_PORTS[scheme]}"
+    normal = posixpath.normpath("/" + rest.lstrip("/"))
+    return Location(scheme, authority, PurePosixPath("/" + normal.lstrip("/")))
+
+
+def split_url(path: str) -> tuple[str, str, str]:
+    """(scheme, authority, path) of `scheme://authority/path`, `scheme:/path` or a plain path."""
+    head, sep, tail = path.partition(":")
+    if not sep or not head or not head.replace("+", "").replace("-", "").replace(".", "").isalnum() \
+            or (len(head) == 1 and not tail.startswith("//")):  # a plain path, or a Windows drive letter
+        return "", "", path
+    if tail.startswith("//"):
+        authority, slash, rest = tail[2:].partition("/")
+        return head, authority, slash + rest
+    return head, "", tail
+
+
+def forbidden_reason(output: str, inputs: Iterable[str] = (), default_fs: str = "file:///",
+                     protected: Iterable[tuple[str, str]] = ()) -> str | None:
+    """Why `output` may never be replaced, or None. Pure: it reads no folder.
+
+    Compared after qualify(): the root of any filesystem, the home and working directory (local,
+    plus `protected`: (location, what it is) pairs such as the target filesystem's own home and
+    working directory) and every folder above them, and each input, any folder holding it and any
+    folder inside it.
+    """
+    out = qualify(output, default_fs)
+    if any(c in out.path.name for c in GLOB_CHARS):
         return "Spark reads paths as glob patterns, so a name with * ? [ ] { } would read other folders"
-    if out == PurePosixPath("/"):
+    if out.path == PurePosixPath("/"):
         return "it is a filesystem root"
-    if not where:
-        home, cwd = PurePosixPath(os.path.realpath(Path.home())), PurePosixPath(os.getcwd())
-        if _inside(home, out):
-            return "it is your home directory or holds it"
-        if _inside(cwd, out):
-            return "it is the working directory or holds it"
+    guarded = [(os.path.expanduser("~"), "your home directory"), (os.getcwd(), "the working directory"),
+               *protected]
+    for where, what in guarded:
+        if qualify(where, default_fs).within(out):
+            return f"it is {what} or holds it ({qualify(where, default_fs)})"
     for source in inputs:
-        src_where, src = _split(source)
-        if src_where != where:
-            continue
-        if _inside(src, out):
+        src = qualify(source, default_fs)
+        if src.within(out):
             return f"it is or holds the input {source}"
-        if _inside(out, src):
+        if out.within(src):
             return f"it is inside the input {source}"
     return None
 
@@ -136,16 +205,40 @@ def output_kind(fs: FileSystem, folder: str) -> str | None:
 
 def check_output(fs: FileSystem, output: str, kind: str, inputs: Iterable[str] = (), overwrite: bool = False) -> None:
     """Refuse, before any work, an --output this job must not replace (see the module doc)."""
-    reason = forbidden_reason(output, inputs)
+    reason = forbidden_reason(output, inputs, fs.default_fs, fs.protected())
     if reason:
         raise OutputRefused(f"refusing --output {output}: {reason}; choose a folder of its own")
-    if not fs.exists(output) or not fs.list_names(output) or overwrite:
+    target = fs.native(qualify(output, fs.default_fs))  # `file.txt/` and `dir/x/..` name what they resolve to
+    if not fs.exists(target):
         return
-    found = output_kind(fs, output)
+    if not fs.is_dir(target):
+        raise OutputRefused(f"refusing --output {output}: it is an existing file, not a folder; choose a folder "
+                            "of its own (--overwrite never replaces a file)")
+    if not fs.list_names(target) or overwrite:
+        return
+    found = output_kind(fs, target)
     if found != kind:
         what = f"a clickweight {found} output" if found else f"not a clickweight output (no {MARKER})"
         raise OutputRefused(f"refusing to replace {output}: it is {what}. Choose another --output, "
                             f"or pass --overwrite to replace it anyway")
+
+
+def local_form(path: str) -> str | None:
+    """The local path of a plain path or a file: URL; None for a URL on any other store."""
+    scheme, _, rest = split_url(path)
+    if not scheme:
+        return path
+    return (rest or "/") if SAME_STORE.get(scheme.lower(), scheme.lower()) == "file" else None
+
+
+def local_path(path: str, what: str = "--output") -> str:
+    """local_form(path), or a clear refusal for a URL on another store: the model folder, a generated
+    data set and a pipeline's work folder are written with local file calls (a shared mount is local)."""
+    local = local_form(path)
+    if local is None:
+        raise OutputRefused(f"{what} {path}: this command writes a local folder (a path, or a shared mount every "
+                            f"node sees); it cannot write {split_url(path)[0]}:// URLs")
+    return local
 
 
 def marker(kind: str, run_id: str, output: str, **provenance: Any) -> str:

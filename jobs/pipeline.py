@@ -22,6 +22,7 @@ from typing import Any
 from jobs import config as config_mod
 from jobs import tracking
 from jobs.common import add_common_args, get_spark, log, parse_job_args, write_json
+from jobs.outputs import MARKER, LocalFS, check_output, local_path, marker, output_kind
 from jobs.report import write_report_quietly
 
 COLUMNS = ("strategy", "round", "train_rows", "steps", "selected", "auc", "ndcg@10", "ess_fraction", "score_s",
@@ -98,14 +99,24 @@ def strategy_round(spark, cfg: dict[str, Any], strategy: str, rnd: int, round_di
             "weighted": str(weighted), "model": str(model)}
 
 
-def run_pipeline(cfg: dict[str, Any]) -> dict[str, Any]:
+def prepare_workdir(workdir: str, overwrite: bool = False) -> Path:
+    """The pipeline's work folder, refused by the output guard (jobs/outputs.py) like any --output, then
+    marked as a pipeline folder so that a rerun (or a run cut off half way) may use it again."""
+    work = Path(local_path(workdir, "pipeline.workdir")).resolve()
+    check_output(LocalFS(), str(work), "pipeline", (), overwrite)
+    work.mkdir(parents=True, exist_ok=True)
+    if output_kind(LocalFS(), str(work)) != "pipeline":
+        (work / MARKER).write_text(marker("pipeline", "pipeline", str(work)))
+    return work
+
+
+def run_pipeline(cfg: dict[str, Any], overwrite: bool = False) -> dict[str, Any]:
     from jobs.generate import generate, write
     from training.evaluate import evaluate
     from udfs.model_loader import resolve_model_path
 
     started = time.time()
-    work = Path(cfg["pipeline"]["workdir"]).resolve()
-    work.mkdir(parents=True, exist_ok=True)
+    work = prepare_workdir(cfg["pipeline"]["workdir"], overwrite)
     g = cfg["generate"]
     data_dir = work / "data"
     gen = write(generate(g["rows"], g["days"], g["seed"], g["heldout_query_fraction"],
@@ -141,13 +152,15 @@ def run_pipeline(cfg: dict[str, Any]) -> dict[str, Any]:
 
 def build_parser(p: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:
     p = p or argparse.ArgumentParser(prog="clickweight pipeline", description=__doc__.split("\n")[0])
+    p.add_argument("--overwrite", action="store_true",
+                   help="use pipeline.workdir even if it is a non-empty folder that is not a pipeline's")
     add_common_args(p)
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
-    _, cfg = parse_job_args(build_parser(), argv)
-    result = run_pipeline(cfg)
+    args, cfg = parse_job_args(build_parser(), argv)
+    result = run_pipeline(cfg, args.overwrite)
     write_report_quietly(result["workdir"])
     print(f"\nclickweight pipeline: results in {result['workdir']} ({result['seconds']} s)")
     print(f"held-out queries: {result['heldout']} (true relevance, positive >= {result['positive_threshold']})\n")
@@ -156,4 +169,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    from jobs.cli import run_job
+
+    raise SystemExit(run_job("pipeline", main))

@@ -22,6 +22,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from jobs import inputs
+
 MAX_ROWS = 500_000
 HTML, MARKDOWN, FIGURES = "_report.html", "_report.md", "_report_figures"
 ROW_COLUMNS = ("event_id", "query", "title", "position", "clicked", "added_to_cart", "purchased", "dwell_ms",
@@ -302,9 +304,14 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="clickweight report", description=__doc__.split("\n")[0])
     p.add_argument("run_dir", help="a score output, a model folder or a pipeline work folder")
     args = p.parse_args(argv)
+    if not inputs.require_readable(args.run_dir, "report").is_dir():
+        raise inputs.InputError(f"report {args.run_dir}: a file, not a folder (a score output, model or "
+                                "pipeline folder)")
     print(write_report(args.run_dir))
     return 0
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    from jobs.cli import run_job
+
+    raise SystemExit(run_job("report", main))

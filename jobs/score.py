@@ -8,8 +8,8 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
+import os
 import time
-from pathlib import Path
 from typing import Any
 
 from pyspark import StorageLevel
@@ -17,7 +17,7 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from jobs import config as config_mod
-from jobs import table_output, tracking
+from jobs import inputs, table_output, tracking
 from jobs.common import (
     HadoopFS,
     absolute,
@@ -28,7 +28,17 @@ from jobs.common import (
     setup_logging,
     versions,
 )
-from jobs.outputs import MARKER, abandon, check_output, commit_dir, marker, prepare_staging
+from jobs.outputs import (
+    MARKER,
+    OutputRefused,
+    abandon,
+    check_output,
+    commit_dir,
+    forbidden_reason,
+    marker,
+    prepare_staging,
+    qualify,
+)
 from jobs.report import write_report_quietly
 from udfs import model_loader, schema, strategies
 from udfs import pairs as pairs_mod
@@ -42,11 +52,48 @@ from udfs.spark_weighting import (  # noqa: F401  (importance_sample, normalise:
 
 # ---------------------------------------------------------------- extract
 
+def looks_like_path(source: str) -> bool:
+    """An --input or --catalog is a path (file, folder, URL) when it has a slash, a scheme or ends in
+    .parquet; anything else is a catalog / Hive table name."""
+    return "/" in source or source.endswith(".parquet") or "://" in source
+
+
+def input_location(spark: SparkSession, source: str) -> str:
+    """Where an input's data lives: the path itself, or a catalog table's storage location (so the
+    output guard protects it too); a missing path or unknown table is an InputError."""
+    if not looks_like_path(source):
+        if not spark.catalog.tableExists(source):
+            raise inputs.InputError(f"--input {source}: no such table in the "
+                                    f"{spark.conf.get('spark.sql.catalogImplementation')} catalog (a path needs a /)")
+        return table_output.table_location(spark, source)
+    path = absolute(source)
+    if not HadoopFS(spark, path).exists(path):
+        raise inputs.InputError(f"--input {source}: no such file or folder")
+    return path
+
+
+def check_inputs_early(source: str, catalog: str | None) -> None:
+    """Local inputs, before Spark starts: a typo costs one line, not a Spark start and a Java trace."""
+    for what, src in (("--input", source), ("--catalog", catalog)):
+        if src and looks_like_path(src):
+            inputs.check_parquet(src, what)
+
+
+def check_output_early(output: str, sources: list[str]) -> None:
+    """The output rules that need no Spark, before it starts; run_score checks again, on the paths as
+    the job's Hadoop filesystem qualifies them."""
+    reason = forbidden_reason(absolute(output), [absolute(s) for s in sources])
+    where = qualify(absolute(output))
+    if not reason and where.store[0] == "file" and os.path.exists(where.path) and not os.path.isdir(where.path):
+        reason = "it is an existing file, not a folder"
+    if reason:
+        raise OutputRefused(f"refusing --output {output}: {reason}; choose a folder of its own")
+
+
 def extract(spark: SparkSession, source: str, catalog: str | None) -> tuple[DataFrame, DataFrame | None]:
     """A Parquet path (file, folder, URI) or a catalog / Hive table name."""
     def read(src: str) -> DataFrame:
-        looks_like_path = "/" in src or src.endswith(".parquet") or "://" in src
-        return read_parquet(spark, absolute(src)) if looks_like_path else spark.table(src)
+        return read_parquet(spark, absolute(src)) if looks_like_path(src) else spark.table(src)
 
     return read(source), (read(catalog) if catalog else None)
 
@@ -77,7 +124,13 @@ def read_parquet(spark: SparkSession, path: str) -> DataFrame:
     nanos = nanosecond_columns(path)
     if nanos:
         spark.conf.set("spark.sql.legacy.parquet.nanosAsLong", "true")
-    df = spark.read.parquet(path)
+    try:
+        df = spark.read.parquet(path)
+    except Exception as exc:  # schema inference reads the footers: a folder of CSV, a broken file
+        if type(exc).__name__ not in ("AnalysisException", "Py4JJavaError", "SparkRuntimeException"):
+            raise
+        first = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
+        raise inputs.InputError(f"--input {path}: cannot be read as Parquet ({first})") from exc
     for name in (n for n in nanos if n in df.columns):  # top-level columns (nested ones stay as they are)
         # Integer division: a double cannot hold 1.7e18 ns to the microsecond.
         df = df.withColumn(name, F.timestamp_micros(F.expr(f"`{name}` div 1000")))
@@ -158,17 +211,11 @@ def release(cached: list[DataFrame]) -> None:
 
 # ---------------------------------------------------------------- load
 
-def parquet_layout(path: str) -> dict[str, int]:
-    """Row groups and rows of the written data files, from their footers (no data read)."""
-    import pyarrow.parquet as pq
-
-    groups = rows = files = 0
-    for f in Path(path).glob("event_date=*/*.parquet"):
-        meta = pq.ParquetFile(f).metadata
-        files += 1
-        groups += meta.num_row_groups
-        rows += meta.num_rows
-    return {"files": files, "row_groups": groups, "rows": rows}
+def parquet_layout(fs: HadoopFS, pattern: str) -> dict[str, int]:
+    """Files, row groups and rows of the data files matching `pattern`, from their footers (no data
+    read), through the filesystem that wrote them."""
+    footers = fs.parquet_footers(pattern)
+    return {"files": len(footers), "row_groups": sum(g for _, g in footers), "rows": sum(r for r, _ in footers)}
 
 
 def write_pairs(scored: DataFrame, path: str, files: int) -> dict[str, Any]:
@@ -233,15 +280,19 @@ def _write_and_verify(scored: DataFrame, quarantined: DataFrame, staged: str, cf
         for r in schema.read_folder(spark, f"{staged}/_quarantine").groupBy("reason").count().collect()
     }
     summary["rows_quarantined"] = sum(summary["quarantine_reasons"].values())
-    if "://" not in staged or staged.startswith("file:"):
-        summary["layout"] = parquet_layout(staged.replace("file:", ""))
-        need = ranks * cfg["output"]["min_row_groups_per_rank"]
-        if summary["layout"]["rows"] != summary["rows_out"]:
-            raise RuntimeError(f"the Parquet footers hold {summary['layout']['rows']} rows but reading the "
-                               f"output gave {summary['rows_out']}; nothing was committed")
-        if summary["layout"]["row_groups"] < need:
-            log.warning("only %d row groups for %d training ranks (want >= %d): raise output.files_per_date",
-                        summary["layout"]["row_groups"], ranks, need)
+    fs = HadoopFS(spark, staged)
+    summary["layout"] = parquet_layout(fs, f"{staged}/event_date=*/*.parquet")
+    if summary["layout"]["rows"] != summary["rows_out"]:
+        raise RuntimeError(f"the Parquet footers hold {summary['layout']['rows']} rows but reading the "
+                           f"output gave {summary['rows_out']}; nothing was committed")
+    pair_rows = parquet_layout(fs, f"{staged}/{schema.PAIRS_DIR}/*.parquet")["rows"]
+    if pair_rows != summary["pairs"]["pairs"]:
+        raise RuntimeError(f"the pair table's Parquet footers hold {pair_rows} rows but it has "
+                           f"{summary['pairs']['pairs']} pairs; nothing was committed")
+    need = ranks * cfg["output"]["min_row_groups_per_rank"]
+    if summary["layout"]["row_groups"] < need:
+        log.warning("only %d row groups for %d training ranks (want >= %d): raise output.files_per_date",
+                    summary["layout"]["row_groups"], ranks, need)
     sampled_out = summary.get("rows_sampled_out", 0)
     summary["pairs"]["compaction_ratio"] = summary["rows_out"] / max(1, summary["pairs"]["pairs"])
     if summary["pairs"]["impressions"] != summary["rows_out"]:
@@ -262,8 +313,9 @@ def run_score(spark: SparkSession, source: str, output: str, cfg: dict[str, Any]
     run_id = cfg["run_id"] or config_mod.new_run_id()
     cfg = {**cfg, "run_id": run_id}
     t0 = time.time()
-    inputs = [source] + [p for p in (cfg["input"]["catalog"], cfg["scorer"]["reuse_scores_from"]) if p]
-    check_output(HadoopFS(spark, absolute(output)), absolute(output), "score", map(absolute, inputs), overwrite)
+    sources = [source] + [p for p in (cfg["input"]["catalog"], cfg["scorer"]["reuse_scores_from"]) if p]
+    check_output(HadoopFS(spark, absolute(output)), absolute(output), "score",
+                 [input_location(spark, s) for s in sources], overwrite)
     if strategies.needs_mlm(cfg["weighting"]):
         mlm_settings(cfg)  # refuse a checkpoint without an MLM head before any Spark work
     df, catalog = extract(spark, source, cfg["input"]["catalog"])
@@ -296,8 +348,8 @@ def run_score_to_table(spark: SparkSession, source: str, root: str, table: str, 
     cfg = {**cfg, "run_id": run_id}
     root = absolute(root)
     fs = HadoopFS(spark, root)
-    inputs = [source] + [p for p in (cfg["input"]["catalog"], cfg["scorer"]["reuse_scores_from"]) if p]
-    props = table_output.check_table(spark, fs, table, root, list(map(absolute, inputs)), overwrite)
+    sources = [source] + [p for p in (cfg["input"]["catalog"], cfg["scorer"]["reuse_scores_from"]) if p]
+    props = table_output.check_table(spark, fs, table, root, [input_location(spark, s) for s in sources], overwrite)
     table_output.mark_root(fs, root, table, run_id)
     version = table_output.new_version(root, run_id)
     summary = run_score(spark, source, version, cfg)
@@ -331,6 +383,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.output_table:
         overrides.append("spark.conf.spark.sql.catalogImplementation=hive")
     cfg = config_mod.load_config(args.conf, overrides)
+    check_inputs_early(args.input, cfg["input"]["catalog"])
+    check_output_early(args.output, [s for s in (args.input, cfg["input"]["catalog"]) if s and looks_like_path(s)])
     spark = get_spark(cfg)
     with tracking.run(cfg, "score", input=args.input) as ml:
         if args.output_table:
@@ -346,4 +400,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    from jobs.cli import run_job
+
+    raise SystemExit(run_job("score", main))

@@ -16,10 +16,21 @@ from pathlib import Path
 from typing import Any
 
 from jobs import config as config_mod
-from jobs import tracking
+from jobs import inputs, tracking
 from jobs.common import absolute, add_common_args, get_spark, log, parse_job_args, print_json
-from jobs.outputs import MARKER, LocalFS, OutputRefused, check_output, marker, output_kind
+from jobs.outputs import (
+    LEGACY_MARKERS,
+    MARKER,
+    LocalFS,
+    OutputRefused,
+    check_output,
+    local_form,
+    local_path,
+    marker,
+    output_kind,
+)
 from jobs.report import write_report_quietly
+from udfs.schema import PAIRS_DIR
 
 
 def _free_port() -> int:
@@ -76,7 +87,7 @@ def run_training(input_dir: str, output_dir: str, cfg: dict[str, Any], overwrite
                  fresh: bool = False) -> dict[str, Any]:
     from training.recipe import train_worker
 
-    input_dir, output_dir = absolute(input_dir), absolute(output_dir)
+    input_dir, output_dir = absolute(input_dir), absolute(local_path(output_dir))
     prepare_model_folder(input_dir, output_dir, cfg, overwrite, fresh)
     config_mod.dump(cfg, Path(output_dir) / "train_config.yaml")
     t = cfg["train"]
@@ -114,8 +125,22 @@ def build_parser(p: argparse.ArgumentParser | None = None) -> argparse.ArgumentP
     return p
 
 
+def check_arguments(source: str | None, output: str, compact_pairs: bool) -> None:
+    """Before any work: a local --input is a score output with the table the trainer streams, and
+    --output is a folder this command can write (local or a shared mount, never another URL)."""
+    local_path(output)
+    if source is None:
+        return
+    inputs.check_clickweight_output(source, "score", LEGACY_MARKERS["score"])
+    local = local_form(source)
+    if compact_pairs and local is not None and not (Path(local) / PAIRS_DIR).is_dir():
+        raise inputs.InputError(f"--input {source}: a score output without the {PAIRS_DIR}/ pair table (scored by "
+                                "an older clickweight?): re-run `clickweight score`, or set train.compact_pairs=false")
+
+
 def main(argv: list[str] | None = None) -> int:
     args, cfg = parse_job_args(build_parser(), argv)
+    check_arguments(args.input, args.output, cfg["train"]["compact_pairs"])
     source = args.input
     if args.input_table:  # the table's current version, resolved once: a switch during training is not seen
         from jobs.table_output import table_location
@@ -133,4 +158,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    from jobs.cli import run_job
+
+    raise SystemExit(run_job("train", main))
