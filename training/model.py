@@ -128,8 +128,20 @@ class CrossEncoderTrainee(torch.nn.Module):
 
 
 def build_trainee(kind: str, path: str | None, calibration: dict[str, float] | None) -> torch.nn.Module:
-    """A trainee at the scorer's calibrated starting point (see the module docstring)."""
-    folder = model_loader.resolve_model_path(path)
+    """A trainee at the scorer's calibrated starting point (see the module docstring). Runs in each rank:
+    the packaged default checkpoint is this host's copy (a shipped archive's, on an executor)."""
+    folder = _local_folder(path)
+    trainee = _build_trainee(kind, folder, calibration)
+    model_loader.count_load(f"trainee_{kind}", folder, "cpu")
+    return trainee
+
+
+def _local_folder(path: str | None) -> str:
+    """A model folder as this process opens it (model_loader.on_this_host), checked."""
+    return model_loader.resolve_model_path(model_loader.on_this_host(str(path)) if path else None)
+
+
+def _build_trainee(kind: str, folder: str, calibration: dict[str, float] | None) -> torch.nn.Module:
     if kind == "bi_encoder":
         from transformers import AutoModel
 
@@ -219,7 +231,7 @@ def save_trainee(trainee: torch.nn.Module, source: str | None, folder: str | Pat
     """
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    src = Path(model_loader.resolve_model_path(source))
+    src = Path(_local_folder(source))
     _copy_files(src, folder, TOKENIZER_FILES)
     marker: dict[str, Any] = {"kind": trainee.kind, **info}
     if isinstance(trainee, BiEncoderTrainee):
@@ -238,7 +250,7 @@ def save_trainee(trainee: torch.nn.Module, source: str | None, folder: str | Pat
             dst = folder / "prior"
             if dst.exists():
                 shutil.rmtree(dst)
-            shutil.copytree(model_loader.resolve_model_path(prior["path"]), dst,
+            shutil.copytree(_local_folder(prior["path"]), dst,
                             ignore=shutil.ignore_patterns("checkpoints", "*.pt", "train_summary.json"))
             marker["prior"] = {"path": "prior", "calibration": prior.get("calibration")}
     (folder / MARKER).write_text(json.dumps(marker, indent=2, sort_keys=True, default=str) + "\n")

@@ -139,7 +139,45 @@ def make_reader(path: str, rank: int, world: int, seed: int, fields: tuple[str, 
         dataset_url(path), schema_fields=list(fields), num_epochs=1,
         shuffle_row_groups=True, seed=petastorm_seed(seed), cur_shard=rank, shard_count=world,
         reader_pool_type=pool, workers_count=2 if pool == "thread" else 1,
+        filesystem=_petastorm_filesystem(path),
     )
+
+
+def _petastorm_filesystem(path: str):
+    """None (petastorm's own resolver) for local paths, file: and hdfs:// URLs; for any other scheme
+    (s3://, s3a://, gs://, ...) this reader's fsspec filesystem, as a legacy pyarrow filesystem.
+
+    petastorm 0.13.1 gives pyarrow 14's ParquetDataset a bare fsspec filesystem for those schemes,
+    and pyarrow then takes its new Dataset API, which rejects petastorm's `validate_schema=False`
+    ("Keyword 'validate_schema' is not yet supported with the new Dataset API"): only a
+    `pyarrow.filesystem.FileSystem` keeps the legacy API. It is also the filesystem the guard's
+    footer count uses (same fsspec options: AWS_ENDPOINT_URL_S3, FSSPEC_S3_* config)."""
+    url = dataset_url(path)
+    if url.split("://", 1)[0].lower() in ("file", "hdfs"):
+        return None
+    return _legacy_filesystem(filesystem(url)[0])
+
+
+def _legacy_filesystem(fs):
+    import warnings
+
+    from pyarrow.filesystem import DaskFileSystem
+
+    class FsspecLegacyFileSystem(DaskFileSystem):
+        """pyarrow's wrapper of an fsspec filesystem, with the isdir/isfile it leaves unimplemented."""
+
+        def isdir(self, path):
+            return self.fs.isdir(path)
+
+        def isfile(self, path):
+            return self.fs.isfile(path)
+
+        def __reduce__(self):  # a local class: pickle (petastorm's process pool) rebuilds it by this function
+            return _legacy_filesystem, (self.fs,)
+
+    with warnings.catch_warnings():  # "DaskFileSystem/S3FSWrapper are deprecated": the legacy API is the point
+        warnings.simplefilter("ignore", FutureWarning)
+        return FsspecLegacyFileSystem(fs)
 
 
 def iter_shard(path: str, rank: int, world: int, seed: int, fields: tuple[str, ...],

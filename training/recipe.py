@@ -16,6 +16,7 @@ import json
 import math
 import os
 import socket
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -111,9 +112,10 @@ class WeightedFinetuneRecipe:
     def setup(self) -> None:
         t = self.t
         self.rank, self.world, self.device = _dist_setup(t["use_gpu"])
-        # One line per rank: in a cluster's executor logs it says which rank ran where.
+        # One line per rank: in a cluster's executor logs it says which rank ran where, and from which
+        # Python (a shipped environment's: ./env/bin/python under the executor's work dir).
         print(f"[clickweight train] rank {self.rank}/{self.world} on {socket.gethostname()} pid {os.getpid()} "
-              f"device {self.device}", flush=True)
+              f"device {self.device} python {sys.executable} torch {torch.__file__}", flush=True)
         torch.set_num_threads(max(1, t["torch_threads"]))
         torch.manual_seed(t["seed"])
         self.precision = resolve_precision(t["precision"], str(self.device))

@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import sys
 from collections import Counter
 from functools import lru_cache
 from pathlib import Path
@@ -31,14 +32,16 @@ MARKER = "clickweight_model.json"  # written beside a trained clickweight model:
 LOADS: Counter = Counter()
 
 
-def _count_load(loader: str, path: str, device: str) -> None:
+def count_load(loader: str, path: str, device: str) -> None:
+    """Counts one model load in this process (LOADS), and reports it to CLICKWEIGHT_LOAD_LOG if set: the
+    loaders below, and the trainee a training rank builds (training/model.py)."""
     key = (loader, path, str(device))
     LOADS[key] += 1
     log_file = os.environ.get("CLICKWEIGHT_LOAD_LOG")
     if log_file:
         line = json.dumps({"pid": os.getpid(), "loader": loader, "path": path, "device": str(device),
                            "loads_in_process": LOADS[key],
-                           "code": __file__})
+                           "code": __file__, "python": sys.executable})
         with open(log_file, "a") as f:  # one short O_APPEND write per line: workers do not interleave
             f.write(line + "\n")
 
@@ -137,7 +140,7 @@ def load_encoder(path: str, device: str):
 
     model = AutoModel.from_pretrained(path, local_files_only=True, trust_remote_code=False, use_safetensors=True)
     model = model.to(device).eval()
-    _count_load("encoder", path, device)
+    count_load("encoder", path, device)
     return model
 
 
@@ -150,7 +153,7 @@ def load_cross_encoder(path: str, device: str):
         path, local_files_only=True, trust_remote_code=False, use_safetensors=True
     )
     model = model.to(device).eval()
-    _count_load("cross_encoder", path, device)
+    count_load("cross_encoder", path, device)
     return model
 
 
@@ -181,5 +184,5 @@ def load_masked_lm(path: str, device: str):
     model = AutoModelForMaskedLM.from_pretrained(path, local_files_only=True, trust_remote_code=False,
                                                  use_safetensors=True)
     model = model.to(device).eval()
-    _count_load("masked_lm", path, device)
+    count_load("masked_lm", path, device)
     return model
