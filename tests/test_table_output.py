@@ -85,6 +85,12 @@ def test_table_versions_switch_atomically_and_train_streams_the_current_one(tmp_
     assert third["table"]["versions_removed"] == [first["table"]["location"]]
     assert not Path(first["table"]["location"]).exists() and Path(second["table"]["location"]).is_dir()
 
+    # A catalog table as input: its storage location is protected like an input folder, --overwrite or not.
+    into_input = cli(tmp_path, "score", "--input", TABLE, "--output", f"file://{root}/", "--overwrite",
+                     sets=[*sets, "run_id=r5"])
+    assert into_input.returncode == 2 and "is or holds the input" in into_input.stderr, into_input.stderr[-3000:]
+    assert Path(third["table"]["location"]).is_dir() and Path(second["table"]["location"]).is_dir()
+
     # A table clickweight did not create is never altered.
     spark_sql(tmp_path, "spark.sql('CREATE TABLE default.users_own (a INT) USING parquet')")
     foreign = cli(tmp_path, "score", "--input", f"{raw}/clickstream", "--output", str(tmp_path / "other"),
