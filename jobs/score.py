@@ -313,11 +313,11 @@ def run_score(spark: SparkSession, source: str, output: str, cfg: dict[str, Any]
     run_id = cfg["run_id"] or config_mod.new_run_id()
     cfg = {**cfg, "run_id": run_id}
     t0 = time.time()
+    if strategies.needs_mlm(cfg["weighting"]):
+        mlm_settings(cfg)  # refuse a checkpoint without an MLM head before any Spark work
     sources = [source] + [p for p in (cfg["input"]["catalog"], cfg["scorer"]["reuse_scores_from"]) if p]
     check_output(HadoopFS(spark, absolute(output)), absolute(output), "score",
                  [input_location(spark, s) for s in sources], overwrite)
-    if strategies.needs_mlm(cfg["weighting"]):
-        mlm_settings(cfg)  # refuse a checkpoint without an MLM head before any Spark work
     df, catalog = extract(spark, source, cfg["input"]["catalog"])
     settings = scoring_settings(cfg)
     rows_in = df.count()

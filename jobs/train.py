@@ -131,8 +131,11 @@ def check_arguments(source: str | None, output: str, compact_pairs: bool) -> Non
     local_path(output)
     if source is None:
         return
-    inputs.check_clickweight_output(source, "score", LEGACY_MARKERS["score"])
     local = local_form(source)
+    if compact_pairs or local is None or (Path(local) / MARKER).exists():
+        inputs.check_clickweight_output(source, "score", LEGACY_MARKERS["score"])
+    else:  # train.compact_pairs=false also streams a plain row table with the training columns
+        inputs.check_parquet(source)
     if compact_pairs and local is not None and not (Path(local) / PAIRS_DIR).is_dir():
         raise inputs.InputError(f"--input {source}: a score output without the {PAIRS_DIR}/ pair table (scored by "
                                 "an older clickweight?): re-run `clickweight score`, or set train.compact_pairs=false")
