@@ -19,7 +19,6 @@ import pyarrow.compute as pc
 import yaml
 
 from jobs import inputs
-from jobs.outputs import LEGACY_MARKERS
 from jobs.report import output_dataset
 from udfs import strategies
 from udfs import weights as W
@@ -124,7 +123,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--output", required=True, help="a `clickweight score` output folder")
     p.add_argument("--event-id", required=True)
     args = p.parse_args(argv)
-    inputs.check_clickweight_output(args.output, "score", LEGACY_MARKERS["score"], what="--output")
+    inputs.check_clickweight_output(args.output, "score", what="--output")
     print(explain(args.output, args.event_id))
     return 0
 

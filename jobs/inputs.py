@@ -7,13 +7,12 @@ on other stores are checked by the job through the filesystem that reads them.
 """
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Iterator
 from itertools import islice
 from pathlib import Path
 
-from jobs.outputs import MARKER, local_form
+from jobs.outputs import MARKER, LocalFS, local_form, output_kind
 from udfs.errors import UserError
 
 PARQUET_MAGIC = b"PAR1"
@@ -76,25 +75,19 @@ def check_parquet(path: str, what: str = "--input") -> None:
                              "clickweight reads Parquet files or folders, or a catalog table name)")
 
 
-def check_clickweight_output(path: str, kind: str, legacy: tuple[str, ...], what: str = "--input") -> None:
-    """A local folder that a clickweight `kind` job wrote (its marker file, or a legacy file it always wrote)."""
+def check_clickweight_output(path: str, kind: str, what: str = "--input") -> None:
+    """A local folder that a clickweight `kind` job wrote (outputs.output_kind: its marker, or a legacy file)."""
     local = local_form(path)
     if local is None:
         return
     p = require_readable(local, what)
     if not p.is_dir():
         raise InputError(f"{what} {path}: a file, not a clickweight {kind} output folder")
-    marker = p / MARKER
-    if marker.is_file():
-        try:
-            found = json.loads(marker.read_text()).get("kind")
-        except (ValueError, AttributeError):
-            found = None
-        if found != kind:
-            raise InputError(f"{what} {path}: a clickweight {found or 'unknown'} output, not a {kind} output")
-        return
-    if not any((p / name).exists() for name in legacy):
+    found = output_kind(LocalFS(), str(p))
+    if found is None:
         raise InputError(f"{what} {path}: not a clickweight {kind} output (no {MARKER})")
+    if found != kind:
+        raise InputError(f"{what} {path}: a clickweight {found} output, not a {kind} output")
 
 
 def check_model_folder(path: str, what: str = "--model") -> None:

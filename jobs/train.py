@@ -19,7 +19,6 @@ from jobs import config as config_mod
 from jobs import inputs, tracking
 from jobs.common import absolute, add_common_args, get_spark, log, parse_job_args, print_json
 from jobs.outputs import (
-    LEGACY_MARKERS,
     MARKER,
     LocalFS,
     OutputRefused,
@@ -133,7 +132,7 @@ def check_arguments(source: str | None, output: str, compact_pairs: bool) -> Non
         return
     local = local_form(source)
     if compact_pairs or local is None or (Path(local) / MARKER).exists():
-        inputs.check_clickweight_output(source, "score", LEGACY_MARKERS["score"])
+        inputs.check_clickweight_output(source, "score")
     else:  # train.compact_pairs=false also streams a plain row table with the training columns
         inputs.check_parquet(source)
     if compact_pairs and local is not None and not (Path(local) / PAIRS_DIR).is_dir():
