@@ -101,7 +101,7 @@ def fp32_model_folder(src: str, work: str) -> str:
 
 
 def _scorer(model: str, device: str, precision: str, batch_size: int, max_length: int):
-    from udfs.scoring import PairScorer, ScoringSettings
+    from udfs.scoring.bert import PairScorer, ScoringSettings
 
     return PairScorer(ScoringSettings(scorer_path=model, trainee_path=model, batch_size=batch_size,
                                       scorer_max_length=max_length, train_max_length=max_length,
@@ -113,7 +113,7 @@ def _forward_only(scorer, texts: list[str], device: str) -> tuple[float, np.ndar
     the end), the texts' token counts, and the padded width each text ran at."""
     import torch
 
-    from udfs.scoring import _mean_pool
+    from udfs.scoring.bert import _mean_pool
 
     ids = scorer.token_ids(texts)
     lengths = np.fromiter((len(x) for x in ids), dtype=np.int64, count=len(ids))
@@ -264,7 +264,7 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     from benchmarks.bench_data import real_pairs
-    from udfs import model_loader
+    from udfs.scoring import model_loader
 
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--model", default=None, help="model folder (default: the packaged MiniLM)")

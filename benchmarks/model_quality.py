@@ -31,8 +31,8 @@ import pandas as pd
 
 from benchmarks.bench_data import HOMEDEPOT
 from benchmarks.weighting_quality import POSITIVE, run, sample_queries
-from udfs.model_loader import default_model_path
-from udfs.simulate import SimulatorSettings, simulate
+from udfs.clickstream.simulate import SimulatorSettings, simulate
+from udfs.scoring.model_loader import default_model_path
 
 ROOT = Path(__file__).resolve().parent.parent
 CLI = str(Path(sys.executable).parent / "clickweight")

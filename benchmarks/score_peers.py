@@ -56,7 +56,7 @@ CONF = str(ROOT / "conf" / "local.yaml")
 
 def _settings(precision: str):
     from jobs import config
-    from udfs.spark_scoring import scoring_settings
+    from udfs.scoring.spark import scoring_settings
 
     cfg = config.load_config(CONF, overrides=[f"scorer.precision={precision}"])
     return cfg, scoring_settings(cfg)
@@ -65,7 +65,7 @@ def _settings(precision: str):
 def loop_peer(src: str, out: str, precision: str, dedup: bool) -> None:
     import torch
 
-    from udfs.scoring import PairScorer
+    from udfs.scoring.bert import PairScorer
 
     cfg, settings = _settings(precision)
     scorer = PairScorer(settings, "cpu")
@@ -86,7 +86,7 @@ def loop_peer(src: str, out: str, precision: str, dedup: bool) -> None:
 
 def loop_floor_peer(src: str, out: str, precision: str) -> None:
     """(f0): everything the loops do but the scoring."""
-    from udfs.scoring import PairScorer
+    from udfs.scoring.bert import PairScorer
 
     _, settings = _settings(precision)
     PairScorer(settings, "cpu").embed(["warm"])  # the model is loaded and has run once
@@ -106,7 +106,7 @@ def spark_floor_peer(src: str, out: str, precision: str) -> None:
 
     @pandas_udf("double")
     def loaded_zero(queries: pd.Series, titles: pd.Series) -> pd.Series:
-        from udfs.scoring import get_scorer
+        from udfs.scoring.bert import get_scorer
 
         get_scorer(settings).embed(["warm"])  # per worker: imports and model load, as the job's UDF
         return pd.Series(0.0, index=queries.index)
@@ -127,7 +127,7 @@ def predict_batch_peer(src: str, out: str, precision: str) -> None:
     cfg, settings = _settings(precision)
 
     def make_predict_fn():
-        from udfs.scoring import PairScorer
+        from udfs.scoring.bert import PairScorer
 
         scorer = PairScorer(settings, "cpu")  # the same embedding code and precision as the job's
 

@@ -36,9 +36,9 @@ from benchmarks import bench_data
 from jobs import config
 from jobs.common import get_spark, versions
 from jobs.score import run_score
-from udfs import model_loader
-from udfs.scoring import PairScorer
-from udfs.spark_scoring import scoring_settings
+from udfs.scoring import model_loader
+from udfs.scoring.bert import PairScorer
+from udfs.scoring.spark import scoring_settings
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -70,7 +70,7 @@ def make_predict_fn_factory(model_path: str, max_length: int, threads: int):
     def make_predict_fn():
         import torch
 
-        from udfs import model_loader as ml
+        from udfs.scoring import model_loader as ml
 
         torch.set_num_threads(threads)
         tok = ml.load_tokenizer(model_path)

@@ -35,7 +35,7 @@ import yaml
 from training.metrics import SELECT_KEYS, held_out_metrics, recalibrated_loss
 from training.model import build_trainee
 from training.reader import is_eval
-from udfs import model_loader
+from udfs.scoring import model_loader
 
 ROOT = Path(__file__).resolve().parent.parent
 COLUMNS = ["query", "title", "query_bucket", "clicked", "propensity", "weight",

@@ -1,6 +1,6 @@
 """Bi-encoder training step time, fp32 against bf16 autocast, on real (query, title) pairs.
 
-The recipe's own pieces (build_trainee, weighted_bce, adamw, udfs.device.autocast) on one process;
+The recipe's own pieces (build_trainee, weighted_bce, adamw, udfs.scoring.device.autocast) on one process;
 fp32 and bf16 steps alternate, so machine load drifts hit both alike. Batches of real Home Depot
 pairs (../shared/data), tokenised as the score job does.
 
@@ -22,9 +22,9 @@ import torch
 
 from benchmarks.bench_data import real_pairs
 from training.model import adamw, build_trainee, optimiser_step
-from udfs import model_loader
-from udfs.device import cpu_has_bf16
-from udfs.token_inputs import text_training_input
+from udfs.scoring import model_loader
+from udfs.scoring.device import cpu_has_bf16
+from udfs.scoring.token_inputs import text_training_input
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -1,5 +1,5 @@
 """The score UDF's training inputs for one batch of real pairs: built by the tokenizer (three calls:
-query, title, pair) against built from the token ids the embeddings already have (udfs/token_inputs.py).
+query, title, pair) against built from the token ids the embeddings already have (udfs/scoring/token_inputs.py).
 
     .venv/bin/python -m benchmarks.training_inputs --pairs 20000
 
@@ -14,8 +14,8 @@ import time
 from pathlib import Path
 
 from benchmarks.bench_data import real_pairs
-from udfs import model_loader
-from udfs.scoring import PairScorer, ScoringSettings
+from udfs.scoring import model_loader
+from udfs.scoring.bert import PairScorer, ScoringSettings
 
 ROOT = Path(__file__).resolve().parent.parent
 

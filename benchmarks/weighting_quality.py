@@ -43,7 +43,7 @@ import pandas as pd
 
 from benchmarks.bench_data import HOMEDEPOT as DATA
 from training.metrics import auc, ndcg_at_k
-from udfs.simulate import SimulatorSettings, click_probability, simulate, split_by_query
+from udfs.clickstream.simulate import SimulatorSettings, click_probability, simulate, split_by_query
 
 ROOT = Path(__file__).resolve().parent.parent
 CLI = str(Path(sys.executable).parent / "clickweight")
@@ -162,7 +162,7 @@ def train_run(data: Path, r: dict, seed: int, args) -> dict:
 def zero_shot(data: Path) -> dict:
     """The round-0 sentence encoder's cosine on the held-out queries (no training): the reference line."""
     out = data / "eval_zero_shot.json"
-    from udfs.model_loader import default_model_path
+    from udfs.scoring.model_loader import default_model_path
 
     package = default_model_path()
     run([CLI, "evaluate", "--model", package, "--input", str(data / "heldout.parquet"), "--label-col",

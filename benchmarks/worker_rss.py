@@ -16,9 +16,9 @@ import time
 import psutil
 
 from benchmarks.bench_data import more_pairs, real_pairs
-from udfs import model_loader
-from udfs.device import release_free_heap
-from udfs.scoring import PairScorer, ScoringSettings
+from udfs.scoring import model_loader
+from udfs.scoring.bert import PairScorer, ScoringSettings
+from udfs.scoring.device import release_free_heap
 
 
 def forwards(scorer: PairScorer, n: int, rows: str) -> int:

@@ -19,9 +19,9 @@ import yaml
 
 import conf
 from training.metrics import SELECT_KEYS
-from udfs import strategies
-from udfs.device import PRECISIONS, SCORER_PRECISIONS
 from udfs.errors import UserError
+from udfs.scoring.device import PRECISIONS, SCORER_PRECISIONS
+from udfs.weighting import strategies
 
 DEFAULTS_PATH = Path(conf.__file__).with_name("defaults.yaml")
 
@@ -29,7 +29,7 @@ DEFAULTS_PATH = Path(conf.__file__).with_name("defaults.yaml")
 _FREE_MAPPINGS = {"spark.conf", "weighting.action_values", "weighting.combined"}
 
 RUN_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
-STRATEGIES = strategies.NAMES  # the registry in udfs/strategies.py is the one list
+STRATEGIES = strategies.NAMES  # the registry in udfs/weighting/strategies.py is the one list
 
 
 class ConfigError(UserError):

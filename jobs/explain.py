@@ -2,7 +2,7 @@
 
 Reads the row from a score output (pyarrow, no Spark), prints its signals, the strategy's formula
 with the row's numbers put in, the raw weight recomputed by the same registry function the job used
-(udfs/strategies.py) and checked against the stored one, then the scale, the importance-sampling
+(udfs/weighting/strategies.py) and checked against the stored one, then the scale, the importance-sampling
 correction and the clip to [w_min, w_max] that give the stored final weight. A quarantined row
 prints its reasons instead.
 """
@@ -20,9 +20,9 @@ import yaml
 
 from jobs import inputs
 from jobs.report import output_dataset
-from udfs import strategies
-from udfs import weights as W
 from udfs.errors import UserError
+from udfs.weighting import strategies
+from udfs.weighting import weights as W
 
 ROW_FIELDS = ("event_id", "event_ts", "query", "title", "position", "clicked", "added_to_cart", "purchased",
               "dwell_ms")

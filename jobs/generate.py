@@ -7,8 +7,8 @@ strategies can be judged against true relevance instead of against noisy clicks.
 
 The demo's parts live here: the query split, held-out pairs, fixed candidate pools, query
 popularity and page lengths, malformed rows and writing. The catalog, queries and their true
-relevance come from udfs/synthetic_catalog.py; the clicks from the one click simulator,
-udfs/simulate.py (ranker, examination, clicks, carts, purchases, dwell, noise clicks), with the
+relevance come from udfs/clickstream/synthetic_catalog.py; the clicks from the one click simulator,
+udfs/clickstream/simulate.py (ranker, examination, clicks, carts, purchases, dwell, noise clicks), with the
 demo's click model DEMO_CLICKS.
 
 Deterministic for a seed: every random draw comes from one ``numpy.random.default_rng(seed)``
@@ -34,9 +34,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from jobs.outputs import MARKER, LocalFS, check_output, local_path, marker
+from udfs.clickstream.simulate import SimulatorSettings, clickstream_columns, clickstream_frame, ids, simulate_sessions
+from udfs.clickstream.synthetic_catalog import World, candidate_pool, make_world
 from udfs.errors import UserError
-from udfs.simulate import SimulatorSettings, clickstream_columns, clickstream_frame, ids, simulate_sessions
-from udfs.synthetic_catalog import World, candidate_pool, make_world
 
 MALFORMED_KINDS = (
     "null_query", "empty_query", "null_title", "empty_title", "negative_position", "zero_position",

@@ -113,7 +113,7 @@ def prepare_workdir(workdir: str, overwrite: bool = False) -> Path:
 def run_pipeline(cfg: dict[str, Any], overwrite: bool = False) -> dict[str, Any]:
     from jobs.generate import generate, write
     from training.evaluate import evaluate
-    from udfs.model_loader import resolve_model_path
+    from udfs.scoring.model_loader import resolve_model_path
 
     started = time.time()
     work = prepare_workdir(cfg["pipeline"]["workdir"], overwrite)

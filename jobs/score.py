@@ -40,10 +40,12 @@ from jobs.outputs import (
     qualify,
 )
 from jobs.report import write_report_quietly
-from udfs import model_loader, schema, strategies
-from udfs import pairs as pairs_mod
-from udfs.spark_scoring import mlm_settings, score_rows, scorer_id, scoring_settings
-from udfs.spark_weighting import (  # noqa: F401  (importance_sample, normalise: the job's phases, re-exported)
+from udfs.clickstream import pairs as pairs_mod
+from udfs.clickstream import schema
+from udfs.scoring import model_loader
+from udfs.scoring.spark import mlm_settings, score_rows, scorer_id, scoring_settings
+from udfs.weighting import strategies
+from udfs.weighting.spark import (  # noqa: F401  (importance_sample, normalise: the job's phases, re-exported)
     importance_sample,
     normalise,
     output_summary,
@@ -219,7 +221,7 @@ def parquet_layout(fs: HadoopFS, pattern: str) -> dict[str, int]:
 
 
 def write_pairs(scored: DataFrame, path: str, files: int) -> dict[str, Any]:
-    """The compacted training table (udfs/pairs.py) in `files` Parquet files; its totals."""
+    """The compacted training table (udfs/clickstream/pairs.py) in `files` Parquet files; its totals."""
     pairs = pairs_mod.compact_pairs(scored).persist(StorageLevel.MEMORY_AND_DISK)
     try:
         totals = pairs_mod.pair_totals(pairs)

@@ -29,7 +29,7 @@ from jobs.outputs import (
     output_kind,
 )
 from jobs.report import write_report_quietly
-from udfs.schema import PAIRS_DIR
+from udfs.clickstream.schema import PAIRS_DIR
 
 
 def _free_port() -> int:

@@ -38,7 +38,7 @@ def save_tiny_bert(folder: Path, model_cls_name: str = "BertModel") -> str:
     import transformers
     from transformers import BertConfig
 
-    from udfs.model_loader import default_model_path
+    from udfs.scoring.model_loader import default_model_path
 
     torch.manual_seed(0)
     cfg = BertConfig(vocab_size=30522, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,

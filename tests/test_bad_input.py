@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 from jobs import config
 from jobs.generate import generate
 from jobs.score import run_score
-from udfs.schema import SchemaError
+from udfs.clickstream.schema import SchemaError
 
 INPUT_SCHEMA = pa.schema([
     ("event_id", pa.string()), ("event_ts", pa.timestamp("us", tz="UTC")), ("user_id", pa.string()),

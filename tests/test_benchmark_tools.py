@@ -1,4 +1,4 @@
-"""The weighting benchmark's own parts: the click simulator (udfs/simulate.py, shared with the demo
+"""The weighting benchmark's own parts: the click simulator (udfs/clickstream/simulate.py, shared with the demo
 generator) and the target metric."""
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from benchmarks.weighting_quality import examined_only, target_quality
-from udfs.simulate import CLICKSTREAM_COLUMNS, SimulatorSettings, simulate, simulate_sessions
+from udfs.clickstream.simulate import CLICKSTREAM_COLUMNS, SimulatorSettings, simulate, simulate_sessions
 
 
 def _pairs(n_queries: int = 30, per_query: int = 8, seed: int = 0) -> pd.DataFrame:
@@ -55,7 +55,7 @@ def test_target_is_the_weighted_click_rate_per_pair():
 def test_one_simulator_for_benchmarks_and_demo():
     import benchmarks.click_simulator as bench
     import jobs.generate as demo
-    import udfs.simulate as shared
+    import udfs.clickstream.simulate as shared
 
     assert bench.simulate is shared.simulate and bench.SimulatorSettings is shared.SimulatorSettings
     assert demo.simulate_sessions is shared.simulate_sessions

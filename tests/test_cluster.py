@@ -68,7 +68,7 @@ def test_standalone_cluster_survives_a_lost_worker(spark, tiny_model_dir, tmp_pa
     a = pd.read_parquet(tmp_path / "local").sort_values("event_id").reset_index(drop=True)
     b = pd.read_parquet(tmp_path / "cluster").sort_values("event_id").reset_index(drop=True)
     assert len(a) == len(b) > 600 and list(a["event_id"]) == list(b["event_id"])
-    from udfs.schema import INPUT_COLUMNS
+    from udfs.clickstream.schema import INPUT_COLUMNS
 
     plain = [c.name for c in INPUT_COLUMNS] + ["event_date", "query_bucket", "scorer_model", "run_id", "input_len"]
     pd.testing.assert_frame_equal(a[plain], b[plain], check_exact=True)

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from udfs.device import choose_device, task_device
+from udfs.scoring.device import choose_device, task_device
 
 
 @pytest.mark.parametrize("requested, addresses, partition, cuda, expected", [
@@ -69,7 +69,7 @@ def test_task_device_reads_spark_task_gpu_resources(monkeypatch):
 
 _HEAP_PROBE = """
 import numpy as np, psutil
-from udfs.device import release_free_heap
+from udfs.scoring.device import release_free_heap
 proc = psutil.Process()
 base = proc.memory_info().rss
 blocks, keep = [], []
@@ -89,7 +89,7 @@ def test_release_free_heap_returns_freed_pages_to_the_os():
     import sys
     from pathlib import Path
 
-    from udfs.device import release_free_heap
+    from udfs.scoring.device import release_free_heap
 
     if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
         assert release_free_heap() is False

@@ -49,7 +49,7 @@ def test_evaluate_cli_with_packaged_encoder_ranks_relevant_titles_first(tmp_path
     frame = pd.DataFrame(rows)
     assert not (frame["query"] == frame["title"]).any()
     frame.to_parquet(tmp_path / "pairs.parquet")
-    from udfs.model_loader import default_model_path
+    from udfs.scoring.model_loader import default_model_path
 
     packaged = run_evaluate(default_model_path(), str(tmp_path / "pairs.parquet"), tmp_path / "packaged.json")
     assert packaged["rows"] == 20 and packaged["queries"] == 5 and packaged["positive_rate"] == 0.5
@@ -64,7 +64,7 @@ def test_evaluate_cli_with_packaged_encoder_ranks_relevant_titles_first(tmp_path
 
 def test_evaluate_cli_reports_missing_label_column(tmp_path, capsys):
     pd.DataFrame({"query": ["q"], "title": ["t"]}).to_parquet(tmp_path / "p.parquet")
-    from udfs.model_loader import default_model_path
+    from udfs.scoring.model_loader import default_model_path
 
     code = cli(["evaluate", "--model", default_model_path(), "--input", str(tmp_path / "p.parquet"),
                 "--label-col", "relevance", "--output", str(tmp_path / "o.json")])

@@ -11,7 +11,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from jobs.generate import DEMO_CLICKS, MALFORMED_KINDS, GeneratedData, generate, main, write
-from udfs.simulate import click_probability
+from udfs.clickstream.simulate import click_probability
 
 # Spelled out here rather than imported, so a schema change in the module has to be deliberate.
 EXPECTED_CLICKSTREAM = {
@@ -145,7 +145,7 @@ def test_clicks_follow_true_relevance(large: GeneratedData) -> None:
 
 
 def test_real_clicks_follow_the_shared_click_model(large: GeneratedData) -> None:
-    # The demo's clicks come from udfs/simulate.py with DEMO_CLICKS: per position, the real (non-noise)
+    # The demo's clicks come from udfs/clickstream/simulate.py with DEMO_CLICKS: per position, the real (non-noise)
     # click rate is P(exam | k) = 1 / k**eta times the mean P(click | examined) of the items shown there.
     cs, truth = _good(large)
     real = (cs["clicked"].to_numpy() == 1) & ~truth["is_noise_click"].to_numpy()

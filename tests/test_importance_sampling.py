@@ -1,5 +1,5 @@
 """Importance sampling on the job's real Spark path: the xxhash keep decision of
-udfs.spark_weighting.importance_sample, then normalise's 1/q, rescale and clip (as jobs/score.py's
+udfs.weighting.spark.importance_sample, then normalise's 1/q, rescale and clip (as jobs/score.py's
 `weigh` calls them). The weighted sum of a per-row statistic over the kept rows must estimate the
 full table's raw-weighted sum without bias, and the kept rows must not depend on partitioning."""
 from __future__ import annotations

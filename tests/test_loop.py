@@ -10,7 +10,7 @@ from report_check import read_report
 from jobs import config
 from jobs.pipeline import run_pipeline
 from jobs.report import fmt, write_report
-from udfs.model_loader import click_head, resolve_model_path
+from udfs.scoring.model_loader import click_head, resolve_model_path
 
 
 @pytest.mark.timeout(1200)

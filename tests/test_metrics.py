@@ -50,7 +50,7 @@ def test_recalibrated_loss_judges_the_ranking_not_the_calibration():
     # any affine change of the logits (a shifted, rescaled head) leaves it unchanged ...
     assert metrics.recalibrated_loss(3 * z + 5, y, w) == pytest.approx(best, rel=1e-9)
     # ... it is at most the plain weighted loss of any such head, and a worse ranking scores worse
-    from udfs.weights import bce_with_logits
+    from udfs.weighting.weights import bce_with_logits
 
     assert best <= float(np.sum(w * bce_with_logits(2 * z - 1, y)) / w.sum()) + 1e-12
     assert metrics.recalibrated_loss(z + rng.normal(0, 1, 4000), y, w) > best
@@ -90,7 +90,7 @@ def test_recalibration_keeps_the_direction():
 
 def test_start_head_keeps_the_scorers_direction():
     """A weighted target in which clicks fall with the cosine: only b is refitted, a stays the scorer's."""
-    from udfs.calibration import fit_start_head, logistic_sums
+    from udfs.weighting.calibration import fit_start_head, logistic_sums
 
     rng = np.random.default_rng(6)
     x = rng.uniform(-1, 1, 3000)

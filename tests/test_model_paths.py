@@ -1,11 +1,11 @@
-"""Where an executor finds a model folder the driver resolved (udfs.model_loader.on_this_host)."""
+"""Where an executor finds a model folder the driver resolved (udfs.scoring.model_loader.on_this_host)."""
 from __future__ import annotations
 
 from pathlib import Path
 
 import pytest
 
-from udfs.model_loader import default_model_path, on_this_host
+from udfs.scoring.model_loader import default_model_path, on_this_host
 
 
 def test_packaged_default_from_another_environment_maps_to_this_hosts_copy():

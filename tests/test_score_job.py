@@ -14,8 +14,8 @@ from conftest import tiny_overrides
 from jobs import config
 from jobs.generate import generate, write
 from jobs.score import run_score
-from udfs.model_loader import default_model_path
-from udfs.schema import SchemaError
+from udfs.clickstream.schema import SchemaError
+from udfs.scoring.model_loader import default_model_path
 
 
 @pytest.fixture(scope="module")
@@ -137,7 +137,7 @@ def save_tiny_cross_encoder(folder: Path) -> str:
 def test_cross_encoder_scorer_gives_model_probability(spark, raw_dir, tiny_model_dir, tmp_path):
     """A cross-encoder folder as scorer: p_model is its click probability sigmoid(logit) for the
     (query, title) pair, not a calibrated cosine. The expected value is an independent plain
-    transformers forward of each pair alone (no padding, no batching, none of udfs/scoring.py)."""
+    transformers forward of each pair alone (no padding, no batching, none of udfs/scoring/bert.py)."""
     import torch
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 

@@ -1,8 +1,8 @@
 """Two claims of the scoring phase, measured in real local Spark with the real pandas UDF
-(udfs/scoring.py make_score_udf, through udfs/spark_scoring.py score_pairs):
+(udfs/scoring/bert.py make_score_udf, through udfs/scoring/spark.py score_pairs):
 
 - the model loads once per Python worker (spark.python.worker.reuse), not once per task or Arrow
-  batch: udfs/model_loader.py counts loads per process, CLICKWEIGHT_LOAD_LOG reports them;
+  batch: udfs/scoring/model_loader.py counts loads per process, CLICKWEIGHT_LOAD_LOG reports them;
 - each distinct (query, title) pair is scored once, however often and wherever it repeats: the
   rows that went through the Python UDF are counted by Spark itself (pythonNumRowsReceived).
 """
@@ -16,8 +16,8 @@ import pytest
 from conftest import save_tiny_bert
 from pyspark.sql import functions as F
 
-from udfs.scoring import ScoringSettings
-from udfs.spark_scoring import score_pairs
+from udfs.scoring.bert import ScoringSettings
+from udfs.scoring.spark import score_pairs
 
 QUERIES = ["drill", "cordless drill", "paint", "white paint", "garden hose", "door knob", "led bulb", "faucet"]
 TITLES = ["dewalt 20v cordless drill kit", "interior paint white 1 gallon", "50 ft garden hose",

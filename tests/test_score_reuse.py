@@ -10,7 +10,7 @@ from conftest import tiny_overrides
 from jobs import config
 from jobs.generate import generate, write
 from jobs.score import run_score
-from udfs.model_loader import default_model_path
+from udfs.scoring.model_loader import default_model_path
 
 
 def by_pair(folder) -> pd.DataFrame:

@@ -8,7 +8,7 @@ import pytest
 import torch
 from conftest import save_tiny_bert
 
-from udfs.scoring import PairScorer, ScoringSettings
+from udfs.scoring.bert import PairScorer, ScoringSettings
 
 TEXTS = ["drill", "cordless hammer drill 20v max lithium ion kit", "paint", "led bulb 60w soft white 4 pack",
          "garden hose", "stainless steel kitchen sink faucet with pull down sprayer", "mulch", "door knob"]

@@ -1,13 +1,13 @@
 """Each Spark-side weighting computation gives the numbers of its pure numpy reference on the same data
-(udfs/spark_weighting.py against udfs/weights.py): the job's maths is tested, not only its wiring."""
+(udfs/weighting/spark.py against udfs/weighting/weights.py): the job's maths is tested, not only its wiring."""
 from __future__ import annotations
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from udfs import weights as W
-from udfs.spark_weighting import estimate_propensity, noise_thresholds, normalise, with_click_probability
+from udfs.weighting import weights as W
+from udfs.weighting.spark import estimate_propensity, noise_thresholds, normalise, with_click_probability
 
 PARAMS = {"normalize": True, "w_min": 0.1, "w_max": 10.0, "propensity_estimator": "em", "propensity_min": 0.05,
           "em_max_pairs": 10_000, "em_buckets": 4, "em_prior_rows": 5.0}
@@ -64,8 +64,8 @@ def test_leave_one_out_click_probability_matches_click_model_probability(log, sp
 def test_driver_cells_give_the_spark_passes_statistics(log):
     """The score job's driver path (one aggregate to (position, pair) cells, then numpy) and its Spark
     path (one pass per Newton step, EM aggregate, thresholds, max loss) agree."""
-    from udfs import cells as C
-    from udfs.spark_weighting import calibrate, collect_cells, max_loss
+    from udfs.weighting import cells as C
+    from udfs.weighting.spark import calibrate, collect_cells, max_loss
 
     frame, df = log
     # A cosine-like score, constant per pair as the scorer's is (p_model is replaced by the calibration).

@@ -13,7 +13,7 @@ from conftest import save_tiny_bert, tiny_overrides
 from jobs import config
 from jobs.generate import generate, write
 from jobs.score import run_score
-from udfs import weights
+from udfs.weighting import weights
 
 
 @pytest.fixture(scope="module")
@@ -32,8 +32,8 @@ def raw_dir(tmp_path_factory) -> str:
 def test_pseudo_log_likelihood_matches_a_manual_mask_loop(tiny_mlm_dir):
     import torch
 
-    from udfs.model_loader import load_masked_lm, load_tokenizer
-    from udfs.scoring import pseudo_log_likelihood
+    from udfs.scoring.bert import pseudo_log_likelihood
+    from udfs.scoring.model_loader import load_masked_lm, load_tokenizer
 
     model, tok = load_masked_lm(tiny_mlm_dir, "cpu"), load_tokenizer(tiny_mlm_dir)
     texts = ["cordless drill 20v", "pvc pipe", "x"]
@@ -52,7 +52,7 @@ def test_pseudo_log_likelihood_matches_a_manual_mask_loop(tiny_mlm_dir):
 
 
 def test_mlm_head_detection(tiny_mlm_dir, tiny_model_dir):
-    from udfs.model_loader import default_model_path, has_mlm_head
+    from udfs.scoring.model_loader import default_model_path, has_mlm_head
 
     assert has_mlm_head(tiny_mlm_dir)
     assert not has_mlm_head(tiny_model_dir) and not has_mlm_head(default_model_path())
@@ -68,8 +68,8 @@ def test_mlm_quality_refuses_a_model_without_mlm_head_up_front(spark, tiny_model
 
 
 def test_score_mlm_quality_in_spark(spark, raw_dir, tiny_model_dir, tiny_mlm_dir, tmp_path):
-    from udfs.model_loader import load_masked_lm, load_tokenizer
-    from udfs.scoring import pseudo_log_likelihood
+    from udfs.scoring.bert import pseudo_log_likelihood
+    from udfs.scoring.model_loader import load_masked_lm, load_tokenizer
 
     cfg = config.load_config(overrides=tiny_overrides(tiny_model_dir, "weighting.strategy=mlm_quality",
                                                       f"weighting.mlm_model={tiny_mlm_dir}",

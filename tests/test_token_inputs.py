@@ -1,4 +1,4 @@
-"""Training inputs built from the scorer's token ids (udfs/token_inputs.py) are exactly what the
+"""Training inputs built from the scorer's token ids (udfs/scoring/token_inputs.py) are exactly what the
 tokenizer itself gives, on real pairs and on long synthetic ones at lengths that force truncation;
 the scorer's output is the same whichever way it builds them."""
 from __future__ import annotations
@@ -8,9 +8,9 @@ import pandas as pd
 import pytest
 
 from benchmarks.bench_data import real_pairs
-from udfs import model_loader
-from udfs.scoring import PairScorer, ScoringSettings
-from udfs.token_inputs import (
+from udfs.scoring import model_loader
+from udfs.scoring.bert import PairScorer, ScoringSettings
+from udfs.scoring.token_inputs import (
     contents,
     longest_first,
     pair_inputs,

@@ -19,8 +19,8 @@ from jobs.train import run_training
 from training.metrics import recalibrated_loss
 from training.model import build_trainee
 from training.reader import is_eval
-from udfs.schema import PAIRS_DIR
-from udfs.weights import bce, bce_with_logits
+from udfs.clickstream.schema import PAIRS_DIR
+from udfs.weighting.weights import bce, bce_with_logits
 
 
 @pytest.fixture(scope="module")
@@ -212,7 +212,7 @@ def test_weighted_bce_by_hand():
 
 
 def test_pair_targets_shrink_toward_the_prior_and_temper_heads():
-    from udfs.pairs import pair_targets
+    from udfs.clickstream.pairs import pair_targets
 
     label, weight = pair_targets(np.array([1.0, 0.5]), np.array([1.0, 20.0]), np.array([1, 20]),
                                  np.array([0.2, 0.2]), prior_impressions=4.0, weight_power=0.5)
@@ -260,7 +260,7 @@ def test_a_model_folder_that_is_not_ours_is_refused(weighted, tiny_model_dir, tm
 
 
 def test_fit_logistic_reaches_the_weighted_soft_label_optimum():
-    from udfs.calibration import fit_logistic, logistic_sums
+    from udfs.weighting.calibration import fit_logistic, logistic_sums
 
     rng = np.random.default_rng(0)
     x, y, w = rng.normal(size=500), rng.random(500), rng.uniform(0.1, 3.0, 500)

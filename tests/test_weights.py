@@ -6,9 +6,9 @@ import math
 import numpy as np
 import pytest
 
-from udfs import weights as W
-from udfs.calibration import platt_newton_step
-from udfs.strategies import raw_weights
+from udfs.weighting import weights as W
+from udfs.weighting.calibration import platt_newton_step
+from udfs.weighting.strategies import raw_weights
 
 PARAMS = {"base_rate": 0.2, "temperature": 1.0, "propensity_min": 0.05,
           "action_values": {"skip": 1.0, "click": 2.0, "long_dwell": 2.5, "cart": 3.0, "purchase": 4.0},

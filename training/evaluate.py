@@ -14,9 +14,9 @@ import numpy as np
 import pandas as pd
 
 from training import metrics
-from udfs import model_loader
 from udfs.errors import UserError
-from udfs.scoring import PairScorer, ScoringSettings
+from udfs.scoring import model_loader
+from udfs.scoring.bert import PairScorer, ScoringSettings
 
 
 def predict(model_dir: str, queries: list[str], titles: list[str], batch_size: int = 64,

@@ -6,9 +6,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from udfs.calibration import fit_logistic, logistic_sums
-from udfs.pairs import pair_targets
-from udfs.weights import bce, bce_with_logits
+from udfs.clickstream.pairs import pair_targets
+from udfs.weighting.calibration import fit_logistic, logistic_sums
+from udfs.weighting.weights import bce, bce_with_logits
 
 
 def auc(labels: np.ndarray, scores: np.ndarray) -> float | None:

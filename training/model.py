@@ -28,9 +28,9 @@ from typing import Any
 
 import torch
 
-from udfs import model_loader
-from udfs.device import autocast
 from udfs.errors import UserError
+from udfs.scoring import model_loader
+from udfs.scoring.device import autocast
 
 MARKER = model_loader.MARKER
 KINDS = ("bi_encoder", "cross_encoder")

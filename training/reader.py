@@ -5,7 +5,7 @@ every pass counts its rows and `check_rows_read` compares the ranks' total again
 footers; a mismatch fails the run instead of silently training on less data.
 
 The trainer reads either the row table (`<score output>/event_date=*/`) or the compacted pair
-table (`<score output>/_pairs/`, udfs/pairs.py), both plain Parquet datasets.
+table (`<score output>/_pairs/`, udfs/clickstream/pairs.py), both plain Parquet datasets.
 """
 from __future__ import annotations
 
@@ -14,8 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
+from udfs.clickstream.schema import PAIR_TARGET_COLUMNS, PAIRS_DIR, ROW_TARGET_COLUMNS
 from udfs.errors import UserError
-from udfs.schema import PAIR_TARGET_COLUMNS, PAIRS_DIR, ROW_TARGET_COLUMNS
 
 EVAL_BUCKETS = 1000  # `query_bucket` is in [0, EVAL_BUCKETS); the held-out split is a bucket range
 

@@ -42,9 +42,9 @@ from training.reader import (
     training_fields,
     training_table,
 )
-from udfs import calibration
-from udfs.device import autocast, resolve_precision
 from udfs.errors import UserError
+from udfs.scoring.device import autocast, resolve_precision
+from udfs.weighting import calibration
 
 
 def _dist_setup(use_gpu: bool) -> tuple[int, int, torch.device]:

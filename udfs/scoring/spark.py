@@ -1,5 +1,5 @@
 """The scoring phase of the score job on Spark: each distinct (query, title) scored once by the
-BERT pandas UDF (udfs/scoring.py), title quality for mlm_quality, joined back to the rows.
+BERT pandas UDF (udfs/scoring/bert.py), title quality for mlm_quality, joined back to the rows.
 """
 from __future__ import annotations
 
@@ -11,10 +11,11 @@ from pyspark import StorageLevel
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
-from udfs import model_loader, strategies
+from udfs.clickstream.schema import MODEL_INPUT_COLUMNS, PAIRS_DIR, read_folder
 from udfs.errors import UserError
-from udfs.schema import MODEL_INPUT_COLUMNS, PAIRS_DIR, read_folder
-from udfs.scoring import MLMSettings, ScoringSettings, make_mlm_udf, make_score_udf
+from udfs.scoring import model_loader
+from udfs.scoring.bert import MLMSettings, ScoringSettings, make_mlm_udf, make_score_udf
+from udfs.weighting import strategies
 
 
 def distinct_pairs(valid: DataFrame) -> DataFrame:

@@ -15,7 +15,7 @@ from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
 from udfs.aggregates import exact_avg, exact_sum
-from udfs.schema import MODEL_INPUT_COLUMNS
+from udfs.clickstream.schema import MODEL_INPUT_COLUMNS
 
 PAIR_KEY = ("query", "title")  # trimmed: the scorer and the trainee see the trimmed texts
 # Per-pair constants carried from any of its rows (equal on every row of the pair).

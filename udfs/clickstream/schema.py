@@ -54,7 +54,7 @@ MODEL_INPUT_COLUMNS = ("input_ids", "token_type_ids", "input_len", "query_ids", 
                        "title_len")
 PROVENANCE_COLUMNS = ("scorer_model", "config_hash", "run_id")
 SPLIT_COLUMN = "query_bucket"  # pmod(xxhash64(lower(trim(query))), 1000): held-out split by query
-PAIRS_DIR = "_pairs"  # the compacted training table inside a score output (udfs/pairs.py)
+PAIRS_DIR = "_pairs"  # the compacted training table inside a score output (udfs/clickstream/pairs.py)
 
 
 def read_folder(spark, folder: str) -> DataFrame:

@@ -1,6 +1,6 @@
 """The demo's synthetic world: a home-improvement catalog, search queries, and their true relevance.
 
-jobs/generate.py builds one of these, then lets the click simulator (udfs/simulate.py) show the
+jobs/generate.py builds one of these, then lets the click simulator (udfs/clickstream/simulate.py) show the
 candidates of each query to simulated users. Relevance is word overlap between the query and the
 item's attributes on the 1..3 scale: the product type dominates, attributes refine it, a
 same-category item (drill vs drill bit set) is a plausible but weaker match.

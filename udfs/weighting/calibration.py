@@ -10,7 +10,7 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from udfs.weights import sigmoid
+from udfs.weighting.weights import sigmoid
 
 
 def platt_newton_step(sums: Mapping[str, float], a: float, b: float, ridge: float = 1e-6) -> tuple[float, float]:

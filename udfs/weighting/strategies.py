@@ -2,8 +2,8 @@
 and what the score job must compute for it (a masked LM, the click model's P(click)).
 
 Config validation, the score job and the pipeline all read this table; a new strategy is one entry
-here plus its maths in udfs/weights.py. Every raw weight is then clipped to [w_min, w_max] and
-rescaled to mean 1 (udfs/weights.py normalise_scale), so each function only has to be positive.
+here plus its maths in udfs/weighting/weights.py. Every raw weight is then clipped to [w_min, w_max] and
+rescaled to mean 1 (udfs/weighting/weights.py normalise_scale), so each function only has to be positive.
 
 | strategy | raw weight | reads | source |
 |---|---|---|---|
@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from udfs import weights as W
+from udfs.weighting import weights as W
 
 Columns = Mapping[str, np.ndarray]
 

@@ -14,9 +14,10 @@ from dataclasses import dataclass, replace
 import numpy as np
 import pandas as pd
 
-from udfs import model_loader, token_inputs, weights
-from udfs.device import release_free_heap
 from udfs.errors import UserError
+from udfs.scoring import model_loader, token_inputs
+from udfs.scoring.device import release_free_heap
+from udfs.weighting import weights
 
 SCORE_SCHEMA = (
     "relevance double, p_model double, input_ids array<int>, token_type_ids array<int>, input_len int, "
@@ -33,7 +34,7 @@ class ScoringSettings:
     train_max_length: int
     torch_threads: int
     device: str             # 'auto' | 'cpu' | 'cuda' | 'cuda:N'
-    precision: str = "fp32"  # 'auto' | 'fp32' | 'bf16' (udfs.device.resolve_precision)
+    precision: str = "fp32"  # 'auto' | 'fp32' | 'bf16' (udfs.scoring.device.resolve_precision)
 
 
 def _mean_pool(hidden, mask):
@@ -49,7 +50,7 @@ class PairScorer:
     def __init__(self, settings: ScoringSettings, device: str, calibration: dict[str, float] | None = None):
         import torch
 
-        from udfs.device import quantise_int8, resolve_precision
+        from udfs.scoring.device import quantise_int8, resolve_precision
 
         # The driver resolved the paths; the packaged default sits elsewhere on an executor.
         settings = replace(settings, scorer_path=model_loader.on_this_host(settings.scorer_path),
@@ -85,7 +86,7 @@ class PairScorer:
                                     calibration=prior[1])
 
     def _autocast(self):
-        from udfs.device import autocast
+        from udfs.scoring.device import autocast
 
         return autocast(self.precision, self.device)
 
@@ -239,7 +240,7 @@ _SCORERS: dict[tuple, PairScorer] = {}
 
 def get_scorer(settings: ScoringSettings) -> PairScorer:
     """The worker's cached scorer (built on first use in this Python process)."""
-    from udfs.device import task_device
+    from udfs.scoring.device import task_device
 
     device = task_device(settings.device)
     key = (settings, device)
@@ -388,7 +389,7 @@ def make_mlm_udf(settings: MLMSettings):
 
     @pandas_udf(MLM_SCHEMA)
     def title_pll(batches: Iterator[pd.Series]) -> Iterator[pd.DataFrame]:
-        from udfs.device import task_device
+        from udfs.scoring.device import task_device
 
         device = task_device(settings.device)
         key = (settings, device)

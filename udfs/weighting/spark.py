@@ -1,10 +1,10 @@
 """The weighting phases of the score job, on Spark DataFrames: Platt calibration, the position
 click model (propensities, denoise's leave-one-out P(click)), per-row signals and raw weights (the
-mapInArrow pass calls udfs/strategies.py), importance sampling, normalisation, and the summaries.
+mapInArrow pass calls udfs/weighting/strategies.py), importance sampling, normalisation, and the summaries.
 
 The statistics come from one aggregate of the persisted scored rows to (position, pair) cells, with
-the iterations on the driver (udfs/cells.py), or, past weighting.max_driver_cells, from one Spark
-pass per step; the maths they feed are the pure functions of udfs/weights.py and udfs/cells.py.
+the iterations on the driver (udfs/weighting/cells.py), or, past weighting.max_driver_cells, from one Spark
+pass per step; the maths they feed are the pure functions of udfs/weighting/weights.py and udfs/weighting/cells.py.
 """
 from __future__ import annotations
 
@@ -18,10 +18,11 @@ from pyspark import StorageLevel
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from udfs import calibration, model_loader, strategies, weights
-from udfs import cells as cells_mod
 from udfs.aggregates import exact_avg, exact_sum
 from udfs.errors import UserError
+from udfs.scoring import model_loader
+from udfs.weighting import calibration, strategies, weights
+from udfs.weighting import cells as cells_mod
 
 
 def sigmoid(z: Column) -> Column:
@@ -308,7 +309,7 @@ def noise_thresholds(df: DataFrame, p_col: str) -> tuple[float, float]:
 
 
 def max_loss(df: DataFrame) -> float:
-    """The largest per-row BCE of p_model (clipped as udfs/weights.py clips it): the loss strategy's shift."""
+    """The largest per-row BCE of p_model (clipped as udfs/weighting/weights.py clips it): the loss strategy's shift."""
     p = F.least(F.greatest(F.col("p_model"), F.lit(weights.EPS)), F.lit(1.0 - weights.EPS))
     loss = -(F.col("clicked") * F.log(p) + (1 - F.col("clicked")) * F.log(1 - p))
     return float(df.agg(F.max(loss)).first()[0])

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from udfs import calibration, weights
+from udfs.weighting import calibration, weights
 
 MIN_ROWS_PER_POSITION = 20  # positions seen less often inherit the previous position's propensity
 
@@ -49,7 +49,7 @@ def noise_thresholds(p: np.ndarray, n: np.ndarray, c: np.ndarray) -> tuple[float
 
 
 def max_loss(p: np.ndarray, n: np.ndarray, c: np.ndarray) -> float:
-    """The largest per-row BCE of p (clipped as udfs/weights.py clips it) over the rows the cells hold."""
+    """The largest per-row BCE of p (clipped as udfs/weighting/weights.py clips it) over the rows the cells hold."""
     p = weights.clip_prob(np.asarray(p, dtype=np.float64))
     clicked = np.where(np.asarray(c) > 0, -np.log(p), -np.inf)
     skipped = np.where(np.asarray(n) - np.asarray(c) > 0, -np.log(1 - p), -np.inf)

@@ -1,0 +1,1 @@
+"""The clickstream contract (schema, pair table) and the click simulators."""

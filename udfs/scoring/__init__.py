@@ -1,0 +1,1 @@
+"""BERT scoring: the model loader, the pandas UDFs and the scoring phase of the score job."""

@@ -1,0 +1,1 @@
+"""Row weights: the strategy registry, the weighting maths and their Spark phases."""
