@@ -44,10 +44,11 @@ import pandas as pd
 from benchmarks.bench_data import HOMEDEPOT as DATA
 from training.metrics import auc, ndcg_at_k
 from udfs.clickstream.simulate import SimulatorSettings, click_probability, simulate, split_by_query
+from udfs.weighting import strategies
 
 ROOT = Path(__file__).resolve().parent.parent
 CLI = str(Path(sys.executable).parent / "clickweight")
-STRATEGIES = "none,relevance,confidence,information_gain,loss,el2n,ipw,action_value,denoise,combined"
+STRATEGIES = ",".join(n for n in strategies.names() if n != "mlm_quality")  # mlm_quality needs an MLM head
 POSITIVE = 2.5
 
 

@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import copy
 import datetime
-import hashlib
-import json
 import re
 import secrets
 import time
@@ -19,6 +17,7 @@ import yaml
 
 import conf
 from training.metrics import SELECT_KEYS
+from udfs.config_hash import config_hash  # noqa: F401  (jobs read it here)
 from udfs.errors import UserError
 from udfs.scoring.device import PRECISIONS, SCORER_PRECISIONS
 from udfs.weighting import strategies
@@ -29,7 +28,6 @@ DEFAULTS_PATH = Path(conf.__file__).with_name("defaults.yaml")
 _FREE_MAPPINGS = {"spark.conf", "weighting.action_values", "weighting.combined"}
 
 RUN_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
-STRATEGIES = strategies.NAMES  # the registry in udfs/weighting/strategies.py is the one list
 
 
 class ConfigError(UserError):
@@ -132,7 +130,8 @@ def validate(cfg: dict[str, Any]) -> None:
     _check(isinstance(cfg["output"]["table_versions_kept"], int) and cfg["output"]["table_versions_kept"] >= 1,
            "output.table_versions_kept must be an integer >= 1 (the current version is always kept)")
     w = cfg["weighting"]
-    _check(w["strategy"] in STRATEGIES, f"weighting.strategy must be one of {STRATEGIES}, got {w['strategy']!r}")
+    names = strategies.names()  # the registry in udfs/weighting/strategies.py is the one list
+    _check(w["strategy"] in names, f"weighting.strategy must be one of {names}, got {w['strategy']!r}")
     _check(0 < w["w_min"] <= 1 <= w["w_max"], "need 0 < weighting.w_min <= 1 <= weighting.w_max")
     _check(w["temperature"] > 0, "weighting.temperature must be > 0")
     _check(0 < w["propensity_min"] <= 1, "weighting.propensity_min must be in (0, 1]")
@@ -207,12 +206,6 @@ def validate(cfg: dict[str, Any]) -> None:
     g = cfg["generate"]
     _check(g["rows"] >= 1 and g["days"] >= 1, "generate.rows and generate.days must be >= 1")
     _check(0 <= g["malformed_fraction"] < 0.5, "generate.malformed_fraction must be in [0, 0.5)")
-
-
-def config_hash(cfg: dict[str, Any]) -> str:
-    """Hash of everything that changes results (run_id excluded)."""
-    material = {k: v for k, v in cfg.items() if k != "run_id"}
-    return hashlib.sha256(json.dumps(material, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
 def new_run_id() -> str:

@@ -35,50 +35,15 @@ def find_row(folder: str, event_id: str) -> dict[str, Any] | None:
     return table.slice(0, 1).to_pylist()[0] if table.num_rows else None
 
 
-def f(x: Any) -> str:
-    return "null" if x is None else f"{x:.6g}" if isinstance(x, float) else str(x)
+f = strategies.fmt
 
 
 def formula(name: str, row: dict[str, Any], params: dict[str, Any]) -> str:
-    """The strategy's raw weight with this row's numbers put in."""
-    p, y = row.get("p_model"), row.get("clicked")
-    if name == "none":
-        return "1 (uniform)"
-    if name == "relevance":
-        return f"max(cos(query, title), 0) = max({f(row['relevance'])}, 0)"
-    if name == "confidence":
-        return f"p_model = {f(p)}"
-    if name == "information_gain":
-        h_base, h_p = W.binary_entropy(np.array([params["base_rate"]]))[0], W.binary_entropy(np.array([p]))[0]
-        return (f"max(H(base rate {f(params['base_rate'])}) - H(p_model {f(p)}), 0) "
-                f"= max({f(float(h_base))} - {f(float(h_p))}, 0)")
-    if name == "loss":
-        shift, t = f(params["loss_shift"]), f(params["temperature"])
-        return (f"exp((BCE(p_model {f(p)}, clicked {y}) - max BCE {shift}) / T {t})"
-                f" = exp(({f(row['loss'])} - {shift}) / {t})")
-    if name == "el2n":
-        return f"|p_model - clicked| = |{f(p)} - {y}|"
-    if name == "ipw":
-        return (f"clicked at position {row['position']}: 1 / propensity = 1 / {f(row['propensity'])}" if y
-                else "not clicked: 1")
-    if name == "action_value":
-        v = params["action_values"]
-        action = ("purchase" if row.get("purchased") else "cart" if row.get("added_to_cart")
-                  else "long_dwell" if y and (row.get("dwell_ms") or 0) >= params["long_dwell_ms"]
-                  else "click" if y else "skip")
-        table = ", ".join(f"{k} {f(float(v[k]))}" for k in ("purchase", "cart", "long_dwell", "click", "skip"))
-        return f"the row's strongest action is {action} -> {f(float(v[action]))}  (values: {table})"
-    if name == "denoise":
-        if params["denoise_mode"] == "hard":
-            return (f"suspect={row['suspect']} (confident learning): "
-                    f"{f(params['denoise_weight']) if row['suspect'] else '1'}")
-        return (f"1 - (1 - {f(params['denoise_weight'])}) * noise_score {f(row['noise_score'])}")
-    if name == "mlm_quality":
-        return f"exp(mean token PLL of the title) = exp({f(row.get('mlm_pll'))})"
-    if name == strategies.COMBINED:
-        parts = [f"({formula(n, row, params)}) ** {e}" for n, e in params["combined"].items() if float(e) != 0.0]
-        return " * ".join(parts)
-    raise UserError(f"unknown strategy {name!r} in the output's config")
+    """The strategy's raw weight with this row's numbers put in (the registry's own text)."""
+    try:
+        return strategies.explain_row(name, row, params)
+    except ValueError as e:
+        raise UserError(f"the output's config names a strategy this version does not know: {e}") from None
 
 
 def explain(folder: str, event_id: str) -> str:

@@ -3,6 +3,7 @@ from __future__ import annotations
 import pytest
 
 from jobs import config
+from udfs.weighting import strategies
 
 
 def test_defaults_validate_and_hash_is_stable():
@@ -49,7 +50,7 @@ def test_profiles_in_conf_load(tmp_path):
     root = Path(__file__).resolve().parent.parent / "conf"
     for name in ("local.yaml", "cluster.yaml"):
         cfg = config.load_config(str(root / name))
-        assert cfg["weighting"]["strategy"] in config.STRATEGIES
+        assert cfg["weighting"]["strategy"] in strategies.names()
     bad = tmp_path / "bad.yaml"
     bad.write_text("train:\n  batch_size: -1\n")
     with pytest.raises(config.ConfigError, match="batch_size"):

@@ -6,6 +6,7 @@ import math
 import numpy as np
 import pytest
 
+from udfs.weighting import strategies
 from udfs.weighting import weights as W
 from udfs.weighting.calibration import platt_newton_step
 from udfs.weighting.strategies import raw_weights
@@ -74,8 +75,7 @@ def test_combined_is_product_of_signals_to_exponents():
         [0.8 * 4.0, 0.5 * 2.0, 0.9 * 1.0, 0.7071067811865476 * 1.0], rel=1e-9, abs=0)
 
 
-@pytest.mark.parametrize("strategy", ["none", "relevance", "confidence", "information_gain", "loss", "el2n",
-                                      "ipw", "action_value", "denoise", "mlm_quality", "combined"])
+@pytest.mark.parametrize("strategy", strategies.names())
 def test_every_strategy_gives_finite_positive_weights_that_normalise(strategy):
     c = cols(500, seed=3)
     raw = raw_weights(strategy, c, PARAMS)

@@ -27,8 +27,8 @@ def run_fingerprint(table: str, score_summary: dict[str, Any], cfg: dict[str, An
     streams with its size, the row count) and the training config (run_id aside)."""
     import hashlib
 
-    from jobs.config import config_hash
     from training.reader import dataset_rows, file_sizes
+    from udfs.config_hash import config_hash
 
     material = json.dumps({"files": file_sizes(table), "rows": dataset_rows(table)}, sort_keys=True)
     return {"input_run_id": str(score_summary.get("run_id")),

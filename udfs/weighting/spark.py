@@ -145,6 +145,18 @@ def _numpy(batch, name: str, fill: float) -> np.ndarray:
     return (pc.fill_null(col, fill) if col.null_count else col).to_numpy(zero_copy_only=False)
 
 
+OPTIONAL_INPUTS = ("added_to_cart", "purchased", "dwell_ms")  # contract columns a log may lack: 0
+
+
+def _signal_column(batch, name: str) -> np.ndarray:
+    if name in OPTIONAL_INPUTS:
+        return _numpy(batch, name, 0.0)
+    if name not in batch.schema.names:
+        raise UserError(f"the weighting strategy reads {name!r} ({strategies.SIGNAL_COLUMNS[name]}), "
+                        "which this score run did not compute")
+    return _numpy(batch, name, np.nan)
+
+
 def make_signal_mapper(strategy: str, params: dict[str, Any], propensity: dict[int, float], p_noise: str,
                        drop: tuple[str, ...] = ()) -> Callable:
     """The weight pass as a mapInArrow function: each Arrow batch comes back with the signal columns
@@ -155,31 +167,33 @@ def make_signal_mapper(strategy: str, params: dict[str, Any], propensity: dict[i
     floor = params["propensity_min"]
     t0, t1 = params["noise_thresholds"]
 
+    config = {"strategy": strategy, "combined": params.get("combined", {})}
+    needed = strategies.reads(config)
+    entries = {s.name: s for s in strategies.signals(config)}  # shipped whole to the workers
+
     def add_signals(batches):
         import pyarrow as pa
 
         for batch in batches:
             model_loader.log_rows("weights", batch.num_rows)
             positions = batch.column("position").to_numpy(zero_copy_only=False)
-            cols = {
-                "clicked": _numpy(batch, "clicked", 0.0),
-                "added_to_cart": _numpy(batch, "added_to_cart", 0.0),
-                "purchased": _numpy(batch, "purchased", 0.0),
-                "dwell_ms": _numpy(batch, "dwell_ms", 0.0),
-                "relevance": _numpy(batch, "relevance", np.nan),
-                "p_model": _numpy(batch, "p_model", np.nan),
-                "propensity": pd.Series(positions).map(propensity).fillna(floor).to_numpy(dtype=np.float64),
-                "mlm_pll": _numpy(batch, "mlm_pll", np.nan),
-            }
+            # The stored signals (loss, info_gain, propensity, noise) always need these four ...
+            cols = {"clicked": _numpy(batch, "clicked", 0.0), "p_model": _numpy(batch, "p_model", np.nan),
+                    "propensity": pd.Series(positions).map(propensity).fillna(floor).to_numpy(dtype=np.float64)}
             cols["noise_score"], cols["suspect"] = weights.label_noise(_numpy(batch, p_noise, np.nan),
                                                                        cols["clicked"], t0, t1)
+            # ... and the strategy's own reads come from the batch: optional input columns default to
+            # 0, a scorer column the job did not compute is a bug worth a clear message.
+            for name in needed:
+                if name not in cols:
+                    cols[name] = _signal_column(batch, name)
             out = {
                 "loss": weights.bce(cols["p_model"], cols["clicked"]),
                 "info_gain": weights.information_gain(cols["p_model"], params["base_rate"]),
                 "propensity": cols["propensity"],
                 "noise_score": cols["noise_score"],
                 "suspect": np.asarray(cols["suspect"], dtype=bool),
-                "raw_weight": strategies.raw_weights(strategy, cols, params),
+                "raw_weight": strategies.raw_weights(strategy, cols, params, rows=batch.num_rows, entries=entries),
             }
             keep = [i for i, n in enumerate(batch.schema.names) if n not in drop]
             yield pa.RecordBatch.from_arrays(
