@@ -141,6 +141,11 @@ def validate(cfg: dict[str, Any]) -> None:
     _check(0 < w["denoise_weight"] <= 1, "weighting.denoise_weight must be in (0, 1]")
     _check(w["denoise_mode"] in ("hard", "soft"), "weighting.denoise_mode: hard | soft")
     _check(w["denoise_model"] in ("click_model", "scorer"), "weighting.denoise_model: click_model | scorer")
+    _check(w["pair_label"] in ("clicks", "click_model"), "weighting.pair_label: clicks | click_model")
+    _check(w["pair_label"] == "clicks" or w["propensity_estimator"] == "em",
+           "weighting.pair_label=click_model needs weighting.propensity_estimator=em")
+    _check(isinstance(w["em_noise_floor"], bool) and isinstance(w["em_monotone"], bool),
+           "weighting.em_noise_floor and em_monotone are true or false")
     _check(w["mlm_model"] is None or Path(w["mlm_model"]).is_dir(),
            f"weighting.mlm_model is not a folder: {w['mlm_model']}")
     kf = cfg["sampling"]["keep_fraction"]

@@ -193,7 +193,7 @@ def test_em_bucket_evidence_reproduces_the_fitted_gamma():
     k, j, n, c, _ = _simulated_log(rng)
     n_b = int(j.max()) + 1
     group = np.arange(n_b) % 4
-    theta, gamma, _ = W.propensity_em(k, j, n, c, 10, n_b, bucket_group=group, prior_rows=5.0, tol=1e-10)
+    theta, gamma, _, _ = W.propensity_em(k, j, n, c, 10, n_b, bucket_group=group, prior_rows=5.0, tol=1e-10)
     r, nn, m = W.em_bucket_evidence(k, j, n, c, theta, gamma, n_b, bucket_group=group, prior_rows=5.0)
     assert ((r + 5.0 * m) / (nn + 5.0)).tolist() == pytest.approx(gamma.tolist(), rel=1e-5, abs=1e-7)
 
@@ -222,7 +222,7 @@ def test_click_model_denoise_flags_noise_clicks_a_content_scorer_cannot():
     ck = cells[0] * n_pairs + cells[1]
     idx = np.searchsorted(ck, key)
     n_cell, c_cell = np.bincount(idx, minlength=len(ck)).astype(float), np.bincount(idx, weights=y, minlength=len(ck))
-    est_theta, est_gamma, _ = W.propensity_em(cells[0], cells[1], n_cell, c_cell, positions, n_pairs)
+    est_theta, est_gamma, _, _ = W.propensity_em(cells[0], cells[1], n_cell, c_cell, positions, n_pairs)
     r, nn, m = W.em_bucket_evidence(cells[0], cells[1], n_cell, c_cell, est_theta, est_gamma, n_pairs)
     p_click = W.click_model_probability(est_theta[pos], est_gamma[pair], r[pair], nn[pair], m[pair], 0.0, y)
     scorer = W.clip_prob(gamma[pair] + rng.normal(0, 0.3, len(pair)))      # rough content-only relevance
@@ -272,7 +272,7 @@ def test_propensity_em_exact_on_expected_counts():
     k, j = k.ravel(), j.ravel()
     n = np.full(k.shape, 10000.0)
     c = n * theta[k] * gamma[j]                 # noiseless expected clicks
-    est, g, iters = W.propensity_em(k, j, n, c, 3, 4, max_iter=5000, tol=1e-12)
+    est, g, iters, _ = W.propensity_em(k, j, n, c, 3, 4, max_iter=5000, tol=1e-12)
     assert (est / est[0]).tolist() == pytest.approx((theta / theta[0]).tolist(), rel=1e-3)
     assert (est[k] * g[j]).tolist() == pytest.approx((theta[k] * gamma[j]).tolist(), rel=1e-3)
     assert iters >= 1
@@ -281,7 +281,7 @@ def test_propensity_em_exact_on_expected_counts():
 def test_propensity_em_recovers_simulated_power_curve_with_ranker_bias():
     rng = np.random.default_rng(2)
     k, j, n, c, theta = _simulated_log(rng)
-    est, _, _ = W.propensity_em(k, j, n, c, 10, int(j.max()) + 1)
+    est, _, _, _ = W.propensity_em(k, j, n, c, 10, int(j.max()) + 1)
     prop = W.propensity_from_em(np.arange(1, 11), est, floor=0.05)
     assert prop[1] == 1.0
     assert [prop[p] for p in range(1, 11)] == pytest.approx(theta.tolist(), rel=0.10)
@@ -317,8 +317,8 @@ def test_propensity_em_regression_prior_tames_pairs_seen_once_or_twice():
     n, c = np.bincount(inv).astype(float), np.bincount(inv, weights=clicked)
     feature = gamma + rng.normal(0, 0.1, n_pairs)  # the scorer's noisy view of relevance
     group = np.digitize(feature, np.quantile(feature, np.linspace(0, 1, 21)[1:-1]))
-    plain, _, _ = W.propensity_em(cell // n_pairs, cell % n_pairs, n, c, 10, n_pairs)
-    shrunk, _, _ = W.propensity_em(cell // n_pairs, cell % n_pairs, n, c, 10, n_pairs,
+    plain, _, _, _ = W.propensity_em(cell // n_pairs, cell % n_pairs, n, c, 10, n_pairs)
+    shrunk, _, _, _ = W.propensity_em(cell // n_pairs, cell % n_pairs, n, c, 10, n_pairs,
                                    bucket_group=group, prior_rows=5.0)
     err = lambda t: np.abs(t / t[0] / theta - 1).max()  # noqa: E731
     assert err(shrunk) < 0.25 and err(plain) > 4 * err(shrunk)
@@ -339,3 +339,36 @@ def test_normalise_scale_reaches_mean_one_across_hundreds_of_orders_of_magnitude
     raw = np.concatenate([np.exp(-np.linspace(0, 600, 300)), np.full(700, W.TINY)])
     s = W.normalise_scale(lambda k: W.normalised(raw, k, 0.1, 10.0).mean(), 0.1, 10.0, raw.mean())
     assert W.normalised(raw, s, 0.1, 10.0).mean() == pytest.approx(1.0, abs=1e-8)
+
+
+# ---------------------------------------------------------------- click model with a noise floor
+
+def test_non_increasing_is_pool_adjacent_violators():
+    got = W.non_increasing(np.array([1.0, 0.5, 0.7, 0.2, 0.3]), np.array([1.0, 1.0, 1.0, 1.0, 3.0]))
+    assert got.tolist() == pytest.approx([1.0, 0.6, 0.6, 0.275, 0.275])
+    assert W.non_increasing(np.array([0.9, 0.4]), np.ones(2)).tolist() == [0.9, 0.4]
+
+
+def test_propensity_em_noise_floor_recovers_examination_under_flipped_clicks():
+    """Clicks that happen whatever the position (flips) flatten plain EM's theta at deep positions;
+    with the noise floor, theta / theta_1 comes back within 0.05 and eps near its true value."""
+    rng = np.random.default_rng(4)
+    positions, n_pairs = 10, 400
+    theta = 1.0 / np.arange(1, positions + 1) ** 1.2
+    gamma = rng.uniform(0.05, 0.95, n_pairs)
+    k = rng.integers(0, positions, 60_000)
+    j = rng.integers(0, n_pairs, 60_000)
+    flip = rng.random(len(k)) < 0.2
+    real = rng.random(len(k)) < theta[k] * gamma[j]
+    clicked = np.where(flip, rng.random(len(k)) < 0.5, real)
+    cell = k * n_pairs + j
+    n = np.bincount(cell, minlength=positions * n_pairs).astype(float)
+    c = np.bincount(cell, weights=clicked, minlength=positions * n_pairs)
+    keep = n > 0
+    kk, jj = np.divmod(np.flatnonzero(keep), n_pairs)
+    plain, _, _, _ = W.propensity_em(kk, jj, n[keep], c[keep], positions, n_pairs)
+    floor, _, _, eps = W.propensity_em(kk, jj, n[keep], c[keep], positions, n_pairs, noise_floor=True, monotone=True)
+    err = lambda t: np.abs(t / t[0] - theta).mean()  # noqa: E731
+    assert err(floor) < 0.05 < err(plain)
+    assert eps == pytest.approx(0.1, abs=0.03)
+    assert np.all(np.diff(floor) <= 1e-12)

@@ -15,6 +15,7 @@ import pandas as pd
 
 from training import metrics
 from udfs.errors import UserError
+from udfs.files import replace_atomically
 from udfs.scoring import model_loader
 from udfs.scoring.bert import PairScorer, ScoringSettings
 
@@ -53,7 +54,9 @@ def evaluate_frame(frame: pd.DataFrame, scores: np.ndarray, label_col: str,
 
 
 def evaluate(model_dir: str, input_path: str, label_col: str, positive_threshold: float | None = None,
-             batch_size: int = 64, max_length: int = 64) -> dict[str, Any]:
+             batch_size: int = 64, max_length: int = 64, predictions_path: str | None = None) -> dict[str, Any]:
+    """Metrics of a model on labelled pairs; `predictions_path` also keeps each pair's score (Parquet:
+    query, title, the label, score), written beside itself and renamed into place."""
     frame = pd.read_parquet(input_path)
     missing = [c for c in ("query", "title", label_col) if c not in frame.columns]
     if missing:
@@ -69,4 +72,8 @@ def evaluate(model_dir: str, input_path: str, label_col: str, positive_threshold
                             is_probability=gives_probability(folder))
     result.update({"model": folder, "input": input_path, "label_col": label_col,
                    "seconds": round(time.time() - started, 2)})
+    if predictions_path:
+        kept = frame[["query", "title", label_col]].assign(score=scores)
+        replace_atomically(predictions_path, lambda tmp: kept.to_parquet(tmp, index=False))
+        result["predictions"] = predictions_path
     return result

@@ -27,13 +27,17 @@ def compact_pairs(rows: DataFrame) -> DataFrame:
 
     `weight` (mean 1 over pairs) is added by `with_pair_weight` once the mean is known."""
     w, y = F.col("weight"), F.col("clicked")
-    present = [c for c in PAIR_CONSTANTS if c in rows.columns]
-    return (rows.groupBy(F.trim("query").alias("query"), F.trim("title").alias("title"))
-                .agg(exact_sum(w * y).alias("_wy"), exact_sum(w).alias("weight_sum"),
-                     F.count("*").alias("impressions"), F.sum(y).cast("long").alias("clicks"),
-                     *[F.first(c).alias(c) for c in present])
-                .withColumn("label", F.col("_wy") / F.col("weight_sum"))
-                .drop("_wy"))
+    present = [c for c in (*PAIR_CONSTANTS, "pair_relevance") if c in rows.columns]
+    pairs = (rows.groupBy(F.trim("query").alias("query"), F.trim("title").alias("title"))
+                 .agg(exact_sum(w * y).alias("_wy"), exact_sum(w).alias("weight_sum"),
+                      F.count("*").alias("impressions"), F.sum(y).cast("long").alias("clicks"),
+                      *[F.first(c).alias(c) for c in present])
+                 .withColumn("label", F.col("_wy") / F.col("weight_sum"))
+                 .drop("_wy"))
+    if "pair_relevance" in present:  # weighting.pair_label=click_model: the click model's corrected label
+        pairs = (pairs.withColumn("label", F.coalesce(F.col("pair_relevance"), F.col("label")))
+                      .drop("pair_relevance"))
+    return pairs
 
 
 def pair_totals(pairs: DataFrame) -> dict[str, float]:

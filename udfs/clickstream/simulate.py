@@ -7,12 +7,17 @@ benchmarks (benchmarks/*, real graded (query, title) pairs through `simulate`):
   UTC dates (every date covered) at a daytime-heavy clock; impressions are logged 1 ms apart.
 - Ranker: the query's candidates ordered by relevance + N(0, ranker_noise); the top n are shown.
 - Examination: P(exam | position k) = 1 / k**eta (every row when position_bias is False).
-- Click: needs examination, then P = click_low + (click_high - click_low) * ((rel - 1) / 2)**click_curve.
+- Click: needs examination, then (click_model "graded") P = click_low + (click_high - click_low) *
+  ((rel - 1) / 2)**click_curve, or (click_model "pbm", the unbiased-LTR literature's standard
+  position-based model) P = epsilon + (1 - epsilon) * (2**g - 1) / (2**g_max - 1), g = rel - 1, g_max = 2.
 - Cart and purchase follow real clicks on items with relevance >= cart_min_relevance, likelier the
   more relevant the item (linear in (rel - 1) / 2).
 - Noise clicks: extra clicks on rows drawn uniformly from the unclicked ones (whatever their
   position or relevance: misclicks, curiosity); as many as make noise_share of all clicks, or,
   with noise_rate set, noise_rate of all impressions. They never lead to a cart or a purchase.
+- Flipped clicks (flip_rate): that share of impressions has its click replaced by a fair coin flip,
+  whatever the user did: noise that removes clicks as well as adds them. A flipped row keeps no cart
+  or purchase, so nothing downstream tells a flipped click from a real one unless carts exist.
 - Dwell (ms, after a click): lognormal, longer for relevant items; noise clicks optionally get
   their own (quick bounce) mean.
 
@@ -21,7 +26,7 @@ from the one ``numpy.random.Generator`` passed in, in a fixed order.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import pandas as pd
@@ -52,6 +57,9 @@ class SimulatorSettings:
     dwell_sd: float = 0.5             # sd of log dwell
     noise_dwell_log_ms: float | None = None   # noise clicks' mean log dwell; None: as real clicks
     position_bias: bool = True        # False: every position is examined (the unbiased reference)
+    click_model: str = "graded"       # graded (click_low..click_high) | pbm (pbm_epsilon + gain curve)
+    pbm_epsilon: float = 0.1          # pbm: click probability of an examined, irrelevant item
+    flip_rate: float = 0.0            # share of impressions whose click is a fair coin flip
     start_date: str = "2026-02-01"
     days: int = 3
 
@@ -62,6 +70,14 @@ class SimulatorSettings:
             raise ValueError("noise_rate must be in [0, 1]")
         if self.days < 1:
             raise ValueError("days must be >= 1")
+        if self.click_model not in ("graded", "pbm"):
+            raise ValueError("click_model must be graded or pbm")
+        if not 0.0 <= self.flip_rate <= 1.0 or not 0.0 <= self.pbm_epsilon < 1.0:
+            raise ValueError("flip_rate must be in [0, 1] and pbm_epsilon in [0, 1)")
+
+    def clean(self) -> SimulatorSettings:
+        """The same click model with no noise clicks, no flips and no position bias (the `clean` oracle)."""
+        return replace(self, noise_share=0.0, noise_rate=None, flip_rate=0.0, position_bias=False)
 
 
 @dataclass
@@ -92,7 +108,10 @@ def _graded(relevance: np.ndarray, low: float, high: float, curve: float = 1.0) 
 
 
 def click_probability(relevance: np.ndarray, s: SimulatorSettings) -> np.ndarray:
-    """P(click | examined) of items with this true relevance."""
+    """P(click | examined) of items with this true relevance (their attractiveness)."""
+    if s.click_model == "pbm":
+        g = np.clip(np.asarray(relevance, dtype=np.float64), 1.0, 3.0) - 1.0
+        return s.pbm_epsilon + (1.0 - s.pbm_epsilon) * (2.0 ** g - 1.0) / (2.0 ** 2.0 - 1.0)
     return _graded(relevance, s.click_low, s.click_high, s.click_curve)
 
 
@@ -165,6 +184,12 @@ def simulate_sessions(pool_rel: np.ndarray, sess_q: np.ndarray, sess_len: np.nda
     if s.noise_dwell_log_ms is not None:
         log_mu = np.where(noise, s.noise_dwell_log_ms, log_mu)
     dwell = np.maximum(1, np.round(np.exp(log_mu + rng.normal(0.0, s.dwell_sd, n)))).astype(np.int64)
+    if s.flip_rate > 0:  # drawn last, so flip_rate = 0 reproduces earlier logs draw for draw
+        flipped = rng.random(n) < s.flip_rate
+        coin = rng.random(n) < 0.5
+        clicked = clicked & ~flipped                       # the real clicks that survive
+        noise = (noise & ~flipped) | (flipped & coin)      # a flipped row's click says nothing of relevance
+        cart, bought = cart & clicked, bought & clicked
     return Impressions(
         session=s_idx, user=sess_user[s_idx], event_ts_us=sess_ts[s_idx] + p_idx.astype(np.int64) * 1000,
         query=q, slot=slot, position=position, relevance=rel, examined=examined, clicked=clicked | noise,

@@ -94,15 +94,16 @@ def em_propensity(cells: pd.DataFrame, kind: str, w: dict[str, Any]
         group = pd.qcut(pm.rank(method="first"), min(w["em_buckets"], len(pm)), labels=False).to_numpy()
         prior = w["em_prior_rows"]
     n, c = cells["n"].to_numpy(), cells["c"].to_numpy()
-    theta, gamma, iters = weights.propensity_em(pos_idx, bucket_idx, n, c, len(fitted), len(uniques),
-                                                bucket_group=group, prior_rows=prior)
-    info.update(n_buckets=int(len(uniques)), iterations=iters)
+    theta, gamma, iters, eps = weights.propensity_em(
+        pos_idx, bucket_idx, n, c, len(fitted), len(uniques), bucket_group=group, prior_rows=prior,
+        noise_floor=bool(w.get("em_noise_floor", False)), monotone=bool(w.get("em_monotone", False)))
+    info.update(n_buckets=int(len(uniques)), iterations=iters, noise_floor=eps)
     r, n_b, m = weights.em_bucket_evidence(pos_idx, bucket_idx, n, c, theta, gamma, len(uniques),
-                                           bucket_group=group, prior_rows=prior)
+                                           bucket_group=group, prior_rows=prior, eps=eps)
     evidence = pd.DataFrame({"_bucket": np.asarray(uniques).astype(np.int64), "_r": r, "_n": n_b, "_m": m,
                              "_gamma": gamma})
     theta_abs = {int(k): float(t) for k, t in zip(fitted, theta)}
     model = {"theta": carry_forward(per_pos.index, theta_abs, float(theta[0])), "evidence": evidence,
-             "prior_rows": prior}
+             "prior_rows": prior, "eps": eps}
     theta_rel = weights.propensity_from_em(fitted, theta, w["propensity_min"])
     return carry_forward(per_pos.index, theta_rel, 1.0), info, model

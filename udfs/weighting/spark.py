@@ -58,6 +58,7 @@ class ClickModel:
     theta: dict[int, float]        # EM theta per position (absolute scale: theta * gamma is P(click))
     evidence: pd.DataFrame         # per bucket: _bucket, r, n, m, gamma (see weights.em_bucket_evidence)
     prior_rows: float
+    eps: float = 0.0               # the fitted noise floor: P(click) = eps + (1 - eps) theta gamma
 
 
 def pair_bucket() -> Column:
@@ -94,7 +95,8 @@ def estimate_propensity(df: DataFrame, w: dict[str, Any], cells: pd.DataFrame | 
               .agg(F.count("*").alias("n"), F.sum("clicked").alias("c"), exact_avg("p_model").alias("pm"))
               .toPandas())
     propensity, info, model = cells_mod.em_propensity(cells, kind, w)
-    click_model = None if model is None else ClickModel(bucket, model["theta"], model["evidence"], model["prior_rows"])
+    click_model = None if model is None else ClickModel(bucket, model["theta"], model["evidence"],
+                                                        model["prior_rows"], model.get("eps", 0.0))
     return propensity, info, click_model
 
 
@@ -116,18 +118,28 @@ def with_click_probability(df: DataFrame, cm: ClickModel, spark_session: SparkSe
     ev = F.broadcast(spark_session.createDataFrame(cm.evidence))
     theta = F.create_map(*[F.lit(x) for k, t in sorted(cm.theta.items()) for x in (k, t)])
     th, ga = F.col("_theta"), F.col("_gamma")
-    eps = F.lit(weights.EPS)
-    own = F.when(F.col("clicked") == 1, F.lit(1.0)).otherwise((1 - th) * ga / F.greatest(1 - th * ga, eps))
+    eps, floor = F.lit(weights.EPS), F.lit(float(cm.eps))
+    z = floor / F.greatest(floor + (1 - floor) * th * ga, eps)  # P(noise | click) (0 without a floor)
+    own = F.when(F.col("clicked") == 1, 1 - z + z * ga).otherwise((1 - th) * ga / F.greatest(1 - th * ga, eps))
     a = F.lit(float(cm.prior_rows))
     denom = F.col("_n") - 1 + a
     loo = F.when(denom > weights.EPS, (F.col("_r") - own + a * F.col("_m")) / denom).otherwise(F.col("_m"))
-    p = th * F.least(F.greatest(loo, F.lit(weights.EPS)), F.lit(1 - weights.EPS))
+    p = floor + (1 - floor) * th * F.least(F.greatest(loo, F.lit(weights.EPS)), F.lit(1 - weights.EPS))
     p = F.least(F.greatest(p, F.lit(weights.EPS)), F.lit(1 - weights.EPS))
     return (df.withColumn("_bucket", cm.bucket).join(ev, "_bucket", "left")
               .withColumn("_theta", F.element_at(theta, F.col("position")))
               .withColumn("p_click", F.when(F.col("_gamma").isNotNull() & F.col("_theta").isNotNull(), p)
                                       .otherwise(F.col("p_model")))
               .drop("_bucket", "_r", "_n", "_m", "_gamma", "_theta"))
+
+
+def with_pair_relevance(df: DataFrame, cm: ClickModel, spark_session: SparkSession) -> DataFrame:
+    """Adds pair_relevance: the click model's gamma of the row's pair, its P(click | examined) with
+    position bias and the noise floor taken out, shrunk toward the pairs the scorer rates alike
+    (`em_prior_rows`). Null for a pair the EM did not see (positions too rare to fit)."""
+    ev = F.broadcast(spark_session.createDataFrame(cm.evidence[["_bucket", "_gamma"]]))
+    return (df.withColumn("_bucket", cm.bucket).join(ev, "_bucket", "left")
+              .withColumnRenamed("_gamma", "pair_relevance").drop("_bucket"))
 
 
 SIGNAL_FIELDS = (("loss", "double"), ("info_gain", "double"), ("propensity", "double"),
@@ -354,6 +366,11 @@ def weigh(scored: DataFrame, cfg: dict[str, Any], scorer_is_cross: bool, stats: 
         joined = with_click_probability(joined, click_model, joined.sparkSession)
         p_noise = "p_click"
     stats["denoise_probability"] = p_noise
+    if w["pair_label"] == "click_model":
+        if click_model is None:
+            raise UserError("weighting.pair_label=click_model needs the EM click model, which could not be "
+                            "fitted on this log (no clicks, or no position seen 20 times)")
+        joined = with_pair_relevance(joined, click_model, joined.sparkSession)
     phase("propensity")
     on_driver = cells is not None and p_noise == "p_model"  # p_click is per row: a Spark pass
     thresholds = (cells_mod.noise_thresholds(cells["pm"], cells["n"], cells["c"]) if on_driver

@@ -222,12 +222,38 @@ def mlm_quality(mlm_pll: np.ndarray) -> np.ndarray:
 
 # ---------------------------------------------------------------- position propensity by regression-EM
 
-def _e_step(n: np.ndarray, c: np.ndarray, th: np.ndarray, ga: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Expected examined and expected relevant impressions per cell (clicks are both; a skip is
-    examined with P = theta (1 - gamma) / (1 - theta gamma), relevant with (1 - theta) gamma / (...))."""
-    denom = np.maximum(1.0 - th * ga, EPS)
+def _e_step(n: np.ndarray, c: np.ndarray, th: np.ndarray, ga: np.ndarray, eps: float = 0.0
+            ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Expected examined, relevant and noise impressions per cell under P(click) = eps + (1 - eps) theta gamma.
+
+    A skip is never noise: examined with P = theta (1 - gamma) / (1 - theta gamma), relevant with
+    (1 - theta) gamma / (...). A click is noise with P = eps / P(click); a noise click says nothing
+    about examination or relevance (theta, gamma as a priori), a real one that both held."""
+    tg = th * ga
+    denom = np.maximum(1.0 - tg, EPS)
     unclicked = n - c
-    return c + unclicked * th * (1.0 - ga) / denom, c + unclicked * (1.0 - th) * ga / denom
+    if eps <= 0.0:
+        return c + unclicked * th * (1.0 - ga) / denom, c + unclicked * (1.0 - th) * ga / denom, np.zeros_like(n)
+    p_click = np.maximum(eps + (1.0 - eps) * tg, EPS)
+    z = eps / p_click
+    real = 1.0 - z
+    return (c * (real + z * th) + unclicked * th * (1.0 - ga) / denom,
+            c * (real + z * ga) + unclicked * (1.0 - th) * ga / denom, c * z)
+
+
+def non_increasing(values: np.ndarray, weights_: np.ndarray) -> np.ndarray:
+    """The weighted least-squares non-increasing fit (pool adjacent violators): examination cannot grow
+    with rank, and a sparse deep position is pooled with its neighbours instead of standing alone."""
+    v = list(np.asarray(values, dtype=np.float64))
+    w = list(np.maximum(np.asarray(weights_, dtype=np.float64), EPS))
+    blocks: list[list[float]] = []  # [mean, weight, count]
+    for x, wx in zip(v, w):
+        blocks.append([x, wx, 1])
+        while len(blocks) > 1 and blocks[-2][0] < blocks[-1][0]:
+            m2, w2, n2 = blocks.pop()
+            m1, w1, n1 = blocks.pop()
+            blocks.append([(m1 * w1 + m2 * w2) / (w1 + w2), w1 + w2, n1 + n2])
+    return np.concatenate([np.full(int(k), m) for m, _, k in blocks]) if blocks else np.array([])
 
 
 def _group_prior(r_j: np.ndarray, n_j: np.ndarray, bucket_group: np.ndarray | None,
@@ -243,8 +269,9 @@ def _group_prior(r_j: np.ndarray, n_j: np.ndarray, bucket_group: np.ndarray | No
 def propensity_em(
     position_idx: np.ndarray, bucket_idx: np.ndarray, rows: np.ndarray, clicks: np.ndarray,
     n_positions: int, n_buckets: int, max_iter: int = 2000, tol: float = 1e-7,
-    bucket_group: np.ndarray | None = None, prior_rows: float = 0.0,
-) -> tuple[np.ndarray, np.ndarray, int]:
+    bucket_group: np.ndarray | None = None, prior_rows: float = 0.0, noise_floor: bool = False,
+    monotone: bool = False,
+) -> tuple[np.ndarray, np.ndarray, int, float]:
     """Position-based click model P(click) = theta_k * gamma_j fitted by EM (Wang et al. 2018).
 
     Input: aggregated counts, one entry per observed (position k, relevance bucket j) cell:
@@ -258,7 +285,13 @@ def propensity_em(
     `prior_rows` = a > 0, gamma_j is shrunk toward its group's pooled estimate m_g (the regression
     prediction from the scorer's feature): gamma_j = (R_j + a m_g) / (n_j + a). Without it a pair
     seen once and clicked forces theta_k * gamma_j = 1 and drags theta towards flat.
-    Returns (theta, gamma, iterations). theta is identified only up to a common scale (theta
+    noise_floor: P(click) = eps + (1 - eps) theta_k gamma_j, eps fitted too: clicks that happen
+    whatever the position and the item (misclicks, flipped labels). Without it they pile up where
+    theta gamma is small and flatten theta at deep positions (Vardasbi et al. 2020's affine model).
+    monotone: each M-step projects theta onto non-increasing in position (weighted by rows), which
+    also pools sparse deep positions with their neighbours.
+    Positions are the indices 0..n_positions-1 in rank order.
+    Returns (theta, gamma, iterations, eps). theta is identified only up to a common scale (theta
     gamma is what the data see), so callers report theta_k / theta_1.
     """
     k = np.asarray(position_idx, dtype=np.int64)
@@ -272,26 +305,31 @@ def propensity_em(
     ctr_k = np.bincount(k, weights=c, minlength=n_positions) / n_k
     theta = np.clip(0.9 * ctr_k / max(ctr_k.max(), EPS), 0.05, 0.9)
     gamma = np.clip(np.bincount(j, weights=c, minlength=n_buckets) / n_j / theta.mean(), 0.01, 0.99)
+    eps = float(np.clip(0.5 * c.sum() / max(n.sum(), EPS), 0.001, 0.2)) if noise_floor else 0.0
     iterations = 0
     while iterations < max_iter:
         iterations += 1
-        e1, r1 = _e_step(n, c, theta[k], gamma[j])
-        new_theta = np.clip(np.bincount(k, weights=e1, minlength=n_positions) / n_k, EPS, 1.0 - EPS)
+        e1, r1, z1 = _e_step(n, c, theta[k], gamma[j], eps)
+        new_theta = np.bincount(k, weights=e1, minlength=n_positions) / n_k
+        if monotone:
+            new_theta = non_increasing(new_theta, n_k)
+        new_theta = np.clip(new_theta, EPS, 1.0 - EPS)
+        new_eps = float(np.clip(z1.sum() / max(n.sum(), EPS), 0.0, 0.5)) if noise_floor else 0.0
         r_j = np.bincount(j, weights=r1, minlength=n_buckets)
         m_j = _group_prior(r_j, n_j, bucket_group, prior_rows)
         new_gamma = r_j / n_j if m_j is None else (r_j + prior_rows * m_j) / (n_j + prior_rows)
         new_gamma = np.clip(new_gamma, EPS, 1.0 - EPS)
-        delta = max(np.abs(new_theta - theta).max(), np.abs(new_gamma - gamma).max())
-        theta, gamma = new_theta, new_gamma
+        delta = max(np.abs(new_theta - theta).max(), np.abs(new_gamma - gamma).max(), abs(new_eps - eps))
+        theta, gamma, eps = new_theta, new_gamma, new_eps
         if delta < tol:
             break
-    return theta, gamma, iterations
+    return theta, gamma, iterations, eps
 
 
 def em_bucket_evidence(
     position_idx: np.ndarray, bucket_idx: np.ndarray, rows: np.ndarray, clicks: np.ndarray,
     theta: np.ndarray, gamma: np.ndarray, n_buckets: int,
-    bucket_group: np.ndarray | None = None, prior_rows: float = 0.0,
+    bucket_group: np.ndarray | None = None, prior_rows: float = 0.0, eps: float = 0.0,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Per bucket (R_j, n_j, m_j) of a fitted EM: expected relevant impressions, impressions, and
     the regression prior m_j of its group (R_j / n_j without a prior), so that
@@ -300,7 +338,7 @@ def em_bucket_evidence(
     j = np.asarray(bucket_idx, dtype=np.int64)
     n = np.asarray(rows, dtype=np.float64)
     c = np.asarray(clicks, dtype=np.float64)
-    _, r1 = _e_step(n, c, theta[k], gamma[j])
+    _, r1, _ = _e_step(n, c, theta[k], gamma[j], eps)
     r_j = np.bincount(j, weights=r1, minlength=n_buckets)
     n_j = np.bincount(j, weights=n, minlength=n_buckets)
     m_j = _group_prior(r_j, n_j, bucket_group, prior_rows)

@@ -1,0 +1,253 @@
+"""Does weighting give a better model? The protocol of docs/quality.md, in one invocation.
+
+Real queries, titles and human grades (../shared/data/homedepot_relevance_dev.parquet), clicks from a
+grid of click models (benchmarks/protocol.py), the real CLIs (`clickweight score`, `train`,
+`evaluate`). Per seed: train and held-out queries from one side of the fixed dev/test split; per click
+model: the naive baseline, the oracles and each configuration; AUC on the held-out queries against
+their true grades (grade >= 2.5 positive). Reported per click model: each configuration's paired AUC
+difference against naive with a 95 % bootstrap interval over held-out queries (combined over seeds),
+its share of the headroom to `truth`, and its gain over zero-shot per seed.
+
+    # choose on dev (as often as you like) ...
+    .venv/bin/python -m benchmarks.quality --split dev --seeds 0 1 2 3 4 \\
+        --click-models graded,pbm_eta1,flip20 --configs naive,truth,clean,default --tag dev
+    # ... then report on test, once per configuration
+    .venv/bin/python -m benchmarks.quality --split test --seeds 0 1 2 3 4 --click-models all \\
+        --configs naive,truth,clean,default --tag test
+
+Configurations: `naive` (uniform weights, pointwise; README's naive baseline), `default` (the
+product's defaults), the oracles `truth` (each pair's true click probability as its label, through
+the same trainee and gate) and `clean` (the same queries' sessions without noise or position bias),
+any registered strategy by name, and `--config NAME=key=value;key=value` for anything else.
+Writes benchmarks/results/quality_TAG.{json,md}; run folders under --work. Run from the repository root.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow.parquet as pq
+
+from benchmarks.bench_data import HOMEDEPOT
+from benchmarks.protocol import CLICK_MODELS, bootstrap_auc_differences, combine_seeds, headroom_share, sample_split
+from udfs.clickstream.schema import PAIRS_DIR
+from udfs.clickstream.simulate import SimulatorSettings, click_probability, simulate
+from udfs.scoring.model_loader import default_model_path
+from udfs.weighting import strategies
+
+ROOT = Path(__file__).resolve().parent.parent
+CLI = str(Path(sys.executable).parent / "clickweight")
+POSITIVE = 2.5
+NAIVE = ["weighting.strategy=none"]   # README: the naive baseline
+ORACLES = ("truth", "clean")
+
+
+def named_configs(extra: list[str]) -> dict[str, list[str]]:
+    configs = {"naive": NAIVE, "truth": NAIVE, "clean": NAIVE, "default": []}
+    configs.update({s: [f"weighting.strategy={s}"] for s in strategies.names()})
+    for item in extra:
+        name, _, sets = item.partition("=")
+        configs[name] = [s for s in sets.split(";") if s]
+    return configs
+
+
+def run(cmd: list[str]) -> float:
+    started = time.time()
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise RuntimeError(f"{' '.join(cmd[:3])} failed:\n{proc.stdout[-2000:]}\n{proc.stderr[-4000:]}")
+    return time.time() - started
+
+
+def evaluate(model: str, held: Path, out: Path) -> dict:
+    """Held-out AUC / NDCG@10 against the true grades, and each pair's score (for the paired bootstrap)."""
+    if not (out.with_suffix(".json").exists() and out.with_suffix(".parquet").exists()):
+        run([CLI, "evaluate", "--model", model, "--input", str(held), "--label-col", "relevance",
+             "--positive-threshold", str(POSITIVE), "--output", str(out.with_suffix(".json")),
+             "--predictions", str(out.with_suffix(".parquet"))])
+    m = json.loads(out.with_suffix(".json").read_text())
+    return {"auc": m["auc"], "ndcg@10": m["ndcg@10"], "predictions": str(out.with_suffix(".parquet"))}
+
+
+def write_clickstream(frame: pd.DataFrame, folder: Path) -> Path:
+    (folder / "clickstream").mkdir(parents=True, exist_ok=True)
+    frame.to_parquet(folder / "clickstream" / "part-0.parquet", coerce_timestamps="us",
+                     allow_truncated_timestamps=True)
+    return folder / "clickstream"
+
+
+def truth_labels(weighted: Path, train: pd.DataFrame, settings: SimulatorSettings) -> int:
+    """The `truth` oracle: every pair's label becomes its true click probability given examination
+    (its attractiveness under the click model). Rewrites the copied score output's pair table in place."""
+    alpha = (train.assign(query=train["query"].str.strip(), title=train["title"].str.strip())
+                  .groupby(["query", "title"])["relevance"].mean())
+    alpha = pd.Series(click_probability(alpha.to_numpy(), settings), index=alpha.index)
+    changed = 0
+    for f in sorted((weighted / PAIRS_DIR).rglob("*.parquet")):
+        table = pq.read_table(f)
+        frame = table.select(["query", "title"]).to_pandas()
+        label = alpha.reindex(pd.MultiIndex.from_frame(frame)).to_numpy()
+        if np.isnan(label).any():
+            raise RuntimeError(f"{f}: pairs without a true grade")
+        i = table.schema.get_field_index("label")
+        table = table.set_column(i, table.schema.field(i), [label.astype(table.schema.field(i).type.to_pandas_dtype())])
+        pq.write_table(table, f)
+        changed += len(frame)
+    return changed
+
+
+def train_and_evaluate(data: Path, clickstream: Path, held: Path, name: str, sets: list[str],
+                       reuse: Path | None, settings: SimulatorSettings, train_pairs: pd.DataFrame) -> dict:
+    weighted, model = data / f"w_{name}", data / f"m_{name}"
+    overrides = [a for s in sets for a in ("--set", s)]
+    timings = {}
+    if not (weighted / "_clickweight.json").exists():
+        if name == "truth":
+            shutil.copytree(reuse, weighted)
+            truth_labels(weighted, train_pairs, settings)
+        else:
+            extra = ["--set", f"scorer.reuse_scores_from={reuse}"] if reuse else []
+            timings["score_s"] = round(run([CLI, "score", "--input", str(clickstream), "--output", str(weighted),
+                                             *overrides, *extra]), 1)
+    if not (model / "train_summary.json").exists():
+        timings["train_s"] = round(run([CLI, "train", "--input", str(weighted), "--output", str(model),
+                                        *overrides]), 1)
+    trained = json.loads((model / "train_summary.json").read_text())
+    scored = json.loads((weighted / "_summary.json").read_text())
+    return {**evaluate(str(model), held, data / f"eval_{name}"), **timings, "selected": trained["selected"],
+            "impressions": scored["rows_out"], "pairs": scored["pairs"]["pairs"]}
+
+
+def run_seed(args, pairs: pd.DataFrame, seed: int, configs: dict[str, list[str]], names: list[str]) -> list[dict]:
+    train, held_pairs = sample_split(pairs, args.split, args.train_queries, args.heldout_queries, seed)
+    base = Path(args.work) / args.split / f"seed{seed}_q{args.train_queries}"
+    base.mkdir(parents=True, exist_ok=True)
+    held = base / "heldout.parquet"
+    held_pairs[["query", "item_id", "title", "relevance"]].to_parquet(held)
+    rows = [{"seed": seed, "click_model": "-", "config": "zero-shot",
+             **evaluate(default_model_path(), held, base / "eval_zero_shot")}]
+    for cm in args.click_models:
+        settings = SimulatorSettings(**{**CLICK_MODELS[cm].__dict__, "sessions_per_query": args.sessions})
+        data = base / f"{cm}_s{args.sessions:g}"
+        clickstream = write_clickstream(simulate(train, settings, seed)[0], data)
+        for name in names:
+            started = time.time()
+            if name == "clean":
+                cs = write_clickstream(simulate(train, settings.clean(), seed)[0], data / "clean_log")
+                r = train_and_evaluate(data, cs, held, name, configs[name], None, settings, train)
+            else:
+                reuse = data / "w_naive" if name != "naive" else None
+                r = train_and_evaluate(data, clickstream, held, name, configs[name], reuse, settings, train)
+            row = {"seed": seed, "click_model": cm, "config": name, "sets": configs[name], **r,
+                   "wall_s": round(time.time() - started, 1)}
+            print(json.dumps(row), flush=True)
+            rows.append(row)
+    return rows
+
+
+def summarise(rows: list[dict], replicates: int) -> list[dict]:
+    frame = pd.DataFrame(rows)
+    zero = frame[frame["config"] == "zero-shot"].set_index("seed")
+    out = []
+    for cm, g in frame[frame["config"] != "zero-shot"].groupby("click_model", sort=False):
+        by = {name: sub.set_index("seed") for name, sub in g.groupby("config", sort=False)}
+        if "naive" not in by:
+            continue
+        seeds = sorted(set(by["naive"].index) & set(zero.index))
+        draws: dict[str, list[np.ndarray]] = {}
+        for s in seeds:
+            preds = {"naive": pd.read_parquet(by["naive"].loc[s, "predictions"])}
+            preds["zero-shot"] = pd.read_parquet(zero.loc[s, "predictions"])
+            preds.update({n: pd.read_parquet(b.loc[s, "predictions"]) for n, b in by.items() if s in b.index})
+            ref = preds["naive"]
+            boot = bootstrap_auc_differences(ref["query"].to_numpy(), ref["relevance"].to_numpy() >= POSITIVE,
+                                             {n: p["score"].to_numpy() for n, p in preds.items()}, "naive",
+                                             replicates, seed=s)
+            for n, d in boot.items():
+                draws.setdefault(n, []).append(d)
+        naive_auc = by["naive"].loc[seeds, "auc"].to_numpy()
+        truth_auc = by["truth"].loc[seeds, "auc"].to_numpy() if "truth" in by else None
+        for name in ["zero-shot", *by]:
+            sub = zero if name == "zero-shot" else by[name]
+            have = [s for s in seeds if s in sub.index]
+            aucs = sub.loc[have, "auc"].to_numpy()
+            gain = aucs - zero.loc[have, "auc"].to_numpy()
+            row = {"click_model": cm, "config": name, "seeds": have, "auc": aucs.tolist(),
+                   "auc_mean": float(aucs.mean()), "minus_zero_shot": gain.tolist()}
+            if name != "naive" and len(have) == len(seeds):
+                row["vs_naive"] = combine_seeds(aucs - naive_auc, draws[name])
+                if truth_auc is not None and name != "truth":
+                    row["headroom_share"] = headroom_share(aucs, naive_auc, truth_auc)
+            out.append(row)
+    return out
+
+
+def markdown(summary: list[dict]) -> str:
+    lines = ["| click model | config | seeds | AUC | − naive [95 % CI] | wins | headroom share "
+             "| − zero-shot per seed |",
+             "|---|---|---|---|---|---|---|---|"]
+    for r in summary:
+        v = r.get("vs_naive")
+        diff = f"{v['mean']:+.4f} [{v['lo']:+.4f}, {v['hi']:+.4f}]" if v else "-"
+        wins = f"{v['wins']}/{v['seeds']}" if v else "-"
+        share = f"{r['headroom_share']:.0%}" if r.get("headroom_share") == r.get("headroom_share") and \
+            r.get("headroom_share") is not None else "-"
+        per = ", ".join(f"{d:+.3f}" for d in r["minus_zero_shot"])
+        lines.append(f"| {r['click_model']} | {r['config']} | {len(r['seeds'])} | {r['auc_mean']:.4f} | {diff} | "
+                     f"{wins} | {share} | {per} |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--data", default=str(HOMEDEPOT))
+    p.add_argument("--work", default=str(ROOT / "runs" / "quality"))
+    p.add_argument("--split", choices=("dev", "test"), required=True)
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
+    p.add_argument("--click-models", default="graded,pbm_eta1,flip20",
+                   help=f"comma-separated, or all: {list(CLICK_MODELS)}")
+    p.add_argument("--configs", default="naive,truth,clean,default")
+    p.add_argument("--config", action="append", default=[], help="NAME=key=value;key=value (a new configuration)")
+    p.add_argument("--train-queries", type=int, default=2000)
+    p.add_argument("--heldout-queries", type=int, default=800)
+    p.add_argument("--sessions", type=float, default=16.0, help="mean sessions per query (16: about 200k impressions)")
+    p.add_argument("--replicates", type=int, default=1000, help="bootstrap draws per seed")
+    p.add_argument("--tag", default="")
+    p.add_argument("--include", action="append", default=[], help="an earlier results JSON to tabulate with this one")
+    args = p.parse_args(argv)
+    args.click_models = list(CLICK_MODELS) if args.click_models == "all" else args.click_models.split(",")
+    unknown = [c for c in args.click_models if c not in CLICK_MODELS]
+    configs = named_configs(args.config)
+    names = [c for c in args.configs.split(",") if c]
+    unknown += [c for c in names if c not in configs]
+    if unknown:
+        raise SystemExit(f"unknown click model or configuration: {unknown}")
+    names = ["naive", *[n for n in names if n != "naive"]]  # the others reuse naive's BERT scores
+    if not Path(args.data).exists():
+        raise SystemExit(f"{args.data} not found: this benchmark reads the real pairs from ../shared/data")
+    pairs = pd.read_parquet(args.data)
+    results = ROOT / "benchmarks" / "results"
+    stem = f"quality_{args.split}" + (f"_{args.tag}" if args.tag else "")
+    rows = [r for f in args.include for r in json.loads(Path(f).read_text())["runs"]]
+    started = time.time()
+    for seed in args.seeds:
+        rows += run_seed(args, pairs, seed, configs, names)
+        summary = summarise(rows, args.replicates)
+        (results / f"{stem}.json").write_text(json.dumps({"args": vars(args), "runs": rows, "summary": summary,
+                                                          "wall_s": round(time.time() - started)},
+                                                         indent=2, default=str) + "\n")
+        (results / f"{stem}.md").write_text(markdown(summary))
+    print(markdown(summarise(rows, args.replicates)))
+    print(f"wall time {time.time() - started:.0f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
