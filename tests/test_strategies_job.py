@@ -152,3 +152,36 @@ def test_loss_strategy_at_a_small_temperature_stays_finite(spark, raw_dir, tiny_
     # the order of losses is the order of raw weights (where they have not underflowed to the floor)
     big = frame[frame["raw_weight"] > 1e-200].sort_values("loss")
     assert big["raw_weight"].is_monotonic_increasing and len(big) > 10
+
+
+def test_pair_label_from_the_click_model(spark, raw_dir, tiny_model_dir, tmp_path):
+    """weighting.pair_label=click_model: each pair's label is the EM's gamma (refitted here on the
+    driver from the output rows' cells, with the job's own settings), not its click rate."""
+    from udfs.weighting import cells as C
+
+    sets = ["weighting.strategy=none", "weighting.pair_label=click_model", "weighting.em_noise_floor=true",
+            "weighting.em_monotone=true"]
+    cfg = config.load_config(overrides=tiny_overrides(tiny_model_dir, *sets))
+    summary = run_score(spark, f"{raw_dir}/clickstream", str(tmp_path / "out"), cfg)
+    fit = summary["propensity_fit"]
+    assert fit["estimator"] == "em" and 0.0 < fit["noise_floor"] < 0.5
+    props = [summary["propensity"][k] for k in sorted(summary["propensity"])]
+    assert all(a >= b for a, b in zip(props, props[1:]))  # monotone
+
+    rows = pd.read_parquet(tmp_path / "out")
+    pairs = pd.read_parquet(tmp_path / "out" / "_pairs")
+    assert len(pairs) == rows.groupby([rows["query"].str.strip(), rows["title"].str.strip()]).ngroups
+    assert pairs["label"].between(0, 1).all()
+    rate = pairs["clicks"] / pairs["impressions"]
+    assert not np.allclose(pairs["label"], rate)
+
+    # the same EM on the driver, from the output rows' (position, pair) cells
+    key = rows["query"].str.strip() + "\x00" + rows["title"].str.strip()
+    codes, uniques = pd.factorize(key, sort=True)
+    cells = (rows.assign(_bucket=codes, c=rows["clicked"]).groupby(["position", "_bucket"])
+                 .agg(n=("c", "size"), c=("c", "sum"), pm=("p_model", "first")).reset_index())
+    _, _, model = C.em_propensity(C.sorted_cells(cells), "query_title_pairs", cfg["weighting"])
+    gamma = model["evidence"].set_index("_bucket")["_gamma"]
+    expected = pd.Series(gamma.to_numpy(), index=np.asarray(uniques)[gamma.index.to_numpy()])
+    got = pairs.set_index(pairs["query"] + "\x00" + pairs["title"])["label"]
+    np.testing.assert_allclose(got.loc[expected.index], expected, rtol=1e-6, atol=1e-9)
