@@ -185,3 +185,18 @@ def test_pair_label_from_the_click_model(spark, raw_dir, tiny_model_dir, tmp_pat
     expected = pd.Series(gamma.to_numpy(), index=np.asarray(uniques)[gamma.index.to_numpy()])
     got = pairs.set_index(pairs["query"] + "\x00" + pairs["title"])["label"]
     np.testing.assert_allclose(got.loc[expected.index], expected, rtol=1e-6, atol=1e-9)
+
+
+@pytest.mark.parametrize("strategy", ["loss_reducible", "el2n_reducible", "information_gain_reducible"])
+def test_reducible_signals_use_the_click_models_leave_one_out_probability(spark, raw_dir, tiny_model_dir,
+                                                                          tmp_path, strategy):
+    cfg = config.load_config(overrides=tiny_overrides(tiny_model_dir, f"weighting.strategy={strategy}",
+                                                      "weighting.temperature=0.5", "weighting.w_max=100"))
+    run_score(spark, f"{raw_dir}/clickstream", str(tmp_path / "out"), cfg)
+    f = pd.read_parquet(tmp_path / "out")
+    p, q, y = f["p_model"].to_numpy(), f["p_click"].to_numpy(), f["clicked"].to_numpy()
+    assert not np.allclose(p, q)  # the click model is another model than the scorer
+    signal = {"loss_reducible": (weights.bce(p, y), weights.bce(q, y)),
+              "el2n_reducible": (weights.el2n(p, y), weights.el2n(q, y)),
+              "information_gain_reducible": (weights.binary_entropy(q), weights.binary_entropy(p))}[strategy]
+    np.testing.assert_allclose(f["raw_weight"], weights.reducible(*signal, 0.5), rtol=1e-9)

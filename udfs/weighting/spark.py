@@ -362,9 +362,15 @@ def weigh(scored: DataFrame, cfg: dict[str, Any], scorer_is_cross: bool, stats: 
     # Which P(click) confident learning trusts: the click model (position x the pair's leave-one-out
     # relevance from the log) when denoise is in use and EM ran, else the scorer's p_model.
     p_noise = "p_model"
-    if w["denoise_model"] == "click_model" and strategies.uses_click_model(w) and click_model is not None:
+    reads_p_click = "p_click" in strategies.reads(w)
+    if reads_p_click and click_model is None:
+        raise UserError(f"weighting.strategy={w['strategy']} reads the click model's leave-one-out P(click), "
+                        "which needs weighting.propensity_estimator=em and a log the EM can fit (clicks, "
+                        "positions seen 20 times)")
+    denoise_by_click_model = w["denoise_model"] == "click_model" and strategies.uses_click_model(w)
+    if (reads_p_click or denoise_by_click_model) and click_model is not None:
         joined = with_click_probability(joined, click_model, joined.sparkSession)
-        p_noise = "p_click"
+        p_noise = "p_click" if denoise_by_click_model else "p_model"
     stats["denoise_probability"] = p_noise
     if w["pair_label"] == "click_model":
         if click_model is None:

@@ -33,6 +33,7 @@ SIGNAL_COLUMNS: dict[str, str] = {
     "noise_score": "confident learning on P(click): how strongly the other label wins",
     "suspect": "confident learning: the row's label is a suspected error",
     "mlm_pll": "masked LM: mean per-token pseudo-log-likelihood of the title",
+    "p_click": "click model: the row's leave-one-out P(click), from its pair's other impressions",
 }
 
 
@@ -49,7 +50,7 @@ class Strategy:
     weight: Callable[[Columns, Mapping[str, Any]], np.ndarray]  # raw positive weight per row
     explain: Callable[[Row, Mapping[str, Any]], str]      # `formula` with one row's numbers
     needs_mlm: bool = False                               # titles scored by a masked LM (mlm_pll)
-    uses_click_model: bool = False                        # P(click) from the EM click model when configured
+    uses_click_model: bool = False                        # denoise: its P(click) may come from the click model
 
     def __post_init__(self) -> None:
         unknown = set(self.reads) - set(SIGNAL_COLUMNS)
@@ -125,6 +126,26 @@ STRATEGIES: dict[str, Strategy] = {s.name: s for s in (
              "1 − (1 − `denoise_weight`)·noise_score", "Northcutt et al. 2021", ("noise_score", "suspect"),
              lambda c, p: W.denoise_weight(c["noise_score"], c["suspect"], p["denoise_weight"], p["denoise_mode"]),
              _denoise_row, uses_click_model=True),
+    # RHO-LOSS's reducible forms: the signal under the scorer minus the same signal under a model that
+    # did not see the row (the click model's leave-one-out P(click)), as exp(difference / T).
+    Strategy("loss_reducible", "exp((BCE(p, y) − BCE(p₋ᵢ, y)) / `temperature`); p₋ᵢ the click model's "
+             "leave-one-out P(click)", "seed 000; Mindermann et al. 2022 (RHO-LOSS)", ("p_model", "p_click", "clicked"),
+             lambda c, p: W.reducible(W.bce(c["p_model"], c["clicked"]), W.bce(c["p_click"], c["clicked"]),
+                                      p["temperature"]),
+             lambda r, p: (f"exp((BCE(p_model {fmt(r['p_model'])}, {r['clicked']}) - BCE(p_click "
+                           f"{fmt(r['p_click'])}, {r['clicked']})) / T {fmt(p['temperature'])})")),
+    Strategy("el2n_reducible", "exp((\\|p − y\\| − \\|p₋ᵢ − y\\|) / `temperature`)",
+             "Paul et al. 2021; Mindermann et al. 2022", ("p_model", "p_click", "clicked"),
+             lambda c, p: W.reducible(W.el2n(c["p_model"], c["clicked"]), W.el2n(c["p_click"], c["clicked"]),
+                                      p["temperature"]),
+             lambda r, p: (f"exp((|{fmt(r['p_model'])} - {r['clicked']}| - |{fmt(r['p_click'])} - {r['clicked']}|)"
+                           f" / T {fmt(p['temperature'])})")),
+    Strategy("information_gain_reducible", "exp((H(p₋ᵢ) − H(p)) / `temperature`): the scorer's certainty "
+             "beyond the click model's", "seed 001; Mindermann et al. 2022", ("p_model", "p_click"),
+             lambda c, p: W.reducible(W.binary_entropy(c["p_click"]), W.binary_entropy(c["p_model"]),
+                                      p["temperature"]),
+             lambda r, p: (f"exp((H(p_click {fmt(r['p_click'])}) - H(p_model {fmt(r['p_model'])}))"
+                           f" / T {fmt(p['temperature'])})")),
     Strategy("mlm_quality", "exp(mean per-token pseudo-log-likelihood of the title) under a masked LM "
              "(`weighting.mlm_model`, needs an MLM head)", "seed 004; Salazar et al. 2020", ("mlm_pll",),
              lambda c, p: W.mlm_quality(c["mlm_pll"]),

@@ -54,6 +54,16 @@ def information_gain(p: np.ndarray, base_rate: float) -> np.ndarray:
     return binary_entropy(np.array([base_rate]))[0] - binary_entropy(p)
 
 
+def reducible(signal_model: np.ndarray, signal_holdout: np.ndarray, temperature: float) -> np.ndarray:
+    """exp((s_model - s_holdout) / T), the difference clipped to [-20, 20]: RHO-LOSS's reducible form
+    of a hardness signal (Mindermann et al. 2022). s_holdout is the same signal under a model that did
+    not see the row (here the click model's leave-one-out P(click)): a noisy click is hard for both,
+    so its reducible part is small; a row the scorer gets wrong but the log's other impressions
+    explain is what is left to learn."""
+    d = np.asarray(signal_model, dtype=np.float64) - np.asarray(signal_holdout, dtype=np.float64)
+    return np.exp(np.clip(d, -20.0, 20.0) / float(temperature))
+
+
 def position_propensity(
     positions: np.ndarray, clicks: np.ndarray, relevance: np.ndarray, rows: np.ndarray,
     floor: float, min_rows: int = 20,
