@@ -125,14 +125,15 @@ def train_and_evaluate(data: Path, clickstream: Path, held: Path, name: str, set
             "impressions": scored["rows_out"], "pairs": scored["pairs"]["pairs"]}
 
 
-def run_seed(args, pairs: pd.DataFrame, seed: int, configs: dict[str, list[str]], names: list[str]) -> list[dict]:
+def run_seed(args, pairs: pd.DataFrame, seed: int, configs: dict[str, list[str]], names: list[str]):
+    """Runs one seed, yielding each result row as it is done (so a cut-off matrix keeps what it has)."""
     train, held_pairs = sample_split(pairs, args.split, args.train_queries, args.heldout_queries, seed)
     base = Path(args.work) / args.split / f"seed{seed}_q{args.train_queries}"
     base.mkdir(parents=True, exist_ok=True)
     held = base / "heldout.parquet"
     held_pairs[["query", "item_id", "title", "relevance"]].to_parquet(held)
-    rows = [{"seed": seed, "click_model": "-", "config": "zero-shot",
-             **evaluate(default_model_path(), held, base / "eval_zero_shot")}]
+    yield {"seed": seed, "click_model": "-", "config": "zero-shot",
+           **evaluate(default_model_path(), held, base / "eval_zero_shot")}
     for cm in args.click_models:
         settings = SimulatorSettings(**{**CLICK_MODELS[cm].__dict__, "sessions_per_query": args.sessions})
         data = base / f"{cm}_s{args.sessions:g}"
@@ -148,12 +149,12 @@ def run_seed(args, pairs: pd.DataFrame, seed: int, configs: dict[str, list[str]]
             row = {"seed": seed, "click_model": cm, "config": name, "sets": configs[name], **r,
                    "wall_s": round(time.time() - started, 1)}
             print(json.dumps(row), flush=True)
-            rows.append(row)
-    return rows
+            yield row
 
 
 def summarise(rows: list[dict], replicates: int) -> list[dict]:
-    frame = pd.DataFrame(rows)
+    # a configuration rerun (or an --include'd file holding it) counts once: its latest row
+    frame = pd.DataFrame(rows).drop_duplicates(["seed", "click_model", "config"], keep="last")
     zero = frame[frame["config"] == "zero-shot"].set_index("seed")
     out = []
     for cm, g in frame[frame["config"] != "zero-shot"].groupby("click_model", sort=False):
@@ -237,8 +238,8 @@ def main(argv: list[str] | None = None) -> int:
     stem = f"quality_{args.split}" + (f"_{args.tag}" if args.tag else "")
     rows = [r for f in args.include for r in json.loads(Path(f).read_text())["runs"]]
     started = time.time()
-    for seed in args.seeds:
-        rows += run_seed(args, pairs, seed, configs, names)
+    for row in (r for seed in args.seeds for r in run_seed(args, pairs, seed, configs, names)):
+        rows.append(row)
         summary = summarise(rows, args.replicates)
         (results / f"{stem}.json").write_text(json.dumps({"args": vars(args), "runs": rows, "summary": summary,
                                                           "wall_s": round(time.time() - started)},

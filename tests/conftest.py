@@ -89,3 +89,11 @@ def write_row_table(root: Path, files: int, rows: int, row_group_size: int, days
         folder.mkdir(parents=True, exist_ok=True)
         pq.write_table(tbl, folder / f"part-{f}.parquet", row_group_size=row_group_size)
     return str(root)
+
+
+FAULTS = str(Path(__file__).resolve().parent / "faults")  # tests/faults/sitecustomize.py
+
+
+def fault_pythonpath(existing: str | None = None) -> str:
+    """PYTHONPATH that makes a child Python load the test-only fault injection (tests/faults)."""
+    return os.pathsep.join(p for p in (FAULTS, existing or "") if p)

@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 import psutil
 import pytest
-from conftest import tiny_overrides
+from conftest import fault_pythonpath, tiny_overrides
 from standalone import StandaloneCluster, kill_tree, wait_for
 
 from jobs import config
@@ -48,7 +48,8 @@ def test_standalone_cluster_survives_a_lost_worker(spark, tiny_model_dir, tmp_pa
              *[a for o in sets for a in ("--set", o)]],
             "--conf", "spark.task.maxFailures=4",
             # Each scoring task waits 2 s first: the job cannot finish before a worker is killed.
-            "--conf", "spark.executorEnv.CLICKWEIGHT_TASK_DELAY_S=2")
+            "--conf", "spark.executorEnv.CLICKWEIGHT_TASK_DELAY_S=2",
+            "--conf", f"spark.executorEnv.PYTHONPATH={fault_pythonpath()}")  # tests/faults adds the delay
         # Kill the first worker (and its executor) seen running Python scoring tasks.
         busy: list = []
 

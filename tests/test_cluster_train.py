@@ -11,7 +11,7 @@ import json
 from pathlib import Path
 
 import pytest
-from conftest import tiny_overrides
+from conftest import fault_pythonpath, tiny_overrides
 from standalone import BARRIER, StandaloneCluster, kill_tree, wait_for
 
 from jobs import config
@@ -61,7 +61,8 @@ def test_ddp_ranks_run_on_executors_and_a_killed_worker_run_resumes(spark, tiny_
 
         # 2. A worker killed mid-training: the run fails cleanly (exits non-zero, does not hang).
         killed = tmp_path / "killed"
-        run = train(cluster, "train2", killed, "--conf", "spark.executorEnv.CLICKWEIGHT_STEP_DELAY_S=1.5")
+        run = train(cluster, "train2", killed, "--conf", "spark.executorEnv.CLICKWEIGHT_STEP_DELAY_S=1.5",
+                    "--conf", f"spark.executorEnv.PYTHONPATH={fault_pythonpath()}")
         wait_for(lambda: (killed / "checkpoints" / "checkpoint.pt").exists() or run.poll() is not None, 300,
                  "the first checkpoint")
         assert run.poll() is None, "training ended before a worker could be killed"

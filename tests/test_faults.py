@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import tiny_overrides
+from conftest import fault_pythonpath, tiny_overrides
 
 from jobs import config
 from jobs.generate import generate, write
@@ -66,16 +66,18 @@ def baseline(spark, raw, tiny_model_dir, tmp_path_factory) -> tuple[Path, pd.Dat
 
 
 def test_worker_crash_mid_scoring_is_retried_with_identical_output(spark, raw, tiny_model_dir, tmp_path, baseline):
-    """CLICKWEIGHT_FAULT_ONCE: the first Python worker to start scoring dies (os._exit); Spark retries."""
+    """CLICKWEIGHT_FAULT_ONCE (tests/faults): the first Python worker to start scoring dies; Spark retries."""
     marker = tmp_path / "fault.marker"
     env = spark.sparkContext.environment
     # sc.environment is handed to the Python workers of UDFs created from now on (a new worker
     # daemon is started for the new environment); os.environ would not reach the running JVM.
     env["CLICKWEIGHT_FAULT_ONCE"] = str(marker)
+    env["PYTHONPATH"] = fault_pythonpath()  # tests/faults wraps the real get_scorer in the workers
     try:
         summary = run_score(spark, raw, str(tmp_path / "w"), score_cfg(tiny_model_dir))
     finally:
         env.pop("CLICKWEIGHT_FAULT_ONCE", None)
+        env.pop("PYTHONPATH", None)
     assert marker.exists(), "the fault was never injected: the test proved nothing"
     _, expected = baseline
     assert summary["rows_in"] == 400 == summary["rows_out"] + summary["rows_quarantined"]

@@ -16,7 +16,7 @@ import numpy as np
 import psutil
 import pytest
 import torch
-from conftest import tiny_overrides, write_row_table
+from conftest import fault_pythonpath, tiny_overrides, write_row_table
 
 from jobs import config
 from jobs.train import run_training
@@ -93,7 +93,8 @@ def test_sigkill_mid_epoch_then_rerun_resumes_with_the_same_loss_curve(table, ti
 
 @pytest.mark.timeout(180)
 def test_a_rank_that_dies_fails_the_run_fast(table, tiny_model_dir, tmp_path, monkeypatch):
-    monkeypatch.setenv("CLICKWEIGHT_FAULT_RANK", "1:3")  # rank 1 exits after its third step
+    monkeypatch.setenv("CLICKWEIGHT_FAULT_RANK", "1:3")  # rank 1 exits after its third step (tests/faults)
+    monkeypatch.setenv("PYTHONPATH", fault_pythonpath(os.environ.get("PYTHONPATH")))
     cfg = config.load_config(overrides=overrides(tiny_model_dir))
     started = time.time()
     with pytest.raises(RuntimeError, match="training failed"):

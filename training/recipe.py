@@ -274,7 +274,6 @@ class WeightedFinetuneRecipe:
                 step_s += time.perf_counter() - tick
                 progress.update(state.loss_curve[-1])
                 state.global_step += 1
-                _maybe_inject_fault(self.rank, state.global_step)
                 state.step_in_epoch = step
                 if t["checkpoint_every_steps"] and state.global_step % t["checkpoint_every_steps"] == 0 \
                         and step < self.steps:
@@ -361,18 +360,6 @@ class WeightedFinetuneRecipe:
         if dist.is_initialized():
             dist.barrier()
             dist.destroy_process_group()
-
-
-def _maybe_inject_fault(rank: int, global_step: int) -> None:
-    """Test hooks, off unless set: CLICKWEIGHT_FAULT_RANK='RANK:STEP' makes that rank die after that
-    step; CLICKWEIGHT_STEP_DELAY_S holds every step that long (a cluster test's window to kill a worker)."""
-    delay = float(os.environ.get("CLICKWEIGHT_STEP_DELAY_S") or 0)
-    if delay:
-        time.sleep(delay)
-    spec = os.environ.get("CLICKWEIGHT_FAULT_RANK")
-    if spec and spec == f"{rank}:{global_step}":
-        print(f"[clickweight train] fault injected: rank {rank} exits after step {global_step}", flush=True)
-        os._exit(17)
 
 
 def train_worker(input_dir: str, output_dir: str, cfg: dict[str, Any]) -> dict[str, Any]:

@@ -6,8 +6,6 @@ reused across Arrow batches and, with spark.python.worker.reuse, across tasks.
 from __future__ import annotations
 
 import contextlib
-import os
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
 
@@ -255,7 +253,6 @@ def make_score_udf(settings: ScoringSettings):
 
     @pandas_udf(SCORE_SCHEMA)
     def score_pairs(batches: Iterator[tuple[pd.Series, pd.Series]]) -> Iterator[pd.DataFrame]:
-        _maybe_inject_fault()
         scorer = get_scorer(settings)
         for queries, titles in batches:
             model_loader.log_rows("score", len(queries))
@@ -263,19 +260,6 @@ def make_score_udf(settings: ScoringSettings):
             release_free_heap()  # the batch's frames are sent: else the worker's RSS grows with the pairs
 
     return score_pairs
-
-
-def _maybe_inject_fault() -> None:
-    """Test hooks, off unless set. CLICKWEIGHT_FAULT_ONCE (a marker file path): kill this worker once.
-    CLICKWEIGHT_TASK_DELAY_S: hold each scoring task that long first (a fault test's window to act)."""
-    delay = float(os.environ.get("CLICKWEIGHT_TASK_DELAY_S") or 0)
-    if delay > 0:
-        time.sleep(delay)
-    marker = os.environ.get("CLICKWEIGHT_FAULT_ONCE")
-    if marker and not os.path.exists(marker):
-        with open(marker, "w") as f:
-            f.write("fault injected\n")
-        os._exit(17)
 
 
 # ---------------------------------------------------------------- masked-LM text quality (mlm_quality)
