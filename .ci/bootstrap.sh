@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Creates .venv in the repository root and installs clickweight into it, in the stages that
-# PLATFORM.md prescribes (torch alone first; petastorm and the model package --no-deps last,
-# because one resolve with all of them backtracks into a CUDA torch and a setuptools conflict).
+# Creates .venv in the repository root and installs clickweight into it, in stages: torch alone
+# first; petastorm and the model package --no-deps last, because one resolve with all of them
+# backtracks into a CUDA torch and a setuptools conflict (torch 2.13 requires setuptools>=77,
+# petastorm 0.13.1 setuptools<70). Why each version is pinned: docs/cluster.md, "The pinned versions".
 # Idempotent: a complete .venv (marker file present, same requirements) is left as it is.
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -1,8 +1,9 @@
 """Petastorm reading of the weighted output: one shard per rank, numeric columns only, guarded.
 
-petastorm 0.13.1 can end a read early without an error (ThreadPool race, see PLATFORM.md), so
-every pass counts its rows and `check_rows_read` compares the ranks' total against the Parquet
-footers; a mismatch fails the run instead of silently training on less data.
+petastorm 0.13.1 can end a read early without an error (a race in its ThreadPool: `get_results`
+checks "all workers done" before "ventilator completed"; docs/cluster.md), so every pass counts its
+rows and `check_rows_read` compares the ranks' total against the Parquet footers; a mismatch fails
+the run instead of silently training on less data.
 
 The trainer reads either the row table (`<score output>/event_date=*/`) or the compacted pair
 table (`<score output>/_pairs/`, udfs/clickstream/pairs.py), both plain Parquet datasets.
