@@ -29,8 +29,9 @@ from udfs.weighting import cells as C
 ROOT = Path(__file__).resolve().parent.parent
 VARIANTS = {
     "plain EM": {},
-    "noise floor": {"em_noise_floor": True},
-    "noise floor + monotone": {"em_noise_floor": True, "em_monotone": True},
+    "floor + monotone": {"em_noise_floor": True, "em_monotone": True},
+    "floor + power": {"em_noise_floor": True, "em_examination": "power"},
+    "power": {"em_examination": "power"},
 }
 
 

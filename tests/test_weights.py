@@ -372,3 +372,28 @@ def test_propensity_em_noise_floor_recovers_examination_under_flipped_clicks():
     assert err(floor) < 0.05 < err(plain)
     assert eps == pytest.approx(0.1, abs=0.03)
     assert np.all(np.diff(floor) <= 1e-12)
+
+
+def test_power_examination_fits_theta1_and_eta_from_expected_counts():
+    pos = np.arange(1, 11, dtype=float)
+    n_k = np.full(10, 5000.0)
+    e_k = n_k * 0.8 * pos ** -1.2
+    th = W.power_examination(e_k, n_k, pos)
+    np.testing.assert_allclose(th, 0.8 * pos ** -1.2, rtol=0.03)
+
+
+def test_propensity_em_with_power_examination_keeps_its_shape():
+    rng = np.random.default_rng(5)
+    theta = 0.9 / np.arange(1, 11) ** 1.5
+    gamma = rng.uniform(0.05, 0.95, 300)
+    k, j = rng.integers(0, 10, 40_000), rng.integers(0, 300, 40_000)
+    clicked = rng.random(len(k)) < theta[k] * gamma[j]
+    cell = k * 300 + j
+    n = np.bincount(cell, minlength=3000).astype(float)
+    c = np.bincount(cell, weights=clicked, minlength=3000)
+    keep = n > 0
+    kk, jj = np.divmod(np.flatnonzero(keep), 300)
+    est, _, _, eps = W.propensity_em(kk, jj, n[keep], c[keep], 10, 300, power_positions=np.arange(1.0, 11.0))
+    ratio = est / est[0]
+    assert eps == 0.0
+    np.testing.assert_allclose(np.log(ratio[1:]) / np.log(1 / np.arange(2, 11)), 1.5, atol=0.1)  # one eta

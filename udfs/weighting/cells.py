@@ -96,7 +96,8 @@ def em_propensity(cells: pd.DataFrame, kind: str, w: dict[str, Any]
     n, c = cells["n"].to_numpy(), cells["c"].to_numpy()
     theta, gamma, iters, eps = weights.propensity_em(
         pos_idx, bucket_idx, n, c, len(fitted), len(uniques), bucket_group=group, prior_rows=prior,
-        noise_floor=bool(w.get("em_noise_floor", False)), monotone=bool(w.get("em_monotone", False)))
+        noise_floor=bool(w.get("em_noise_floor", False)), monotone=bool(w.get("em_monotone", False)),
+        power_positions=fitted.astype(np.float64) if w.get("em_examination", "free") == "power" else None)
     info.update(n_buckets=int(len(uniques)), iterations=iters, noise_floor=eps)
     r, n_b, m = weights.em_bucket_evidence(pos_idx, bucket_idx, n, c, theta, gamma, len(uniques),
                                            bucket_group=group, prior_rows=prior, eps=eps)

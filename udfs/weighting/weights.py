@@ -280,7 +280,7 @@ def propensity_em(
     position_idx: np.ndarray, bucket_idx: np.ndarray, rows: np.ndarray, clicks: np.ndarray,
     n_positions: int, n_buckets: int, max_iter: int = 2000, tol: float = 1e-7,
     bucket_group: np.ndarray | None = None, prior_rows: float = 0.0, noise_floor: bool = False,
-    monotone: bool = False,
+    monotone: bool = False, power_positions: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray, int, float]:
     """Position-based click model P(click) = theta_k * gamma_j fitted by EM (Wang et al. 2018).
 
@@ -300,6 +300,9 @@ def propensity_em(
     theta gamma is small and flatten theta at deep positions (Vardasbi et al. 2020's affine model).
     monotone: each M-step projects theta onto non-increasing in position (weighted by rows), which
     also pools sparse deep positions with their neighbours.
+    power_positions: the 1-based position of each index: theta_k = theta_1 k^-eta, two parameters
+    (`power_examination`); with a noise floor this is what makes the floor identifiable on a log
+    whose ranker shows each pair at similar positions.
     Positions are the indices 0..n_positions-1 in rank order.
     Returns (theta, gamma, iterations, eps). theta is identified only up to a common scale (theta
     gamma is what the data see), so callers report theta_k / theta_1.
@@ -310,22 +313,64 @@ def propensity_em(
     c = np.asarray(clicks, dtype=np.float64)
     n_k = np.maximum(np.bincount(k, weights=n, minlength=n_positions), EPS)
     n_j = np.maximum(np.bincount(j, weights=n, minlength=n_buckets), EPS)
-    # Start from the CTR shape: theta_k ~ ctr_k / max ctr (never exactly 1: theta=1 is a fixed
-    # point of the E-step), gamma_j ~ ctr_j.
     ctr_k = np.bincount(k, weights=c, minlength=n_positions) / n_k
-    theta = np.clip(0.9 * ctr_k / max(ctr_k.max(), EPS), 0.05, 0.9)
-    gamma = np.clip(np.bincount(j, weights=c, minlength=n_buckets) / n_j / theta.mean(), 0.01, 0.99)
-    eps = float(np.clip(0.5 * c.sum() / max(n.sum(), EPS), 0.001, 0.2)) if noise_floor else 0.0
+    ctr_j = np.bincount(j, weights=c, minlength=n_buckets) / n_j
+    if not noise_floor:
+        return (*_em_from(k, j, n, c, n_k, n_j, ctr_k, ctr_j, None, max_iter, tol, bucket_group, prior_rows,
+                          monotone, power_positions)[:3], 0.0)
+    # With a noise floor the likelihood has a poor local optimum at eps -> 0 with theta flat at deep
+    # positions (the plain model's answer), which a start from the CTR shape walks straight into.
+    # Start from several floors and keep the fit the data like best.
+    best = None
+    for eps0 in NOISE_FLOOR_STARTS:
+        fit = _em_from(k, j, n, c, n_k, n_j, ctr_k, ctr_j, eps0, max_iter, tol, bucket_group, prior_rows, monotone,
+                       power_positions)
+        if best is None or fit[4] > best[4]:
+            best = fit
+    theta, gamma, iterations, eps, _ = best
+    return theta, gamma, iterations, eps
+
+
+NOISE_FLOOR_STARTS = (0.0, 0.02, 0.05, 0.1, 0.2)
+
+
+def power_examination(e_k: np.ndarray, n_k: np.ndarray, positions: np.ndarray) -> np.ndarray:
+    """The M-step for theta_k = theta_1 * position^-eta: the (theta_1, eta) that maximise the expected
+    complete-data log-likelihood sum_k e_k log theta_k + (n_k - e_k) log(1 - theta_k), by a grid over
+    eta with theta_1 refined per eta. Two parameters instead of one per position: deep, sparse
+    positions borrow strength from the rest, and a noise floor becomes identifiable."""
+    pos = np.asarray(positions, dtype=np.float64)
+    eta = np.linspace(0.0, 3.0, 121)[:, None, None]
+    t1 = np.linspace(0.02, 0.99, 98)[None, :, None]
+    th = np.clip(t1 * pos[None, None, :] ** -eta, EPS, 1.0 - EPS)       # (eta, theta_1, position)
+    ll = np.sum(e_k * np.log(th) + (n_k - e_k) * np.log1p(-th), axis=2)
+    a, b = np.unravel_index(int(np.argmax(ll)), ll.shape)
+    return th[a, b]
+
+
+def _em_from(k, j, n, c, n_k, n_j, ctr_k, ctr_j, eps0: float | None, max_iter: int, tol: float,
+             bucket_group, prior_rows: float, monotone: bool, positions: np.ndarray | None):
+    """One EM run from a start derived from the CTRs (and noise floor eps0; None: no floor fitted).
+    Returns (theta, gamma, iterations, eps, log-likelihood of the clicks)."""
+    floor = eps0 or 0.0
+    # theta_k ~ (ctr_k - floor) / max: the CTR shape above the floor (never exactly 1: theta=1 is a
+    # fixed point of the E-step), gamma_j ~ ctr_j.
+    above = np.maximum(ctr_k - floor, 0.0)
+    theta = np.clip(0.9 * above / max(above.max(), EPS), 0.02, 0.9)
+    gamma = np.clip(np.maximum(ctr_j - floor, 0.0) / max(1.0 - floor, EPS) / theta.mean(), 0.01, 0.99)
+    eps = floor
     iterations = 0
     while iterations < max_iter:
         iterations += 1
         e1, r1, z1 = _e_step(n, c, theta[k], gamma[j], eps)
-        new_theta = np.bincount(k, weights=e1, minlength=n_positions) / n_k
-        if monotone:
+        new_theta = np.bincount(k, weights=e1, minlength=len(n_k)) / n_k
+        if positions is not None:
+            new_theta = power_examination(np.bincount(k, weights=e1, minlength=len(n_k)), n_k, positions)
+        elif monotone:
             new_theta = non_increasing(new_theta, n_k)
         new_theta = np.clip(new_theta, EPS, 1.0 - EPS)
-        new_eps = float(np.clip(z1.sum() / max(n.sum(), EPS), 0.0, 0.5)) if noise_floor else 0.0
-        r_j = np.bincount(j, weights=r1, minlength=n_buckets)
+        new_eps = float(np.clip(z1.sum() / max(n.sum(), EPS), 0.0, 0.5)) if eps0 is not None else 0.0
+        r_j = np.bincount(j, weights=r1, minlength=len(n_j))
         m_j = _group_prior(r_j, n_j, bucket_group, prior_rows)
         new_gamma = r_j / n_j if m_j is None else (r_j + prior_rows * m_j) / (n_j + prior_rows)
         new_gamma = np.clip(new_gamma, EPS, 1.0 - EPS)
@@ -333,7 +378,9 @@ def propensity_em(
         theta, gamma, eps = new_theta, new_gamma, new_eps
         if delta < tol:
             break
-    return theta, gamma, iterations, eps
+    p = np.clip(eps + (1.0 - eps) * theta[k] * gamma[j], EPS, 1.0 - EPS)
+    loglik = float(np.sum(c * np.log(p) + (n - c) * np.log1p(-p)))
+    return theta, gamma, iterations, eps, loglik
 
 
 def em_bucket_evidence(
