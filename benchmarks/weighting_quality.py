@@ -14,7 +14,7 @@ against the TRUE grades in two ways:
            training, so every strategy and 3 seeds fit in ~40 minutes on 2 CPU cores. Pairs that
            importance sampling dropped completely get the weighted base rate (a tie).
   model    (--train-runs, off unless named) `clickweight train` then `clickweight evaluate` on
-           the held-out queries: the trained cross-encoder's AUC / NDCG@10 (what DESIGN.md's
+           the held-out queries: the trained cross-encoder's AUC / NDCG@10 (the project's quality
            yardstick means; needs a GPU-sized step budget to leave chance level, see the note).
 
 Also: denoise's AUROC at flagging the injected noise clicks (noise_score among clicked rows;
