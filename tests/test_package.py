@@ -53,7 +53,7 @@ def test_archive_ships_the_environment_to_workers_without_it(tmp_path):
     assert built.returncode == 0, built.stderr[-3000:]
     with tarfile.open(archive) as tar:
         names = set(tar.getnames())
-    site = next(n.rsplit("/", 2)[0] for n in names if n.endswith("site-packages/udfs/scoring/bert.py"))
+    site = next(n.rsplit("/", 3)[0] for n in names if n.endswith("site-packages/udfs/scoring/bert.py"))
     assert {f"{site}/jobs/score.py", f"{site}/conf/defaults.yaml", f"{site}/training/recipe.py"} <= names
     assert not [n for n in names if "__editable__" in n or "/pyspark/jars/" in n]
     # Refuses to replace the archive without --overwrite.

@@ -217,10 +217,12 @@ def make_signal_mapper(strategy: str, params: dict[str, Any], propensity: dict[i
 
 def with_signals(df: DataFrame, strategy: str, params: dict[str, Any], propensity: dict[int, float],
                  p_noise: str) -> DataFrame:
-    """df plus loss, info_gain, propensity, noise_score, suspect, raw_weight (p_click dropped)."""
+    """df plus loss, info_gain, propensity, noise_score, suspect, raw_weight. p_click stays only where
+    the strategy reads it, so `clickweight explain` can put the row's numbers into the formula."""
     from pyspark.sql.types import StructField, StructType, _parse_datatype_string
 
-    drop = ("p_click",)
+    read = strategies.reads({"strategy": strategy, "combined": params.get("combined", {})})
+    drop = () if "p_click" in read else ("p_click",)
     fields = [f for f in df.schema.fields if f.name not in drop]
     fields += [StructField(n, _parse_datatype_string(t), True) for n, t in SIGNAL_FIELDS]
     return df.mapInArrow(make_signal_mapper(strategy, params, propensity, p_noise, drop), StructType(fields))

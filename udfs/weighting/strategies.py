@@ -200,7 +200,8 @@ def raw_weights(strategy: str, cols: Columns, params: Mapping[str, Any], rows: i
     if strategy == COMBINED:
         w = np.ones(n)
         for name, exponent in params["combined"].items():
-            w = w * entry(name).weight(cols, params) ** float(exponent)
+            if float(exponent) != 0.0:  # an exponent of 0 switches a signal off: its columns are not built
+                w = w * entry(name).weight(cols, params) ** float(exponent)
     else:
         w = entry(strategy).weight(cols, params)
     w = np.broadcast_to(np.asarray(w, dtype=np.float64), (n,))
