@@ -15,7 +15,8 @@ its share of the headroom to `truth`, and its gain over zero-shot per seed.
     .venv/bin/python -m benchmarks.quality --split test --seeds 0 1 2 3 4 --click-models all \\
         --configs naive,truth,clean,default --tag test
 
-Configurations: `naive` (uniform weights, pointwise; README's naive baseline), `default` (the
+Configurations: `naive` (uniform weights, pointwise; README's naive baseline), `listwise` (uniform
+weights, train.objective=listwise), `default` (the
 product's defaults), the oracles `truth` (each pair's true click probability as its label, through
 the same trainee and gate) and `clean` (the same queries' sessions without noise or position bias),
 any registered strategy by name, and `--config NAME=key=value;key=value` for anything else.
@@ -45,13 +46,14 @@ from udfs.weighting import strategies
 ROOT = Path(__file__).resolve().parent.parent
 CLI = str(Path(sys.executable).parent / "clickweight")
 POSITIVE = 2.5
-NAIVE = ["weighting.strategy=none"]   # README: the naive baseline
+NAIVE = ["weighting.strategy=none", "train.objective=pointwise"]   # README: the naive baseline
 ORACLES = ("truth", "clean")
 
 
 def named_configs(extra: list[str]) -> dict[str, list[str]]:
     configs = {"naive": NAIVE, "truth": NAIVE, "clean": NAIVE, "default": []}
     configs.update({s: [f"weighting.strategy={s}"] for s in strategies.names()})
+    configs["listwise"] = ["weighting.strategy=none", "train.objective=listwise"]
     for item in extra:
         name, _, sets = item.partition("=")
         configs[name] = [s for s in sets.split(";") if s]

@@ -16,7 +16,7 @@ from typing import Any
 import yaml
 
 import conf
-from training.metrics import SELECT_KEYS
+from training.metrics import OBJECTIVES, SELECT_KEYS
 from udfs.config_hash import config_hash  # noqa: F401  (jobs read it here)
 from udfs.errors import UserError
 from udfs.scoring.device import PRECISIONS, SCORER_PRECISIONS
@@ -185,6 +185,9 @@ def validate(cfg: dict[str, Any]) -> None:
            "scorer.precision=int8 is dynamic int8 quantisation for CPUs: use bf16 (or auto) on a GPU")
     _check(t["head_lr"] > 0, "train.head_lr must be > 0")
     _check(t["select_by"] in SELECT_KEYS, f"train.select_by: {' | '.join(SELECT_KEYS)}")
+    _check(t["objective"] in OBJECTIVES, f"train.objective: {' | '.join(OBJECTIVES)}")
+    _check(t["objective"] != "listwise" or t["compact_pairs"],
+           "train.objective=listwise trains on the pair table's per-query lists: it needs train.compact_pairs=true")
     _check(t["label_prior_impressions"] >= 0, "train.label_prior_impressions must be >= 0")
     _check(0 < t["pair_weight_power"] <= 1, "train.pair_weight_power must be in (0, 1]")
     sc = cfg["scorer"]

@@ -226,7 +226,8 @@ def write_pairs(scored: DataFrame, path: str, files: int) -> dict[str, Any]:
     try:
         totals = pairs_mod.pair_totals(pairs)
         (pairs_mod.with_pair_weight(pairs, totals["mean_weight_sum"] or 1.0)
-              .repartition(files, F.xxhash64("query", "title")).sortWithinPartitions("query", "title")
+              # by query: a query's pairs share a file (the listwise objective's batches need them together)
+              .repartition(files, F.xxhash64("query")).sortWithinPartitions("query", "title")
               .write.mode("overwrite").parquet(path))
     finally:
         pairs.unpersist()

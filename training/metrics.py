@@ -10,6 +10,9 @@ from udfs.clickstream.pairs import pair_targets
 from udfs.weighting.calibration import fit_logistic, logistic_sums
 from udfs.weighting.weights import bce, bce_with_logits
 
+# train.objective: pointwise (weighted BCE per pair) | listwise (training.model.weighted_listwise).
+OBJECTIVES = ("pointwise", "listwise")
+
 
 def auc(labels: np.ndarray, scores: np.ndarray) -> float | None:
     """ROC AUC via the Mann-Whitney statistic with tie-averaged ranks; None if one class is absent."""

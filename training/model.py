@@ -28,6 +28,7 @@ from typing import Any
 
 import torch
 
+from udfs.clickstream.schema import QUERY_KEY
 from udfs.errors import UserError
 from udfs.scoring import model_loader
 from udfs.scoring.device import autocast
@@ -177,14 +178,49 @@ def weighted_bce(logits: torch.Tensor, labels: torch.Tensor, weights: torch.Tens
     return (weights.float() * per_row).mean()
 
 
+def weighted_listwise(logits: torch.Tensor, labels: torch.Tensor, weights: torch.Tensor,
+                      groups: torch.Tensor) -> torch.Tensor:
+    """Softmax cross-entropy over each query's pairs in the batch (ListNet top-1; the listwise loss of
+    Hager et al. 2024), summed over queries and divided by the batch's rows:
+
+        sum_q W_q * -sum_{i in q} t_i log softmax_q(z)_i / rows,   t_i = y_i / sum_{j in q} y_j,
+        W_q = sum_{i in q} w_i
+
+    y_i is the pair's soft label (its click rate, or a corrected label), so the target is relative
+    relevance within the query, whatever each pair's exposure; w_i its weight, so a query counts in
+    proportion to its weighted impressions, as in the pointwise loss. A query with one pair in the
+    batch or no clicks has no listwise information and adds 0."""
+    z = logits.float()
+    y, w = labels.float(), weights.float()
+    _, inv = torch.unique(groups, return_inverse=True)
+    g = int(inv.max()) + 1 if len(inv) else 0
+    zeros = torch.zeros(g, dtype=z.dtype, device=z.device)
+    top = zeros.scatter_reduce(0, inv, z.detach(), reduce="amax", include_self=False)
+    shifted = z - top[inv]
+    log_p = shifted - torch.log(zeros.index_add(0, inv, torch.exp(shifted)))[inv]
+    y_sum = zeros.index_add(0, inv, y)
+    size = zeros.index_add(0, inv, torch.ones_like(y))
+    live = (y_sum > 0) & (size > 1)
+    target = torch.where(live[inv], y / y_sum.clamp_min(1e-12)[inv], torch.zeros_like(y))
+    per_query = -zeros.index_add(0, inv, target * log_p)
+    return (zeros.index_add(0, inv, w) * per_query * live).sum() / max(len(z), 1)
+
+
+def training_loss(objective: str, logits: torch.Tensor, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    if objective == "listwise":
+        return weighted_listwise(logits, batch["label"], batch["weight"], batch[QUERY_KEY])
+    return weighted_bce(logits, batch["label"], batch["weight"])
+
+
 def optimiser_step(forward: torch.nn.Module, model: torch.nn.Module, optim: torch.optim.Optimizer,
                    batch: dict[str, torch.Tensor], precision: str, device: str, max_grad_norm: float,
-                   sched: Any = None) -> float:
+                   sched: Any = None, objective: str = "pointwise") -> float:
     """One training step, the recipe's and the benchmarks': forward under autocast (`forward` is the
-    DDP wrapper or the model itself), weighted BCE, backward, gradient clipping on `model`, step."""
+    DDP wrapper or the model itself), the objective's weighted loss, backward, gradient clipping on
+    `model`, step."""
     with autocast(precision, device):
         logits = forward(batch)
-    loss = weighted_bce(logits, batch["label"], batch["weight"])
+    loss = training_loss(objective, logits, batch)
     optim.zero_grad(set_to_none=True)
     loss.backward()
     torch.nn.utils.clip_grad_norm_(model.parameters(), max_grad_norm)

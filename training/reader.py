@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from udfs.clickstream.schema import PAIR_TARGET_COLUMNS, PAIRS_DIR, ROW_TARGET_COLUMNS
+from udfs.clickstream.schema import PAIR_TARGET_COLUMNS, PAIRS_DIR, QUERY_KEY, ROW_TARGET_COLUMNS
 from udfs.errors import UserError
 
 EVAL_BUCKETS = 1000  # `query_bucket` is in [0, EVAL_BUCKETS); the held-out split is a bucket range
@@ -238,6 +238,48 @@ class ShuffleBuffer:
             self.size -= n
 
 
-def training_fields(input_columns: tuple[str, ...], compact_pairs: bool) -> tuple[str, ...]:
-    """The trainee's input columns plus the targets of the row or pair table."""
-    return (*input_columns, *(PAIR_TARGET_COLUMNS if compact_pairs else ROW_TARGET_COLUMNS))
+class QueryBatchBuffer(ShuffleBuffer):
+    """Batches of whole queries for the listwise objective: while the buffer holds more than its
+    capacity, the buffered rows are grouped by `key`, the groups shuffled (seeded), and batches of up
+    to n rows packed from whole groups. A query with more than n pairs is cut into chunks of n.
+    Every row goes into exactly one batch; on the final call the remainder goes out too, in batches
+    that may be smaller than n. The pair table keeps a query's pairs in one file, sorted, so a query
+    arrives whole unless a row group boundary cuts it: its two parts then train as two lists."""
+
+    def __init__(self, capacity: int, rng: np.random.Generator, key: str):
+        super().__init__(capacity, rng)
+        self.key = key
+
+    def take(self, n: int, final: bool = False) -> Iterator[dict[str, np.ndarray]]:
+        if not self.size or not (final or self.size > self.capacity):
+            return
+        merged = self._merged()
+        _, group = np.unique(merged[self.key], return_inverse=True)
+        order = np.argsort(group, kind="stable")
+        starts = np.r_[0, np.cumsum(np.bincount(group))]
+        chunks = [order[a:b][i:i + n] for a, b in zip(starts[:-1], starts[1:]) for i in range(0, b - a, n)]
+        chunks = [chunks[i] for i in self.rng.permutation(len(chunks))]
+        batches, current, rows = [], [], 0
+        for chunk in chunks:
+            if rows + len(chunk) > n:
+                batches.append(np.concatenate(current))
+                current, rows = [], 0
+            current.append(chunk)
+            rows += len(chunk)
+        if current:
+            batches.append(np.concatenate(current))
+        # Keep back about half the buffer (the groups of the last batches) to mix with what comes next.
+        emit = batches if final else batches[:max(1, len(batches) - self.capacity // (2 * max(n, 1)))]
+        for pick in emit:
+            yield {k: v[pick] for k, v in merged.items()}
+        kept = np.concatenate(batches[len(emit):]) if len(emit) < len(batches) else np.zeros(0, dtype=np.int64)
+        self.parts = [{k: v[kept] for k, v in merged.items()}]
+        self.size = len(kept)
+
+
+def training_fields(input_columns: tuple[str, ...], compact_pairs: bool,
+                    objective: str = "pointwise") -> tuple[str, ...]:
+    """The trainee's input columns plus the targets of the row or pair table (and the query key the
+    listwise objective groups by)."""
+    listwise = (QUERY_KEY,) if objective == "listwise" else ()
+    return (*input_columns, *(PAIR_TARGET_COLUMNS if compact_pairs else ROW_TARGET_COLUMNS), *listwise)

@@ -30,6 +30,7 @@ from training.metrics import SELECT_KEYS, held_out_metrics, targets
 from training.model import adamw, build_trainee, linear_warmup_decay, optimiser_step, save_trainee
 from training.progress import EpochProgress
 from training.reader import (
+    QueryBatchBuffer,
     ReaderGuardError,
     ShuffleBuffer,
     check_columns,
@@ -42,6 +43,7 @@ from training.reader import (
     training_fields,
     training_table,
 )
+from udfs.clickstream.schema import QUERY_KEY
 from udfs.errors import UserError
 from udfs.scoring.device import autocast, resolve_precision
 from udfs.weighting import calibration
@@ -122,7 +124,8 @@ class WeightedFinetuneRecipe:
         self.model = build_trainee(self.cfg["model"]["kind"], self.cfg["model"]["path"],
                                    self.score_summary.get("calibration")).to(self.device)
         self.model.train()
-        self.fields = (*training_fields(self.model.input_columns, self.compact), self.model.start_feature)
+        self.fields = (*training_fields(self.model.input_columns, self.compact, t["objective"]),
+                       self.model.start_feature)
         self.fields = tuple(dict.fromkeys(self.fields))
         self.eval_rows, train_rows, start_data = self._held_out_pass()
         self.start_head = self._fit_start_head(start_data) if t["recalibrate_start"] else None
@@ -206,7 +209,7 @@ class WeightedFinetuneRecipe:
 
     def _tensors(self, batch: dict[str, np.ndarray]) -> dict[str, torch.Tensor]:
         return {k: torch.from_numpy(np.ascontiguousarray(v)).to(self.device) for k, v in batch.items()
-                if k in self.model.input_columns or k in ("label", "weight")}
+                if k in self.model.input_columns or k in ("label", "weight", QUERY_KEY)}
 
     def evaluate(self) -> dict[str, Any]:
         """Held-out metrics of the current weights, over all ranks."""
@@ -227,7 +230,7 @@ class WeightedFinetuneRecipe:
 
     def _step(self, batch: dict[str, np.ndarray]) -> float:
         value = optimiser_step(self.ddp, self.model, self.optim, self._tensors(batch), self.precision,
-                               str(self.device), self.t["max_grad_norm"], self.sched)
+                               str(self.device), self.t["max_grad_norm"], self.sched, self.t["objective"])
         return _allreduce([value])[0] / self.world if self.world > 1 else value
 
     def train(self) -> None:
@@ -255,7 +258,9 @@ class WeightedFinetuneRecipe:
 
     def train_epoch(self, epoch: int) -> dict[str, Any]:
         t, state = self.t, self.state
-        buffer = ShuffleBuffer(t["shuffle_buffer_rows"], np.random.default_rng([t["seed"], epoch, self.rank]))
+        rng = np.random.default_rng([t["seed"], epoch, self.rank])
+        buffer = (QueryBatchBuffer(t["shuffle_buffer_rows"], rng, QUERY_KEY) if t["objective"] == "listwise"
+                  else ShuffleBuffer(t["shuffle_buffer_rows"], rng))
         rows_read, step = 0, 0
         read_wait_s = step_s = 0.0
         progress = EpochProgress(f"epoch {epoch + 1}/{t['epochs']}", self.steps, state.step_in_epoch,
@@ -291,6 +296,7 @@ class WeightedFinetuneRecipe:
             train = ~is_eval(batch["query_bucket"], t["eval_fraction"])
             part = {k: v[train] for k, v in batch.items()}
             buffer.add({**{k: part[k] for k in self.model.input_columns},
+                        **({QUERY_KEY: part[QUERY_KEY]} if QUERY_KEY in part else {}),
                         **{k: v for k, v in targets(part, self.compact, t).items() if k in ("label", "weight")}})
             run_batches(final=False)
         run_batches(final=True)

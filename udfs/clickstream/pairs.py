@@ -15,7 +15,7 @@ from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
 from udfs.aggregates import exact_avg, exact_sum
-from udfs.clickstream.schema import MODEL_INPUT_COLUMNS
+from udfs.clickstream.schema import MODEL_INPUT_COLUMNS, QUERY_KEY
 
 PAIR_KEY = ("query", "title")  # trimmed: the scorer and the trainee see the trimmed texts
 # Per-pair constants carried from any of its rows (equal on every row of the pair).
@@ -23,7 +23,8 @@ PAIR_CONSTANTS = ("query_bucket", "relevance", "p_model", "prior_logit", *MODEL_
 
 
 def compact_pairs(rows: DataFrame) -> DataFrame:
-    """Weighted rows -> one row per trimmed (query, title): label, weight_sum, impressions, clicks.
+    """Weighted rows -> one row per trimmed (query, title): label, weight_sum, impressions, clicks,
+    query_key.
 
     `weight` (mean 1 over pairs) is added by `with_pair_weight` once the mean is known."""
     w, y = F.col("weight"), F.col("clicked")
@@ -33,6 +34,7 @@ def compact_pairs(rows: DataFrame) -> DataFrame:
                       F.count("*").alias("impressions"), F.sum(y).cast("long").alias("clicks"),
                       *[F.first(c).alias(c) for c in present])
                  .withColumn("label", F.col("_wy") / F.col("weight_sum"))
+                 .withColumn(QUERY_KEY, F.xxhash64("query"))
                  .drop("_wy"))
     if "pair_relevance" in present:  # weighting.pair_label=click_model: the click model's corrected label
         pairs = (pairs.withColumn("label", F.coalesce(F.col("pair_relevance"), F.col("label")))

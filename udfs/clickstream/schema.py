@@ -70,6 +70,10 @@ def read_folder(spark, folder: str) -> DataFrame:
 # What the trainer reads besides the trainee's own input columns: row table / pair table.
 ROW_TARGET_COLUMNS = ("clicked", "weight", "p_model", "query_bucket")
 PAIR_TARGET_COLUMNS = ("label", "weight", "impressions", "clicks", "p_model", "query_bucket")
+# A number per trimmed query in the pair table: the listwise objective groups a batch's pairs by it
+# (the trainer reads numeric columns only). The pair table's files are partitioned by query, so a
+# query's pairs sit in one file, next to each other.
+QUERY_KEY = "query_key"
 
 # Control characters other than tab / newline / carriage return.
 _CONTROL_CHARS = "[\\x00-\\x08\\x0b\\x0c\\x0e-\\x1f\\x7f]"
