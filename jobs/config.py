@@ -185,9 +185,15 @@ def validate(cfg: dict[str, Any]) -> None:
            "scorer.precision=int8 is dynamic int8 quantisation for CPUs: use bf16 (or auto) on a GPU")
     _check(t["head_lr"] > 0, "train.head_lr must be > 0")
     _check(t["select_by"] in SELECT_KEYS, f"train.select_by: {' | '.join(SELECT_KEYS)}")
+    _check(isinstance(cfg["output"]["position_buckets"], int) and cfg["output"]["position_buckets"] >= 1,
+           "output.position_buckets must be an integer >= 1")
     _check(t["objective"] in OBJECTIVES, f"train.objective: {' | '.join(OBJECTIVES)}")
     _check(t["objective"] != "listwise" or t["compact_pairs"],
            "train.objective=listwise trains on the pair table's per-query lists: it needs train.compact_pairs=true")
+    _check(isinstance(t["position_tower"], bool), "train.position_tower must be true or false")
+    _check(not t["position_tower"] or (t["compact_pairs"] and t["objective"] == "pointwise"),
+           "train.position_tower trains on the pair table's per-position click rates with the pointwise loss: "
+           "it needs train.compact_pairs=true and train.objective=pointwise")
     _check(t["label_prior_impressions"] >= 0, "train.label_prior_impressions must be >= 0")
     _check(0 < t["pair_weight_power"] <= 1, "train.pair_weight_power must be in (0, 1]")
     sc = cfg["scorer"]

@@ -220,9 +220,9 @@ def parquet_layout(fs: HadoopFS, pattern: str) -> dict[str, int]:
     return {"files": len(footers), "row_groups": sum(g for _, g in footers), "rows": sum(r for r, _ in footers)}
 
 
-def write_pairs(scored: DataFrame, path: str, files: int) -> dict[str, Any]:
+def write_pairs(scored: DataFrame, path: str, files: int, position_buckets: int) -> dict[str, Any]:
     """The compacted training table (udfs/clickstream/pairs.py) in `files` Parquet files; its totals."""
-    pairs = pairs_mod.compact_pairs(scored).persist(StorageLevel.MEMORY_AND_DISK)
+    pairs = pairs_mod.compact_pairs(scored, position_buckets).persist(StorageLevel.MEMORY_AND_DISK)
     try:
         totals = pairs_mod.pair_totals(pairs)
         (pairs_mod.with_pair_weight(pairs, totals["mean_weight_sum"] or 1.0)
@@ -268,7 +268,8 @@ def _write_and_verify(scored: DataFrame, quarantined: DataFrame, staged: str, cf
            .write.mode("overwrite").partitionBy("event_date").parquet(staged))
     quarantined.repartition(1).write.mode("overwrite").parquet(f"{staged}/_quarantine")
     pair_files = ranks * cfg["output"]["min_row_groups_per_rank"]
-    summary["pairs"] = write_pairs(scored, f"{staged}/{schema.PAIRS_DIR}", pair_files)
+    summary["pairs"] = write_pairs(scored, f"{staged}/{schema.PAIRS_DIR}", pair_files,
+                                   cfg["output"]["position_buckets"])
     timings = summary.setdefault("timings_s", {})
     timings["write"] = round(time.perf_counter() - t0, 3)
     log.info("score: written in %.1fs; reading back to reconcile counts", timings["write"])

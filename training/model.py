@@ -28,7 +28,7 @@ from typing import Any
 
 import torch
 
-from udfs.clickstream.schema import QUERY_KEY
+from udfs.clickstream.schema import POSITION_LABEL, POSITION_WEIGHT, QUERY_KEY
 from udfs.errors import UserError
 from udfs.scoring import model_loader
 from udfs.scoring.device import autocast
@@ -59,7 +59,31 @@ def mean_pooled(encoder, ids: torch.Tensor, lengths: torch.Tensor) -> torch.Tens
     return torch.nn.functional.normalize(pooled.float(), dim=-1)
 
 
-class BiEncoderTrainee(torch.nn.Module):
+class Trainee(torch.nn.Module):
+    """What both trainees share: an optional position tower (train.position_tower).
+
+    With a tower, a training batch that carries the pair table's per-position columns gets a logit
+    per pair and position bucket, z + t_k (two-tower / PAL: the relevance tower explains relevance,
+    t_k explains position). Evaluation batches do not carry them, and export saves the relevance
+    tower alone, so the tower is dropped wherever the model is used."""
+
+    def __init__(self):
+        super().__init__()
+        self.register_parameter("position_tower", None)  # state dicts hold it only once it is added
+
+    def add_position_tower(self, logits: list[float]) -> None:
+        self.position_tower = torch.nn.Parameter(torch.tensor(logits, dtype=torch.float32))
+
+    def _by_position(self, z: torch.Tensor, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        if self.position_tower is not None and POSITION_WEIGHT in batch:
+            return z.unsqueeze(1) + self.position_tower.unsqueeze(0)
+        return z
+
+    def tower_parameters(self) -> list[torch.nn.Parameter]:
+        return [self.position_tower] if self.position_tower is not None else []
+
+
+class BiEncoderTrainee(Trainee):
     """z = a * cos(emb(q), emb(t)) + b over one shared encoder."""
 
     kind = "bi_encoder"
@@ -78,12 +102,12 @@ class BiEncoderTrainee(torch.nn.Module):
         return self.a_sign * torch.exp(self.log_abs_a)
 
     def head_parameters(self) -> list[torch.nn.Parameter]:
-        return [self.log_abs_a, self.b]
+        return [self.log_abs_a, self.b, *self.tower_parameters()]
 
     def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         eq = mean_pooled(self.encoder, batch["query_ids"], batch["query_len"])
         et = mean_pooled(self.encoder, batch["title_ids"], batch["title_len"])
-        return self.a * (eq * et).sum(-1) + self.b
+        return self._by_position(self.a * (eq * et).sum(-1) + self.b, batch)
 
     def calibration(self) -> dict[str, float]:
         return {"a": float(self.a.detach()), "b": float(self.b.detach())}
@@ -99,7 +123,7 @@ class BiEncoderTrainee(torch.nn.Module):
         self.b.fill_(b)
 
 
-class CrossEncoderTrainee(torch.nn.Module):
+class CrossEncoderTrainee(Trainee):
     """z = head(BERT([CLS] q [SEP] t [SEP])) + prior_logit, the head zero-initialised."""
 
     kind = "cross_encoder"
@@ -111,7 +135,7 @@ class CrossEncoderTrainee(torch.nn.Module):
         self.model = model
 
     def head_parameters(self) -> list[torch.nn.Parameter]:
-        return list(self.model.classifier.parameters())
+        return [*self.model.classifier.parameters(), *self.tower_parameters()]
 
     def start_head(self) -> tuple[float, float, bool]:
         return 1.0, float(self.model.classifier.bias.detach()[0]), False
@@ -125,7 +149,7 @@ class CrossEncoderTrainee(torch.nn.Module):
         ids = batch["input_ids"][:, :width].long()
         types = batch["token_type_ids"][:, :width].long()
         logits = self.model(input_ids=ids, token_type_ids=types, attention_mask=_mask(batch["input_len"], width)).logits
-        return logits[:, 0].float() + batch["prior_logit"].float()
+        return self._by_position(logits[:, 0].float() + batch["prior_logit"].float(), batch)
 
 
 def build_trainee(kind: str, path: str | None, calibration: dict[str, float] | None) -> torch.nn.Module:
@@ -206,7 +230,16 @@ def weighted_listwise(logits: torch.Tensor, labels: torch.Tensor, weights: torch
     return (zeros.index_add(0, inv, w) * per_query * live).sum() / max(len(z), 1)
 
 
+def weighted_bce_by_position(logits: torch.Tensor, labels: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """sum_{i,k} W_ik * BCE(sigmoid(z_ik), y_ik) / rows: the pair table's per-position click rates y_ik
+    and weights W_ik (sum_k W_ik = w_i). With equal logits across k it equals weighted_bce."""
+    per = torch.nn.functional.binary_cross_entropy_with_logits(logits.float(), labels.float(), reduction="none")
+    return (weights.float() * per).sum() / max(len(logits), 1)
+
+
 def training_loss(objective: str, logits: torch.Tensor, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    if logits.dim() == 2:  # the position tower's logit per pair and position
+        return weighted_bce_by_position(logits, batch[POSITION_LABEL], batch[POSITION_WEIGHT])
     if objective == "listwise":
         return weighted_listwise(logits, batch["label"], batch["weight"], batch[QUERY_KEY])
     return weighted_bce(logits, batch["label"], batch["weight"])

@@ -15,7 +15,14 @@ from pathlib import Path
 
 import numpy as np
 
-from udfs.clickstream.schema import PAIR_TARGET_COLUMNS, PAIRS_DIR, QUERY_KEY, ROW_TARGET_COLUMNS
+from udfs.clickstream.schema import (
+    PAIR_TARGET_COLUMNS,
+    PAIRS_DIR,
+    POSITION_LABEL,
+    POSITION_WEIGHT,
+    QUERY_KEY,
+    ROW_TARGET_COLUMNS,
+)
 from udfs.errors import UserError
 
 EVAL_BUCKETS = 1000  # `query_bucket` is in [0, EVAL_BUCKETS); the held-out split is a bucket range
@@ -277,9 +284,10 @@ class QueryBatchBuffer(ShuffleBuffer):
         self.size = len(kept)
 
 
-def training_fields(input_columns: tuple[str, ...], compact_pairs: bool,
-                    objective: str = "pointwise") -> tuple[str, ...]:
+def training_fields(input_columns: tuple[str, ...], compact_pairs: bool, objective: str = "pointwise",
+                    position_tower: bool = False) -> tuple[str, ...]:
     """The trainee's input columns plus the targets of the row or pair table (and the query key the
-    listwise objective groups by)."""
+    listwise objective groups by, the per-position columns the position tower trains on)."""
     listwise = (QUERY_KEY,) if objective == "listwise" else ()
-    return (*input_columns, *(PAIR_TARGET_COLUMNS if compact_pairs else ROW_TARGET_COLUMNS), *listwise)
+    tower = (POSITION_LABEL, POSITION_WEIGHT) if position_tower else ()
+    return (*input_columns, *(PAIR_TARGET_COLUMNS if compact_pairs else ROW_TARGET_COLUMNS), *listwise, *tower)

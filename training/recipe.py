@@ -43,7 +43,7 @@ from training.reader import (
     training_fields,
     training_table,
 )
-from udfs.clickstream.schema import QUERY_KEY
+from udfs.clickstream.schema import POSITION_LABEL, POSITION_WEIGHT, QUERY_KEY
 from udfs.errors import UserError
 from udfs.scoring.device import autocast, resolve_precision
 from udfs.weighting import calibration
@@ -124,11 +124,15 @@ class WeightedFinetuneRecipe:
         self.model = build_trainee(self.cfg["model"]["kind"], self.cfg["model"]["path"],
                                    self.score_summary.get("calibration")).to(self.device)
         self.model.train()
-        self.fields = (*training_fields(self.model.input_columns, self.compact, t["objective"]),
+        self.tower = bool(t["position_tower"])
+        self.fields = (*training_fields(self.model.input_columns, self.compact, t["objective"], self.tower),
                        self.model.start_feature)
         self.fields = tuple(dict.fromkeys(self.fields))
-        self.eval_rows, train_rows, start_data = self._held_out_pass()
+        self.eval_rows, train_rows, start_data, position_weights = self._held_out_pass()
         self.start_head = self._fit_start_head(start_data) if t["recalibrate_start"] else None
+        if self.tower:
+            self.model.add_position_tower(self._tower_start(position_weights))
+            self.model.to(self.device)
         self.ddp = torch.nn.parallel.DistributedDataParallel(self.model) if dist.is_initialized() else self.model
         self.optim = adamw(self.model, t["lr"], t["weight_decay"], t["head_lr"])
         self.steps = self._plan_steps(train_rows)
@@ -139,15 +143,16 @@ class WeightedFinetuneRecipe:
         self.resumed_from = self.state.global_step
         self.best_weights = ckpt.load_best(self.ckpt_dir) or ckpt.snapshot(self.model)
 
-    def _held_out_pass(self) -> tuple[dict[str, np.ndarray], int]:
-        """One guarded pass over this rank's shard: its held-out rows (kept for every evaluation) and
-        how many rows it will train on."""
+    def _held_out_pass(self) -> tuple[dict[str, np.ndarray], int, np.ndarray, np.ndarray | None]:
+        """One guarded pass over this rank's shard: its held-out rows (kept for every evaluation), how
+        many rows it will train on, the start head's fitting data and (position tower) the training
+        rows' summed weight per position bucket."""
         check_columns(self.table, self.fields)
         groups = dataset_row_groups(self.table)
         if groups < self.world:
             raise UserError(f"{self.table} has {groups} row groups for {self.world} ranks: re-run score with "
                              "more output files (output.files_per_date / output.min_row_groups_per_rank)")
-        held, start, train_rows, rows = [], [], 0, 0
+        held, start, train_rows, rows, by_position = [], [], 0, 0, None
         feature = self.model.start_feature
         shard = iter_shard(self.table, self.rank, self.world, seed=0, fields=self.fields, pool=self.t["reader_pool"])
         for batch in shard:
@@ -159,9 +164,27 @@ class WeightedFinetuneRecipe:
             part = {k: v[~mask] for k, v in batch.items()}
             tg = targets(part, self.compact, self.t)
             start.append(np.stack([part[feature].astype(np.float64), tg["label"], tg["weight"]]))
+            if self.tower and len(part[POSITION_WEIGHT]):
+                sums = np.asarray(np.stack(part[POSITION_WEIGHT]), np.float64).sum(axis=0)
+                by_position = sums if by_position is None else by_position + sums
         check_rows_read(int(_allreduce([rows])[0]), self.table, "held-out pass")
         merged = {k: np.concatenate([h[k] for h in held]) for k in held[0]} if held else {}
-        return merged, train_rows, (np.concatenate(start, axis=1) if start else np.zeros((3, 0)))
+        if self.tower:  # every rank's sums (a collective: each rank takes part, with zeros if it has none)
+            width = self.cfg["output"]["position_buckets"] if by_position is None else len(by_position)
+            by_position = np.array(_allreduce(list(by_position if by_position is not None else np.zeros(width))))
+        return (merged, train_rows, (np.concatenate(start, axis=1) if start else np.zeros((3, 0))),
+                by_position)
+
+    def _tower_start(self, position_weights: np.ndarray) -> list[float]:
+        """The position tower's start: t_k = log theta_k, the score job's examination propensity (its
+        deepest bucket the propensity there), centred so that its training-weighted mean is 0 (the
+        start head was fitted without positions, so the start's average logit stays where it was)."""
+        theta = {int(k): float(v) for k, v in (self.score_summary.get("propensity") or {}).items()}
+        floor = float(self.cfg["weighting"]["propensity_min"])
+        logs = np.log([max(theta.get(k, floor), floor) for k in range(1, len(position_weights) + 1)])
+        total = position_weights.sum()
+        centre = float(np.dot(position_weights, logs) / total) if total > 0 else 0.0
+        return (logs - centre).tolist()
 
     def _fit_start_head(self, data: np.ndarray) -> dict[str, float]:
         """The start's click head refitted to the training loss on the training rows: (a, b) of a
@@ -207,9 +230,11 @@ class WeightedFinetuneRecipe:
 
     # ------------------------------------------------------------ train
 
-    def _tensors(self, batch: dict[str, np.ndarray]) -> dict[str, torch.Tensor]:
-        return {k: torch.from_numpy(np.ascontiguousarray(v)).to(self.device) for k, v in batch.items()
-                if k in self.model.input_columns or k in ("label", "weight", QUERY_KEY)}
+    def _tensors(self, batch: dict[str, np.ndarray], training: bool = True) -> dict[str, torch.Tensor]:
+        """The batch's model inputs and (training) the loss's columns, as tensors on the device."""
+        loss = ("label", "weight", QUERY_KEY, POSITION_LABEL, POSITION_WEIGHT) if training else ()
+        return {k: torch.from_numpy(np.ascontiguousarray(_dense(v))).to(self.device) for k, v in batch.items()
+                if k in self.model.input_columns or k in loss}
 
     def evaluate(self) -> dict[str, Any]:
         """Held-out metrics of the current weights, over all ranks."""
@@ -219,7 +244,7 @@ class WeightedFinetuneRecipe:
         size = self.t["batch_size"] * 2
         with torch.inference_mode(), autocast(self.precision, str(self.device)):
             for i in range(0, n, size):
-                b = self._tensors({k: v[i:i + size] for k, v in rows.items()})
+                b = self._tensors({k: v[i:i + size] for k, v in rows.items()}, training=False)
                 out.append(self.model(b).float().cpu().numpy())
         self.model.train()
         names = ("label", "weight", "clicks", "impressions")
@@ -296,7 +321,7 @@ class WeightedFinetuneRecipe:
             train = ~is_eval(batch["query_bucket"], t["eval_fraction"])
             part = {k: v[train] for k, v in batch.items()}
             buffer.add({**{k: part[k] for k in self.model.input_columns},
-                        **({QUERY_KEY: part[QUERY_KEY]} if QUERY_KEY in part else {}),
+                        **{k: part[k] for k in (QUERY_KEY, POSITION_LABEL, POSITION_WEIGHT) if k in part},
                         **{k: v for k, v in targets(part, self.compact, t).items() if k in ("label", "weight")}})
             run_batches(final=False)
         run_batches(final=True)
@@ -351,6 +376,7 @@ class WeightedFinetuneRecipe:
             "stopped_early": state.stopped_early, "rows_per_epoch": dataset_rows(self.table),
             "train_rows_per_epoch": self.steps * self.t["batch_size"] * self.world,
             "scorer": self.score_summary.get("scorer_model"), "input_run_id": self.score_summary.get("run_id"),
+            "objective": self.t["objective"], "position_tower": self._tower_summary(),
             "seconds": round(time.time() - self.started, 2),
         }
         if self.rank == 0:
@@ -362,10 +388,25 @@ class WeightedFinetuneRecipe:
             (self.out / "train_summary.json").write_text(json.dumps(summary, indent=2, default=str) + "\n")
         return summary
 
+    def _tower_summary(self) -> dict[str, list[float]] | None:
+        """The selected model's position tower: its logits and exp(t_k - t_1), the examination it learnt
+        relative to position 1 (dropped at export: the saved model is the relevance tower alone)."""
+        t = self.best_weights.get("position_tower")
+        if t is None:
+            return None
+        t = t.float().cpu().numpy()
+        return {"logits": [round(float(v), 5) for v in t],
+                "examination": [round(float(v), 5) for v in np.exp(t - t[0])]}
+
     def cleanup(self) -> None:
         if dist.is_initialized():
             dist.barrier()
             dist.destroy_process_group()
+
+
+def _dense(v: np.ndarray) -> np.ndarray:
+    """A column of equal-length arrays (petastorm may hand them over as an object array) as a 2-D array."""
+    return np.stack(v) if v.dtype == object else v
 
 
 def train_worker(input_dir: str, output_dir: str, cfg: dict[str, Any]) -> dict[str, Any]:

@@ -15,27 +15,40 @@ from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
 from udfs.aggregates import exact_avg, exact_sum
-from udfs.clickstream.schema import MODEL_INPUT_COLUMNS, QUERY_KEY
+from udfs.clickstream.schema import MODEL_INPUT_COLUMNS, POSITION_LABEL, POSITION_WEIGHT, QUERY_KEY
 
 PAIR_KEY = ("query", "title")  # trimmed: the scorer and the trainee see the trimmed texts
 # Per-pair constants carried from any of its rows (equal on every row of the pair).
 PAIR_CONSTANTS = ("query_bucket", "relevance", "p_model", "prior_logit", *MODEL_INPUT_COLUMNS)
 
 
-def compact_pairs(rows: DataFrame) -> DataFrame:
+def compact_pairs(rows: DataFrame, position_buckets: int = 10) -> DataFrame:
     """Weighted rows -> one row per trimmed (query, title): label, weight_sum, impressions, clicks,
-    query_key.
+    query_key, and per position bucket (positions 1 .. B-1 each, B and deeper pooled) the summed
+    weight `_pos_w` and weighted click rate `position_label` (0 where the pair was not shown there).
+    train.position_tower trains on those: sum_k W_k BCE(p_k, y_k) is the row loss of a model whose
+    click probability depends on the position too, exactly as the pair label is for one that does not.
 
-    `weight` (mean 1 over pairs) is added by `with_pair_weight` once the mean is known."""
+    `weight` and `position_weight` (mean 1 over pairs) are added by `with_pair_weight` once the mean
+    is known."""
     w, y = F.col("weight"), F.col("clicked")
     present = [c for c in (*PAIR_CONSTANTS, "pair_relevance") if c in rows.columns]
+    bucket = F.least(F.col("position"), F.lit(position_buckets))
+    per_position = [agg for k in range(1, position_buckets + 1)
+                    for agg in (exact_sum(F.when(bucket == k, w).otherwise(0.0)).alias(f"_w{k}"),
+                                exact_sum(F.when(bucket == k, w * y).otherwise(0.0)).alias(f"_wy{k}"))]
     pairs = (rows.groupBy(F.trim("query").alias("query"), F.trim("title").alias("title"))
                  .agg(exact_sum(w * y).alias("_wy"), exact_sum(w).alias("weight_sum"),
                       F.count("*").alias("impressions"), F.sum(y).cast("long").alias("clicks"),
-                      *[F.first(c).alias(c) for c in present])
+                      *per_position, *[F.first(c).alias(c) for c in present])
                  .withColumn("label", F.col("_wy") / F.col("weight_sum"))
                  .withColumn(QUERY_KEY, F.xxhash64("query"))
-                 .drop("_wy"))
+                 .withColumn("_pos_w", F.array(*[F.col(f"_w{k}") for k in range(1, position_buckets + 1)]))
+                 .withColumn(POSITION_LABEL, F.array(*[
+                     F.when(F.col(f"_w{k}") > 0, F.col(f"_wy{k}") / F.col(f"_w{k}")).otherwise(0.0)
+                     for k in range(1, position_buckets + 1)]))
+                 .drop("_wy", *[f"_w{k}" for k in range(1, position_buckets + 1)],
+                       *[f"_wy{k}" for k in range(1, position_buckets + 1)]))
     if "pair_relevance" in present:  # weighting.pair_label=click_model: the click model's corrected label
         pairs = (pairs.withColumn("label", F.coalesce(F.col("pair_relevance"), F.col("label")))
                       .drop("pair_relevance"))
@@ -51,7 +64,10 @@ def pair_totals(pairs: DataFrame) -> dict[str, float]:
 
 
 def with_pair_weight(pairs: DataFrame, mean_weight_sum: float) -> DataFrame:
-    return pairs.withColumn("weight", F.col("weight_sum") / F.lit(mean_weight_sum))
+    scale = F.lit(mean_weight_sum)
+    return (pairs.withColumn("weight", F.col("weight_sum") / scale)
+                 .withColumn(POSITION_WEIGHT, F.transform("_pos_w", lambda v: v / scale))
+                 .drop("_pos_w"))
 
 
 def pair_targets(label: np.ndarray, weight: np.ndarray, impressions: np.ndarray, prior_p: np.ndarray,

@@ -74,6 +74,9 @@ PAIR_TARGET_COLUMNS = ("label", "weight", "impressions", "clicks", "p_model", "q
 # (the trainer reads numeric columns only). The pair table's files are partitioned by query, so a
 # query's pairs sit in one file, next to each other.
 QUERY_KEY = "query_key"
+# Per position bucket (output.position_buckets) in the pair table: weight (sums to `weight`) and
+# weighted click rate; train.position_tower reads them.
+POSITION_WEIGHT, POSITION_LABEL = "position_weight", "position_label"
 
 # Control characters other than tab / newline / carriage return.
 _CONTROL_CHARS = "[\\x00-\\x08\\x0b\\x0c\\x0e-\\x1f\\x7f]"

@@ -1,5 +1,7 @@
-"""train.objective=listwise: the loss (against a loop written out by hand), batches of whole queries,
-and the real recipe on a tiny BERT over a real score output's pair table (torchrun, 2 ranks, gloo)."""
+"""The training objectives beside the pointwise default: train.objective=listwise (the loss against a
+loop written out by hand, batches of whole queries) and train.position_tower (the pair table's
+per-position sums, the loss, the tower dropped at export), each through the real recipe on a tiny BERT
+over a real score output's pair table (torchrun, 2 ranks, gloo)."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -14,9 +16,9 @@ from jobs import config
 from jobs.generate import generate, write
 from jobs.score import run_score
 from jobs.train import run_training
-from training.model import weighted_listwise
+from training.model import weighted_bce, weighted_bce_by_position, weighted_listwise
 from training.reader import QueryBatchBuffer
-from udfs.clickstream.schema import PAIRS_DIR, QUERY_KEY
+from udfs.clickstream.schema import PAIRS_DIR, POSITION_LABEL, POSITION_WEIGHT, QUERY_KEY
 from udfs.errors import UserError
 
 
@@ -88,12 +90,28 @@ def test_query_batches_hold_whole_queries_every_row_once_and_are_seeded():
     assert not all(np.array_equal(a["x"], b["x"]) for a, b in zip(batches, run(1)[0]))
 
 
-def test_listwise_needs_the_pair_table(tiny_model_dir):
-    with pytest.raises(UserError, match="compact_pairs"):
-        config.load_config(overrides=tiny_overrides(tiny_model_dir, "train.objective=listwise",
-                                                    "train.compact_pairs=false"))
-    with pytest.raises(UserError, match="train.objective"):
-        config.load_config(overrides=tiny_overrides(tiny_model_dir, "train.objective=pairwise"))
+def test_listwise_and_the_tower_need_the_pair_table(tiny_model_dir):
+    for bad, message in ((("train.objective=listwise", "train.compact_pairs=false"), "compact_pairs"),
+                         (("train.objective=pairwise",), "train.objective"),
+                         (("train.position_tower=true", "train.compact_pairs=false"), "position_tower"),
+                         (("train.position_tower=true", "train.objective=listwise"), "position_tower")):
+        with pytest.raises(UserError, match=message):
+            config.load_config(overrides=tiny_overrides(tiny_model_dir, *bad))
+
+
+def test_position_loss_is_the_pointwise_loss_when_the_tower_is_flat():
+    rng = np.random.default_rng(2)
+    n, k = 12, 10
+    pw = rng.uniform(0, 1, (n, k)) * (rng.random((n, k)) < 0.4)
+    pl = np.where(pw > 0, rng.random((n, k)), 0.0)
+    w = pw.sum(1)
+    label = np.divide((pw * pl).sum(1), w, out=np.zeros(n), where=w > 0)
+    z = torch.tensor(rng.normal(0, 2, n))
+    flat = weighted_bce_by_position(z[:, None].expand(n, k), torch.tensor(pl), torch.tensor(pw))
+    assert float(flat) == pytest.approx(float(weighted_bce(z, torch.tensor(label), torch.tensor(w))), rel=1e-6)
+    tower = torch.tensor(np.linspace(0, -2, k))
+    moved = weighted_bce_by_position(z[:, None] + tower[None, :], torch.tensor(pl), torch.tensor(pw))
+    assert float(moved) != pytest.approx(float(flat), rel=1e-6)
 
 
 @pytest.fixture(scope="module")
@@ -118,6 +136,49 @@ def test_the_pair_table_keeps_each_query_in_one_file(weighted):
     pairs = pd.read_parquet(Path(weighted) / PAIRS_DIR, columns=["query", QUERY_KEY])
     assert pairs.groupby("query")[QUERY_KEY].nunique().eq(1).all()
     assert pairs.groupby(QUERY_KEY)["query"].nunique().eq(1).all()
+
+
+def test_pair_table_per_position_sums_reconcile_with_the_rows(weighted):
+    pairs = pd.read_parquet(Path(weighted) / PAIRS_DIR)
+    rows = pd.read_parquet(weighted, columns=["query", "title", "position", "clicked", "weight"])
+    pw, pl = np.stack(pairs[POSITION_WEIGHT].to_numpy()), np.stack(pairs[POSITION_LABEL].to_numpy())
+    assert pw.shape == (len(pairs), 10)
+    np.testing.assert_allclose(pw.sum(1), pairs["weight"], rtol=1e-9)
+    np.testing.assert_allclose((pw * pl).sum(1), pairs["weight"] * pairs["label"], rtol=1e-9, atol=1e-12)
+    rows = rows.assign(query=rows["query"].str.strip(), title=rows["title"].str.strip(),
+                       bucket=rows["position"].clip(upper=10), wy=rows["weight"] * rows["clicked"])
+    sums = rows.groupby(["query", "title", "bucket"])[["weight", "wy"]].sum()
+    scale = pairs["weight_sum"].sum() / pairs["weight"].sum()
+    index = {(q, t): i for i, (q, t) in enumerate(zip(pairs["query"], pairs["title"]))}
+    for (q, t, b), (w, wy) in sums.iterrows():
+        i = index[(q, t)]
+        assert pw[i, b - 1] * scale == pytest.approx(w, rel=1e-9)
+        assert pl[i, b - 1] == pytest.approx(wy / w, rel=1e-9)
+    assert (pw > 0).sum() == len(sums)  # and nothing at positions the pair was not shown at
+
+
+def test_position_tower_trains_is_reported_and_is_dropped_at_export(weighted, tiny_model_dir, tmp_path):
+    from transformers import AutoModel
+
+    sets = ("train.launcher=torchrun", "train.batch_size=16", "train.epochs=1", "train.lr=0.002",
+            "train.warmup_ratio=0.0", "train.eval_fraction=0.3", "train.precision=fp32", "scorer.precision=fp32")
+    plain = run_training(weighted, str(tmp_path / "plain"), config.load_config(overrides=tiny_overrides(
+        tiny_model_dir, *sets)))
+    towered = run_training(weighted, str(tmp_path / "tower"), config.load_config(overrides=tiny_overrides(
+        tiny_model_dir, *sets, "train.position_tower=true", "train.head_lr=0.05")))
+    assert plain["position_tower"] is None
+    tower = towered["position_tower"]
+    assert len(tower["logits"]) == 10 and tower["examination"][0] == 1.0
+    # The start is evaluated without the tower: the same held-out figures as without one.
+    key = towered["selected_by"]
+    assert towered["start"][key] == pytest.approx(plain["start"][key], rel=1e-9)
+    # Training moved the loss (the tower is in it) and the export is the relevance tower alone.
+    assert towered["loss_curve"] != pytest.approx(plain["loss_curve"], rel=1e-6)
+    assert AutoModel.from_pretrained(tmp_path / "tower").config.hidden_size == 32
+    from safetensors import safe_open
+
+    with safe_open(str(tmp_path / "tower" / "model.safetensors"), "pt") as saved:
+        assert not any("position" in k and "embeddings" not in k for k in saved.keys())
 
 
 def test_listwise_recipe_two_ranks_trains_and_resumes_to_the_same_model(weighted, tiny_model_dir, tmp_path):
