@@ -16,7 +16,7 @@ its share of the headroom to `truth`, and its gain over zero-shot per seed.
         --configs naive,truth,clean,default --tag test
 
 Configurations: `naive` (uniform weights, pointwise; README's naive baseline), `listwise` (uniform
-weights, train.objective=listwise), `default` (the
+weights, train.objective=listwise), `tower` (uniform weights, train.position_tower=true), `default` (the
 product's defaults), the oracles `truth` (each pair's true click probability as its label, through
 the same trainee and gate) and `clean` (the same queries' sessions without noise or position bias),
 any registered strategy by name, and `--config NAME=key=value;key=value` for anything else.
@@ -54,6 +54,7 @@ def named_configs(extra: list[str]) -> dict[str, list[str]]:
     configs = {"naive": NAIVE, "truth": NAIVE, "clean": NAIVE, "default": []}
     configs.update({s: [f"weighting.strategy={s}"] for s in strategies.names()})
     configs["listwise"] = ["weighting.strategy=none", "train.objective=listwise"]
+    configs["tower"] = ["weighting.strategy=none", "train.position_tower=true"]
     for item in extra:
         name, _, sets = item.partition("=")
         configs[name] = [s for s in sets.split(";") if s]
