@@ -18,7 +18,14 @@ from jobs.score import run_score
 from jobs.train import run_training
 from training.model import weighted_bce, weighted_bce_by_position, weighted_listwise
 from training.reader import QueryBatchBuffer
-from udfs.clickstream.schema import PAIRS_DIR, POSITION_LABEL, POSITION_WEIGHT, QUERY_KEY
+from udfs.clickstream.schema import (
+    PAIRS_DIR,
+    POSITION_CLICKS,
+    POSITION_IMPRESSIONS,
+    POSITION_LABEL,
+    POSITION_WEIGHT,
+    QUERY_KEY,
+)
 from udfs.errors import UserError
 
 
@@ -142,18 +149,24 @@ def test_pair_table_per_position_sums_reconcile_with_the_rows(weighted):
     pairs = pd.read_parquet(Path(weighted) / PAIRS_DIR)
     rows = pd.read_parquet(weighted, columns=["query", "title", "position", "clicked", "weight"])
     pw, pl = np.stack(pairs[POSITION_WEIGHT].to_numpy()), np.stack(pairs[POSITION_LABEL].to_numpy())
+    pn, pc = np.stack(pairs[POSITION_IMPRESSIONS].to_numpy()), np.stack(pairs[POSITION_CLICKS].to_numpy())
+    np.testing.assert_array_equal(pn.sum(1), pairs["impressions"])
+    np.testing.assert_array_equal(pc.sum(1), pairs["clicks"])
+    assert np.array_equal(pn > 0, pw > 0)
     assert pw.shape == (len(pairs), 10)
     np.testing.assert_allclose(pw.sum(1), pairs["weight"], rtol=1e-9)
     np.testing.assert_allclose((pw * pl).sum(1), pairs["weight"] * pairs["label"], rtol=1e-9, atol=1e-12)
     rows = rows.assign(query=rows["query"].str.strip(), title=rows["title"].str.strip(),
                        bucket=rows["position"].clip(upper=10), wy=rows["weight"] * rows["clicked"])
     sums = rows.groupby(["query", "title", "bucket"])[["weight", "wy"]].sum()
+    counts = rows.groupby(["query", "title", "bucket"])["clicked"].agg(["size", "sum"])
     scale = pairs["weight_sum"].sum() / pairs["weight"].sum()
     index = {(q, t): i for i, (q, t) in enumerate(zip(pairs["query"], pairs["title"]))}
     for (q, t, b), (w, wy) in sums.iterrows():
         i = index[(q, t)]
         assert pw[i, b - 1] * scale == pytest.approx(w, rel=1e-9)
         assert pl[i, b - 1] == pytest.approx(wy / w, rel=1e-9)
+        assert (pn[i, b - 1], pc[i, b - 1]) == tuple(counts.loc[(q, t, b)])
     assert (pw > 0).sum() == len(sums)  # and nothing at positions the pair was not shown at
 
 
@@ -169,9 +182,10 @@ def test_position_tower_trains_is_reported_and_is_dropped_at_export(weighted, ti
     assert plain["position_tower"] is None
     tower = towered["position_tower"]
     assert len(tower["logits"]) == 10 and tower["examination"][0] == 1.0
-    # The start is evaluated without the tower: the same held-out figures as without one.
-    key = towered["selected_by"]
-    assert towered["start"][key] == pytest.approx(plain["start"][key], rel=1e-9)
+    # The gate judges the towered run's candidates on the held-out clicks at each position, with
+    # their own tower: the same held-out impressions as the plain run, counted per position.
+    assert towered["start"]["eval_impressions"] == plain["start"]["eval_impressions"] > 0
+    assert towered["start"]["eval_rows"] > plain["start"]["eval_rows"]  # (pair, position) cells > pairs
     # Training moved the loss (the tower is in it) and the export is the relevance tower alone.
     assert towered["loss_curve"] != pytest.approx(plain["loss_curve"], rel=1e-6)
     assert AutoModel.from_pretrained(tmp_path / "tower").config.hidden_size == 32

@@ -18,8 +18,7 @@ import numpy as np
 from udfs.clickstream.schema import (
     PAIR_TARGET_COLUMNS,
     PAIRS_DIR,
-    POSITION_LABEL,
-    POSITION_WEIGHT,
+    POSITION_COLUMNS,
     QUERY_KEY,
     ROW_TARGET_COLUMNS,
 )
@@ -289,5 +288,5 @@ def training_fields(input_columns: tuple[str, ...], compact_pairs: bool, objecti
     """The trainee's input columns plus the targets of the row or pair table (and the query key the
     listwise objective groups by, the per-position columns the position tower trains on)."""
     listwise = (QUERY_KEY,) if objective == "listwise" else ()
-    tower = (POSITION_LABEL, POSITION_WEIGHT) if position_tower else ()
+    tower = POSITION_COLUMNS if position_tower else ()
     return (*input_columns, *(PAIR_TARGET_COLUMNS if compact_pairs else ROW_TARGET_COLUMNS), *listwise, *tower)

@@ -43,7 +43,13 @@ from training.reader import (
     training_fields,
     training_table,
 )
-from udfs.clickstream.schema import POSITION_LABEL, POSITION_WEIGHT, QUERY_KEY
+from udfs.clickstream.schema import (
+    POSITION_CLICKS,
+    POSITION_IMPRESSIONS,
+    POSITION_LABEL,
+    POSITION_WEIGHT,
+    QUERY_KEY,
+)
 from udfs.errors import UserError
 from udfs.scoring.device import autocast, resolve_precision
 from udfs.weighting import calibration
@@ -250,8 +256,26 @@ class WeightedFinetuneRecipe:
         names = ("label", "weight", "clicks", "impressions")
         tg = targets(rows, self.compact) if n else {k: np.zeros(0) for k in names}
         z = np.concatenate(out) if out else np.zeros(0)
+        if self.tower:
+            z, tg = self._by_position(z, rows, names)
         z, *vals = _gather_arrays((z, *(tg[k] for k in names)))
         return held_out_metrics(z, dict(zip(names, vals)))
+
+    def _by_position(self, z: np.ndarray, rows: dict[str, np.ndarray],
+                     names: tuple[str, ...]) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        """With the tower, candidates are judged on what they were trained to predict: each held-out
+        pair's clicks at each position it was shown at, with logit z + t_k (their own tower's t).
+        Judged on clicks pooled over positions, a model whose z leaves position to the tower would
+        lose to one that folds the ranker's positions into z, however well it ranks."""
+        if not len(z):
+            return z, {k: np.zeros(0) for k in names}
+        tower = self.model.position_tower.detach().float().cpu().numpy().astype(np.float64)
+        n = _dense(rows[POSITION_IMPRESSIONS]).astype(np.float64)
+        shown = n > 0
+        by_k = {"label": rows[POSITION_LABEL], "weight": rows[POSITION_WEIGHT], "clicks": rows[POSITION_CLICKS],
+                "impressions": n}
+        flat = {k: np.asarray(_dense(by_k[k]), np.float64)[shown] for k in names}
+        return (z[:, None] + tower[None, :])[shown], flat
 
     def _step(self, batch: dict[str, np.ndarray]) -> float:
         value = optimiser_step(self.ddp, self.model, self.optim, self._tensors(batch), self.precision,

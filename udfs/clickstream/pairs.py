@@ -15,7 +15,14 @@ from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
 from udfs.aggregates import exact_avg, exact_sum
-from udfs.clickstream.schema import MODEL_INPUT_COLUMNS, POSITION_LABEL, POSITION_WEIGHT, QUERY_KEY
+from udfs.clickstream.schema import (
+    MODEL_INPUT_COLUMNS,
+    POSITION_CLICKS,
+    POSITION_IMPRESSIONS,
+    POSITION_LABEL,
+    POSITION_WEIGHT,
+    QUERY_KEY,
+)
 
 PAIR_KEY = ("query", "title")  # trimmed: the scorer and the trainee see the trimmed texts
 # Per-pair constants carried from any of its rows (equal on every row of the pair).
@@ -25,7 +32,8 @@ PAIR_CONSTANTS = ("query_bucket", "relevance", "p_model", "prior_logit", *MODEL_
 def compact_pairs(rows: DataFrame, position_buckets: int = 10) -> DataFrame:
     """Weighted rows -> one row per trimmed (query, title): label, weight_sum, impressions, clicks,
     query_key, and per position bucket (positions 1 .. B-1 each, B and deeper pooled) the summed
-    weight `_pos_w` and weighted click rate `position_label` (0 where the pair was not shown there).
+    weight `_pos_w`, weighted click rate `position_label` (0 where the pair was not shown there),
+    impressions and clicks (what the gate counts).
     train.position_tower trains on those: sum_k W_k BCE(p_k, y_k) is the row loss of a model whose
     click probability depends on the position too, exactly as the pair label is for one that does not.
 
@@ -34,21 +42,24 @@ def compact_pairs(rows: DataFrame, position_buckets: int = 10) -> DataFrame:
     w, y = F.col("weight"), F.col("clicked")
     present = [c for c in (*PAIR_CONSTANTS, "pair_relevance") if c in rows.columns]
     bucket = F.least(F.col("position"), F.lit(position_buckets))
-    per_position = [agg for k in range(1, position_buckets + 1)
+    ks = range(1, position_buckets + 1)
+    per_position = [agg for k in ks
                     for agg in (exact_sum(F.when(bucket == k, w).otherwise(0.0)).alias(f"_w{k}"),
-                                exact_sum(F.when(bucket == k, w * y).otherwise(0.0)).alias(f"_wy{k}"))]
+                                exact_sum(F.when(bucket == k, w * y).otherwise(0.0)).alias(f"_wy{k}"),
+                                F.sum(F.when(bucket == k, 1).otherwise(0)).alias(f"_n{k}"),
+                                F.sum(F.when(bucket == k, y).otherwise(0)).cast("long").alias(f"_c{k}"))]
     pairs = (rows.groupBy(F.trim("query").alias("query"), F.trim("title").alias("title"))
                  .agg(exact_sum(w * y).alias("_wy"), exact_sum(w).alias("weight_sum"),
                       F.count("*").alias("impressions"), F.sum(y).cast("long").alias("clicks"),
                       *per_position, *[F.first(c).alias(c) for c in present])
                  .withColumn("label", F.col("_wy") / F.col("weight_sum"))
                  .withColumn(QUERY_KEY, F.xxhash64("query"))
-                 .withColumn("_pos_w", F.array(*[F.col(f"_w{k}") for k in range(1, position_buckets + 1)]))
+                 .withColumn("_pos_w", F.array(*[F.col(f"_w{k}") for k in ks]))
                  .withColumn(POSITION_LABEL, F.array(*[
-                     F.when(F.col(f"_w{k}") > 0, F.col(f"_wy{k}") / F.col(f"_w{k}")).otherwise(0.0)
-                     for k in range(1, position_buckets + 1)]))
-                 .drop("_wy", *[f"_w{k}" for k in range(1, position_buckets + 1)],
-                       *[f"_wy{k}" for k in range(1, position_buckets + 1)]))
+                     F.when(F.col(f"_w{k}") > 0, F.col(f"_wy{k}") / F.col(f"_w{k}")).otherwise(0.0) for k in ks]))
+                 .withColumn(POSITION_IMPRESSIONS, F.array(*[F.col(f"_n{k}").cast("long") for k in ks]))
+                 .withColumn(POSITION_CLICKS, F.array(*[F.col(f"_c{k}") for k in ks]))
+                 .drop("_wy", *[f"_{v}{k}" for k in ks for v in ("w", "wy", "n", "c")]))
     if "pair_relevance" in present:  # weighting.pair_label=click_model: the click model's corrected label
         pairs = (pairs.withColumn("label", F.coalesce(F.col("pair_relevance"), F.col("label")))
                       .drop("pair_relevance"))

@@ -74,9 +74,12 @@ PAIR_TARGET_COLUMNS = ("label", "weight", "impressions", "clicks", "p_model", "q
 # (the trainer reads numeric columns only). The pair table's files are partitioned by query, so a
 # query's pairs sit in one file, next to each other.
 QUERY_KEY = "query_key"
-# Per position bucket (output.position_buckets) in the pair table: weight (sums to `weight`) and
-# weighted click rate; train.position_tower reads them.
+# Per position bucket (output.position_buckets) in the pair table: weight (sums to `weight`),
+# weighted click rate, impressions and clicks; train.position_tower trains on the first two and
+# its gate counts the last two.
 POSITION_WEIGHT, POSITION_LABEL = "position_weight", "position_label"
+POSITION_IMPRESSIONS, POSITION_CLICKS = "position_impressions", "position_clicks"
+POSITION_COLUMNS = (POSITION_WEIGHT, POSITION_LABEL, POSITION_IMPRESSIONS, POSITION_CLICKS)
 
 # Control characters other than tab / newline / carriage return.
 _CONTROL_CHARS = "[\\x00-\\x08\\x0b\\x0c\\x0e-\\x1f\\x7f]"
