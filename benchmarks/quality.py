@@ -106,6 +106,12 @@ def truth_labels(weighted: Path, train: pd.DataFrame, settings: SimulatorSetting
     return changed
 
 
+def eval_stem(folder: Path, name: str, held: Path) -> Path:
+    """Where a model's evaluation on this seed's held-out set is cached: named by the held-out set's
+    size too, so a run with more held-out queries never reuses a smaller set's figures."""
+    return folder / f"eval_{name}_h{pq.ParquetFile(held).metadata.num_rows}"
+
+
 def train_and_evaluate(data: Path, clickstream: Path, held: Path, name: str, sets: list[str],
                        reuse: Path | None, settings: SimulatorSettings, train_pairs: pd.DataFrame) -> dict:
     weighted, model = data / f"w_{name}", data / f"m_{name}"
@@ -124,7 +130,7 @@ def train_and_evaluate(data: Path, clickstream: Path, held: Path, name: str, set
                                         *overrides]), 1)
     trained = json.loads((model / "train_summary.json").read_text())
     scored = json.loads((weighted / "_summary.json").read_text())
-    return {**evaluate(str(model), held, data / f"eval_{name}"), **timings, "selected": trained["selected"],
+    return {**evaluate(str(model), held, eval_stem(data, name, held)), **timings, "selected": trained["selected"],
             "impressions": scored["rows_out"], "pairs": scored["pairs"]["pairs"]}
 
 
@@ -136,7 +142,7 @@ def run_seed(args, pairs: pd.DataFrame, seed: int, configs: dict[str, list[str]]
     held = base / "heldout.parquet"
     held_pairs[["query", "item_id", "title", "relevance"]].to_parquet(held)
     yield {"seed": seed, "click_model": "-", "config": "zero-shot",
-           **evaluate(default_model_path(), held, base / "eval_zero_shot")}
+           **evaluate(default_model_path(), held, eval_stem(base, "zero_shot", held))}
     for cm in args.click_models:
         settings = SimulatorSettings(**{**CLICK_MODELS[cm].__dict__, "sessions_per_query": args.sessions})
         data = base / f"{cm}_s{args.sessions:g}"
