@@ -25,6 +25,7 @@ from benchmarks.protocol import CLICK_MODELS, sample_split
 from jobs import config
 from udfs.clickstream.simulate import SimulatorSettings, examination_probability, simulate
 from udfs.weighting import cells as C
+from udfs.weighting.settings import WeightingSettings
 
 ROOT = Path(__file__).resolve().parent.parent
 VARIANTS = {
@@ -64,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
     train, _ = sample_split(pairs, args.split, args.train_queries, args.heldout_queries, args.seed)
     scored = pd.read_parquet(Path(args.scored) / "_pairs", columns=["query", "title", "p_model"])
     p_model = scored.set_index(scored["query"] + "\x00" + scored["title"])["p_model"]
-    weighting = config.load_config()["weighting"]
+    weighting = WeightingSettings.from_config(config.load_config())
     names = list(CLICK_MODELS) if args.click_models == "all" else args.click_models.split(",")
     rows = []
     for name in names:
@@ -74,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
         k = np.arange(1, args.positions + 1)
         true = examination_probability(k, settings) / examination_probability(np.array([1]), settings)[0]
         for variant, sets in VARIANTS.items():
-            prop, info, _ = C.em_propensity(cells, "query_title_pairs", {**weighting, **sets})
+            prop, info, _ = C.em_propensity(cells, "query_title_pairs", weighting.but(**sets))
             est = np.array([prop.get(int(x), np.nan) for x in k])
             rows.append({"click_model": name, "variant": variant, "impressions": len(log),
                          "mae": float(np.nanmean(np.abs(est - true))), "noise_floor": info.get("noise_floor"),

@@ -16,7 +16,8 @@ its share of the headroom to `truth`, and its gain over zero-shot per seed.
         --configs naive,truth,clean,default --tag test
 
 Configurations: `naive` (uniform weights, pointwise; README's naive baseline), `listwise` (uniform
-weights, train.objective=listwise), `tower` (uniform weights, train.position_tower=true), `default` (the
+weights, train.objective=listwise), `tower` (uniform weights, train.position_tower=true),
+`tower_floor` (the tower with a learnt noise floor, train.tower_noise_floor=true), `default` (the
 product's defaults), the oracles `truth` (each pair's true click probability as its label, through
 the same trainee and gate) and `clean` (the same queries' sessions without noise or position bias),
 any registered strategy by name, and `--config NAME=key=value;key=value` for anything else.
@@ -55,6 +56,7 @@ def named_configs(extra: list[str]) -> dict[str, list[str]]:
     configs.update({s: [f"weighting.strategy={s}"] for s in strategies.names()})
     configs["listwise"] = ["weighting.strategy=none", "train.objective=listwise"]
     configs["tower"] = ["weighting.strategy=none", "train.position_tower=true"]
+    configs["tower_floor"] = [*configs["tower"], "train.tower_noise_floor=true"]
     for item in extra:
         name, _, sets = item.partition("=")
         configs[name] = [s for s in sets.split(";") if s]

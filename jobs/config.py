@@ -194,6 +194,8 @@ def validate(cfg: dict[str, Any]) -> None:
     _check(not t["position_tower"] or (t["compact_pairs"] and t["objective"] == "pointwise"),
            "train.position_tower trains on the pair table's per-position click rates with the pointwise loss: "
            "it needs train.compact_pairs=true and train.objective=pointwise")
+    _check(isinstance(t["tower_noise_floor"], bool) and (t["position_tower"] or not t["tower_noise_floor"]),
+           "train.tower_noise_floor is true or false, and true needs train.position_tower=true")
     _check(t["label_prior_impressions"] >= 0, "train.label_prior_impressions must be >= 0")
     _check(0 < t["pair_weight_power"] <= 1, "train.pair_weight_power must be in (0, 1]")
     sc = cfg["scorer"]

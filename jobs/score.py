@@ -45,6 +45,7 @@ from udfs.clickstream import schema
 from udfs.scoring import model_loader
 from udfs.scoring.spark import mlm_settings, score_rows, scorer_id, scoring_settings
 from udfs.weighting import strategies
+from udfs.weighting.settings import WeightingSettings
 from udfs.weighting.spark import (  # noqa: F401  (importance_sample, normalise: the job's phases, re-exported)
     importance_sample,
     normalise,
@@ -178,23 +179,22 @@ def transform(df: DataFrame, cfg: dict[str, Any], run_id: str, catalog: DataFram
     valid, quarantined = validate(df, cfg, has_catalog=catalog is not None, cached=cached)
     settings = scoring_settings(cfg)
     stats: dict[str, Any] = {"scorer_model": scorer_id(settings.scorer_path)}
-    timings = stats["timings_s"] = {}  # wall time per phase (where a run's time goes)
-    mark = [time.perf_counter()]
-
-    def phase(name: str) -> None:
-        now = time.perf_counter()
-        timings[name] = round(now - mark[0], 3)
-        mark[0] = now
-        log.info("score: %s done in %.1fs", name.replace("_", " "), timings[name])
-
+    started = time.perf_counter()
     try:
-        scored = score_rows(valid, cfg, settings, stats)
+        scored, scoring_stats = score_rows(valid, cfg, settings)
         cached.append(scored)
-        phase("validate_and_score_pairs")
-        weighted = weigh(scored, cfg, model_loader.is_cross_encoder(settings.scorer_path), stats, phase, cached)
+        stats.update(scoring_stats)
+        stats["timings_s"] = {"validate_and_score_pairs": round(time.perf_counter() - started, 3)}
+        log.info("score: validate and score pairs done in %.1fs", stats["timings_s"]["validate_and_score_pairs"])
+        weights = weigh(scored, WeightingSettings.from_config(cfg), cfg["sampling"], stats["rows_valid"],
+                        model_loader.is_cross_encoder(settings.scorer_path))
     except BaseException:
         release(cached)
         raise
+    cached.extend(weights.persisted)
+    stats.update(weights.stats)
+    stats["timings_s"].update(weights.timings_s)
+    weighted = weights.rows
     # Stable per-query bucket: training holds out whole queries (bucket < eval_fraction * 1000).
     bucket = F.pmod(F.xxhash64(F.lower(F.trim("query"))), F.lit(1000)).cast("int")
     out = (weighted.withColumn("event_date", F.to_date("event_ts"))

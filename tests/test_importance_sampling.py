@@ -9,12 +9,14 @@ import pandas as pd
 import pytest
 from pyspark.sql import functions as F
 
+from jobs.config import load_config
 from jobs.score import importance_sample, normalise
+from udfs.weighting.settings import WeightingSettings
 
 N = 20000
 KEEP_FRACTION = 0.3
 # Bounds wide enough that the clip never binds here (asserted below): clipping is a deliberate bias.
-W = {"normalize": True, "w_min": 0.01, "w_max": 100.0}
+W = WeightingSettings.from_config(load_config()).but(normalize=True, w_min=0.01, w_max=100.0)
 
 
 @pytest.fixture(scope="module")
@@ -53,7 +55,7 @@ def test_importance_sampling_is_unbiased_in_expectation(table):
     q = kept["keep_prob"].to_numpy()
     assert np.allclose(q, np.minimum(1.0, info["c"] * kept["raw_weight"].to_numpy()), rtol=1e-12)
     w = kept["weight"].to_numpy()
-    assert w.min() > W["w_min"] and w.max() < W["w_max"]
+    assert w.min() > W.w_min and w.max() < W.w_max
     assert np.allclose(w, scale * kept["raw_weight"].to_numpy() / q, rtol=1e-12)
     assert w.mean() == pytest.approx(1.0, abs=1e-6)
 

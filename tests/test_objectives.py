@@ -16,7 +16,8 @@ from jobs import config
 from jobs.generate import generate, write
 from jobs.score import run_score
 from jobs.train import run_training
-from training.model import weighted_bce, weighted_bce_by_position, weighted_listwise
+from training.metrics import floored_logit
+from training.model import weighted_bce, weighted_bce_by_position, weighted_listwise, with_noise_floor
 from training.reader import QueryBatchBuffer
 from udfs.clickstream.schema import (
     PAIRS_DIR,
@@ -101,7 +102,8 @@ def test_listwise_and_the_tower_need_the_pair_table(tiny_model_dir):
     for bad, message in ((("train.objective=listwise", "train.compact_pairs=false"), "compact_pairs"),
                          (("train.objective=pairwise",), "train.objective"),
                          (("train.position_tower=true", "train.compact_pairs=false"), "position_tower"),
-                         (("train.position_tower=true", "train.objective=listwise"), "position_tower")):
+                         (("train.position_tower=true", "train.objective=listwise"), "position_tower"),
+                         (("train.tower_noise_floor=true",), "tower_noise_floor")):
         with pytest.raises(UserError, match=message):
             config.load_config(overrides=tiny_overrides(tiny_model_dir, *bad))
 
@@ -119,6 +121,22 @@ def test_position_loss_is_the_pointwise_loss_when_the_tower_is_flat():
     tower = torch.tensor(np.linspace(0, -2, k))
     moved = weighted_bce_by_position(z[:, None] + tower[None, :], torch.tensor(pl), torch.tensor(pw))
     assert float(moved) != pytest.approx(float(flat), rel=1e-6)
+
+
+def test_noise_floor_is_the_floored_probability_in_torch_and_numpy():
+    logits = torch.tensor([[-40.0, -3.0, 0.0, 2.5, 40.0], [-1.0, -0.5, 0.5, 1.0, 6.0]], dtype=torch.float64)
+    floor_logit = torch.tensor(-2.2, requires_grad=True)
+    floored = with_noise_floor(logits, floor_logit)
+    eps = 1 / (1 + np.exp(2.2))
+    p = eps + (1 - eps) / (1 + np.exp(-logits.numpy()))
+    finite = p < 1 - 1e-12  # the last column at +40: p rounds to 1, where only the log form stays finite
+    np.testing.assert_allclose(floored.detach().numpy()[finite], np.log(p / (1 - p))[finite], rtol=1e-5)
+    np.testing.assert_allclose(floored_logit(logits.numpy(), -2.2), floored.detach().numpy(), rtol=1e-5)
+    # far below the floor the click probability is eps, whatever the logit; and eps is learnable
+    assert float(floored[0, 0]) == pytest.approx(np.log(eps / (1 - eps)), rel=1e-4)
+    assert torch.isfinite(floored).all()
+    floored.sum().backward()
+    assert floor_logit.grad is not None and float(floor_logit.grad) != 0.0
 
 
 @pytest.fixture(scope="module")
@@ -179,9 +197,14 @@ def test_position_tower_trains_is_reported_and_is_dropped_at_export(weighted, ti
         tiny_model_dir, *sets)))
     towered = run_training(weighted, str(tmp_path / "tower"), config.load_config(overrides=tiny_overrides(
         tiny_model_dir, *sets, "train.position_tower=true", "train.head_lr=0.05")))
-    assert plain["position_tower"] is None
+    floored = run_training(weighted, str(tmp_path / "floor"), config.load_config(overrides=tiny_overrides(
+        tiny_model_dir, *sets, "train.position_tower=true", "train.tower_noise_floor=true", "train.head_lr=0.05")))
+    assert plain["position_tower"] is None and "noise_floor" not in towered["position_tower"]
     tower = towered["position_tower"]
     assert len(tower["logits"]) == 10 and tower["examination"][0] == 1.0
+    # the floor trains with the tower (started at half the deepest bucket's click rate) and is reported
+    assert 0 < floored["position_tower"]["noise_floor"] < 0.5
+    assert floored["loss_curve"] != pytest.approx(towered["loss_curve"], rel=1e-6)
     # The gate judges the towered run's candidates on the held-out clicks at each position, with
     # their own tower: the same held-out impressions as the plain run, counted per position.
     assert towered["start"]["eval_impressions"] == plain["start"]["eval_impressions"] > 0
@@ -191,8 +214,9 @@ def test_position_tower_trains_is_reported_and_is_dropped_at_export(weighted, ti
     assert AutoModel.from_pretrained(tmp_path / "tower").config.hidden_size == 32
     from safetensors import safe_open
 
-    with safe_open(str(tmp_path / "tower" / "model.safetensors"), "pt") as saved:
-        assert not any("position" in k and "embeddings" not in k for k in saved.keys())
+    for name in ("tower", "floor"):
+        with safe_open(str(tmp_path / name / "model.safetensors"), "pt") as saved:
+            assert not any(("position" in k and "embeddings" not in k) or "noise_floor" in k for k in saved.keys())
 
 
 def test_listwise_recipe_two_ranks_trains_and_resumes_to_the_same_model(weighted, tiny_model_dir, tmp_path):

@@ -6,11 +6,15 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from jobs.config import load_config
 from udfs.weighting import weights as W
+from udfs.weighting.settings import WeightingSettings
 from udfs.weighting.spark import estimate_propensity, noise_thresholds, normalise, with_click_probability
 
-PARAMS = {"normalize": True, "w_min": 0.1, "w_max": 10.0, "propensity_estimator": "em", "propensity_min": 0.05,
-          "em_max_pairs": 10_000, "em_buckets": 4, "em_prior_rows": 5.0}
+# max_driver_cells=0: the Spark path (one pass per step); tests that want the driver path raise it
+PARAMS = WeightingSettings.from_config(load_config()).but(
+    normalize=True, w_min=0.1, w_max=10.0, propensity_estimator="em", propensity_min=0.05, max_driver_cells=0,
+    em_max_pairs=10_000, em_buckets=4, em_prior_rows=5.0)
 
 
 @pytest.fixture(scope="module")
@@ -88,7 +92,7 @@ def test_driver_cells_give_the_spark_passes_statistics(log):
     assert C.noise_thresholds(cells["pm"], cells["n"], cells["c"]) == pytest.approx(
         noise_thresholds(spark_rows, "p_model"), rel=1e-6)
     assert C.max_loss(cells["pm"], cells["n"], cells["c"]) == pytest.approx(max_loss(spark_rows), rel=1e-6)
-    ratio = {**PARAMS, "propensity_estimator": "ratio"}
+    ratio = PARAMS.but(propensity_estimator="ratio")
     assert estimate_propensity(driver_rows, ratio, cells)[0] == pytest.approx(
         estimate_propensity(spark_rows, ratio)[0], rel=1e-6)
 
@@ -99,7 +103,7 @@ def test_normalise_on_the_driver_matches_the_spark_search(log, levels):
     frame, df = log
     if levels == "few":  # a handful of raw values (action_value, ipw); w_min binds at position 1
         df = df.withColumn("raw_weight", (df["position"] ** 3).cast("double"))
-    on_driver = {**PARAMS, "max_driver_cells": 10_000}
+    on_driver = PARAMS.but(max_driver_cells=10_000)
     out_d, scale_d = normalise(df, on_driver)
     out_s, scale_s = normalise(df, PARAMS)
     assert scale_d == pytest.approx(scale_s, rel=1e-9)

@@ -14,6 +14,7 @@ from jobs import config
 from jobs.generate import generate, write
 from jobs.score import run_score
 from udfs.weighting import weights
+from udfs.weighting.settings import WeightingSettings
 
 
 @pytest.fixture(scope="module")
@@ -180,7 +181,7 @@ def test_pair_label_from_the_click_model(spark, raw_dir, tiny_model_dir, tmp_pat
     codes, uniques = pd.factorize(key, sort=True)
     cells = (rows.assign(_bucket=codes, c=rows["clicked"]).groupby(["position", "_bucket"])
                  .agg(n=("c", "size"), c=("c", "sum"), pm=("p_model", "first")).reset_index())
-    _, _, model = C.em_propensity(C.sorted_cells(cells), "query_title_pairs", cfg["weighting"])
+    _, _, model = C.em_propensity(C.sorted_cells(cells), "query_title_pairs", WeightingSettings.from_config(cfg))
     gamma = model["evidence"].set_index("_bucket")["_gamma"]
     expected = pd.Series(gamma.to_numpy(), index=np.asarray(uniques)[gamma.index.to_numpy()])
     got = pairs.set_index(pairs["query"] + "\x00" + pairs["title"])["label"]

@@ -6,6 +6,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from training.settings import TrainSettings
 from udfs.clickstream.pairs import pair_targets
 from udfs.weighting.calibration import fit_logistic, logistic_sums
 from udfs.weighting.weights import bce, bce_with_logits
@@ -80,9 +81,9 @@ SELECT_KEYS = {
 }
 
 
-def targets(batch: dict[str, np.ndarray], compact: bool, t: dict[str, Any] | None = None) -> dict[str, np.ndarray]:
+def targets(batch: dict[str, np.ndarray], compact: bool, t: TrainSettings | None = None) -> dict[str, np.ndarray]:
     """label / weight (what the loss uses) and clicks / impressions (what metrics count), per row of
-    the batch. t: the train config for the pair table's training variants (None: the exact loss)."""
+    the batch. t: the training settings, for the pair table's training variants (None: the exact loss)."""
     if not compact:
         clicked = batch["clicked"].astype(np.float64)
         return {"label": clicked, "weight": batch["weight"].astype(np.float64), "clicks": clicked,
@@ -90,10 +91,20 @@ def targets(batch: dict[str, np.ndarray], compact: bool, t: dict[str, Any] | Non
     label, weight = batch["label"], batch["weight"]
     if t is not None:
         label, weight = pair_targets(label, weight, batch["impressions"], batch["p_model"],
-                                     t["label_prior_impressions"], t["pair_weight_power"])
+                                     t.label_prior_impressions, t.pair_weight_power)
     n = batch["impressions"].astype(np.float64)
     return {"label": np.asarray(label, np.float64), "weight": np.asarray(weight, np.float64),
             "clicks": batch["clicks"].astype(np.float64), "impressions": n}
+
+
+def floored_logit(logits: np.ndarray, floor_logit: float) -> np.ndarray:
+    """logit(eps + (1 - eps) sigmoid(l)), eps = sigmoid(floor_logit) (training/model.py's
+    `with_noise_floor`, for the gate's numpy side)."""
+    def log_sigmoid(x):
+        return -np.logaddexp(0.0, -x)
+    z = np.asarray(logits, np.float64)
+    log_1m_eps = log_sigmoid(-floor_logit)
+    return np.logaddexp(log_sigmoid(floor_logit), log_1m_eps + log_sigmoid(z)) - log_1m_eps - log_sigmoid(-z)
 
 
 def recalibrated_loss(z: np.ndarray, label: np.ndarray, weight: np.ndarray) -> float:

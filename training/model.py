@@ -70,17 +70,32 @@ class Trainee(torch.nn.Module):
     def __init__(self):
         super().__init__()
         self.register_parameter("position_tower", None)  # state dicts hold it only once it is added
+        self.register_parameter("noise_floor", None)     # logit of eps (train.tower_noise_floor)
 
-    def add_position_tower(self, logits: list[float]) -> None:
+    def add_position_tower(self, logits: list[float], noise_floor: float | None = None) -> None:
         self.position_tower = torch.nn.Parameter(torch.tensor(logits, dtype=torch.float32))
+        if noise_floor is not None:
+            eps = min(max(noise_floor, 1e-4), 0.5)
+            self.noise_floor = torch.nn.Parameter(torch.tensor(math.log(eps / (1 - eps)), dtype=torch.float32))
 
     def _by_position(self, z: torch.Tensor, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         if self.position_tower is not None and POSITION_WEIGHT in batch:
-            return z.unsqueeze(1) + self.position_tower.unsqueeze(0)
+            logits = z.unsqueeze(1) + self.position_tower.unsqueeze(0)
+            return logits if self.noise_floor is None else with_noise_floor(logits, self.noise_floor)
         return z
 
     def tower_parameters(self) -> list[torch.nn.Parameter]:
-        return [self.position_tower] if self.position_tower is not None else []
+        return [p for p in (self.position_tower, self.noise_floor) if p is not None]
+
+
+def with_noise_floor(logits: torch.Tensor, floor_logit: torch.Tensor) -> torch.Tensor:
+    """logit(eps + (1 - eps) sigmoid(l)), eps = sigmoid(floor_logit): clicks that happen whatever the
+    item and its position (noise clicks, flips) on top of examination x relevance. In log space, so
+    the loss stays finite for any l. training/metrics.py's `floored_logit` is the same in numpy."""
+    ls = torch.nn.functional.logsigmoid
+    log_eps, log_1m_eps = ls(floor_logit.float()), ls(-floor_logit.float())
+    log_p = torch.logaddexp(log_eps.expand_as(logits), log_1m_eps + ls(logits.float()))
+    return log_p - log_1m_eps - ls(-logits.float())
 
 
 class BiEncoderTrainee(Trainee):

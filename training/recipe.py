@@ -26,7 +26,7 @@ import torch
 import torch.distributed as dist
 
 from training import checkpoint as ckpt
-from training.metrics import SELECT_KEYS, held_out_metrics, targets
+from training.metrics import SELECT_KEYS, floored_logit, held_out_metrics, targets
 from training.model import adamw, build_trainee, linear_warmup_decay, optimiser_step, save_trainee
 from training.progress import EpochProgress
 from training.reader import (
@@ -43,6 +43,7 @@ from training.reader import (
     training_fields,
     training_table,
 )
+from training.settings import TrainSettings
 from udfs.clickstream.schema import (
     POSITION_CLICKS,
     POSITION_IMPRESSIONS,
@@ -106,44 +107,45 @@ class WeightedFinetuneRecipe:
     """One DDP rank of weighted fine-tuning (torchtune's setup / train / save / cleanup)."""
 
     def __init__(self, input_dir: str, output_dir: str, cfg: dict[str, Any]):
-        self.cfg, self.t = cfg, cfg["train"]
+        self.cfg, self.t = cfg, TrainSettings.from_config(cfg)
         self.input_dir, self.out = input_dir, Path(output_dir)
-        self.compact = bool(self.t["compact_pairs"])
+        self.compact = self.t.compact_pairs
         self.table = training_table(input_dir, self.compact)
         self.score_summary = read_score_summary(input_dir)
         self.ckpt_dir = self.out / "checkpoints"
-        self.select_key = SELECT_KEYS[self.t["select_by"]]
+        self.select_key = SELECT_KEYS[self.t.select_by]
         self.started = time.time()
 
     # ------------------------------------------------------------ setup
 
     def setup(self) -> None:
         t = self.t
-        self.rank, self.world, self.device = _dist_setup(t["use_gpu"])
+        self.rank, self.world, self.device = _dist_setup(t.use_gpu)
         # One line per rank: in a cluster's executor logs it says which rank ran where, and from which
         # Python (a shipped environment's: ./env/bin/python under the executor's work dir).
         print(f"[clickweight train] rank {self.rank}/{self.world} on {socket.gethostname()} pid {os.getpid()} "
               f"device {self.device} python {sys.executable} torch {torch.__file__}", flush=True)
-        torch.set_num_threads(max(1, t["torch_threads"]))
-        torch.manual_seed(t["seed"])
-        self.precision = resolve_precision(t["precision"], str(self.device))
+        torch.set_num_threads(max(1, t.torch_threads))
+        torch.manual_seed(t.seed)
+        self.precision = resolve_precision(t.precision, str(self.device))
         self.model = build_trainee(self.cfg["model"]["kind"], self.cfg["model"]["path"],
                                    self.score_summary.get("calibration")).to(self.device)
         self.model.train()
-        self.tower = bool(t["position_tower"])
-        self.fields = (*training_fields(self.model.input_columns, self.compact, t["objective"], self.tower),
+        self.tower = t.position_tower
+        self.fields = (*training_fields(self.model.input_columns, self.compact, t.objective, self.tower),
                        self.model.start_feature)
         self.fields = tuple(dict.fromkeys(self.fields))
         self.eval_rows, train_rows, start_data, position_weights = self._held_out_pass()
-        self.start_head = self._fit_start_head(start_data) if t["recalibrate_start"] else None
+        self.start_head = self._fit_start_head(start_data) if t.recalibrate_start else None
         if self.tower:
-            self.model.add_position_tower(self._tower_start(position_weights))
+            self.model.add_position_tower(self._tower_start(position_weights[0]),
+                                          self._floor_start(*position_weights[1:]) if t.tower_noise_floor else None)
             self.model.to(self.device)
         self.ddp = torch.nn.parallel.DistributedDataParallel(self.model) if dist.is_initialized() else self.model
-        self.optim = adamw(self.model, t["lr"], t["weight_decay"], t["head_lr"])
+        self.optim = adamw(self.model, t.lr, t.weight_decay, t.head_lr)
         self.steps = self._plan_steps(train_rows)
-        total = self.steps * t["epochs"]
-        self.sched = torch.optim.lr_scheduler.LambdaLR(self.optim, linear_warmup_decay(int(t["warmup_ratio"] * total),
+        total = self.steps * t.epochs
+        self.sched = torch.optim.lr_scheduler.LambdaLR(self.optim, linear_warmup_decay(int(t.warmup_ratio * total),
                                                                                      total))
         self.state = self._resume()
         self.resumed_from = self.state.global_step
@@ -152,7 +154,7 @@ class WeightedFinetuneRecipe:
     def _held_out_pass(self) -> tuple[dict[str, np.ndarray], int, np.ndarray, np.ndarray | None]:
         """One guarded pass over this rank's shard: its held-out rows (kept for every evaluation), how
         many rows it will train on, the start head's fitting data and (position tower) the training
-        rows' summed weight per position bucket."""
+        rows' summed weight, clicks and impressions per position bucket (3 x buckets)."""
         check_columns(self.table, self.fields)
         groups = dataset_row_groups(self.table)
         if groups < self.world:
@@ -160,9 +162,9 @@ class WeightedFinetuneRecipe:
                              "more output files (output.files_per_date / output.min_row_groups_per_rank)")
         held, start, train_rows, rows, by_position = [], [], 0, 0, None
         feature = self.model.start_feature
-        shard = iter_shard(self.table, self.rank, self.world, seed=0, fields=self.fields, pool=self.t["reader_pool"])
+        shard = iter_shard(self.table, self.rank, self.world, seed=0, fields=self.fields, pool=self.t.reader_pool)
         for batch in shard:
-            mask = is_eval(batch["query_bucket"], self.t["eval_fraction"])
+            mask = is_eval(batch["query_bucket"], self.t.eval_fraction)
             rows += len(mask)
             train_rows += int((~mask).sum())
             if mask.any():
@@ -171,13 +173,15 @@ class WeightedFinetuneRecipe:
             tg = targets(part, self.compact, self.t)
             start.append(np.stack([part[feature].astype(np.float64), tg["label"], tg["weight"]]))
             if self.tower and len(part[POSITION_WEIGHT]):
-                sums = np.asarray(np.stack(part[POSITION_WEIGHT]), np.float64).sum(axis=0)
+                sums = np.stack([np.asarray(np.stack(part[c]), np.float64).sum(axis=0)
+                                 for c in (POSITION_WEIGHT, POSITION_CLICKS, POSITION_IMPRESSIONS)])
                 by_position = sums if by_position is None else by_position + sums
         check_rows_read(int(_allreduce([rows])[0]), self.table, "held-out pass")
         merged = {k: np.concatenate([h[k] for h in held]) for k in held[0]} if held else {}
         if self.tower:  # every rank's sums (a collective: each rank takes part, with zeros if it has none)
-            width = self.cfg["output"]["position_buckets"] if by_position is None else len(by_position)
-            by_position = np.array(_allreduce(list(by_position if by_position is not None else np.zeros(width))))
+            width = self.cfg["output"]["position_buckets"] if by_position is None else by_position.shape[1]
+            sums = by_position if by_position is not None else np.zeros((3, width))
+            by_position = np.array(_allreduce(list(sums.ravel()))).reshape(3, width)
         return (merged, train_rows, (np.concatenate(start, axis=1) if start else np.zeros((3, 0))),
                 by_position)
 
@@ -191,6 +195,13 @@ class WeightedFinetuneRecipe:
         total = position_weights.sum()
         centre = float(np.dot(position_weights, logs) / total) if total > 0 else 0.0
         return (logs - centre).tolist()
+
+    @staticmethod
+    def _floor_start(clicks: np.ndarray, impressions: np.ndarray) -> float:
+        """The noise floor's start: half the click rate at the deepest position bucket with impressions,
+        the least examined place, where clicks are likeliest to be the floor (training moves it)."""
+        seen = np.flatnonzero(impressions > 0)
+        return 0.5 * float(clicks[seen[-1]] / impressions[seen[-1]]) if len(seen) else 0.01
 
     def _fit_start_head(self, data: np.ndarray) -> dict[str, float]:
         """The start's click head refitted to the training loss on the training rows: (a, b) of a
@@ -212,11 +223,11 @@ class WeightedFinetuneRecipe:
         """Optimiser steps per epoch, identical on every rank: the smallest shard decides."""
         t = self.t
         op = dist.ReduceOp.MIN if dist.is_initialized() else None
-        steps = int(_allreduce([train_rows // t["batch_size"]], op)[0])
-        if t["max_steps_per_epoch"]:
-            steps = min(steps, t["max_steps_per_epoch"])
+        steps = int(_allreduce([train_rows // t.batch_size], op)[0])
+        if t.max_steps_per_epoch:
+            steps = min(steps, t.max_steps_per_epoch)
         if steps < 1:
-            raise UserError(f"a shard has fewer than train.batch_size={t['batch_size']} training rows; "
+            raise UserError(f"a shard has fewer than train.batch_size={t.batch_size} training rows; "
                              "lower the batch size or the number of ranks")
         return steps
 
@@ -247,7 +258,7 @@ class WeightedFinetuneRecipe:
         self.model.eval()
         rows, out = self.eval_rows, []
         n = len(rows["query_bucket"]) if rows else 0
-        size = self.t["batch_size"] * 2
+        size = self.t.batch_size * 2
         with torch.inference_mode(), autocast(self.precision, str(self.device)):
             for i in range(0, n, size):
                 b = self._tensors({k: v[i:i + size] for k, v in rows.items()}, training=False)
@@ -275,11 +286,14 @@ class WeightedFinetuneRecipe:
         by_k = {"label": rows[POSITION_LABEL], "weight": rows[POSITION_WEIGHT], "clicks": rows[POSITION_CLICKS],
                 "impressions": n}
         flat = {k: np.asarray(_dense(by_k[k]), np.float64)[shown] for k in names}
-        return (z[:, None] + tower[None, :])[shown], flat
+        logits = (z[:, None] + tower[None, :])[shown]
+        if self.model.noise_floor is not None:
+            logits = floored_logit(logits, float(self.model.noise_floor.detach().float().cpu()))
+        return logits, flat
 
     def _step(self, batch: dict[str, np.ndarray]) -> float:
         value = optimiser_step(self.ddp, self.model, self.optim, self._tensors(batch), self.precision,
-                               str(self.device), self.t["max_grad_norm"], self.sched, self.t["objective"])
+                               str(self.device), self.t.max_grad_norm, self.sched, self.t.objective)
         return _allreduce([value])[0] / self.world if self.world > 1 else value
 
     def train(self) -> None:
@@ -292,14 +306,14 @@ class WeightedFinetuneRecipe:
                 ckpt.save_best(self.ckpt_dir, self.best_weights)
                 print(f"[clickweight train] start, before step 1: {epoch_line({}, state.start_eval, self.select_key)}"
                       f" over {state.start_eval.get('eval_rows', 0)} held-out rows", flush=True)
-        while state.epoch < self.t["epochs"] and not state.stopped_early:
+        while state.epoch < self.t.epochs and not state.stopped_early:
             record = self.train_epoch(state.epoch)
             self._select(record)
             state.epoch += 1
             state.step_in_epoch = 0
             self.save_checkpoint()
             if self.rank == 0:
-                print(f"[clickweight train] epoch {record['epoch'] + 1}/{self.t['epochs']} done: "
+                print(f"[clickweight train] epoch {record['epoch'] + 1}/{self.t.epochs} done: "
                       f"{epoch_line(record, state.start_eval, self.select_key)}; exported so far: {state.best}",
                       flush=True)
             if dist.is_initialized():
@@ -307,17 +321,17 @@ class WeightedFinetuneRecipe:
 
     def train_epoch(self, epoch: int) -> dict[str, Any]:
         t, state = self.t, self.state
-        rng = np.random.default_rng([t["seed"], epoch, self.rank])
-        buffer = (QueryBatchBuffer(t["shuffle_buffer_rows"], rng, QUERY_KEY) if t["objective"] == "listwise"
-                  else ShuffleBuffer(t["shuffle_buffer_rows"], rng))
+        rng = np.random.default_rng([t.seed, epoch, self.rank])
+        buffer = (QueryBatchBuffer(t.shuffle_buffer_rows, rng, QUERY_KEY) if t.objective == "listwise"
+                  else ShuffleBuffer(t.shuffle_buffer_rows, rng))
         rows_read, step = 0, 0
         read_wait_s = step_s = 0.0
-        progress = EpochProgress(f"epoch {epoch + 1}/{t['epochs']}", self.steps, state.step_in_epoch,
-                                 t["batch_size"] * self.world, enabled=self.rank == 0)
+        progress = EpochProgress(f"epoch {epoch + 1}/{t.epochs}", self.steps, state.step_in_epoch,
+                                 t.batch_size * self.world, enabled=self.rank == 0)
 
         def run_batches(final: bool) -> None:
             nonlocal step, step_s
-            for batch in buffer.take(t["batch_size"], final=final):
+            for batch in buffer.take(t.batch_size, final=final):
                 if step >= self.steps:
                     continue  # drain: the guard still needs every row counted
                 step += 1
@@ -329,12 +343,12 @@ class WeightedFinetuneRecipe:
                 progress.update(state.loss_curve[-1])
                 state.global_step += 1
                 state.step_in_epoch = step
-                if t["checkpoint_every_steps"] and state.global_step % t["checkpoint_every_steps"] == 0 \
+                if t.checkpoint_every_steps and state.global_step % t.checkpoint_every_steps == 0 \
                         and step < self.steps:
                     self.save_checkpoint()
 
-        batches = iter_shard(self.table, self.rank, self.world, seed=t["seed"] + epoch, fields=self.fields,
-                             pool=t["reader_pool"])
+        batches = iter_shard(self.table, self.rank, self.world, seed=t.seed + epoch, fields=self.fields,
+                             pool=t.reader_pool)
         while True:
             tick = time.perf_counter()
             batch = next(batches, None)
@@ -342,7 +356,7 @@ class WeightedFinetuneRecipe:
             if batch is None:
                 break
             rows_read += len(batch["query_bucket"])
-            train = ~is_eval(batch["query_bucket"], t["eval_fraction"])
+            train = ~is_eval(batch["query_bucket"], t.eval_fraction)
             part = {k: v[train] for k, v in batch.items()}
             buffer.add({**{k: part[k] for k in self.model.input_columns},
                         **{k: part[k] for k in (QUERY_KEY, POSITION_LABEL, POSITION_WEIGHT) if k in part},
@@ -376,7 +390,7 @@ class WeightedFinetuneRecipe:
                 ckpt.save_best(self.ckpt_dir, self.best_weights)
         else:
             state.bad_epochs += 1
-            state.stopped_early = state.bad_epochs > self.t["early_stopping_patience"]
+            state.stopped_early = state.bad_epochs > self.t.early_stopping_patience
 
     def save_checkpoint(self) -> None:
         rng = ckpt.gather_rng_states()  # a collective: every rank takes part
@@ -398,9 +412,9 @@ class WeightedFinetuneRecipe:
             "loss_curve": state.loss_curve,
             "best_eval_loss": state.best_eval_loss if math.isfinite(state.best_eval_loss) else None,
             "stopped_early": state.stopped_early, "rows_per_epoch": dataset_rows(self.table),
-            "train_rows_per_epoch": self.steps * self.t["batch_size"] * self.world,
+            "train_rows_per_epoch": self.steps * self.t.batch_size * self.world,
             "scorer": self.score_summary.get("scorer_model"), "input_run_id": self.score_summary.get("run_id"),
-            "objective": self.t["objective"], "position_tower": self._tower_summary(),
+            "objective": self.t.objective, "position_tower": self._tower_summary(),
             "seconds": round(time.time() - self.started, 2),
         }
         if self.rank == 0:
@@ -412,15 +426,19 @@ class WeightedFinetuneRecipe:
             (self.out / "train_summary.json").write_text(json.dumps(summary, indent=2, default=str) + "\n")
         return summary
 
-    def _tower_summary(self) -> dict[str, list[float]] | None:
+    def _tower_summary(self) -> dict[str, Any] | None:
         """The selected model's position tower: its logits and exp(t_k - t_1), the examination it learnt
         relative to position 1 (dropped at export: the saved model is the relevance tower alone)."""
         t = self.best_weights.get("position_tower")
         if t is None:
             return None
         t = t.float().cpu().numpy()
-        return {"logits": [round(float(v), 5) for v in t],
-                "examination": [round(float(v), 5) for v in np.exp(t - t[0])]}
+        out = {"logits": [round(float(v), 5) for v in t],
+               "examination": [round(float(v), 5) for v in np.exp(t - t[0])]}
+        floor = self.best_weights.get("noise_floor")
+        if floor is not None:
+            out["noise_floor"] = round(float(torch.sigmoid(floor.float())), 5)
+        return out
 
     def cleanup(self) -> None:
         if dist.is_initialized():

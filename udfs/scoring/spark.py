@@ -106,8 +106,11 @@ def cached_scores(spark, path: str | None, settings: ScoringSettings, stats: dic
         F.col("query").alias("_q"), F.col("title").alias("_t"), *cols)
 
 
-def score_rows(valid: DataFrame, cfg: dict[str, Any], settings: ScoringSettings, stats: dict[str, Any]) -> DataFrame:
-    """Valid rows with their pair's scores and trainee input (persisted: every weighting pass reads it)."""
+def score_rows(valid: DataFrame, cfg: dict[str, Any], settings: ScoringSettings
+               ) -> tuple[DataFrame, dict[str, Any]]:
+    """Valid rows with their pair's scores and trainee input (persisted: every weighting pass reads
+    it), and what scoring them used (scoring key, reused scores, masked LM, valid rows)."""
+    stats: dict[str, Any] = {}
     partitions = int(cfg["spark"]["conf"].get("spark.sql.shuffle.partitions", 8))
     stats["scoring_key"] = scoring_key(settings)
     cached = cached_scores(valid.sparkSession, cfg["scorer"]["reuse_scores_from"], settings, stats)
@@ -129,5 +132,5 @@ def score_rows(valid: DataFrame, cfg: dict[str, Any], settings: ScoringSettings,
     if stats["rows_valid"] == 0:
         joined.unpersist()
         raise UserError("no valid rows to score: every input row was quarantined (see _quarantine)")
-    return joined
+    return joined, stats
 

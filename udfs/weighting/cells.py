@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 
 from udfs.weighting import calibration, weights
+from udfs.weighting.settings import WeightingSettings
 
 MIN_ROWS_PER_POSITION = 20  # positions seen less often inherit the previous position's propensity
 
@@ -73,7 +74,7 @@ def ratio_propensity(cells: pd.DataFrame, floor: float) -> dict[int, float]:
                                        per["n"].to_numpy(), floor=floor, min_rows=MIN_ROWS_PER_POSITION)
 
 
-def em_propensity(cells: pd.DataFrame, kind: str, w: dict[str, Any]
+def em_propensity(cells: pd.DataFrame, kind: str, w: WeightingSettings
                   ) -> tuple[dict[int, float], dict[str, Any], dict[str, Any] | None]:
     """Regression-EM over sorted cells (position, _bucket, n, c, pm): the relative propensity per seen
     position, the fit's description, and the click model's parts (theta per position on the absolute
@@ -91,13 +92,13 @@ def em_propensity(cells: pd.DataFrame, kind: str, w: dict[str, Any]
         # Regression step: a pair's relevance is shrunk toward that of pairs the scorer rates alike
         # (same p_model quantile bin), so pairs seen once do not flatten the curve.
         pm = cells.groupby(bucket_idx)["pm"].first().sort_index()
-        group = pd.qcut(pm.rank(method="first"), min(w["em_buckets"], len(pm)), labels=False).to_numpy()
-        prior = w["em_prior_rows"]
+        group = pd.qcut(pm.rank(method="first"), min(w.em_buckets, len(pm)), labels=False).to_numpy()
+        prior = w.em_prior_rows
     n, c = cells["n"].to_numpy(), cells["c"].to_numpy()
     theta, gamma, iters, eps = weights.propensity_em(
         pos_idx, bucket_idx, n, c, len(fitted), len(uniques), bucket_group=group, prior_rows=prior,
-        noise_floor=bool(w.get("em_noise_floor", False)), monotone=bool(w.get("em_monotone", False)),
-        power_positions=fitted.astype(np.float64) if w.get("em_examination", "free") == "power" else None)
+        noise_floor=w.em_noise_floor, monotone=w.em_monotone,
+        power_positions=fitted.astype(np.float64) if w.em_examination == "power" else None)
     info.update(n_buckets=int(len(uniques)), iterations=iters, noise_floor=eps)
     r, n_b, m = weights.em_bucket_evidence(pos_idx, bucket_idx, n, c, theta, gamma, len(uniques),
                                            bucket_group=group, prior_rows=prior, eps=eps)
@@ -106,5 +107,5 @@ def em_propensity(cells: pd.DataFrame, kind: str, w: dict[str, Any]
     theta_abs = {int(k): float(t) for k, t in zip(fitted, theta)}
     model = {"theta": carry_forward(per_pos.index, theta_abs, float(theta[0])), "evidence": evidence,
              "prior_rows": prior, "eps": eps}
-    theta_rel = weights.propensity_from_em(fitted, theta, w["propensity_min"])
+    theta_rel = weights.propensity_from_em(fitted, theta, w.propensity_min)
     return carry_forward(per_pos.index, theta_rel, 1.0), info, model

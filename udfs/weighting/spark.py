@@ -8,6 +8,8 @@ pass per step; the maths they feed are the pure functions of udfs/weighting/weig
 """
 from __future__ import annotations
 
+import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -23,6 +25,9 @@ from udfs.errors import UserError
 from udfs.scoring import model_loader
 from udfs.weighting import calibration, strategies, weights
 from udfs.weighting import cells as cells_mod
+from udfs.weighting.settings import WeightingSettings
+
+log = logging.getLogger("clickweight")
 
 
 def sigmoid(z: Column) -> Column:
@@ -66,26 +71,26 @@ def pair_bucket() -> Column:
     return F.xxhash64(F.trim("query"), F.trim("title"))
 
 
-def estimate_propensity(df: DataFrame, w: dict[str, Any], cells: pd.DataFrame | None = None
+def estimate_propensity(df: DataFrame, w: WeightingSettings, cells: pd.DataFrame | None = None
                         ) -> tuple[dict[int, float], dict[str, Any], ClickModel | None]:
     """Examination propensity per position from the log: regression-EM (default) or the CTR ratio.
     With EM, also the fitted click model (None for the ratio estimator or a log without clicks).
     `cells`: the (position, pair) cells with pm already on the driver (collect_cells), else Spark
     aggregates them from df."""
-    if w["propensity_estimator"] == "ratio":
+    if w.propensity_estimator == "ratio":
         if cells is None:
             cells = (df.groupBy("position", F.lit(0).alias("_bucket"))
                        .agg(F.count("*").alias("n"), F.sum("clicked").alias("c"), exact_avg("p_model").alias("pm"))
                        .toPandas())  # one row per position: small
-        return cells_mod.ratio_propensity(cells, w["propensity_min"]), {"estimator": "ratio"}, None
+        return cells_mod.ratio_propensity(cells, w.propensity_min), {"estimator": "ratio"}, None
     # Relevance buckets: (query, title) pairs when few enough, else p_model quantile bins (rows the
     # scorer cannot tell apart share one relevance).
     n_pairs = (cells["_bucket"].nunique() if cells is not None
                else int(df.agg(F.approx_count_distinct(pair_bucket())).first()[0]))
-    if n_pairs <= w["em_max_pairs"]:
+    if n_pairs <= w.em_max_pairs:
         bucket, kind = pair_bucket(), "query_title_pairs"
     else:
-        b = w["em_buckets"]
+        b = w.em_buckets
         cuts = sorted(set(df.approxQuantile("p_model", [i / b for i in range(1, b)], 1e-3)))
         bucket = sum((F.col("p_model") > F.lit(x)).cast("int") for x in cuts) if cuts else F.lit(0)
         kind, cells = "p_model_quantiles", None
@@ -241,7 +246,7 @@ def distinct_levels(df: DataFrame, value: Column, max_levels: int) -> tuple[np.n
     return levels["_v"].to_numpy(dtype=np.float64), levels["_k"].to_numpy(dtype=np.float64)
 
 
-def normalise(df: DataFrame, w: dict[str, Any], raw: Column | None = None) -> tuple[DataFrame, float]:
+def normalise(df: DataFrame, w: WeightingSettings, raw: Column | None = None) -> tuple[DataFrame, float]:
     """weight = clip(s * raw, w_min, w_max) with s chosen so the global mean is 1.
 
     raw defaults to raw_weight; with importance sampling it is raw_weight / keep_prob. The search
@@ -249,14 +254,14 @@ def normalise(df: DataFrame, w: dict[str, Any], raw: Column | None = None) -> tu
     else as one Spark pass per step.
     """
     raw = F.col("raw_weight") if raw is None else raw
-    lo, hi = w["w_min"], w["w_max"]
+    lo, hi = w.w_min, w.w_max
 
     def clipped(s: float) -> Column:
         return F.least(F.greatest(raw * F.lit(s), F.lit(lo)), F.lit(hi))
 
-    if not w["normalize"]:
+    if not w.normalize:
         return df.withColumn("weight", clipped(1.0)), 1.0
-    levels = distinct_levels(df, raw, w.get("max_driver_cells", 0))
+    levels = distinct_levels(df, raw, w.max_driver_cells)
     if levels is not None:
         value, count = levels
         n = count.sum()
@@ -343,64 +348,98 @@ def max_loss(df: DataFrame) -> float:
     return float(df.agg(F.max(loss)).first()[0])
 
 
-def weigh(scored: DataFrame, cfg: dict[str, Any], scorer_is_cross: bool, stats: dict[str, Any],
-          phase: Callable[[str], None], cached: list[DataFrame]) -> DataFrame:
+@dataclass(frozen=True)
+class WeightPass:
+    """What weigh() computed: the weighted rows, the statistics the weights used (the run summary's),
+    the wall time of each phase, and the frames it persisted, which the caller releases once the
+    output is written (jobs.score.release: unpersisting a frame earlier makes Spark drop the caches
+    built on it, and the next pass would recompute everything, BERT included)."""
+    rows: DataFrame
+    stats: dict[str, Any]
+    timings_s: dict[str, float]
+    persisted: tuple[DataFrame, ...]
+
+
+class _PhaseClock:
+    def __init__(self) -> None:
+        self.timings: dict[str, float] = {}
+        self.mark = time.perf_counter()
+
+    def done(self, name: str) -> None:
+        now = time.perf_counter()
+        self.timings[name] = round(now - self.mark, 3)
+        self.mark = now
+        log.info("score: %s done in %.1fs", name.replace("_", " "), self.timings[name])
+
+
+def weigh(scored: DataFrame, w: WeightingSettings, sampling: dict[str, Any], rows_valid: int,
+          scorer_is_cross: bool) -> WeightPass:
     """Scored rows (persisted) -> weighted rows: calibration, propensities, signals, raw weights,
-    importance sampling, normalisation. Records what it used in `stats`; appends the frames it
-    persists to `cached`, for the caller to release once the output is written (jobs.score.release:
-    unpersisting a frame earlier makes Spark drop the caches built on it, and the next pass would
-    recompute everything, BERT included)."""
-    w = cfg["weighting"]
-    cells = collect_cells(scored, w["max_driver_cells"])
+    importance sampling, normalisation. If a phase fails, the frames persisted so far are released."""
+    persisted: list[DataFrame] = []
+    try:
+        return _weigh(scored, w, sampling, rows_valid, scorer_is_cross, persisted)
+    except BaseException:
+        for frame in reversed(persisted):
+            frame.unpersist()
+        raise
+
+
+def _weigh(scored: DataFrame, w: WeightingSettings, sampling: dict[str, Any], rows_valid: int,
+           scorer_is_cross: bool, persisted: list[DataFrame]) -> WeightPass:
+    clock = _PhaseClock()
+    stats: dict[str, Any] = {}
+    cells = collect_cells(scored, w.max_driver_cells)
     stats["aggregates"] = "driver cells" if cells is not None else "spark passes"
     joined, base_rate, calibration = calibrate(scored, scorer_is_cross, cells)
     stats["base_rate"] = base_rate
     stats["scorer_kind"] = "cross_encoder" if scorer_is_cross else "sentence_encoder"
     if calibration is not None:
         stats["calibration"] = calibration
-    phase("calibration")
+    clock.done("calibration")
     propensity, stats["propensity_fit"], click_model = estimate_propensity(joined, w, cells)
     stats["propensity"] = propensity
     # Which P(click) confident learning trusts: the click model (position x the pair's leave-one-out
     # relevance from the log) when denoise is in use and EM ran, else the scorer's p_model.
     p_noise = "p_model"
-    reads_p_click = "p_click" in strategies.reads(w)
+    config = w.as_config()
+    reads_p_click = "p_click" in strategies.reads(config)
     if reads_p_click and click_model is None:
-        raise UserError(f"weighting.strategy={w['strategy']} reads the click model's leave-one-out P(click), "
+        raise UserError(f"weighting.strategy={w.strategy} reads the click model's leave-one-out P(click), "
                         "which needs weighting.propensity_estimator=em and a log the EM can fit (clicks, "
                         "positions seen 20 times)")
-    denoise_by_click_model = w["denoise_model"] == "click_model" and strategies.uses_click_model(w)
+    denoise_by_click_model = w.denoise_model == "click_model" and strategies.uses_click_model(config)
     if (reads_p_click or denoise_by_click_model) and click_model is not None:
         joined = with_click_probability(joined, click_model, joined.sparkSession)
         p_noise = "p_click" if denoise_by_click_model else "p_model"
     stats["denoise_probability"] = p_noise
-    if w["pair_label"] == "click_model":
+    if w.pair_label == "click_model":
         if click_model is None:
             raise UserError("weighting.pair_label=click_model needs the EM click model, which could not be "
                             "fitted on this log (no clicks, or no position seen 20 times)")
         joined = with_pair_relevance(joined, click_model, joined.sparkSession)
-    phase("propensity")
+    clock.done("propensity")
     on_driver = cells is not None and p_noise == "p_model"  # p_click is per row: a Spark pass
     thresholds = (cells_mod.noise_thresholds(cells["pm"], cells["n"], cells["c"]) if on_driver
                   else noise_thresholds(joined, p_noise))
     stats["noise_thresholds"] = {"t0": thresholds[0], "t1": thresholds[1]}
-    params = {**w, "base_rate": base_rate, "noise_thresholds": thresholds}
-    if any(s.name == "loss" for s in strategies.signals(w)):
-        params["loss_shift"] = stats["loss_max"] = (cells_mod.max_loss(cells["pm"], cells["n"], cells["c"])
+    fitted: dict[str, Any] = {"base_rate": base_rate, "noise_thresholds": thresholds}
+    if any(s.name == "loss" for s in strategies.signals(config)):
+        fitted["loss_shift"] = stats["loss_max"] = (cells_mod.max_loss(cells["pm"], cells["n"], cells["c"])
                                                     if cells is not None else max_loss(joined))
-    weighted = (with_signals(joined, w["strategy"], params, propensity, p_noise)
+    weighted = (with_signals(joined, w.strategy, w.formula_params(**fitted), propensity, p_noise)
                 .persist(StorageLevel.MEMORY_AND_DISK))
-    cached.append(weighted)
+    persisted.append(weighted)
     weighted.count()
-    phase("weights")
-    sampled, stats["sampling"] = importance_sample(weighted, cfg["sampling"], stats["rows_valid"])
+    clock.done("weights")
+    sampled, stats["sampling"] = importance_sample(weighted, sampling, rows_valid)
     stats["rows_sampled_out"] = stats["sampling"]["rows_sampled_out"]
     if sampled.is_cached:
-        cached.append(sampled)
+        persisted.append(sampled)
     # Importance-sampled rows stand for 1/q rows each: that factor goes in before normalisation.
     out, stats["scale"] = normalise(sampled, w, F.col("raw_weight") / F.col("keep_prob"))
-    phase("sampling_and_normalise")
-    return out
+    clock.done("sampling_and_normalise")
+    return WeightPass(out, stats, clock.timings, tuple(persisted))
 
 
 # ---------------------------------------------------------------- summaries

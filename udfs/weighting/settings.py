@@ -1,0 +1,76 @@
+"""The weighting settings, typed: `weighting.*` of a validated config (jobs/config.py validates it),
+built once by the score job and passed down instead of the config dict. Frozen, so no phase can
+change what a later phase reads.
+
+The registry's formula functions (udfs/weighting/strategies.py) read their parameters by name from a
+mapping that also holds what the job fitted on the log (base rate, noise thresholds, loss shift):
+`formula_params` builds it.
+"""
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, fields, replace
+from typing import Any
+
+
+@dataclass(frozen=True)
+class WeightingSettings:
+    strategy: str
+    w_min: float
+    w_max: float
+    normalize: bool
+    temperature: float
+    propensity_min: float
+    propensity_estimator: str          # em | ratio
+    max_driver_cells: int
+    em_max_pairs: int
+    em_buckets: int
+    em_prior_rows: float
+    em_noise_floor: bool
+    em_monotone: bool
+    em_examination: str                # free | power
+    pair_label: str                    # clicks | click_model
+    denoise_weight: float
+    denoise_mode: str                  # hard | soft
+    denoise_model: str                 # click_model | scorer
+    mlm_model: str | None
+    action_values: Mapping[str, float]
+    long_dwell_ms: float
+    combined: Mapping[str, float]      # signal -> exponent (strategy `combined`)
+
+    @classmethod
+    def from_mapping(cls, weighting: Mapping[str, Any]) -> WeightingSettings:
+        """From a validated config's `weighting` section (unknown keys are an error: a typo'd key in
+        code would otherwise read as a default)."""
+        names = {f.name for f in fields(cls)}
+        unknown = set(weighting) - names
+        if unknown:
+            raise ValueError(f"unknown weighting settings {sorted(unknown)}")
+        values = dict(weighting)
+        for key in ("action_values", "combined"):  # copies (plain dicts: Spark pickles these settings)
+            values[key] = {k: float(v) for k, v in values[key].items()}
+        for key in ("w_min", "w_max", "temperature", "propensity_min", "em_prior_rows", "denoise_weight",
+                    "long_dwell_ms"):
+            values[key] = float(values[key])
+        for key in ("max_driver_cells", "em_max_pairs", "em_buckets"):
+            values[key] = int(values[key])
+        return cls(**values)
+
+    @classmethod
+    def from_config(cls, cfg: Mapping[str, Any]) -> WeightingSettings:
+        return cls.from_mapping(cfg["weighting"])
+
+    def but(self, **changes: Any) -> WeightingSettings:
+        """A copy with some settings changed (tests, benchmarks)."""
+        return replace(self, **changes)
+
+    def as_config(self) -> dict[str, Any]:
+        """Back to the config's plain `weighting` section (YAML, hashing)."""
+        out = asdict(self)
+        out["action_values"], out["combined"] = dict(self.action_values), dict(self.combined)
+        return out
+
+    def formula_params(self, **fitted: Any) -> dict[str, Any]:
+        """What the registry's formulas read: these settings plus the statistics fitted on the log
+        (base_rate, noise_thresholds, loss_shift)."""
+        return {**self.as_config(), **fitted}
