@@ -42,6 +42,7 @@ def test_the_whole_benchmark_runs_on_cpu_with_a_tiny_bert(tiny_model_dir, tmp_pa
     assert all(r["forward_only_s"] > 0 and r["score_pairs_per_s"] > 0 for r in result["scoring"])
     (train,) = result["training"]
     assert train["batch"] == 8 and train["steps"] == 2 and train["median_step_ms"] > 0
+    assert train["warm_median_step_ms"] > 0 and train["distinct_widths"] >= 1
     assert train["useful_flops_per_step"] <= train["executed_flops_per_step"]
     # bf16 autocast on CPU ranks pairs as fp32 does (the tiny model's cosines are nearly all distinct).
     assert result["agreement"]["spearman_bf16_vs_fp32"] > 0.98

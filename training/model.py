@@ -48,9 +48,26 @@ def _mask(lengths: torch.Tensor, width: int) -> torch.Tensor:
     return (torch.arange(width, device=lengths.device).unsqueeze(0) < lengths.unsqueeze(1)).long()
 
 
-def mean_pooled(encoder, ids: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-    """L2-normalised mean-pooled embeddings of fixed-length ids, trimmed to the longest row."""
+GPU_WIDTH_MULTIPLE = 8
+
+
+def trimmed_width(lengths: torch.Tensor, columns: int, round_up: bool | None = None) -> int:
+    """The width a batch of fixed-length ids runs at: its longest row; on a GPU rounded up to a
+    multiple of GPU_WIDTH_MULTIPLE (at most `columns`). There PyTorch's attention (cuDNN on an
+    H100/H200) builds an execution plan for each new sequence length, about 130 ms forward and
+    backward together, measured; with max_length 64 a run would meet up to 64 widths, rounded at
+    most 8 (docs/performance.md, "The training step on an H200"). The CPU keeps the exact width
+    (`round_up` None: round on a GPU only)."""
     width = int(lengths.max())
+    if lengths.is_cuda if round_up is None else round_up:
+        width = min(columns, -(-width // GPU_WIDTH_MULTIPLE) * GPU_WIDTH_MULTIPLE)
+    return width
+
+
+def mean_pooled(encoder, ids: torch.Tensor, lengths: torch.Tensor, round_up: bool | None = None) -> torch.Tensor:
+    """L2-normalised mean-pooled embeddings of fixed-length ids, trimmed to the longest row
+    (trimmed_width)."""
+    width = trimmed_width(lengths, ids.shape[1], round_up)
     ids = ids[:, :width].long()
     mask = _mask(lengths, width)
     hidden = encoder(input_ids=ids, attention_mask=mask, token_type_ids=torch.zeros_like(ids)).last_hidden_state
@@ -119,9 +136,21 @@ class BiEncoderTrainee(Trainee):
     def head_parameters(self) -> list[torch.nn.Parameter]:
         return [self.log_abs_a, self.b, *self.tower_parameters()]
 
-    def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        eq = mean_pooled(self.encoder, batch["query_ids"], batch["query_len"])
-        et = mean_pooled(self.encoder, batch["title_ids"], batch["title_len"])
+    def forward(self, batch: dict[str, torch.Tensor], one_call: bool | None = None) -> torch.Tensor:
+        """`one_call` None: one encoder call for both texts on a GPU, two on a CPU."""
+        q_ids, t_ids = batch["query_ids"], batch["title_ids"]
+        if (q_ids.is_cuda if one_call is None else one_call) and q_ids.shape[1] == t_ids.shape[1]:
+            # On a GPU one encoder call for queries and titles together, both at the wider width:
+            # at batch 256 the step is bound by kernel launches there, and this halves the encoder's
+            # (measured on an H200: docs/performance.md, "The training step on an H200"). The CPU
+            # keeps two calls, each at its own width.
+            n = len(q_ids)
+            e = mean_pooled(self.encoder, torch.cat([q_ids, t_ids]),
+                            torch.cat([batch["query_len"], batch["title_len"]]), one_call)
+            eq, et = e[:n], e[n:]
+        else:
+            eq = mean_pooled(self.encoder, q_ids, batch["query_len"])
+            et = mean_pooled(self.encoder, t_ids, batch["title_len"])
         return self._by_position(self.a * (eq * et).sum(-1) + self.b, batch)
 
     def calibration(self) -> dict[str, float]:
@@ -160,7 +189,7 @@ class CrossEncoderTrainee(Trainee):
         self.model.classifier.bias.fill_(b)  # a stays 1: the prior enters unscaled
 
     def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        width = int(batch["input_len"].max())
+        width = trimmed_width(batch["input_len"], batch["input_ids"].shape[1])
         ids = batch["input_ids"][:, :width].long()
         types = batch["token_type_ids"][:, :width].long()
         logits = self.model(input_ids=ids, token_type_ids=types, attention_mask=_mask(batch["input_len"], width)).logits
