@@ -24,7 +24,7 @@ def spark():
     from jobs.common import get_spark
 
     # local[2,3]: two cores, and up to 3 attempts per task (local[N] alone never retries a task),
-    # so a Python worker that dies once is retried like on a cluster (tests/test_faults.py).
+    # so a Python worker that dies once is retried like on a cluster (tests/commands/test_faults.py).
     cfg = config.load_config(overrides=["spark.master=local[2,3]", "spark.conf.spark.sql.shuffle.partitions=4",
                                         "spark.conf.spark.driver.memory=2g"])
     session = get_spark(cfg)

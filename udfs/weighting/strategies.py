@@ -219,7 +219,7 @@ def explain_row(strategy: str, row: Row, params: Mapping[str, Any]) -> str:
 
 
 def markdown_table() -> str:
-    """README's strategy table, from this registry (tests/test_strategy_registry.py keeps README in step)."""
+    """README's strategy table, from this registry (tests/weighting/test_strategy_registry.py keeps README in step)."""
     lines = ["| strategy | raw weight | reads | source |", "|---|---|---|---|"]
     for s in STRATEGIES.values():
         lines.append(f"| `{s.name}` | {s.formula} | {', '.join(s.reads) or '-'} | {s.source} |")

@@ -22,7 +22,7 @@ from jobs import config
 from jobs.generate import generate, write
 from jobs.score import run_score
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 # Every column a weight depends on, plus the weight: compared bit for bit.
 EXACT_COLUMNS = ["relevance", "p_model", "loss", "info_gain", "propensity", "raw_weight", "weight"]
 

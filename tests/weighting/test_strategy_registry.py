@@ -18,7 +18,7 @@ from conftest import tiny_overrides
 from udfs.weighting import strategies
 from udfs.weighting.strategies import Strategy
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 PARAMS = {"base_rate": 0.2, "temperature": 1.0, "loss_shift": 5.0, "propensity_min": 0.05,
           "action_values": {"skip": 1.0, "click": 2.0, "long_dwell": 2.5, "cart": 3.0, "purchase": 4.0},
           "long_dwell_ms": 30000, "combined": {"relevance": 1.0, "ipw": 2.0},

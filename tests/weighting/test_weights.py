@@ -302,7 +302,7 @@ def test_keep_scale_hits_the_keep_fraction_with_saturation():
 
 
 # test_importance_sampling_is_unbiased_in_expectation: on the job's Spark path, in
-# tests/test_importance_sampling.py.
+# tests/weighting/test_importance_sampling.py.
 
 
 def test_propensity_em_regression_prior_tames_pairs_seen_once_or_twice():

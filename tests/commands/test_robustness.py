@@ -12,7 +12,7 @@ from conftest import tiny_overrides, write_row_table
 from jobs import config
 from training.reader import ReaderGuardError, check_rows_read, data_files, dataset_rows, iter_shard
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def write_table(root: Path, files: int = 3, rows: int = 100) -> str:

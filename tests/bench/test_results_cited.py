@@ -29,7 +29,7 @@ import os
 import re
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 RESULTS = "benchmarks/results"
 CITATION = re.compile(r"benchmarks/results/([A-Za-z0-9_.\-/]+)")
 TEMPLATE_NEXT = "<"

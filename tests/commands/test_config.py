@@ -47,7 +47,7 @@ def test_bad_values_fail_with_a_clear_message(override, message):
 def test_profiles_in_conf_load(tmp_path):
     from pathlib import Path
 
-    root = Path(__file__).resolve().parent.parent / "conf"
+    root = Path(__file__).resolve().parents[2] / "conf"
     for name in ("local.yaml", "cluster.yaml"):
         cfg = config.load_config(str(root / name))
         assert cfg["weighting"]["strategy"] in strategies.names()

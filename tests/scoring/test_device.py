@@ -96,7 +96,7 @@ def test_release_free_heap_returns_freed_pages_to_the_os():
         return
     # A fresh process: in a long one, earlier tests' freed pages would absorb the probe's blocks.
     out = subprocess.run([sys.executable, "-c", _HEAP_PROBE], capture_output=True, text=True, check=True,
-                         cwd=Path(__file__).resolve().parent.parent).stdout.split()
+                         cwd=Path(__file__).resolve().parents[2]).stdout.split()
     held, after, released = int(out[0]), int(out[1]), out[2]
     assert released == "True"
     assert held > 100 * 2**20    # ~180 MiB freed but still resident

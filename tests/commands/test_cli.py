@@ -13,7 +13,7 @@ from conftest import tiny_overrides
 
 from jobs.cli import main as cli
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_help_lists_every_subcommand(capsys):

@@ -21,7 +21,7 @@ from conftest import fault_pythonpath, tiny_overrides, write_row_table
 from jobs import config
 from jobs.train import run_training
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 MAX_LEN = 32
 
 
