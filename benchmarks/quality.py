@@ -186,7 +186,8 @@ def summarise(rows: list[dict], replicates: int) -> list[dict]:
                 draws.setdefault(n, []).append(d)
         naive_auc = by["naive"].loc[seeds, "auc"].to_numpy()
         truth_auc = by["truth"].loc[seeds, "auc"].to_numpy() if "truth" in by else None
-        for name in ["zero-shot", *by]:
+        first = [n for n in ("naive", *ORACLES) if n in by]  # then the candidates, in the order first run
+        for name in ["zero-shot", *first, *(n for n in by if n not in first)]:
             sub = zero if name == "zero-shot" else by[name]
             have = [s for s in seeds if s in sub.index]
             aucs = sub.loc[have, "auc"].to_numpy()
