@@ -62,6 +62,33 @@ def tiny_overrides(model_dir: str, *extra: str) -> list[str]:
             "model.max_length=32", "scorer.max_length=32", *extra]
 
 
+def score_generated(spark, model_dir: str, tmp_path_factory, seed: int, strategy: str) -> str:
+    """A real score output (`run_score` on Spark) of an 800-row generated clickstream, for the training tests."""
+    from jobs import config
+    from jobs.generate import generate, write
+    from jobs.score import run_score
+
+    raw = tmp_path_factory.mktemp("raw") / "data"
+    write(generate(rows=800, days=2, seed=seed, malformed_fraction=0.0), str(raw))
+    out = tmp_path_factory.mktemp("w") / "weighted"
+    cfg = config.load_config(overrides=tiny_overrides(model_dir, f"weighting.strategy={strategy}",
+                                                      "scorer.precision=fp32"))
+    run_score(spark, f"{raw}/clickstream", str(out), cfg)
+    return str(out)
+
+
+def graded_pairs(n_queries: int, per_query: int = 8, seed: int = 0, query: str = "q{}"):
+    """Graded (query, item, title, relevance) candidates, as the benchmarks read them from ../shared/data."""
+    import numpy as np
+    import pandas as pd
+
+    rng = np.random.default_rng(seed)
+    rows = [{"query": query.format(q), "item_id": f"i{q}_{k}", "title": f"title {q} {k}",
+             "relevance": float(rng.choice([1.0, 1.67, 2.33, 3.0]))}
+            for q in range(n_queries) for k in range(per_query)]
+    return pd.DataFrame(rows)
+
+
 def write_row_table(root: Path, files: int, rows: int, row_group_size: int, days: int, seed: int,
                     max_len: int = 32) -> str:
     """A training row table in the score output's layout (event_date=*/part-N.parquet), written with

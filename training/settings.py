@@ -2,13 +2,13 @@
 once by each rank's recipe and read as attributes. Frozen: nothing in a run changes them."""
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass, fields, replace
-from typing import Any
+from dataclasses import dataclass
+
+from udfs.config_section import ConfigSection
 
 
 @dataclass(frozen=True)
-class TrainSettings:
+class TrainSettings(ConfigSection):
     launcher: str                      # torch_distributor | torchrun
     num_processes: int
     local_mode: bool
@@ -38,22 +38,6 @@ class TrainSettings:
     checkpoint_every_steps: int
     seed: int
 
-    @classmethod
-    def from_mapping(cls, train: Mapping[str, Any]) -> TrainSettings:
-        """From a validated config's `train` section; an unknown or missing key is an error."""
-        names = {f.name for f in fields(cls)}
-        unknown = set(train) - names
-        if unknown:
-            raise ValueError(f"unknown train settings {sorted(unknown)}")
-        values = dict(train)
-        for key in ("label_prior_impressions", "pair_weight_power", "lr", "head_lr", "weight_decay",
-                    "warmup_ratio", "max_grad_norm", "eval_fraction"):
-            values[key] = float(values[key])
-        return cls(**values)
-
-    @classmethod
-    def from_config(cls, cfg: Mapping[str, Any]) -> TrainSettings:
-        return cls.from_mapping(cfg["train"])
-
-    def but(self, **changes: Any) -> TrainSettings:
-        return replace(self, **changes)
+    SECTION = "train"
+    FLOATS = ("label_prior_impressions", "pair_weight_power", "lr", "head_lr", "weight_decay", "warmup_ratio",
+              "max_grad_norm", "eval_fraction")

@@ -5,17 +5,14 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import graded_pairs
 
 from benchmarks.weighting_quality import examined_only, target_quality
 from udfs.clickstream.simulate import CLICKSTREAM_COLUMNS, SimulatorSettings, simulate, simulate_sessions
 
 
 def _pairs(n_queries: int = 30, per_query: int = 8, seed: int = 0) -> pd.DataFrame:
-    rng = np.random.default_rng(seed)
-    rows = [{"query": f"q{q}", "item_id": f"i{q}_{k}", "title": f"title {q} {k}",
-             "relevance": float(rng.choice([1.0, 1.67, 2.33, 3.0]))}
-            for q in range(n_queries) for k in range(per_query)]
-    return pd.DataFrame(rows)
+    return graded_pairs(n_queries, per_query, seed, query="q{}")
 
 
 def test_simulator_noise_share_and_examination():

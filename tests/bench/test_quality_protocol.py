@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import graded_pairs
 
 from benchmarks import protocol
 from training.metrics import auc
@@ -12,11 +13,7 @@ from udfs.clickstream.simulate import SimulatorSettings, click_probability, simu
 
 
 def _pairs(n_queries: int = 60, per_query: int = 8, seed: int = 0) -> pd.DataFrame:
-    rng = np.random.default_rng(seed)
-    rows = [{"query": f"query {q}", "item_id": f"i{q}_{k}", "title": f"title {q} {k}",
-             "relevance": float(rng.choice([1.0, 1.67, 2.33, 3.0]))}
-            for q in range(n_queries) for k in range(per_query)]
-    return pd.DataFrame(rows)
+    return graded_pairs(n_queries, per_query, seed, query="query {}")
 
 
 def test_query_split_is_a_fixed_function_of_the_text():

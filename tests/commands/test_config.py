@@ -65,3 +65,22 @@ def test_shipped_profile_by_bare_name_away_from_a_checkout(tmp_path, monkeypatch
     assert config.load_config("cluster.yaml")["train"]["num_processes"] == 3  # a file here wins
     with pytest.raises(config.ConfigError, match="not found: mine.yaml"):
         config.load_config("mine.yaml")
+
+
+def test_settings_objects_are_typed_frozen_and_refuse_unknown_keys():
+    import dataclasses
+
+    from training.settings import TrainSettings
+    from udfs.weighting.settings import WeightingSettings
+
+    cfg = config.load_config(overrides=["train.lr=1", "weighting.w_max=20"])
+    t, w = TrainSettings.from_config(cfg), WeightingSettings.from_config(cfg)
+    assert isinstance(t.lr, float) and t.lr == 1.0 and isinstance(w.w_max, float) and w.w_max == 20.0
+    assert w.formula_params(base_rate=0.2)["base_rate"] == 0.2 and w.as_config() == cfg["weighting"]
+    assert w.but(strategy="none").strategy == "none" and w.strategy == cfg["weighting"]["strategy"]
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        t.epochs = 3
+    with pytest.raises(ValueError, match=r"train settings: unknown \['lrr'\]"):
+        TrainSettings.from_mapping({**cfg["train"], "lrr": 1.0})
+    with pytest.raises(ValueError, match=r"missing \['w_min'\]"):
+        WeightingSettings.from_mapping({k: v for k, v in cfg["weighting"].items() if k != "w_min"})

@@ -10,11 +10,9 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from conftest import tiny_overrides
+from conftest import score_generated, tiny_overrides
 
 from jobs import config
-from jobs.generate import generate, write
-from jobs.score import run_score
 from jobs.train import run_training
 from training.metrics import floored_logit
 from training.model import weighted_bce, weighted_bce_by_position, weighted_listwise, with_noise_floor
@@ -141,13 +139,7 @@ def test_noise_floor_is_the_floored_probability_in_torch_and_numpy():
 
 @pytest.fixture(scope="module")
 def weighted(spark, tiny_model_dir, tmp_path_factory) -> str:
-    raw = tmp_path_factory.mktemp("raw") / "data"
-    write(generate(rows=800, days=2, seed=5, malformed_fraction=0.0), str(raw))
-    out = tmp_path_factory.mktemp("w") / "weighted"
-    cfg = config.load_config(overrides=tiny_overrides(tiny_model_dir, "weighting.strategy=action_value",
-                                                      "scorer.precision=fp32"))
-    run_score(spark, f"{raw}/clickstream", str(out), cfg)
-    return str(out)
+    return score_generated(spark, tiny_model_dir, tmp_path_factory, seed=5, strategy="action_value")
 
 
 def test_the_pair_table_keeps_each_query_in_one_file(weighted):

@@ -10,11 +10,9 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from conftest import tiny_overrides
+from conftest import score_generated, tiny_overrides
 
 from jobs import config
-from jobs.generate import generate, write
-from jobs.score import run_score
 from jobs.train import run_training
 from training.metrics import recalibrated_loss
 from training.model import build_trainee
@@ -25,14 +23,8 @@ from udfs.weighting.weights import bce, bce_with_logits
 
 @pytest.fixture(scope="module")
 def weighted(spark, tiny_model_dir, tmp_path_factory) -> str:
-    raw = tmp_path_factory.mktemp("raw") / "data"
-    write(generate(rows=800, days=2, seed=3, malformed_fraction=0.0), str(raw))
-    out = tmp_path_factory.mktemp("w") / "weighted"
     # A non-uniform strategy: the pair table's summed weights are then not just impression counts.
-    cfg = config.load_config(overrides=tiny_overrides(tiny_model_dir, "weighting.strategy=information_gain",
-                                                      "scorer.precision=fp32"))
-    run_score(spark, f"{raw}/clickstream", str(out), cfg)
-    return str(out)
+    return score_generated(spark, tiny_model_dir, tmp_path_factory, seed=3, strategy="information_gain")
 
 
 def train_cfg(model_dir: str, *extra: str) -> dict:

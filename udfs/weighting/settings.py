@@ -9,12 +9,14 @@ mapping that also holds what the job fitted on the log (base rate, noise thresho
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import asdict, dataclass
 from typing import Any
+
+from udfs.config_section import ConfigSection
 
 
 @dataclass(frozen=True)
-class WeightingSettings:
+class WeightingSettings(ConfigSection):
     strategy: str
     w_min: float
     w_max: float
@@ -38,31 +40,15 @@ class WeightingSettings:
     long_dwell_ms: float
     combined: Mapping[str, float]      # signal -> exponent (strategy `combined`)
 
+    SECTION = "weighting"
+    FLOATS = ("w_min", "w_max", "temperature", "propensity_min", "em_prior_rows", "denoise_weight", "long_dwell_ms")
+    INTS = ("max_driver_cells", "em_max_pairs", "em_buckets")
+
     @classmethod
-    def from_mapping(cls, weighting: Mapping[str, Any]) -> WeightingSettings:
-        """From a validated config's `weighting` section (unknown keys are an error: a typo'd key in
-        code would otherwise read as a default)."""
-        names = {f.name for f in fields(cls)}
-        unknown = set(weighting) - names
-        if unknown:
-            raise ValueError(f"unknown weighting settings {sorted(unknown)}")
-        values = dict(weighting)
+    def _converted(cls, values: dict[str, Any]) -> dict[str, Any]:
         for key in ("action_values", "combined"):  # copies (plain dicts: Spark pickles these settings)
             values[key] = {k: float(v) for k, v in values[key].items()}
-        for key in ("w_min", "w_max", "temperature", "propensity_min", "em_prior_rows", "denoise_weight",
-                    "long_dwell_ms"):
-            values[key] = float(values[key])
-        for key in ("max_driver_cells", "em_max_pairs", "em_buckets"):
-            values[key] = int(values[key])
-        return cls(**values)
-
-    @classmethod
-    def from_config(cls, cfg: Mapping[str, Any]) -> WeightingSettings:
-        return cls.from_mapping(cfg["weighting"])
-
-    def but(self, **changes: Any) -> WeightingSettings:
-        """A copy with some settings changed (tests, benchmarks)."""
-        return replace(self, **changes)
+        return values
 
     def as_config(self) -> dict[str, Any]:
         """Back to the config's plain `weighting` section (YAML, hashing)."""
