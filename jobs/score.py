@@ -45,7 +45,7 @@ from udfs.clickstream import schema
 from udfs.scoring import model_loader
 from udfs.scoring.spark import mlm_settings, score_rows, scorer_id, scoring_settings
 from udfs.weighting import strategies
-from udfs.weighting.settings import WeightingSettings
+from udfs.weighting.settings import SamplingSettings, WeightingSettings
 from udfs.weighting.spark import (  # noqa: F401  (importance_sample, normalise: the job's phases, re-exported)
     importance_sample,
     normalise,
@@ -154,8 +154,7 @@ def attach_catalog(df: DataFrame, catalog: DataFrame) -> DataFrame:
               .drop("_catalog_title"))
 
 
-def validate(df: DataFrame, cfg: dict[str, Any], has_catalog: bool, cached: list[DataFrame] | None = None
-             ) -> tuple[DataFrame, DataFrame]:
+def validate(df: DataFrame, cfg: dict[str, Any], has_catalog: bool, persist: bool = False) -> schema.ValidSplit:
     schema.check_schema(df.schema, has_catalog=has_catalog)
     df = schema.conform(df)
     inp = cfg["input"]
@@ -165,7 +164,7 @@ def validate(df: DataFrame, cfg: dict[str, Any], has_catalog: bool, cached: list
         min_event_ts=inp["min_event_ts"],
         max_event_ts=(now + dt.timedelta(days=1)).strftime("%Y-%m-%d %H:%M:%S"),
     )
-    return schema.split_valid(df, reasons, cached)
+    return schema.split_valid(df, reasons, persist)
 
 
 def transform(df: DataFrame, cfg: dict[str, Any], run_id: str, catalog: DataFrame | None = None,
@@ -175,8 +174,8 @@ def transform(df: DataFrame, cfg: dict[str, Any], run_id: str, catalog: DataFram
     """
     if catalog is not None:
         df = attach_catalog(df, catalog)
-    cached: list[DataFrame] = []  # persisted frames, released by the caller once the output is written
-    valid, quarantined = validate(df, cfg, has_catalog=catalog is not None, cached=cached)
+    valid, quarantined, checked = validate(df, cfg, has_catalog=catalog is not None, persist=True)
+    cached = [checked] if checked is not None else []  # persisted; released once the output is written
     settings = scoring_settings(cfg)
     stats: dict[str, Any] = {"scorer_model": scorer_id(settings.scorer_path)}
     started = time.perf_counter()
@@ -186,8 +185,8 @@ def transform(df: DataFrame, cfg: dict[str, Any], run_id: str, catalog: DataFram
         stats.update(scoring_stats)
         stats["timings_s"] = {"validate_and_score_pairs": round(time.perf_counter() - started, 3)}
         log.info("score: validate and score pairs done in %.1fs", stats["timings_s"]["validate_and_score_pairs"])
-        weights = weigh(scored, WeightingSettings.from_config(cfg), cfg["sampling"], stats["rows_valid"],
-                        model_loader.is_cross_encoder(settings.scorer_path))
+        weights = weigh(scored, WeightingSettings.from_config(cfg), SamplingSettings.from_config(cfg),
+                        stats["rows_valid"], model_loader.is_cross_encoder(settings.scorer_path))
     except BaseException:
         release(cached)
         raise

@@ -11,7 +11,7 @@ from pyspark.sql import functions as F
 
 from jobs.config import load_config
 from jobs.score import importance_sample, normalise
-from udfs.weighting.settings import WeightingSettings
+from udfs.weighting.settings import SamplingSettings, WeightingSettings
 
 N = 20000
 KEEP_FRACTION = 0.3
@@ -31,7 +31,7 @@ def table(spark):
 
 
 def sample(df, seed: int = 0):
-    kept, info = importance_sample(df, {"keep_fraction": KEEP_FRACTION, "seed": seed}, N)
+    kept, info = importance_sample(df, SamplingSettings(keep_fraction=KEEP_FRACTION, seed=seed), N)
     out, scale = normalise(kept, W, F.col("raw_weight") / F.col("keep_prob"))
     frame = out.select("event_id", "raw_weight", "stat", "keep_prob", "weight").toPandas()
     kept.unpersist()

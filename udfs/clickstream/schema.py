@@ -9,6 +9,7 @@ earliest event_ts (ties: smallest hash of the whole row) is kept; the others are
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from pyspark import StorageLevel
 from pyspark.sql import Column, DataFrame, Window
@@ -182,11 +183,16 @@ def row_reasons(
     return F.concat_ws(";", *[F.when(F.coalesce(cond, F.lit(False)), F.lit(name)) for name, cond in rules])
 
 
-def split_valid(df: DataFrame, reason: Column, cached: list[DataFrame] | None = None
-                ) -> tuple[DataFrame, DataFrame]:
-    """Return (valid rows, quarantined rows with `reason`); every input row is in exactly one.
-    With `cached`, the checked rows are persisted (and appended to it for the caller to release), so
-    writing the quarantine does not read the input and rank duplicates a second time."""
+class ValidSplit(NamedTuple):
+    valid: DataFrame
+    quarantined: DataFrame
+    persisted: DataFrame | None  # the checked rows both come from, when persisted (the caller unpersists)
+
+
+def split_valid(df: DataFrame, reason: Column, persist: bool = False) -> ValidSplit:
+    """Split rows into valid ones and quarantined ones with `reason`; every input row is in exactly
+    one. With `persist`, the checked rows are persisted, so writing the quarantine does not read the
+    input and rank duplicates a second time; the caller releases them once the output is written."""
     df = df.withColumn("reason", reason)
     content_hash = F.xxhash64(*[F.col(c.name) for c in INPUT_COLUMNS])
     # Rank duplicates among valid rows only, so an invalid copy never displaces a valid one.
@@ -198,9 +204,8 @@ def split_valid(df: DataFrame, reason: Column, cached: list[DataFrame] | None = 
         "reason",
         F.when(F.col("_dup_rank") > 1, F.lit("duplicate_event_id")).otherwise(F.col("reason")),
     ).drop("_dup_rank", "_bad_dwell")
-    if cached is not None:
+    if persist:
         ranked = ranked.persist(StorageLevel.MEMORY_AND_DISK)
-        cached.append(ranked)
     valid = ranked.filter(F.col("reason") == "").drop("reason")
     quarantined = ranked.filter(F.col("reason") != "")
-    return valid, quarantined
+    return ValidSplit(valid, quarantined, ranked if persist else None)

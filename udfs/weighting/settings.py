@@ -60,3 +60,19 @@ class WeightingSettings(ConfigSection):
         """What the registry's formulas read: these settings plus the statistics fitted on the log
         (base_rate, noise_thresholds, loss_shift)."""
         return {**self.as_config(), **fitted}
+
+
+@dataclass(frozen=True)
+class SamplingSettings(ConfigSection):
+    """`sampling.*`: importance sampling (udfs/weighting/spark.py: importance_sample)."""
+    keep_fraction: float | None        # None = keep every row
+    seed: int
+
+    SECTION = "sampling"
+    INTS = ("seed",)
+
+    @classmethod
+    def _converted(cls, values: dict[str, Any]) -> dict[str, Any]:
+        if values["keep_fraction"] is not None:  # YAML may give 1 for 1.0
+            values["keep_fraction"] = float(values["keep_fraction"])
+        return values

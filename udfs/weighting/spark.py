@@ -25,7 +25,7 @@ from udfs.errors import UserError
 from udfs.scoring import model_loader
 from udfs.weighting import calibration, strategies, weights
 from udfs.weighting import cells as cells_mod
-from udfs.weighting.settings import WeightingSettings
+from udfs.weighting.settings import SamplingSettings, WeightingSettings
 
 log = logging.getLogger("clickweight")
 
@@ -273,14 +273,14 @@ def normalise(df: DataFrame, w: WeightingSettings, raw: Column | None = None) ->
     return df.withColumn("weight", clipped(scale)), scale
 
 
-def importance_sample(df: DataFrame, sampling: dict[str, Any], rows: int) -> tuple[DataFrame, dict[str, Any]]:
+def importance_sample(df: DataFrame, sampling: SamplingSettings, rows: int) -> tuple[DataFrame, dict[str, Any]]:
     """Keep row i with q_i = min(1, c * raw_weight_i), mean q = keep_fraction (He et al. 2014).
 
     The keep decision is pmod(xxhash64(event_id, seed), 2^30) / 2^30 < q_i: deterministic per row,
     so a rerun keeps the same rows. Kept rows carry keep_prob = q_i; the caller weights them 1/q_i.
     Returns the kept rows (persisted) and the sampling statistics.
     """
-    kf, seed = sampling["keep_fraction"], int(sampling["seed"])
+    kf, seed = sampling.keep_fraction, sampling.seed
     if kf is None or kf >= 1.0:
         return df.withColumn("keep_prob", F.lit(1.0)), {"keep_fraction": None, "rows_sampled_out": 0}
     raw_mean = float(df.agg(exact_avg("raw_weight")).first()[0])
@@ -372,7 +372,7 @@ class _PhaseClock:
         log.info("score: %s done in %.1fs", name.replace("_", " "), self.timings[name])
 
 
-def weigh(scored: DataFrame, w: WeightingSettings, sampling: dict[str, Any], rows_valid: int,
+def weigh(scored: DataFrame, w: WeightingSettings, sampling: SamplingSettings, rows_valid: int,
           scorer_is_cross: bool) -> WeightPass:
     """Scored rows (persisted) -> weighted rows: calibration, propensities, signals, raw weights,
     importance sampling, normalisation. If a phase fails, the frames persisted so far are released."""
@@ -385,7 +385,7 @@ def weigh(scored: DataFrame, w: WeightingSettings, sampling: dict[str, Any], row
         raise
 
 
-def _weigh(scored: DataFrame, w: WeightingSettings, sampling: dict[str, Any], rows_valid: int,
+def _weigh(scored: DataFrame, w: WeightingSettings, sampling: SamplingSettings, rows_valid: int,
            scorer_is_cross: bool, persisted: list[DataFrame]) -> WeightPass:
     clock = _PhaseClock()
     stats: dict[str, Any] = {}
