@@ -116,6 +116,13 @@ STRATEGIES: dict[str, Strategy] = {s.name: s for s in (
              "Wang et al. 2018; Joachims et al. 2017", ("propensity", "clicked"), _ipw_weight,
              lambda r, p: (f"clicked at position {r['position']}: 1 / propensity = 1 / {fmt(r['propensity'])}"
                            if r.get("clicked") else "not clicked: 1")),
+    # The information an impression's click carries about its pair's relevance grows with the chance it
+    # was seen: under the position-based model the Fisher information of a click at position k is about
+    # theta_k / gamma. Paired with `pair_label: click_model`, a pair's weight is its expected examinations.
+    Strategy("examination", "θ_k, the examination propensity of the row's position (as `ipw`'s θ_k): an "
+             "impression counts by how likely it was seen", "position-based click model (Joachims et al. 2017)",
+             ("propensity",), lambda c, p: np.asarray(c["propensity"], np.float64),
+             lambda r, p: f"propensity of position {r['position']} = {fmt(r['propensity'])}"),
     Strategy("action_value", "purchase > cart > click with dwell ≥ `long_dwell_ms` > click > skip "
              "(`action_values`)", "e-commerce practice", ("clicked", "added_to_cart", "purchased", "dwell_ms"),
              lambda c, p: W.action_value(c["clicked"], c["added_to_cart"], c["purchased"], c["dwell_ms"],
