@@ -54,6 +54,15 @@ def test_ipw_weights_clicks_by_inverse_propensity_only():
     assert np.all(w[~clicked] == 1.0)
 
 
+def test_examination_weighs_each_impression_by_its_position_propensity_click_or_not():
+    c = cols(200, seed=5)
+    w = raw_weights("examination", c, PARAMS)
+    assert np.array_equal(w, c["propensity"])
+    # a pair's weight (the sum over its impressions) is its expected examinations: two impressions at
+    # a position seen half the time count as much as one at position 1
+    assert raw_weights("examination", {**c, "propensity": np.array([0.5, 0.5, 1.0])}, PARAMS, rows=3)[:2].sum() == 1.0
+
+
 def test_action_value_orders_purchase_cart_dwell_click_skip():
     w = W.action_value(clicked=np.array([1, 1, 1, 1, 0]), added_to_cart=np.array([1, 1, 0, 0, 0]),
                        purchased=np.array([1, 0, 0, 0, 0]), dwell_ms=np.array([0, 0, 60000, 10, np.nan]),
