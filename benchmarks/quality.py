@@ -234,6 +234,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--replicates", type=int, default=1000, help="bootstrap draws per seed")
     p.add_argument("--tag", default="")
     p.add_argument("--include", action="append", default=[], help="an earlier results JSON to tabulate with this one")
+    p.add_argument("--tabulate-only", action="store_true",
+                   help="run nothing: tabulate the --include files together (into quality_<split>_<tag>.*)")
     args = p.parse_args(argv)
     args.click_models = list(CLICK_MODELS) if args.click_models == "all" else args.click_models.split(",")
     unknown = [c for c in args.click_models if c not in CLICK_MODELS]
@@ -250,14 +252,21 @@ def main(argv: list[str] | None = None) -> int:
     stem = f"quality_{args.split}" + (f"_{args.tag}" if args.tag else "")
     rows = [r for f in args.include for r in json.loads(Path(f).read_text())["runs"]]
     started = time.time()
-    for row in (r for seed in args.seeds for r in run_seed(args, pairs, seed, configs, names)):
-        rows.append(row)
+
+    def write() -> list[dict]:  # after every run, so an interrupted matrix keeps what it finished
         summary = summarise(rows, args.replicates)
         (results / f"{stem}.json").write_text(json.dumps({"args": vars(args), "runs": rows, "summary": summary,
                                                           "wall_s": round(time.time() - started)},
                                                          indent=2, default=str) + "\n")
         (results / f"{stem}.md").write_text(markdown(summary))
-    print(markdown(summarise(rows, args.replicates)))
+        return summary
+
+    seeds = [] if args.tabulate_only else args.seeds
+    for row in (r for seed in seeds for r in run_seed(args, pairs, seed, configs, names)):
+        rows.append(row)
+        write()
+    summary = write()
+    print(markdown(summary))
     print(f"wall time {time.time() - started:.0f} s")
     return 0
 
