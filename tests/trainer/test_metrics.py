@@ -101,3 +101,25 @@ def test_start_head_keeps_the_scorers_direction():
     y_up = (rng.random(3000) < 1 / (1 + np.exp(-3 * x))).astype(float)
     a_up, _ = fit_start_head(lambda a, b: logistic_sums(x, y_up, w, a, b), 1.2, -1.0)
     assert a_up > 0 and a_up != 1.2
+
+
+def test_start_head_fit_does_not_run_away_on_widely_weighted_soft_labels():
+    """Soft labels with weights spanning e^±4 (as examination weights over a click model's labels):
+    25 plain Newton steps from the scorer's head run away to |a| ~ 1e8; the damped fit lands on the
+    optimum (zero gradient) with a lower loss than the start."""
+    from udfs.weighting.calibration import fit_start_head, logistic_sums, platt_newton_step
+
+    rng = np.random.default_rng(35)
+    x = rng.uniform(-0.1, 0.95, 200)
+    y = np.clip(1 / (1 + np.exp(-(3 * x - 0.5))) + rng.normal(0, 0.1, 200), 0.05, 0.99)
+    w = np.exp(rng.normal(0, 1.5, 200))
+    sums_at = lambda a, b: logistic_sums(x, y, w, a, b)  # noqa: E731
+    a, b = 1.4, -2.35
+    for _ in range(25):
+        a, b = platt_newton_step(sums_at(a, b), a, b)
+    assert not abs(a) < 1e3  # the undamped iteration this test guards against
+    a, b = fit_start_head(sums_at, 1.4, -2.35)
+    assert 0 < a < 10 and abs(b) < 10
+    at = sums_at(a, b)
+    assert abs(at["g_a"]) < 1e-6 * w.sum() and abs(at["g_b"]) < 1e-6 * w.sum()
+    assert at["loss"] < sums_at(1.4, -2.35)["loss"]
