@@ -37,7 +37,8 @@ def logistic_sums(x: np.ndarray, y: np.ndarray, w: np.ndarray, a: float, b: floa
             "loss": float(np.sum(w * (np.logaddexp(0.0, z) - y * z)))}  # weighted soft-label BCE
 
 
-def fit_logistic(sums_at, a: float, b: float, fit_a: bool = True, iterations: int = 25) -> tuple[float, float]:
+def fit_logistic(sums_at, a: float, b: float, fit_a: bool = True, iterations: int = 25,
+                 tol: float = 1e-9) -> tuple[float, float]:
     """Damped Newton on (a, b), or on b alone with a fixed; sums_at(a, b) returns logistic_sums
     (summed over every shard: the caller all-reduces, so every rank takes the same steps).
 
@@ -59,7 +60,7 @@ def fit_logistic(sums_at, a: float, b: float, fit_a: bool = True, iterations: in
             step /= 2
         else:
             break  # no step lowers the loss: (a, b) is the optimum to rounding
-        done = abs(try_a - a) + abs(try_b - b) < 1e-9
+        done = abs(try_a - a) + abs(try_b - b) < tol
         a, b, sums = try_a, try_b, tried
         if done:
             break

@@ -36,24 +36,24 @@ def sigmoid(z: Column) -> Column:
 
 
 def fit_calibration(df: DataFrame, base_rate: float, iterations: int = 8) -> tuple[float, float]:
-    """Platt scaling p = sigmoid(a * relevance + b) fitted to the clicks by Newton steps (one aggregate each)."""
-    a, b = 0.0, float(np.log(base_rate / (1 - base_rate)))
-    for _ in range(iterations):
-        p = sigmoid(F.lit(a) * F.col("relevance") + F.lit(b))
+    """Platt scaling p = sigmoid(a * relevance + b) fitted to the clicks by damped Newton steps
+    (calibration.fit_logistic; one aggregate per step)."""
+    def sums_at(a: float, b: float) -> dict[str, float]:
+        z = F.lit(a) * F.col("relevance") + F.lit(b)
+        p = sigmoid(z)
         w = p * (1 - p)
-        row = df.select(
+        bce = F.log1p(F.exp(-F.abs(z))) + F.greatest(z, F.lit(0.0)) - F.col("clicked") * z  # log(1 + e^z) - y z
+        return df.select(
             exact_sum((p - F.col("clicked")) * F.col("relevance")).alias("g_a"),
             exact_sum(p - F.col("clicked")).alias("g_b"),
             exact_sum(w * F.col("relevance") ** 2).alias("h_aa"),
             exact_sum(w * F.col("relevance")).alias("h_ab"),
             exact_sum(w).alias("h_bb"),
-        ).first()
-        new_a, new_b = calibration.platt_newton_step(row.asDict(), a, b)
-        if abs(new_a - a) + abs(new_b - b) < 1e-7:
-            a, b = new_a, new_b
-            break
-        a, b = new_a, new_b
-    return a, b
+            exact_sum(bce).alias("loss"),
+        ).first().asDict()
+
+    return calibration.fit_logistic(sums_at, 0.0, float(np.log(base_rate / (1 - base_rate))),
+                                    iterations=iterations, tol=1e-7)
 
 
 @dataclass
