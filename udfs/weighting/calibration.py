@@ -43,7 +43,7 @@ def fit_logistic(sums_at, a: float, b: float, fit_a: bool = True, iterations: in
     (summed over every shard: the caller all-reduces, so every rank takes the same steps).
 
     A full Newton step on a logistic loss can overshoot and run away (a pair table with examination
-    weights from 0.015 to 25 sent a start head to a = 2.7e9): each step is halved until the weighted
+    weights from 0.015 to 25 sent a start head to a = 2.5e9): each step is halved until the weighted
     loss does not rise, and the fit stops where no step lowers it."""
     sums = sums_at(a, b)
     for _ in range(iterations):
