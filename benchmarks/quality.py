@@ -21,12 +21,16 @@ weights, train.objective=listwise), `tower` (uniform weights, train.position_tow
 product's defaults), the oracles `truth` (each pair's true click probability as its label, through
 the same trainee and gate) and `clean` (the same queries' sessions without noise or position bias),
 any registered strategy by name, and `--config NAME=key=value;key=value` for anything else.
-Writes benchmarks/results/quality_TAG.{json,md}; run folders under --work. Run from the repository root.
+Writes benchmarks/results/quality_TAG.{json,md}; run folders under --work. Each evaluated model's
+held-out scores are also kept under benchmarks/results/quality_scores/ (float32, a few tens of kB), so
+a matrix that spans sessions is tabulated with `--tabulate-only --include <earlier results>` after its
+run folders are gone. Run from the repository root.
 """
 from __future__ import annotations
 
 import argparse
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -47,6 +51,10 @@ from udfs.weighting import strategies
 ROOT = Path(__file__).resolve().parent.parent
 CLI = str(Path(sys.executable).parent / "clickweight")
 POSITIVE = 2.5
+# Each evaluated model's held-out scores, kept in the repository (float32, the held-out set's row order),
+# so a matrix that takes several sessions can be tabulated after its run folders are gone.
+SCORES = ROOT / "benchmarks" / "results" / "quality_scores"
+RUN_PATH = re.compile(r"(dev|test)/seed\d+_q\d+/(?:[^/]+/)?eval_[^/]+_h(\d+)\.parquet$")
 NAIVE = ["weighting.strategy=none", "train.objective=pointwise"]   # README: the naive baseline
 ORACLES = ("truth", "clean")
 
@@ -79,6 +87,51 @@ def evaluate(model: str, held: Path, out: Path) -> dict:
              "--predictions", str(out.with_suffix(".parquet"))])
     m = json.loads(out.with_suffix(".json").read_text())
     return {"auc": m["auc"], "ndcg@10": m["ndcg@10"], "predictions": str(out.with_suffix(".parquet"))}
+
+
+def scores_paths(predictions: str) -> tuple[Path, Path]:
+    """(the model's score file, its seed's held-out key) under SCORES, from a predictions path
+    `<work>/<split>/seed<S>_q<Q>/[<click model>_s<sessions>/]eval_<config>_h<pairs>.parquet`."""
+    m = RUN_PATH.search(Path(predictions).as_posix())
+    if not m:
+        raise ValueError(f"not a quality run's predictions path: {predictions}")
+    rel = Path(m.group(0))
+    return SCORES / rel, SCORES / rel.parts[0] / rel.parts[1] / f"heldout_h{m.group(2)}.parquet"
+
+
+def persist_scores(row: dict) -> dict:
+    """Copies the row's held-out scores into SCORES (once) and names the copy in the row."""
+    if "predictions" not in row or not Path(row["predictions"]).exists():
+        return row
+    scores, key = scores_paths(row["predictions"])
+    frame = pd.read_parquet(row["predictions"], columns=["query", "relevance", "score"])
+    if key.exists():
+        kept = pd.read_parquet(key)
+        if not (kept["query"].equals(frame["query"]) and np.allclose(kept["relevance"], frame["relevance"])):
+            raise RuntimeError(f"{row['predictions']}: its held-out rows differ from {key}")
+    else:
+        key.parent.mkdir(parents=True, exist_ok=True)
+        frame[["query", "relevance"]].to_parquet(key, compression="zstd")
+    if not scores.exists():
+        scores.parent.mkdir(parents=True, exist_ok=True)
+        frame[["score"]].astype("float32").to_parquet(scores, compression="zstd")
+    return {**row, "scores": scores.relative_to(ROOT).as_posix()}
+
+
+def load_predictions(row: pd.Series) -> pd.DataFrame:
+    """query / relevance / score of one evaluated model: the run folder's file while it exists, else
+    the copy kept under SCORES (float32 scores: a tie float64 would break may count as a tie)."""
+    path = row.get("predictions")
+    if isinstance(path, str) and Path(path).exists():
+        return pd.read_parquet(path, columns=["query", "relevance", "score"])
+    kept = row.get("scores")
+    if not isinstance(kept, str) or not (ROOT / kept).exists():
+        raise FileNotFoundError(f"no held-out scores for {row.get('config')} (seed {row.get('seed')}): "
+                                f"neither {path} nor {kept}")
+    scores = ROOT / kept
+    m = RUN_PATH.search(scores.as_posix())
+    key = SCORES / m.group(1) / Path(m.group(0)).parts[1] / f"heldout_h{m.group(2)}.parquet"
+    return pd.read_parquet(key).assign(score=pd.read_parquet(scores)["score"].astype("float64").to_numpy())
 
 
 def write_clickstream(frame: pd.DataFrame, folder: Path) -> Path:
@@ -133,7 +186,8 @@ def train_and_evaluate(data: Path, clickstream: Path, held: Path, name: str, set
     trained = json.loads((model / "train_summary.json").read_text())
     scored = json.loads((weighted / "_summary.json").read_text())
     return {**evaluate(str(model), held, eval_stem(data, name, held)), **timings, "selected": trained["selected"],
-            "impressions": scored["rows_out"], "pairs": scored["pairs"]["pairs"]}
+            "precision": trained.get("precision"), "impressions": scored["rows_out"],
+            "pairs": scored["pairs"]["pairs"]}
 
 
 def run_seed(args, pairs: pd.DataFrame, seed: int, configs: dict[str, list[str]], names: list[str]):
@@ -175,9 +229,9 @@ def summarise(rows: list[dict], replicates: int) -> list[dict]:
         seeds = sorted(set(by["naive"].index) & set(zero.index))
         draws: dict[str, list[np.ndarray]] = {}
         for s in seeds:
-            preds = {"naive": pd.read_parquet(by["naive"].loc[s, "predictions"])}
-            preds["zero-shot"] = pd.read_parquet(zero.loc[s, "predictions"])
-            preds.update({n: pd.read_parquet(b.loc[s, "predictions"]) for n, b in by.items() if s in b.index})
+            preds = {"naive": load_predictions(by["naive"].loc[s])}
+            preds["zero-shot"] = load_predictions(zero.loc[s])
+            preds.update({n: load_predictions(b.loc[s]) for n, b in by.items() if s in b.index})
             ref = preds["naive"]
             boot = bootstrap_auc_differences(ref["query"].to_numpy(), ref["relevance"].to_numpy() >= POSITIVE,
                                              {n: p["score"].to_numpy() for n, p in preds.items()}, "naive",
@@ -250,7 +304,7 @@ def main(argv: list[str] | None = None) -> int:
     pairs = pd.read_parquet(args.data)
     results = ROOT / "benchmarks" / "results"
     stem = f"quality_{args.split}" + (f"_{args.tag}" if args.tag else "")
-    rows = [r for f in args.include for r in json.loads(Path(f).read_text())["runs"]]
+    rows = [persist_scores(r) for f in args.include for r in json.loads(Path(f).read_text())["runs"]]
     started = time.time()
 
     def write() -> list[dict]:  # after every run, so an interrupted matrix keeps what it finished
@@ -263,7 +317,7 @@ def main(argv: list[str] | None = None) -> int:
 
     seeds = [] if args.tabulate_only else args.seeds
     for row in (r for seed in seeds for r in run_seed(args, pairs, seed, configs, names)):
-        rows.append(row)
+        rows.append(persist_scores(row))
         write()
     summary = write()
     print(markdown(summary))

@@ -16,6 +16,8 @@ The rule, in full:
   files it means; name each file in full instead.
 - Siblings: citing ``X.md`` also cites ``X.json`` and vice versa (a benchmark writes the pair;
   the doc quotes one). No other extension is implied (``.jsonl``, ``.png`` are cited by name).
+- Folders: citing a folder (``benchmarks/results/quality_scores/``) cites every file under it: data
+  a benchmark reads back (held-out scores kept across sessions), never quoted file by file.
 - Exempt: files whose name starts with ``quality_dev_probe`` (runs of benchmarks/quality.py in
   progress write new ones before their doc section is written).
 
@@ -94,11 +96,12 @@ def with_siblings(names: set[str]) -> set[str]:
 
 
 def check(files: set[str], cited: set[str]) -> tuple[list[str], list[str]]:
-    """(files nobody cites, cited files that do not exist), both sorted."""
+    """(files nobody cites, cited files or folders that do not exist), both sorted."""
     covered = with_siblings(cited)
+    folders = tuple(c + "/" for c in cited if any(f.startswith(c + "/") for f in files))
     uncited = sorted(f for f in files
-                     if f not in covered and not f.startswith(EXEMPT_PREFIXES))
-    missing = sorted(c for c in cited if c not in files)
+                     if f not in covered and not f.startswith(EXEMPT_PREFIXES) and not f.startswith(folders))
+    missing = sorted(c for c in cited if c not in files and c + "/" not in folders)
     return uncited, missing
 
 
@@ -136,6 +139,10 @@ def test_matching_rule_on_a_fake_tree():
         "a bare f.json does not count\n")
     cited, patterns = find_citations(text)
     assert cited == {"a.md", "b.json", "c.png", "gone.json"}
+    uncited, missing = check({"a.md", "a.json", "b.json", "dir/x.parquet", "dir/y/z.parquet", "other.md"},
+                             cited | {"dir"})
+    assert uncited == ["other.md"]  # the folder covers its files, the sibling covers a.json
+    assert missing == ["c.png", "gone.json"]
     assert patterns == {"benchmarks/results/d_seed{0,1}.json", "benchmarks/results/e*.md"}
 
     files = {"a.md", "a.json", "b.json", "b.md", "c.png", "c.json", "f.json",

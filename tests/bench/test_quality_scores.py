@@ -1,0 +1,51 @@
+"""benchmarks/quality.py keeps each evaluated model's held-out scores in the repository, so a matrix
+run over several sessions (whose run folders do not survive) can still be tabulated and bootstrapped."""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from benchmarks import quality
+
+
+def _predictions(work, rel: str, scores: np.ndarray) -> str:
+    path = work / rel
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pd.DataFrame({"query": ["a", "a", "b"], "title": ["x", "y", "z"], "relevance": [3.0, 1.0, 2.67],
+                  "score": scores}).to_parquet(path)
+    return str(path)
+
+
+def test_scores_kept_in_the_repository_load_back_after_the_run_folder_is_gone(tmp_path, monkeypatch):
+    repo, work = tmp_path / "repo", tmp_path / "runs"
+    monkeypatch.setattr(quality, "ROOT", repo)
+    monkeypatch.setattr(quality, "SCORES", repo / "benchmarks" / "results" / "quality_scores")
+    score = np.array([0.1234567891, 0.5, -2.0])
+    row = {"seed": 3, "config": "naive",
+           "predictions": _predictions(work, "dev/seed3_q1000/pbm_eta2_s16/eval_naive_h3.parquet", score)}
+    zero = {"seed": 3, "config": "zero-shot",
+            "predictions": _predictions(work, "dev/seed3_q1000/eval_zero_shot_h3.parquet", score[::-1])}
+    kept, kept_zero = quality.persist_scores(row), quality.persist_scores(zero)
+    assert kept["scores"] == "benchmarks/results/quality_scores/dev/seed3_q1000/pbm_eta2_s16/eval_naive_h3.parquet"
+    assert (repo / "benchmarks/results/quality_scores/dev/seed3_q1000/heldout_h3.parquet").exists()
+    for p in work.rglob("*.parquet"):
+        p.unlink()
+    back = quality.load_predictions(pd.Series(kept))
+    assert back["query"].tolist() == ["a", "a", "b"] and back["relevance"].tolist() == [3.0, 1.0, 2.67]
+    np.testing.assert_allclose(back["score"], score, rtol=1e-7)  # float32 in the repository
+    np.testing.assert_allclose(quality.load_predictions(pd.Series(kept_zero))["score"], score[::-1], rtol=1e-7)
+    with pytest.raises(FileNotFoundError, match="no held-out scores"):
+        quality.load_predictions(pd.Series({**row, "scores": "benchmarks/results/quality_scores/none.parquet"}))
+
+
+def test_a_second_model_on_other_held_out_rows_is_refused(tmp_path, monkeypatch):
+    repo, work = tmp_path / "repo", tmp_path / "runs"
+    monkeypatch.setattr(quality, "ROOT", repo)
+    monkeypatch.setattr(quality, "SCORES", repo / "quality_scores")
+    quality.persist_scores({"predictions": _predictions(work, "test/seed0_q10/flip20_s16/eval_a_h3.parquet",
+                                                        np.zeros(3))})
+    other = _predictions(work, "test/seed0_q10/flip20_s16/eval_b_h3.parquet", np.zeros(3))
+    pd.read_parquet(other).assign(query=["a", "b", "b"]).to_parquet(other)
+    with pytest.raises(RuntimeError, match="held-out rows differ"):
+        quality.persist_scores({"predictions": other})
