@@ -59,6 +59,12 @@ NAIVE = ["weighting.strategy=none", "train.objective=pointwise"]   # README: the
 ORACLES = ("truth", "clean")
 
 
+def oracle_of(name: str) -> str | None:
+    """`truth` or `clean` for an oracle configuration, also a variant (`truth_e4`: the oracle's labels or
+    log with the variant's settings, which it names in full); None for any other configuration."""
+    return next((o for o in ORACLES if name == o or name.startswith(o + "_")), None)
+
+
 def named_configs(extra: list[str]) -> dict[str, list[str]]:
     configs = {"naive": NAIVE, "truth": NAIVE, "clean": NAIVE, "default": []}
     configs.update({s: [f"weighting.strategy={s}"] for s in strategies.names()})
@@ -173,7 +179,7 @@ def train_and_evaluate(data: Path, clickstream: Path, held: Path, name: str, set
     overrides = [a for s in sets for a in ("--set", s)]
     timings = {}
     if not (weighted / "_clickweight.json").exists():
-        if name == "truth":
+        if oracle_of(name) == "truth":
             shutil.copytree(reuse, weighted)
             truth_labels(weighted, train_pairs, settings)
         else:
@@ -196,7 +202,8 @@ def run_seed(args, pairs: pd.DataFrame, seed: int, configs: dict[str, list[str]]
     base = Path(args.work) / args.split / f"seed{seed}_q{args.train_queries}"
     base.mkdir(parents=True, exist_ok=True)
     held = base / "heldout.parquet"
-    held_pairs[["query", "item_id", "title", "relevance"]].to_parquet(held)
+    if not held.exists():  # a function of the seed; never rewritten under a concurrent invocation's reader
+        held_pairs[["query", "item_id", "title", "relevance"]].to_parquet(held)
     yield {"seed": seed, "click_model": "-", "config": "zero-shot",
            **evaluate(default_model_path(), held, eval_stem(base, "zero_shot", held))}
     for cm in args.click_models:
@@ -205,7 +212,7 @@ def run_seed(args, pairs: pd.DataFrame, seed: int, configs: dict[str, list[str]]
         clickstream = write_clickstream(simulate(train, settings, seed)[0], data)
         for name in names:
             started = time.time()
-            if name == "clean":
+            if oracle_of(name) == "clean":
                 cs = write_clickstream(simulate(train, settings.clean(), seed)[0], data / "clean_log")
                 r = train_and_evaluate(data, cs, held, name, configs[name], None, settings, train)
             else:
