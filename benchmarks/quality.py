@@ -121,7 +121,10 @@ def persist_scores(row: dict) -> dict:
     if not scores.exists():
         scores.parent.mkdir(parents=True, exist_ok=True)
         frame[["score"]].astype("float32").to_parquet(scores, compression="zstd")
-    return {**row, "scores": scores.relative_to(ROOT).as_posix()}
+    out = {**row, "scores": scores.relative_to(ROOT).as_posix()}
+    if row.get("candidates"):
+        out["candidates"] = {k: persist_scores(v) for k, v in row["candidates"].items()}
+    return out
 
 
 def load_predictions(row: pd.Series) -> pd.DataFrame:
@@ -174,9 +177,13 @@ def eval_stem(folder: Path, name: str, held: Path) -> Path:
 
 
 def train_and_evaluate(data: Path, clickstream: Path, held: Path, name: str, sets: list[str],
-                       reuse: Path | None, settings: SimulatorSettings, train_pairs: pd.DataFrame) -> dict:
+                       reuse: Path | None, settings: SimulatorSettings, train_pairs: pd.DataFrame,
+                       candidates: bool = False) -> dict:
     weighted, model = data / f"w_{name}", data / f"m_{name}"
     overrides = [a for s in sets for a in ("--set", s)]
+    train_overrides = [*overrides, "--set", "train.save_candidates=true"] if candidates else overrides
+    if candidates and model.exists() and not (model / "candidates").exists():
+        shutil.rmtree(model)  # trained without its candidates: train again, keeping them
     timings = {}
     if not (weighted / "_clickweight.json").exists():
         if oracle_of(name) == "truth":
@@ -188,10 +195,22 @@ def train_and_evaluate(data: Path, clickstream: Path, held: Path, name: str, set
                                              *overrides, *extra]), 1)
     if not (model / "train_summary.json").exists():
         timings["train_s"] = round(run([CLI, "train", "--input", str(weighted), "--output", str(model),
-                                        *overrides]), 1)
+                                        *train_overrides]), 1)
     trained = json.loads((model / "train_summary.json").read_text())
     scored = json.loads((weighted / "_summary.json").read_text())
-    return {**evaluate(str(model), held, eval_stem(data, name, held)), **timings, "selected": trained["selected"],
+    exported = evaluate(str(model), held, eval_stem(data, name, held))
+    found = {}  # every candidate the gate judged, evaluated like the exported model (the gate study)
+    for folder in sorted((model / "candidates").glob("*")) if candidates else []:
+        if folder.name == "start":  # the scorer's ranking under a refitted head: zero-shot's graded figures
+            found["start"] = {"same_as": "zero-shot", "gate_data": str(folder)}
+        elif folder.name == trained["selected"].replace(" ", "_"):
+            found[folder.name] = {**exported, "gate_data": str(folder)}
+        else:
+            found[folder.name] = {**evaluate(str(folder), held, eval_stem(data, f"{name}__{folder.name}", held)),
+                                  "gate_data": str(folder)}
+    extra = {"candidates": found, "propensity": scored.get("propensity")} if candidates else {}
+    return {**exported, **timings, **extra,
+            "selected": trained["selected"],
             "precision": trained.get("precision"), "impressions": scored["rows_out"],
             "pairs": scored["pairs"]["pairs"]}
 
@@ -214,10 +233,11 @@ def run_seed(args, pairs: pd.DataFrame, seed: int, configs: dict[str, list[str]]
             started = time.time()
             if oracle_of(name) == "clean":
                 cs = write_clickstream(simulate(train, settings.clean(), seed)[0], data / "clean_log")
-                r = train_and_evaluate(data, cs, held, name, configs[name], None, settings, train)
+                r = train_and_evaluate(data, cs, held, name, configs[name], None, settings, train, args.candidates)
             else:
                 reuse = data / "w_naive" if name != "naive" else None
-                r = train_and_evaluate(data, clickstream, held, name, configs[name], reuse, settings, train)
+                r = train_and_evaluate(data, clickstream, held, name, configs[name], reuse, settings, train,
+                                       args.candidates)
             row = {"seed": seed, "click_model": cm, "config": name, "sets": configs[name], **r,
                    "wall_s": round(time.time() - started, 1)}
             print(json.dumps(row), flush=True)
@@ -293,6 +313,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--heldout-queries", type=int, default=800)
     p.add_argument("--sessions", type=float, default=16.0, help="mean sessions per query (16: about 200k impressions)")
     p.add_argument("--replicates", type=int, default=1000, help="bootstrap draws per seed")
+    p.add_argument("--candidates", action="store_true",
+                   help="keep and evaluate every candidate the gate judged (train.save_candidates): the gate study")
     p.add_argument("--tag", default="")
     p.add_argument("--include", action="append", default=[], help="an earlier results JSON to tabulate with this one")
     p.add_argument("--tabulate-only", action="store_true",

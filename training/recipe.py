@@ -134,6 +134,8 @@ class WeightedFinetuneRecipe:
         self.tower = t.position_tower
         self.fields = (*training_fields(self.model.input_columns, self.compact, t.objective, self.tower),
                        self.model.start_feature)
+        if t.save_candidates and self.compact:  # the gate study reads each held-out pair's clicks per position
+            self.fields = (*self.fields, POSITION_IMPRESSIONS, POSITION_CLICKS)
         self.fields = tuple(dict.fromkeys(self.fields))
         self.eval_rows, train_rows, start_data, position_weights = self._held_out_pass()
         self.start_head = self._fit_start_head(start_data) if t.recalibrate_start else None
@@ -306,9 +308,11 @@ class WeightedFinetuneRecipe:
                 ckpt.save_best(self.ckpt_dir, self.best_weights)
                 print(f"[clickweight train] start, before step 1: {epoch_line({}, state.start_eval, self.select_key)}"
                       f" over {state.start_eval.get('eval_rows', 0)} held-out rows", flush=True)
+            self._save_candidate("start")
         while state.epoch < self.t.epochs and not state.stopped_early:
             record = self.train_epoch(state.epoch)
             self._select(record)
+            self._save_candidate(f"epoch_{record['epoch']}")
             state.epoch += 1
             state.step_in_epoch = 0
             self.save_checkpoint()
@@ -391,6 +395,35 @@ class WeightedFinetuneRecipe:
         else:
             state.bad_epochs += 1
             state.stopped_early = state.bad_epochs > self.t.early_stopping_patience
+
+    def _save_candidate(self, name: str) -> None:
+        """train.save_candidates: the current weights as a model folder (rank 0) and each rank's held-out
+        pairs with their logits z (the relevance tower's: no position term), clicks and impressions, in
+        total and per position where the table has them, so gate criteria can be studied offline."""
+        if not self.t.save_candidates:
+            return
+        folder = self.out / "candidates" / name
+        folder.mkdir(parents=True, exist_ok=True)
+        rows = self.eval_rows
+        n = len(rows["query_bucket"]) if rows else 0
+        z = []
+        self.model.eval()
+        with torch.inference_mode(), autocast(self.precision, str(self.device)):
+            for i in range(0, n, self.t.batch_size * 2):
+                b = self._tensors({k: v[i:i + self.t.batch_size * 2] for k, v in rows.items()}, training=False)
+                z.append(self.model(b).float().cpu().numpy())
+        self.model.train()
+        arrays = {"z": np.concatenate(z) if z else np.zeros(0)}
+        if n:
+            tg = targets(rows, self.compact)
+            arrays.update(query_bucket=rows["query_bucket"], clicks=tg["clicks"], impressions=tg["impressions"])
+            for c in (POSITION_IMPRESSIONS, POSITION_CLICKS):
+                if c in rows:
+                    arrays[c] = np.asarray(_dense(rows[c]), np.float64)
+        np.savez(folder / f"heldout_rank{self.rank}.npz", **arrays)
+        if self.rank == 0:
+            save_trainee(self.model, self.cfg["model"]["path"], folder, {"clickweight": {"candidate": name},
+                                                                          "config": self.cfg})
 
     def save_checkpoint(self) -> None:
         rng = ckpt.gather_rng_states()  # a collective: every rank takes part

@@ -27,6 +27,7 @@ class TrainSettings(ConfigSection):
     head_lr: float
     recalibrate_start: bool
     select_by: str
+    save_candidates: bool              # also write the start and each epoch (model + held-out arrays)
     weight_decay: float
     warmup_ratio: float
     max_grad_norm: float
