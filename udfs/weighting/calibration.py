@@ -25,10 +25,12 @@ def platt_newton_step(sums: Mapping[str, float], a: float, b: float, ridge: floa
     return float(a - da), float(b - db)
 
 
-def logistic_sums(x: np.ndarray, y: np.ndarray, w: np.ndarray, a: float, b: float) -> dict[str, float]:
-    """platt_newton_step's sums for sample-weighted, soft-label logistic regression y ~ sigmoid(a x + b)."""
+def logistic_sums(x: np.ndarray, y: np.ndarray, w: np.ndarray, a: float, b: float,
+                  offset: np.ndarray | float = 0.0) -> dict[str, float]:
+    """platt_newton_step's sums for sample-weighted, soft-label logistic regression y ~ sigmoid(a x + b
+    + offset), the offset fixed (a known logit term per row, e.g. log examination at its position)."""
     x, y, w = (np.asarray(v, dtype=np.float64) for v in (x, y, w))
-    z = a * x + b
+    z = a * x + b + offset
     p = sigmoid(z)
     h = w * p * (1 - p)
     r = w * (p - y)

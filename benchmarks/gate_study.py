@@ -1,0 +1,188 @@
+"""Which gate picks the best model? Every candidate the gate judged, its graded AUC, every criterion.
+
+The trainee exports the best of {start, epoch 0, epoch 1, ...} by a held-out click criterion
+(`train.select_by`). A run of `benchmarks/quality.py --candidates` keeps every candidate with its
+logits on the gate's held-out pairs (`train.save_candidates`) and evaluates each one on the graded
+held-out queries. This script replays the gate offline with several criteria on the same candidates
+and reports, for each criterion, the mean graded AUC of what it would have exported, against the
+best candidate in hindsight and the current gate. Criteria (lower is better unless marked):
+
+- `impression_loss`: the current default: every held-out impression once, pooled over positions,
+  after the best affine recalibration of the logits.
+- `examination_loss`: the same clicks per position, the logit offset by log theta_k (the score job's
+  examination propensity): a candidate is not paid for reproducing the logging policy's position
+  bias, which a model trained on corrected labels does not.
+- `click_auc` (higher is better): pooled held-out click AUC.
+- `last`: no gate: the last epoch.
+- `<criterion>+se`: the best epoch by the criterion, kept unless the start beats it by more than
+  two standard errors of their paired difference (over held-out queries): a gate that does not act
+  on differences it cannot see.
+
+    .venv/bin/python -m benchmarks.gate_study --results benchmarks/results/quality_dev_screen3.json \\
+        --tag dev
+
+Writes benchmarks/results/gate_study_TAG.{json,md}. Choose on dev results only.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from training.metrics import weighted_auc
+from udfs.weighting.calibration import fit_logistic, logistic_sums
+from udfs.weighting.weights import bce_with_logits
+
+ROOT = Path(__file__).resolve().parent.parent
+Z_SE = 2.0
+
+
+def load_candidate(folder: str) -> dict[str, np.ndarray]:
+    """A candidate's held-out arrays, every rank's file concatenated."""
+    parts = [np.load(f) for f in sorted(Path(folder).glob("heldout_rank*.npz"))]
+    if not parts:
+        raise FileNotFoundError(f"{folder}: no heldout_rank*.npz (train with train.save_candidates=true)")
+    return {k: np.concatenate([p[k] for p in parts]) for k in parts[0].files}
+
+
+def offset_logistic_fit(x: np.ndarray, offset: np.ndarray, label: np.ndarray, weight: np.ndarray
+                        ) -> tuple[float, float]:
+    """(a, b) minimising the weighted soft-label log loss of sigmoid(a x + b + offset), a >= 0 (as
+    training.metrics.recalibrated_loss: a model is exported with its logits' direction)."""
+    rate = float(np.clip(np.sum(weight * label) / max(weight.sum(), 1e-12), 1e-6, 1 - 1e-6))
+    b0 = float(np.log(rate / (1 - rate)) - np.average(offset, weights=weight))
+    a, b = fit_logistic(lambda a, b: logistic_sums(x, label, weight, a, b, offset), 0.0, b0)
+    if not a >= 0:
+        a, b = fit_logistic(lambda a_, b: logistic_sums(x, label, weight, 0.0, b, offset), 0.0, b0, fit_a=False)
+    return a, b
+
+
+def per_pair_losses(c: dict[str, np.ndarray], criterion: str, theta: np.ndarray | None) -> np.ndarray:
+    """Each held-out pair's summed log loss over its impressions under the recalibrated candidate (the
+    criterion is their sum over the impressions' total), for the paired standard error."""
+    z = c["z"].astype(np.float64)
+    x = (z - z.mean()) / max(z.std(), 1e-12)
+    if criterion == "impression_loss":
+        n, clicks = c["impressions"].astype(np.float64), c["clicks"].astype(np.float64)
+        label = clicks / np.maximum(n, 1)
+        a, b = offset_logistic_fit(x, np.zeros_like(x), label, n)
+        return n * bce_with_logits(a * x + b, label)
+    n, clicks = c["position_impressions"], c["position_clicks"]   # (pairs, buckets)
+    offset = np.log(np.broadcast_to(theta[: n.shape[1]], n.shape))
+    shown = n > 0
+    xs, os_, ns = np.broadcast_to(x[:, None], n.shape)[shown], offset[shown], n[shown]
+    ls = clicks[shown] / ns
+    a, b = offset_logistic_fit(xs, os_, ls, ns)
+    out = np.zeros(n.shape)
+    out[shown] = ns * bce_with_logits(a * xs + b + os_, ls)
+    return out.sum(axis=1)
+
+
+def theta_of(propensity: dict | None, buckets: int, floor: float = 0.05) -> np.ndarray:
+    p = {int(k): float(v) for k, v in (propensity or {}).items()}
+    return np.array([max(p.get(k, floor), floor) for k in range(1, buckets + 1)])
+
+
+def study_run(row: dict, zero_auc: float) -> dict:
+    """One training's candidates: graded AUC, criteria values and the paired SE against the start."""
+    cands = row["candidates"]
+    names = ["start", *sorted(k for k in cands if k != "start")]
+    data = {k: load_candidate(cands[k]["gate_data"]) for k in names}
+    theta = theta_of(row.get("propensity"), data["start"]["position_impressions"].shape[1])
+    total = data["start"]["impressions"].sum()
+    out = {"seed": row["seed"], "click_model": row["click_model"], "config": row["config"],
+           "selected": row["selected"].replace(" ", "_"),
+           "graded_auc": {k: (zero_auc if k == "start" else cands[k]["auc"]) for k in names}, "criteria": {}}
+    for crit in ("impression_loss", "examination_loss"):
+        losses = {k: per_pair_losses(data[k], crit, theta) for k in names}
+        q = data["start"]["query_bucket"]
+        value = {k: float(v.sum() / total) for k, v in losses.items()}
+        se = {}
+        for k in names[1:]:
+            d = pd.Series(losses[k] - losses["start"]).groupby(q).sum().to_numpy()
+            se[k] = float(np.sqrt(len(d) * d.var(ddof=1)) / total) if len(d) > 1 else float("inf")
+        out["criteria"][crit] = {"value": value, "se_vs_start": se}
+    out["criteria"]["click_auc"] = {"value": {
+        k: weighted_auc(data[k]["z"], data[k]["clicks"], data[k]["impressions"] - data[k]["clicks"])
+        for k in names}}
+    return out
+
+
+def pick(run: dict, rule: str) -> str:
+    names = list(run["graded_auc"])
+    epochs = [k for k in names if k != "start"]
+    if rule == "last":
+        return epochs[-1]
+    if rule == "hindsight":
+        return max(names, key=run["graded_auc"].get)
+    if rule == "current":
+        return run["selected"]
+    base, _, guard = rule.partition("+")
+    v = run["criteria"][base]["value"]
+    sign = -1.0 if base == "click_auc" else 1.0          # lower is better
+    if not guard:
+        return min(names, key=lambda k: sign * v[k])
+    best = min(epochs, key=lambda k: sign * v[k])
+    se = run["criteria"][base]["se_vs_start"][best]
+    return "start" if v[best] - v["start"] > Z_SE * se else best
+
+
+RULES = ("current", "impression_loss", "impression_loss+se", "examination_loss", "examination_loss+se",
+         "click_auc", "last", "hindsight")
+
+
+def summarise(runs: list[dict]) -> list[dict]:
+    out = []
+    for rule in RULES:
+        picks = [pick(r, rule) for r in runs]
+        auc = np.array([r["graded_auc"][p] for r, p in zip(runs, picks)])
+        best = np.array([max(r["graded_auc"].values()) for r in runs])
+        cur = np.array([r["graded_auc"][r["selected"]] for r in runs])
+        out.append({"rule": rule, "runs": len(runs), "mean_graded_auc": float(auc.mean()),
+                    "minus_current": float((auc - cur).mean()), "regret": float((best - auc).mean()),
+                    "picked_start": int(sum(p == "start" for p in picks)),
+                    "worst_minus_current": float((auc - cur).min())})
+    return out
+
+
+def markdown(summary: list[dict], runs: list[dict]) -> str:
+    lines = ["| gate rule | runs | mean graded AUC | − current gate | regret to hindsight | kept the start "
+             "| worst run − current |", "|---|---|---|---|---|---|---|"]
+    for s in summary:
+        lines.append(f"| {s['rule']} | {s['runs']} | {s['mean_graded_auc']:.4f} | {s['minus_current']:+.4f} | "
+                     f"{s['regret']:.4f} | {s['picked_start']} | {s['worst_minus_current']:+.4f} |")
+    lines += ["", "| seed | click model | config | graded AUC (start / epochs) | current | impression_loss+se "
+              "| examination_loss+se | last |", "|---|---|---|---|---|---|---|---|"]
+    for r in runs:
+        g = " / ".join(f"{v:.4f}" for v in r["graded_auc"].values())
+        lines.append(f"| {r['seed']} | {r['click_model']} | {r['config']} | {g} | {r['selected']} | "
+                     f"{pick(r, 'impression_loss+se')} | {pick(r, 'examination_loss+se')} | {pick(r, 'last')} |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--results", nargs="+", required=True, help="benchmarks/quality.py results JSON (--candidates)")
+    p.add_argument("--tag", default="dev")
+    args = p.parse_args(argv)
+    rows = [r for f in args.results for r in json.loads(Path(f).read_text())["runs"]]
+    rows = list({(r["seed"], r["click_model"], r["config"]): r for r in rows}.values())  # latest row wins
+    zero = {r["seed"]: r["auc"] for r in rows if r["config"] == "zero-shot"}
+    runs = [study_run(r, zero[r["seed"]]) for r in rows if r.get("candidates")]
+    if not runs:
+        raise SystemExit("no run with candidates: run benchmarks/quality.py with --candidates")
+    summary = summarise(runs)
+    results = ROOT / "benchmarks" / "results"
+    (results / f"gate_study_{args.tag}.json").write_text(json.dumps({"args": vars(args), "runs": runs,
+                                                                     "summary": summary}, indent=2) + "\n")
+    text = markdown(summary, runs)
+    (results / f"gate_study_{args.tag}.md").write_text(text)
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
