@@ -185,6 +185,7 @@ def validate(cfg: dict[str, Any]) -> None:
            "scorer.precision=int8 is dynamic int8 quantisation for CPUs: use bf16 (or auto) on a GPU")
     _check(t["head_lr"] > 0, "train.head_lr must be > 0")
     _check(t["select_by"] in SELECT_KEYS, f"train.select_by: {' | '.join(SELECT_KEYS)}")
+    _check(float(t["select_margin_se"]) >= 0, "train.select_margin_se must be >= 0 (0: the plain best-of gate)")
     _check(isinstance(cfg["output"]["position_buckets"], int) and cfg["output"]["position_buckets"] >= 1,
            "output.position_buckets must be an integer >= 1")
     _check(t["objective"] in OBJECTIVES, f"train.objective: {' | '.join(OBJECTIVES)}")

@@ -59,6 +59,7 @@ class State:
     best_eval_loss: float = math.inf
     best: str = "start"            # which model best.pt holds: "start" or "epoch N"
     start_eval: dict[str, Any] | None = None
+    start_contributions: list[float] = field(default_factory=list)  # each held-out row's share of the start's criterion
     bad_epochs: int = 0
     history: list[dict[str, Any]] = field(default_factory=list)
     stopped_early: bool = False

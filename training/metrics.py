@@ -1,6 +1,7 @@
 """Ranking and classification metrics: pure numpy, no sklearn."""
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
@@ -81,6 +82,22 @@ SELECT_KEYS = {
 }
 
 
+def criterion_inputs(select_key: str, tg: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray, bool]:
+    """(label, weight, recalibrate) of the held-out criterion a select key names, from held_out_metrics'
+    targets: criterion_contributions of these rows sum to held_out_metrics' value of that key."""
+    if select_key == SELECT_KEYS["impression_loss"]:
+        n = tg["impressions"]
+        return tg["clicks"] / np.maximum(n, 1), n, True
+    return tg["label"], tg["weight"], select_key == SELECT_KEYS["recalibrated_loss"]
+
+
+def paired_standard_error(a: np.ndarray, b: np.ndarray, groups: np.ndarray) -> float:
+    """Standard error of sum(a) - sum(b) when rows are dependent within a group (a held-out query) and
+    groups are independent: sqrt(G var(d_g)) over the groups' summed differences d_g."""
+    d = pd.Series(np.asarray(a, np.float64) - np.asarray(b, np.float64)).groupby(np.asarray(groups)).sum()
+    return float(np.sqrt(len(d) * d.var(ddof=1))) if len(d) > 1 else math.inf
+
+
 def targets(batch: dict[str, np.ndarray], compact: bool, t: TrainSettings | None = None) -> dict[str, np.ndarray]:
     """label / weight (what the loss uses) and clicks / impressions (what metrics count), per row of
     the batch. t: the training settings, for the pair table's training variants (None: the exact loss)."""
@@ -107,22 +124,42 @@ def floored_logit(logits: np.ndarray, floor_logit: float) -> np.ndarray:
     return np.logaddexp(log_sigmoid(floor_logit), log_1m_eps + log_sigmoid(z)) - log_1m_eps - log_sigmoid(-z)
 
 
+def criterion_contributions(z: np.ndarray, label: np.ndarray, weight: np.ndarray, recalibrate: bool = True
+                            ) -> np.ndarray:
+    """Each row's share of a held-out criterion (they sum to it): weight * log loss / total weight, the
+    logits after recalibrated_loss's affine fit (or as they are). Summed per held-out query, the
+    difference of two candidates' shares gives the paired standard error the gate's margin uses."""
+    z, label, weight = (np.asarray(v, dtype=np.float64) for v in (z, label, weight))
+    total = max(weight.sum(), 1e-12)
+    if recalibrate:
+        z = _recalibrated_logits(z, label, weight)
+    return weight * bce_with_logits(z, label) / total
+
+
+def _recalibrated_logits(z: np.ndarray, label: np.ndarray, weight: np.ndarray) -> np.ndarray:
+    """recalibrated_loss's logits: a x + b on the standardised z (standardised, Newton starts from the
+    base rate: stable; a >= 0), or the base rate where a constant fits better."""
+    total = max(weight.sum(), 1e-12)
+    x = (z - z.mean()) / max(z.std(), 1e-12)
+    rate = float(np.clip(np.sum(weight * label) / total, 1e-6, 1 - 1e-6))
+    b0 = float(np.log(rate / (1 - rate)))
+    a, b = fit_logistic(lambda a, b: logistic_sums(x, label, weight, a, b), 0.0, b0)
+    fitted = a * x + b
+    base = np.full_like(x, b0)
+    if not (np.isfinite(fitted).all() and a >= 0):
+        return base
+    return fitted if np.sum(weight * bce_with_logits(fitted, label)) <= np.sum(weight * bce_with_logits(base, label)) \
+        else base
+
+
 def recalibrated_loss(z: np.ndarray, label: np.ndarray, weight: np.ndarray) -> float:
     """Weighted log loss after the best affine recalibration a z + b of the logits (2 parameters
     fitted on these rows): what a model's ranking is worth, whatever its (a, b) happen to be.
     Comparing models by it, a start whose head was just refitted and an epoch whose head drifted
     with the weights are judged on what their encoders rank, not on a calibration wobble."""
-    z, label, weight = (np.asarray(v, dtype=np.float64) for v in (z, label, weight))
-    total = max(weight.sum(), 1e-12)
-    x = (z - z.mean()) / max(z.std(), 1e-12)  # standardised, Newton starts from the base rate: stable
-    rate = float(np.clip(np.sum(weight * label) / total, 1e-6, 1 - 1e-6))
-    b0 = float(np.log(rate / (1 - rate)))
-    a, b = fit_logistic(lambda a, b: logistic_sums(x, label, weight, a, b), 0.0, b0)
-    fitted = float(np.sum(weight * bce_with_logits(a * x + b, label)) / total)
-    base = float(np.sum(weight * bce_with_logits(np.full_like(x, b0), label)) / total)
-    # a >= 0 only: a model is exported with its logits' direction, so one that ranks against the
-    # clicks is worth no more than a constant, however well a negative slope would fit.
-    return min(fitted, base) if np.isfinite(fitted) and a >= 0 else base
+    # (the fit: _recalibrated_logits; a >= 0 only: a model is exported with its logits' direction, so one
+    # that ranks against the clicks is worth no more than a constant, however well a negative slope fits)
+    return float(criterion_contributions(z, label, weight).sum())
 
 
 def held_out_metrics(z: np.ndarray, tg: dict[str, np.ndarray]) -> dict[str, Any]:

@@ -26,7 +26,15 @@ import torch
 import torch.distributed as dist
 
 from training import checkpoint as ckpt
-from training.metrics import SELECT_KEYS, floored_logit, held_out_metrics, targets
+from training.metrics import (
+    SELECT_KEYS,
+    criterion_contributions,
+    criterion_inputs,
+    floored_logit,
+    held_out_metrics,
+    paired_standard_error,
+    targets,
+)
 from training.model import adamw, build_trainee, linear_warmup_decay, optimiser_step, save_trainee
 from training.progress import EpochProgress
 from training.reader import (
@@ -266,13 +274,19 @@ class WeightedFinetuneRecipe:
                 b = self._tensors({k: v[i:i + size] for k, v in rows.items()}, training=False)
                 out.append(self.model(b).float().cpu().numpy())
         self.model.train()
-        names = ("label", "weight", "clicks", "impressions")
-        tg = targets(rows, self.compact) if n else {k: np.zeros(0) for k in names}
+        names = ("label", "weight", "clicks", "impressions", "query")
+        tg = {**targets(rows, self.compact), "query": rows["query_bucket"]} if n else \
+            {k: np.zeros(0) for k in names}
         z = np.concatenate(out) if out else np.zeros(0)
         if self.tower:
             z, tg = self._by_position(z, rows, names)
         z, *vals = _gather_arrays((z, *(tg[k] for k in names)))
-        return held_out_metrics(z, dict(zip(names, vals)))
+        tg = dict(zip(names, vals))
+        metrics = held_out_metrics(z, tg)
+        # each held-out row's share of the selection criterion, and its query: the gate's margin
+        self.eval_contributions = (criterion_contributions(z, *criterion_inputs(self.select_key, tg)) if len(z)
+                                   else np.zeros(0), tg["query"])
+        return metrics
 
     def _by_position(self, z: np.ndarray, rows: dict[str, np.ndarray],
                      names: tuple[str, ...]) -> tuple[np.ndarray, dict[str, np.ndarray]]:
@@ -286,7 +300,7 @@ class WeightedFinetuneRecipe:
         n = _dense(rows[POSITION_IMPRESSIONS]).astype(np.float64)
         shown = n > 0
         by_k = {"label": rows[POSITION_LABEL], "weight": rows[POSITION_WEIGHT], "clicks": rows[POSITION_CLICKS],
-                "impressions": n}
+                "impressions": n, "query": np.broadcast_to(np.asarray(rows["query_bucket"])[:, None], n.shape)}
         flat = {k: np.asarray(_dense(by_k[k]), np.float64)[shown] for k in names}
         logits = (z[:, None] + tower[None, :])[shown]
         if self.model.noise_floor is not None:
@@ -304,6 +318,7 @@ class WeightedFinetuneRecipe:
             state.start_eval = self.evaluate()
             state.best_eval_loss = state.start_eval.get(self.select_key, math.inf)
             state.best = "start"
+            state.start_contributions = self.eval_contributions[0].tolist()
             if self.rank == 0:
                 ckpt.save_best(self.ckpt_dir, self.best_weights)
                 print(f"[clickweight train] start, before step 1: {epoch_line({}, state.start_eval, self.select_key)}"
@@ -385,6 +400,12 @@ class WeightedFinetuneRecipe:
         state.history.append(record)
         key = self.select_key
         improved = key not in record or record[key] < state.best_eval_loss - 1e-6
+        if not improved and state.best == "start" and self.t.select_margin_se > 0 and state.start_contributions:
+            # a start that wins by less than the held-out clicks can tell apart is not kept over training
+            contributions, queries = self.eval_contributions
+            se = paired_standard_error(contributions, np.asarray(state.start_contributions), queries)
+            record["start_margin_se"] = se
+            improved = record[key] - state.best_eval_loss <= self.t.select_margin_se * se
         if improved:  # (no held-out query at all: keep the latest weights)
             state.best_eval_loss = record.get(key, state.best_eval_loss)
             state.best = f"epoch {record['epoch']}"

@@ -27,6 +27,7 @@ class TrainSettings(ConfigSection):
     head_lr: float
     recalibrate_start: bool
     select_by: str
+    select_margin_se: float            # the start is kept only if it wins by more than this many SEs
     save_candidates: bool              # also write the start and each epoch (model + held-out arrays)
     weight_decay: float
     warmup_ratio: float
@@ -41,4 +42,4 @@ class TrainSettings(ConfigSection):
 
     SECTION = "train"
     FLOATS = ("label_prior_impressions", "pair_weight_power", "lr", "head_lr", "weight_decay", "warmup_ratio",
-              "max_grad_norm", "eval_fraction")
+              "max_grad_norm", "eval_fraction", "select_margin_se")

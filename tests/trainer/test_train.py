@@ -291,3 +291,20 @@ def test_saved_candidates_reproduce_the_gate_offline(weighted, tiny_model_dir, t
     exported = AutoModel.from_pretrained(out).state_dict()
     kept = AutoModel.from_pretrained(out / "candidates" / chosen).state_dict()
     assert all(torch.equal(exported[k], kept[k]) for k in exported)
+
+
+def test_a_start_within_the_margin_is_not_kept(weighted, tiny_model_dir, tmp_path):
+    """train.select_margin_se: the start is exported only if it beats the epochs by more than that many
+    standard errors of the paired held-out difference (the SE each epoch faced is recorded). The same
+    harmful run exports its start with no margin (test_harmful_learning_rate_exports_the_start)."""
+    harmful = ("train.lr=0.5", "train.head_lr=20.0", "train.epochs=2", "train.max_grad_norm=1000.0")
+    runs = {m: run_training(weighted, str(tmp_path / str(m)), train_cfg(
+        tiny_model_dir, "train.launcher=torchrun", *harmful, f"train.select_margin_se={m}")) for m in (2.0, 1e9)}
+    for margin, summary in runs.items():
+        key, start = summary["selected_by"], summary["start"][summary["selected_by"]]
+        faced = [h for h in summary["history"] if "start_margin_se" in h]  # epochs judged against the start
+        assert faced and all(h[key] > start and h["start_margin_se"] > 0 for h in faced)  # worse, SE measured
+        within = any(h[key] - start <= margin * h["start_margin_se"] for h in faced)
+        assert (summary["selected"] != "start") == within
+    assert runs[1e9]["selected"] != "start"
+    assert runs[1e9]["history"][0][key] == pytest.approx(runs[2.0]["history"][0][key], rel=1e-6)  # same training
