@@ -163,10 +163,33 @@ def markdown(summary: list[dict], runs: list[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def replay(rows: list[dict], runs: list[dict], rule: str) -> list[dict]:
+    """The quality rows as if each training had exported what `rule` picks: its candidate's graded
+    figures and held-out scores (the start: the seed's zero-shot ones), for benchmarks/quality.py
+    --tabulate-only --include."""
+    picked = {(r["seed"], r["click_model"], r["config"]): pick(r, rule) for r in runs}
+    zero = {r["seed"]: r for r in rows if r["config"] == "zero-shot"}
+    out = []
+    for row in rows:
+        name = picked.get((row["seed"], row["click_model"], row["config"]))
+        if name is None:
+            out.append(row)
+            continue
+        cand = row["candidates"][name]
+        src = zero[row["seed"]] if cand.get("same_as") == "zero-shot" else cand
+        out.append({**{k: v for k, v in row.items() if k != "candidates"},
+                    **{k: src[k] for k in ("auc", "ndcg@10", "predictions", "scores") if k in src},
+                    "selected": name.replace("_", " "), "gate_rule": rule})
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--results", nargs="+", required=True, help="benchmarks/quality.py results JSON (--candidates)")
     p.add_argument("--tag", default="dev")
+    p.add_argument("--replay", choices=RULES, help="also write the quality rows as this rule would have exported "
+                   "them (benchmarks/results/quality_<split>_<tag>_<rule>.json, for quality.py --include)")
+    p.add_argument("--split", default="dev", help="names the --replay file")
     args = p.parse_args(argv)
     rows = [r for f in args.results for r in json.loads(Path(f).read_text())["runs"]]
     rows = list({(r["seed"], r["click_model"], r["config"]): r for r in rows}.values())  # latest row wins
@@ -178,6 +201,10 @@ def main(argv: list[str] | None = None) -> int:
     results = ROOT / "benchmarks" / "results"
     (results / f"gate_study_{args.tag}.json").write_text(json.dumps({"args": vars(args), "runs": runs,
                                                                      "summary": summary}, indent=2) + "\n")
+    if args.replay:
+        name = f"quality_{args.split}_{args.tag}_{args.replay.replace('+', '_')}.json"
+        (results / name).write_text(json.dumps({"args": vars(args), "runs": replay(rows, runs, args.replay)},
+                                               indent=2, default=str) + "\n")
     text = markdown(summary, runs)
     (results / f"gate_study_{args.tag}.md").write_text(text)
     print(text)

@@ -40,3 +40,18 @@ def test_pick_rules():
     summary = {s["rule"]: s for s in gate_study.summarise([run, harmful])}
     assert summary["hindsight"]["regret"] == 0.0
     assert summary["impression_loss+se"]["minus_current"] == pytest.approx((0.70 - 0.69 + 0.69 - 0.55) / 2)
+
+
+def test_replay_exports_the_rules_pick_and_the_start_as_zero_shot():
+    run = {**_run(0.5390, [0.5393, 0.5394], se=0.0003, graded=[0.69, 0.70, 0.71], selected="start"),
+           "seed": 0, "click_model": "flip20", "config": "truth"}
+    rows = [{"seed": 0, "click_model": "-", "config": "zero-shot", "auc": 0.69, "scores": "z.parquet"},
+            {"seed": 0, "click_model": "flip20", "config": "truth", "auc": 0.69, "selected": "start",
+             "scores": "z.parquet", "candidates": {"start": {"same_as": "zero-shot"},
+                                                   "epoch_0": {"auc": 0.70, "scores": "e0.parquet"},
+                                                   "epoch_1": {"auc": 0.71, "scores": "e1.parquet"}}}]
+    kept = gate_study.replay(rows, [run], "current")[1]
+    assert (kept["auc"], kept["scores"], kept["selected"]) == (0.69, "z.parquet", "start")
+    moved = gate_study.replay(rows, [run], "impression_loss+se")[1]
+    assert (moved["auc"], moved["scores"], moved["selected"]) == (0.70, "e0.parquet", "epoch 0")
+    assert "candidates" not in moved and gate_study.replay(rows, [run], "last")[0] == rows[0]
