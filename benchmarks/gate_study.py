@@ -14,9 +14,9 @@ best candidate in hindsight and the current gate. Criteria (lower is better unle
   bias, which a model trained on corrected labels does not.
 - `click_auc` (higher is better): pooled held-out click AUC.
 - `last`: no gate: the last epoch.
-- `<criterion>+se`: the best epoch by the criterion, kept unless the start beats it by more than
-  two standard errors of their paired difference (over held-out queries): a gate that does not act
-  on differences it cannot see.
+- `<criterion>+se`: `train.select_margin_se=2` on that criterion: an epoch the criterion puts behind
+  the start is still exported unless the start's lead exceeds two standard errors of their paired
+  difference (over held-out queries): a gate that does not act on differences it cannot see.
 
     .venv/bin/python -m benchmarks.gate_study --results benchmarks/results/quality_dev_screen3.json \\
         --tag dev
@@ -125,9 +125,16 @@ def pick(run: dict, rule: str) -> str:
     sign = -1.0 if base == "click_auc" else 1.0          # lower is better
     if not guard:
         return min(names, key=lambda k: sign * v[k])
-    best = min(epochs, key=lambda k: sign * v[k])
-    se = run["criteria"][base]["se_vs_start"][best]
-    return "start" if v[best] - v["start"] > Z_SE * se else best
+    # as the trainer's _select with train.select_margin_se: each epoch in turn against the best so far;
+    # one behind the start is still taken while the start's lead is within Z_SE standard errors
+    best = "start"
+    for k in epochs:
+        improved = v[k] < v[best] - 1e-6
+        if not improved and best == "start":
+            improved = v[k] - v["start"] <= Z_SE * run["criteria"][base]["se_vs_start"][k]
+        if improved:
+            best = k
+    return best
 
 
 RULES = ("current", "impression_loss", "impression_loss+se", "examination_loss", "examination_loss+se",
