@@ -32,7 +32,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from training.metrics import weighted_auc
+from training.metrics import criterion_contributions, weighted_auc
 from udfs.weighting.calibration import fit_logistic, logistic_sums
 from udfs.weighting.weights import bce_with_logits
 
@@ -68,8 +68,7 @@ def per_pair_losses(c: dict[str, np.ndarray], criterion: str, theta: np.ndarray 
     if criterion == "impression_loss":
         n, clicks = c["impressions"].astype(np.float64), c["clicks"].astype(np.float64)
         label = clicks / np.maximum(n, 1)
-        a, b = offset_logistic_fit(x, np.zeros_like(x), label, n)
-        return n * bce_with_logits(a * x + b, label)
+        return criterion_contributions(z, label, n) * n.sum()  # the trainer's own criterion, row by row
     n, clicks = c["position_impressions"], c["position_clicks"]   # (pairs, buckets)
     offset = np.log(np.broadcast_to(theta[: n.shape[1]], n.shape))
     shown = n > 0
