@@ -32,9 +32,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from training.metrics import criterion_contributions, weighted_auc
-from udfs.weighting.calibration import fit_logistic, logistic_sums
-from udfs.weighting.weights import bce_with_logits
+from training.metrics import criterion_contributions, examination_cells, weighted_auc
 
 ROOT = Path(__file__).resolve().parent.parent
 Z_SE = 2.0
@@ -48,36 +46,18 @@ def load_candidate(folder: str) -> dict[str, np.ndarray]:
     return {k: np.concatenate([p[k] for p in parts]) for k in parts[0].files}
 
 
-def offset_logistic_fit(x: np.ndarray, offset: np.ndarray, label: np.ndarray, weight: np.ndarray
-                        ) -> tuple[float, float]:
-    """(a, b) minimising the weighted soft-label log loss of sigmoid(a x + b + offset), a >= 0 (as
-    training.metrics.recalibrated_loss: a model is exported with its logits' direction)."""
-    rate = float(np.clip(np.sum(weight * label) / max(weight.sum(), 1e-12), 1e-6, 1 - 1e-6))
-    b0 = float(np.log(rate / (1 - rate)) - np.average(offset, weights=weight))
-    a, b = fit_logistic(lambda a, b: logistic_sums(x, label, weight, a, b, offset), 0.0, b0)
-    if not a >= 0:
-        a, b = fit_logistic(lambda a_, b: logistic_sums(x, label, weight, 0.0, b, offset), 0.0, b0, fit_a=False)
-    return a, b
-
-
 def per_pair_losses(c: dict[str, np.ndarray], criterion: str, theta: np.ndarray | None) -> np.ndarray:
     """Each held-out pair's summed log loss over its impressions under the recalibrated candidate (the
     criterion is their sum over the impressions' total), for the paired standard error."""
     z = c["z"].astype(np.float64)
-    x = (z - z.mean()) / max(z.std(), 1e-12)
     if criterion == "impression_loss":
         n, clicks = c["impressions"].astype(np.float64), c["clicks"].astype(np.float64)
         label = clicks / np.maximum(n, 1)
         return criterion_contributions(z, label, n) * n.sum()  # the trainer's own criterion, row by row
-    n, clicks = c["position_impressions"], c["position_clicks"]   # (pairs, buckets)
-    offset = np.log(np.broadcast_to(theta[: n.shape[1]], n.shape))
-    shown = n > 0
-    xs, os_, ns = np.broadcast_to(x[:, None], n.shape)[shown], offset[shown], n[shown]
-    ls = clicks[shown] / ns
-    a, b = offset_logistic_fit(xs, os_, ls, ns)
-    out = np.zeros(n.shape)
-    out[shown] = ns * bce_with_logits(a * xs + b + os_, ls)
-    return out.sum(axis=1)
+    cells = examination_cells(z, c["position_impressions"], c["position_clicks"], np.arange(len(z)),
+                              np.log(theta))  # "query" here: the pair's index, to sum its cells back
+    share = criterion_contributions(cells["z"], cells["label"], cells["weight"], offset=cells["offset"])
+    return np.bincount(cells["query"], share * cells["weight"].sum(), minlength=len(z))
 
 
 def theta_of(propensity: dict | None, buckets: int, floor: float = 0.05) -> np.ndarray:

@@ -185,6 +185,10 @@ def validate(cfg: dict[str, Any]) -> None:
            "scorer.precision=int8 is dynamic int8 quantisation for CPUs: use bf16 (or auto) on a GPU")
     _check(t["head_lr"] > 0, "train.head_lr must be > 0")
     _check(t["select_by"] in SELECT_KEYS, f"train.select_by: {' | '.join(SELECT_KEYS)}")
+    _check(t["select_by"] != "examination_loss" or (t["compact_pairs"] and not t["position_tower"]),
+           "train.select_by=examination_loss judges the pair table's clicks per position (train.compact_pairs: "
+           "true) with the score job's examination; with train.position_tower the gate already judges per "
+           "position with the tower's own terms")
     _check(float(t["select_margin_se"]) >= 0, "train.select_margin_se must be >= 0 (0: the plain best-of gate)")
     _check(isinstance(cfg["output"]["position_buckets"], int) and cfg["output"]["position_buckets"] >= 1,
            "output.position_buckets must be an integer >= 1")

@@ -79,6 +79,7 @@ SELECT_KEYS = {
     "impression_loss": "eval_impression_loss_recalibrated",  # every impression once: one yardstick for all
     "recalibrated_loss": "eval_loss_recalibrated",           # weighted by the strategy's own weights
     "loss": "eval_loss",                                     # as recalibrated_loss, without the recalibration
+    "examination_loss": "eval_examination_loss_recalibrated",  # impression_loss per position, offset log theta_k
 }
 
 
@@ -124,32 +125,48 @@ def floored_logit(logits: np.ndarray, floor_logit: float) -> np.ndarray:
     return np.logaddexp(log_sigmoid(floor_logit), log_1m_eps + log_sigmoid(z)) - log_1m_eps - log_sigmoid(-z)
 
 
-def criterion_contributions(z: np.ndarray, label: np.ndarray, weight: np.ndarray, recalibrate: bool = True
-                            ) -> np.ndarray:
+def criterion_contributions(z: np.ndarray, label: np.ndarray, weight: np.ndarray, recalibrate: bool = True,
+                            offset: np.ndarray | float = 0.0) -> np.ndarray:
     """Each row's share of a held-out criterion (they sum to it): weight * log loss / total weight, the
-    logits after recalibrated_loss's affine fit (or as they are). Summed per held-out query, the
-    difference of two candidates' shares gives the paired standard error the gate's margin uses."""
+    logits after recalibrated_loss's affine fit (or as they are), plus a fixed per-row offset (log
+    examination at the row's position: examination_cells). Summed per held-out query, the difference
+    of two candidates' shares gives the paired standard error the gate's margin uses."""
     z, label, weight = (np.asarray(v, dtype=np.float64) for v in (z, label, weight))
+    offset = np.broadcast_to(np.asarray(offset, dtype=np.float64), z.shape)
     total = max(weight.sum(), 1e-12)
-    if recalibrate:
-        z = _recalibrated_logits(z, label, weight)
-    return weight * bce_with_logits(z, label) / total
+    logits = _recalibrated_logits(z, label, weight, offset) if recalibrate else z + offset
+    return weight * bce_with_logits(logits, label) / total
 
 
-def _recalibrated_logits(z: np.ndarray, label: np.ndarray, weight: np.ndarray) -> np.ndarray:
-    """recalibrated_loss's logits: a x + b on the standardised z (standardised, Newton starts from the
-    base rate: stable; a >= 0), or the base rate where a constant fits better."""
+def _recalibrated_logits(z: np.ndarray, label: np.ndarray, weight: np.ndarray, offset: np.ndarray) -> np.ndarray:
+    """recalibrated_loss's logits: a x + b + offset on the standardised z (standardised, Newton starts
+    from the base rate: stable; a >= 0), or the constant b0 + offset where that fits better."""
     total = max(weight.sum(), 1e-12)
     x = (z - z.mean()) / max(z.std(), 1e-12)
     rate = float(np.clip(np.sum(weight * label) / total, 1e-6, 1 - 1e-6))
-    b0 = float(np.log(rate / (1 - rate)))
-    a, b = fit_logistic(lambda a, b: logistic_sums(x, label, weight, a, b), 0.0, b0)
-    fitted = a * x + b
-    base = np.full_like(x, b0)
+    b0 = float(np.log(rate / (1 - rate)) - np.sum(weight * offset) / total)
+    a, b = fit_logistic(lambda a, b: logistic_sums(x, label, weight, a, b, offset), 0.0, b0)
+    fitted = a * x + b + offset
+    base = b0 + offset
     if not (np.isfinite(fitted).all() and a >= 0):
         return base
     return fitted if np.sum(weight * bce_with_logits(fitted, label)) <= np.sum(weight * bce_with_logits(base, label)) \
         else base
+
+
+def examination_cells(z: np.ndarray, position_impressions: np.ndarray, position_clicks: np.ndarray,
+                      query: np.ndarray, log_theta: np.ndarray) -> dict[str, np.ndarray]:
+    """Held-out pairs as (pair, position bucket) cells where they were shown: the pair's logit z, the
+    bucket's log examination propensity as a fixed offset, click rate and impressions, the query. A
+    candidate is then judged on P(click at k) = sigmoid(a z + b + log theta_k): it is not paid for
+    reproducing the logging ranker's position bias, which a model trained on corrected labels does not."""
+    n = np.asarray(position_impressions, np.float64)
+    shown = n > 0
+    grid = np.broadcast_to
+    return {"z": grid(np.asarray(z, np.float64)[:, None], n.shape)[shown],
+            "offset": grid(np.asarray(log_theta, np.float64)[None, : n.shape[1]], n.shape)[shown],
+            "label": np.asarray(position_clicks, np.float64)[shown] / n[shown], "weight": n[shown],
+            "query": grid(np.asarray(query)[:, None], n.shape)[shown]}
 
 
 def recalibrated_loss(z: np.ndarray, label: np.ndarray, weight: np.ndarray) -> float:

@@ -30,6 +30,7 @@ from training.metrics import (
     SELECT_KEYS,
     criterion_contributions,
     criterion_inputs,
+    examination_cells,
     floored_logit,
     held_out_metrics,
     paired_standard_error,
@@ -142,8 +143,11 @@ class WeightedFinetuneRecipe:
         self.tower = t.position_tower
         self.fields = (*training_fields(self.model.input_columns, self.compact, t.objective, self.tower),
                        self.model.start_feature)
-        if t.save_candidates and self.compact:  # the gate study reads each held-out pair's clicks per position
+        # examination_loss judges held-out clicks per position; the gate study reads them too
+        self.examination = self.select_key == SELECT_KEYS["examination_loss"]
+        if (t.save_candidates and self.compact) or self.examination:
             self.fields = (*self.fields, POSITION_IMPRESSIONS, POSITION_CLICKS)
+        self.log_theta = self._log_examination() if self.examination else None
         self.fields = tuple(dict.fromkeys(self.fields))
         self.eval_rows, train_rows, start_data, position_weights = self._held_out_pass()
         self.start_head = self._fit_start_head(start_data) if t.recalibrate_start else None
@@ -194,6 +198,17 @@ class WeightedFinetuneRecipe:
             by_position = np.array(_allreduce(list(sums.ravel()))).reshape(3, width)
         return (merged, train_rows, (np.concatenate(start, axis=1) if start else np.zeros((3, 0))),
                 by_position)
+
+    def _log_examination(self) -> np.ndarray:
+        """log theta_k per position bucket: the score job's examination propensity (relative to position 1,
+        floored at weighting.propensity_min; the last bucket, k and deeper, takes theta_k)."""
+        theta = {int(k): float(v) for k, v in (self.score_summary.get("propensity") or {}).items()}
+        if not theta:
+            raise UserError("train.select_by=examination_loss needs the score run's examination propensities "
+                            "(_summary.json 'propensity'), which this input lacks")
+        floor = float(self.cfg["weighting"]["propensity_min"])
+        buckets = int(self.cfg["output"]["position_buckets"])
+        return np.log([max(theta.get(k, floor), floor) for k in range(1, buckets + 1)])
 
     def _tower_start(self, position_weights: np.ndarray) -> list[float]:
         """The position tower's start: t_k = log theta_k, the score job's examination propensity (its
@@ -280,12 +295,23 @@ class WeightedFinetuneRecipe:
         z = np.concatenate(out) if out else np.zeros(0)
         if self.tower:
             z, tg = self._by_position(z, rows, names)
+        if self.examination:
+            width = len(self.log_theta)
+            for c in (POSITION_IMPRESSIONS, POSITION_CLICKS):
+                tg[c] = np.asarray(_dense(rows[c]), np.float64) if n else np.zeros((0, width))
+            names = (*names, POSITION_IMPRESSIONS, POSITION_CLICKS)
         z, *vals = _gather_arrays((z, *(tg[k] for k in names)))
         tg = dict(zip(names, vals))
         metrics = held_out_metrics(z, tg)
         # each held-out row's share of the selection criterion, and its query: the gate's margin
-        self.eval_contributions = (criterion_contributions(z, *criterion_inputs(self.select_key, tg)) if len(z)
-                                   else np.zeros(0), tg["query"])
+        if self.examination and len(z):
+            cells = examination_cells(z, tg[POSITION_IMPRESSIONS], tg[POSITION_CLICKS], tg["query"], self.log_theta)
+            share = criterion_contributions(cells["z"], cells["label"], cells["weight"], offset=cells["offset"])
+            metrics[self.select_key] = float(share.sum())
+            self.eval_contributions = (share, cells["query"])
+        else:
+            self.eval_contributions = (criterion_contributions(z, *criterion_inputs(self.select_key, tg)) if len(z)
+                                       else np.zeros(0), tg["query"])
         return metrics
 
     def _by_position(self, z: np.ndarray, rows: dict[str, np.ndarray],

@@ -123,3 +123,22 @@ def test_start_head_fit_does_not_run_away_on_widely_weighted_soft_labels():
     at = sums_at(a, b)
     assert abs(at["g_a"]) < 1e-6 * w.sum() and abs(at["g_b"]) < 1e-6 * w.sum()
     assert at["loss"] < sums_at(1.4, -2.35)["loss"]
+
+
+def test_recalibration_with_examination_offsets_recovers_the_relevance_head():
+    """criterion_contributions with offset: the affine fit is on z alone, log theta_k fixed beside it."""
+    from training.metrics import _recalibrated_logits, criterion_contributions
+
+    rng = np.random.default_rng(0)
+    z = rng.normal(size=20000)
+    offset = np.log(rng.choice([1.0, 0.5, 0.25, 0.1], size=z.size))
+    n = rng.integers(1, 30, size=z.size).astype(float)
+    x = (z - z.mean()) / z.std()
+    label = rng.binomial(n.astype(int), 1 / (1 + np.exp(-(1.3 * x - 0.7 + offset)))) / n
+    fitted = _recalibrated_logits(z, label, n, offset)
+    np.testing.assert_allclose(fitted - offset, 1.3 * x - 0.7, atol=0.08)
+    # knowing the examination fits these clicks better than pooling it into the logits
+    assert criterion_contributions(z, label, n, offset=offset).sum() < criterion_contributions(z, label, n).sum()
+    # a logit that ranks against the clicks is worth the constant: slope held at 0
+    against = _recalibrated_logits(-z, label, n, offset)
+    assert np.ptp(against - offset) < 1e-9

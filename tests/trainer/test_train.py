@@ -308,3 +308,32 @@ def test_a_start_within_the_margin_is_not_kept(weighted, tiny_model_dir, tmp_pat
         assert (summary["selected"] != "start") == within
     assert runs[1e9]["selected"] != "start"
     assert runs[1e9]["history"][0][key] == pytest.approx(runs[2.0]["history"][0][key], rel=1e-6)  # same training
+
+
+def test_examination_loss_gate_judges_clicks_per_position_with_the_score_runs_examination(
+        weighted, tiny_model_dir, tmp_path):
+    """train.select_by=examination_loss: each held-out pair's clicks at each position, the candidate's
+    logit offset by log theta_k of the score run; recomputed here from the saved candidates' arrays
+    and the score summary alone, it is the figure the recipe logged and selected by."""
+    from training.metrics import criterion_contributions, examination_cells
+
+    out = tmp_path / "model"
+    summary = run_training(weighted, str(out), train_cfg(
+        tiny_model_dir, "train.launcher=torchrun", "train.epochs=2", "train.save_candidates=true",
+        "train.select_by=examination_loss"))
+    key = summary["selected_by"]
+    assert key == "eval_examination_loss_recalibrated"
+    theta = json.loads((Path(weighted) / "_summary.json").read_text())["propensity"]
+    log_theta = np.log([max(float(theta.get(str(k), 0.05)), 0.05) for k in range(1, 11)])
+    logged = {"start": summary["start"][key], **{f"epoch_{h['epoch']}": h[key] for h in summary["history"]}}
+    for name, value in logged.items():
+        parts = [np.load(out / "candidates" / name / f"heldout_rank{r}.npz") for r in (0, 1)]
+        arr = {k: np.concatenate([p[k] for p in parts]) for k in parts[0].files}
+        cells = examination_cells(arr["z"], arr["position_impressions"], arr["position_clicks"],
+                                  arr["query_bucket"], log_theta)
+        assert cells["weight"].sum() == arr["impressions"].sum()
+        share = criterion_contributions(cells["z"], cells["label"], cells["weight"], offset=cells["offset"])
+        assert share.sum() == pytest.approx(value, rel=1e-5)
+    assert summary["selected"].replace(" ", "_") == min(logged, key=logged.get)
+    with pytest.raises(ValueError, match="examination_loss"):
+        train_cfg(tiny_model_dir, "train.select_by=examination_loss", "train.position_tower=true")
