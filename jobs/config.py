@@ -184,7 +184,7 @@ def validate(cfg: dict[str, Any]) -> None:
     _check(not (cfg["scorer"]["precision"] == "int8" and str(cfg["scorer"]["device"]).startswith("cuda")),
            "scorer.precision=int8 is dynamic int8 quantisation for CPUs: use bf16 (or auto) on a GPU")
     _check(t["head_lr"] > 0, "train.head_lr must be > 0")
-    _check(t["select_by"] in SELECT_KEYS, f"train.select_by: {' | '.join(SELECT_KEYS)}")
+    _check(t["select_by"] in (*SELECT_KEYS, "auto"), f"train.select_by: auto | {' | '.join(SELECT_KEYS)}")
     _check(t["select_by"] != "examination_loss" or (t["compact_pairs"] and not t["position_tower"]),
            "train.select_by=examination_loss judges the pair table's clicks per position (train.compact_pairs: "
            "true) with the score job's examination; with train.position_tower the gate already judges per "

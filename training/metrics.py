@@ -83,6 +83,15 @@ SELECT_KEYS = {
 }
 
 
+def resolve_select_by(select_by: str, compact_pairs: bool, position_tower: bool) -> str:
+    """train.select_by, with `auto` made concrete: examination_loss where the held-out clicks per position
+    are at hand (the pair table), impression_loss with the position tower (whose candidates are judged
+    per position with their own tower terms already) or on the row table."""
+    if select_by != "auto":
+        return select_by
+    return "examination_loss" if compact_pairs and not position_tower else "impression_loss"
+
+
 def criterion_inputs(select_key: str, tg: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray, bool]:
     """(label, weight, recalibrate) of the held-out criterion a select key names, from held_out_metrics'
     targets: criterion_contributions of these rows sum to held_out_metrics' value of that key."""

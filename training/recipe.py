@@ -34,6 +34,7 @@ from training.metrics import (
     floored_logit,
     held_out_metrics,
     paired_standard_error,
+    resolve_select_by,
     targets,
 )
 from training.model import adamw, build_trainee, linear_warmup_decay, optimiser_step, save_trainee
@@ -122,7 +123,7 @@ class WeightedFinetuneRecipe:
         self.table = training_table(input_dir, self.compact)
         self.score_summary = read_score_summary(input_dir)
         self.ckpt_dir = self.out / "checkpoints"
-        self.select_key = SELECT_KEYS[self.t.select_by]
+        self.select_key = SELECT_KEYS[resolve_select_by(self.t.select_by, self.compact, self.t.position_tower)]
         self.started = time.time()
 
     # ------------------------------------------------------------ setup

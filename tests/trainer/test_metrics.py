@@ -142,3 +142,12 @@ def test_recalibration_with_examination_offsets_recovers_the_relevance_head():
     # a logit that ranks against the clicks is worth the constant: slope held at 0
     against = _recalibrated_logits(-z, label, n, offset)
     assert np.ptp(against - offset) < 1e-9
+
+
+def test_select_by_auto_is_examination_loss_where_clicks_per_position_are_at_hand():
+    from training.metrics import resolve_select_by
+
+    assert resolve_select_by("auto", compact_pairs=True, position_tower=False) == "examination_loss"
+    assert resolve_select_by("auto", compact_pairs=True, position_tower=True) == "impression_loss"
+    assert resolve_select_by("auto", compact_pairs=False, position_tower=False) == "impression_loss"
+    assert resolve_select_by("loss", compact_pairs=True, position_tower=False) == "loss"
