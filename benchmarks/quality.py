@@ -266,7 +266,9 @@ def summarise(rows: list[dict], replicates: int) -> list[dict]:
             for n, d in boot.items():
                 draws.setdefault(n, []).append(d)
         naive_auc = by["naive"].loc[seeds, "auc"].to_numpy()
-        truth_auc = by["truth"].loc[seeds, "auc"].to_numpy() if "truth" in by else None
+        # (a matrix in progress: truth may not have reached every seed naive has)
+        truth_auc = by["truth"].loc[seeds, "auc"].to_numpy() \
+            if "truth" in by and set(seeds) <= set(by["truth"].index) else None
         first = [n for n in ("naive", *ORACLES) if n in by]  # then the candidates, in the order first run
         for name in ["zero-shot", *first, *(n for n in by if n not in first)]:
             sub = zero if name == "zero-shot" else by[name]
