@@ -30,12 +30,18 @@ import json
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 
-from training.metrics import criterion_contributions, examination_cells, weighted_auc
+from training.metrics import (
+    criterion_contributions,
+    examination_cells,
+    log_examination,
+    paired_standard_error,
+    weighted_auc,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 Z_SE = 2.0
+PROPENSITY_MIN = 0.05  # conf/defaults.yaml weighting.propensity_min, as the screen's runs used
 
 
 def load_candidate(folder: str) -> dict[str, np.ndarray]:
@@ -46,7 +52,7 @@ def load_candidate(folder: str) -> dict[str, np.ndarray]:
     return {k: np.concatenate([p[k] for p in parts]) for k in parts[0].files}
 
 
-def per_pair_losses(c: dict[str, np.ndarray], criterion: str, theta: np.ndarray | None) -> np.ndarray:
+def per_pair_losses(c: dict[str, np.ndarray], criterion: str, log_theta: np.ndarray) -> np.ndarray:
     """Each held-out pair's summed log loss over its impressions under the recalibrated candidate (the
     criterion is their sum over the impressions' total), for the paired standard error."""
     z = c["z"].astype(np.float64)
@@ -55,14 +61,9 @@ def per_pair_losses(c: dict[str, np.ndarray], criterion: str, theta: np.ndarray 
         label = clicks / np.maximum(n, 1)
         return criterion_contributions(z, label, n) * n.sum()  # the trainer's own criterion, row by row
     cells = examination_cells(z, c["position_impressions"], c["position_clicks"], np.arange(len(z)),
-                              np.log(theta))  # "query" here: the pair's index, to sum its cells back
+                              log_theta)  # "query" here: the pair's index, to sum its cells back
     share = criterion_contributions(cells["z"], cells["label"], cells["weight"], offset=cells["offset"])
     return np.bincount(cells["query"], share * cells["weight"].sum(), minlength=len(z))
-
-
-def theta_of(propensity: dict | None, buckets: int, floor: float = 0.05) -> np.ndarray:
-    p = {int(k): float(v) for k, v in (propensity or {}).items()}
-    return np.array([max(p.get(k, floor), floor) for k in range(1, buckets + 1)])
 
 
 def study_run(row: dict, zero_auc: float) -> dict:
@@ -70,19 +71,16 @@ def study_run(row: dict, zero_auc: float) -> dict:
     cands = row["candidates"]
     names = ["start", *sorted(k for k in cands if k != "start")]
     data = {k: load_candidate(cands[k]["gate_data"]) for k in names}
-    theta = theta_of(row.get("propensity"), data["start"]["position_impressions"].shape[1])
+    log_theta = log_examination(row.get("propensity"), PROPENSITY_MIN, data["start"]["position_impressions"].shape[1])
     total = data["start"]["impressions"].sum()
     out = {"seed": row["seed"], "click_model": row["click_model"], "config": row["config"],
            "selected": row["selected"].replace(" ", "_"),
            "graded_auc": {k: (zero_auc if k == "start" else cands[k]["auc"]) for k in names}, "criteria": {}}
     for crit in ("impression_loss", "examination_loss"):
-        losses = {k: per_pair_losses(data[k], crit, theta) for k in names}
+        losses = {k: per_pair_losses(data[k], crit, log_theta) for k in names}
         q = data["start"]["query_bucket"]
         value = {k: float(v.sum() / total) for k, v in losses.items()}
-        se = {}
-        for k in names[1:]:
-            d = pd.Series(losses[k] - losses["start"]).groupby(q).sum().to_numpy()
-            se[k] = float(np.sqrt(len(d) * d.var(ddof=1)) / total) if len(d) > 1 else float("inf")
+        se = {k: paired_standard_error(losses[k], losses["start"], q) / total for k in names[1:]}
         out["criteria"][crit] = {"value": value, "se_vs_start": se}
     out["criteria"]["click_auc"] = {"value": {
         k: weighted_auc(data[k]["z"], data[k]["clicks"], data[k]["impressions"] - data[k]["clicks"])

@@ -95,9 +95,10 @@ def evaluate(model: str, held: Path, out: Path) -> dict:
     return {"auc": m["auc"], "ndcg@10": m["ndcg@10"], "predictions": str(out.with_suffix(".parquet"))}
 
 
-def scores_paths(predictions: str) -> tuple[Path, Path]:
+def scores_paths(predictions: str | Path) -> tuple[Path, Path]:
     """(the model's score file, its seed's held-out key) under SCORES, from a predictions path
-    `<work>/<split>/seed<S>_q<Q>/[<click model>_s<sessions>/]eval_<config>_h<pairs>.parquet`."""
+    `<work>/<split>/seed<S>_q<Q>/[<click model>_s<sessions>/]eval_<config>_h<pairs>.parquet` (or from
+    the score file's own path, which ends the same way)."""
     m = RUN_PATH.search(Path(predictions).as_posix())
     if not m:
         raise ValueError(f"not a quality run's predictions path: {predictions}")
@@ -137,9 +138,7 @@ def load_predictions(row: pd.Series) -> pd.DataFrame:
     if not isinstance(kept, str) or not (ROOT / kept).exists():
         raise FileNotFoundError(f"no held-out scores for {row.get('config')} (seed {row.get('seed')}): "
                                 f"neither {path} nor {kept}")
-    scores = ROOT / kept
-    m = RUN_PATH.search(scores.as_posix())
-    key = SCORES / m.group(1) / Path(m.group(0)).parts[1] / f"heldout_h{m.group(2)}.parquet"
+    scores, key = scores_paths(ROOT / kept)
     return pd.read_parquet(key).assign(score=pd.read_parquet(scores)["score"].astype("float64").to_numpy())
 
 

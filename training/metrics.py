@@ -163,6 +163,14 @@ def _recalibrated_logits(z: np.ndarray, label: np.ndarray, weight: np.ndarray, o
         else base
 
 
+def log_examination(propensity: dict | None, floor: float, buckets: int) -> np.ndarray:
+    """log theta_k per position bucket 1..buckets from a score summary's `propensity` ({position: theta},
+    relative to position 1), floored at `floor` (weighting.propensity_min); the last bucket, k and
+    deeper, takes theta_k."""
+    theta = {int(k): float(v) for k, v in (propensity or {}).items()}
+    return np.log([max(theta.get(k, floor), floor) for k in range(1, buckets + 1)])
+
+
 def examination_cells(z: np.ndarray, position_impressions: np.ndarray, position_clicks: np.ndarray,
                       query: np.ndarray, log_theta: np.ndarray) -> dict[str, np.ndarray]:
     """Held-out pairs as (pair, position bucket) cells where they were shown: the pair's logit z, the

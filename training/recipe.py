@@ -33,6 +33,7 @@ from training.metrics import (
     examination_cells,
     floored_logit,
     held_out_metrics,
+    log_examination,
     paired_standard_error,
     resolve_select_by,
     targets,
@@ -203,13 +204,12 @@ class WeightedFinetuneRecipe:
     def _log_examination(self) -> np.ndarray:
         """log theta_k per position bucket: the score job's examination propensity (relative to position 1,
         floored at weighting.propensity_min; the last bucket, k and deeper, takes theta_k)."""
-        theta = {int(k): float(v) for k, v in (self.score_summary.get("propensity") or {}).items()}
-        if not theta:
+        propensity = self.score_summary.get("propensity")
+        if not propensity:
             raise UserError("train.select_by=examination_loss needs the score run's examination propensities "
                             "(_summary.json 'propensity'), which this input lacks")
-        floor = float(self.cfg["weighting"]["propensity_min"])
-        buckets = int(self.cfg["output"]["position_buckets"])
-        return np.log([max(theta.get(k, floor), floor) for k in range(1, buckets + 1)])
+        return log_examination(propensity, float(self.cfg["weighting"]["propensity_min"]),
+                               int(self.cfg["output"]["position_buckets"]))
 
     def _tower_start(self, position_weights: np.ndarray) -> list[float]:
         """The position tower's start: t_k = log theta_k, the score job's examination propensity (its
@@ -279,8 +279,8 @@ class WeightedFinetuneRecipe:
         return {k: torch.from_numpy(np.ascontiguousarray(_dense(v))).to(self.device) for k, v in batch.items()
                 if k in self.model.input_columns or k in loss}
 
-    def evaluate(self) -> dict[str, Any]:
-        """Held-out metrics of the current weights, over all ranks."""
+    def _held_out_logits(self) -> np.ndarray:
+        """This rank's held-out pairs' logits z under the current weights (the relevance tower's)."""
         self.model.eval()
         rows, out = self.eval_rows, []
         n = len(rows["query_bucket"]) if rows else 0
@@ -290,10 +290,16 @@ class WeightedFinetuneRecipe:
                 b = self._tensors({k: v[i:i + size] for k, v in rows.items()}, training=False)
                 out.append(self.model(b).float().cpu().numpy())
         self.model.train()
+        return np.concatenate(out) if out else np.zeros(0)
+
+    def evaluate(self) -> dict[str, Any]:
+        """Held-out metrics of the current weights, over all ranks."""
+        rows = self.eval_rows
+        n = len(rows["query_bucket"]) if rows else 0
+        z = self._held_out_logits()
         names = ("label", "weight", "clicks", "impressions", "query")
         tg = {**targets(rows, self.compact), "query": rows["query_bucket"]} if n else \
             {k: np.zeros(0) for k in names}
-        z = np.concatenate(out) if out else np.zeros(0)
         if self.tower:
             z, tg = self._by_position(z, rows, names)
         if self.examination:
@@ -345,7 +351,8 @@ class WeightedFinetuneRecipe:
             state.start_eval = self.evaluate()
             state.best_eval_loss = state.start_eval.get(self.select_key, math.inf)
             state.best = "start"
-            state.start_contributions = self.eval_contributions[0].tolist()
+            if self.t.select_margin_se > 0:  # the margin's paired SE needs the start's per-row shares
+                state.start_contributions = self.eval_contributions[0].tolist()
             if self.rank == 0:
                 ckpt.save_best(self.ckpt_dir, self.best_weights)
                 print(f"[clickweight train] start, before step 1: {epoch_line({}, state.start_eval, self.select_key)}"
@@ -454,14 +461,7 @@ class WeightedFinetuneRecipe:
         folder.mkdir(parents=True, exist_ok=True)
         rows = self.eval_rows
         n = len(rows["query_bucket"]) if rows else 0
-        z = []
-        self.model.eval()
-        with torch.inference_mode(), autocast(self.precision, str(self.device)):
-            for i in range(0, n, self.t.batch_size * 2):
-                b = self._tensors({k: v[i:i + self.t.batch_size * 2] for k, v in rows.items()}, training=False)
-                z.append(self.model(b).float().cpu().numpy())
-        self.model.train()
-        arrays = {"z": np.concatenate(z) if z else np.zeros(0)}
+        arrays = {"z": self._held_out_logits()}
         if n:
             tg = targets(rows, self.compact)
             arrays.update(query_bucket=rows["query_bucket"], clicks=tg["clicks"], impressions=tg["impressions"])
