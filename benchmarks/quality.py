@@ -15,11 +15,12 @@ its share of the headroom to `truth`, and its gain over zero-shot per seed.
     .venv/bin/python -m benchmarks.quality --split test --seeds 0 1 2 3 4 --click-models all \\
         --configs naive,truth,clean,default --tag test
 
-Configurations: `naive` (uniform weights, pointwise; README's naive baseline), `listwise` (uniform
-weights, train.objective=listwise), `tower` (uniform weights, train.position_tower=true),
-`tower_floor` (the tower with a learnt noise floor, train.tower_noise_floor=true), `default` (the
-product's defaults), the oracles `truth` (each pair's true click probability as its label, through
-the same trainee and gate) and `clean` (the same queries' sessions without noise or position bias),
+Configurations: `naive` (uniform weights, the raw click rate as label, pointwise, no tower: README's
+naive baseline, jobs/config.py NAIVE_BASELINE), `listwise` (uniform weights, train.objective=listwise),
+`tower` (uniform weights, train.position_tower=true), `tower_floor` (the tower with a learnt noise
+floor, train.tower_noise_floor=true), `default` (the product's defaults: the click model's pair label,
+uniform weights), the oracles `truth` (each pair's true click probability as its label, through the
+same trainee and gate) and `clean` (the same queries' sessions without noise or position bias),
 any registered strategy by name, and `--config NAME=key=value;key=value` for anything else.
 Writes benchmarks/results/quality_TAG.{json,md}; run folders under --work. Each evaluated model's
 held-out scores are also kept under benchmarks/results/quality_scores/ (float32, a few tens of kB), so
@@ -43,6 +44,7 @@ import pyarrow.parquet as pq
 
 from benchmarks.bench_data import HOMEDEPOT
 from benchmarks.protocol import CLICK_MODELS, bootstrap_auc_differences, combine_seeds, headroom_share, sample_split
+from jobs.config import NAIVE_BASELINE
 from udfs.clickstream.schema import PAIRS_DIR
 from udfs.clickstream.simulate import SimulatorSettings, click_probability, simulate
 from udfs.scoring.model_loader import default_model_path
@@ -55,7 +57,7 @@ POSITIVE = 2.5
 # so a matrix that takes several sessions can be tabulated after its run folders are gone.
 SCORES = ROOT / "benchmarks" / "results" / "quality_scores"
 RUN_PATH = re.compile(r"(dev|test)/seed\d+_q\d+/(?:[^/]+/)?eval_[^/]+_h(\d+)\.parquet$")
-NAIVE = ["weighting.strategy=none", "train.objective=pointwise"]   # README: the naive baseline
+NAIVE = list(NAIVE_BASELINE)   # README: the naive baseline
 ORACLES = ("truth", "clean")
 
 
@@ -68,8 +70,9 @@ def oracle_of(name: str) -> str | None:
 def named_configs(extra: list[str]) -> dict[str, list[str]]:
     configs = {"naive": NAIVE, "truth": NAIVE, "clean": NAIVE, "default": []}
     configs.update({s: [f"weighting.strategy={s}"] for s in strategies.names()})
-    configs["listwise"] = ["weighting.strategy=none", "train.objective=listwise"]
-    configs["tower"] = ["weighting.strategy=none", "train.position_tower=true"]
+    # the naive baseline with one lever changed (as they were screened: the raw click rate as label)
+    configs["listwise"] = [*NAIVE, "train.objective=listwise"]
+    configs["tower"] = [*NAIVE, "train.position_tower=true"]
     configs["tower_floor"] = [*configs["tower"], "train.tower_noise_floor=true"]
     for item in extra:
         name, _, sets = item.partition("=")

@@ -121,9 +121,36 @@ def load_config(conf_file: str | None = None, overrides: list[str] | None = None
     return cfg
 
 
+def with_overrides(cfg: dict[str, Any], pairs: list[str]) -> dict[str, Any]:
+    """A copy of a loaded config with --set style overrides applied (then validated)."""
+    out = _merge(cfg, parse_overrides(pairs))
+    validate(out)
+    return out
+
+
 def _check(cond: bool, msg: str) -> None:
     if not cond:
         raise ConfigError(msg)
+
+
+# The naive baseline (README, docs/quality.md): uniform weights, the raw click rate as the pair label, the
+# pointwise loss, no position tower; everything else as configured. One definition: the pipeline's `naive`
+# run and benchmarks/quality.py's `naive` configuration both read it.
+NAIVE_BASELINE: tuple[str, ...] = ("weighting.strategy=none", "weighting.pair_label=clicks",
+                                   "train.objective=pointwise", "train.position_tower=false")
+PIPELINE_RUNS = ("naive", "default")  # pipeline.strategies may also name any registered strategy
+
+
+def pipeline_run_overrides(name: str) -> list[str]:
+    """The --set overrides one pipeline run applies to the config: `naive` the naive baseline, `default`
+    none (the config as it is), a strategy name weighting.strategy=<name>."""
+    if name == "naive":
+        return list(NAIVE_BASELINE)
+    if name == "default":
+        return []
+    if name in strategies.names():
+        return [f"weighting.strategy={name}"]
+    raise ConfigError(f"pipeline.strategies: {name!r} is not naive, default or a strategy ({strategies.names()})")
 
 
 def validate(cfg: dict[str, Any]) -> None:
@@ -153,6 +180,11 @@ def validate(cfg: dict[str, Any]) -> None:
     _check(kf is None or (isinstance(kf, (int, float)) and 0 < kf <= 1),
            f"sampling.keep_fraction must be null or in (0, 1], got {kf!r}")
     _check(isinstance(cfg["rounds"], int) and cfg["rounds"] >= 1, "rounds must be an int >= 1")
+    runs = cfg["pipeline"]["strategies"]
+    _check(isinstance(runs, list) and len(runs) >= 1 and len(set(runs)) == len(runs),
+           "pipeline.strategies must be a non-empty list of distinct names")
+    for name in runs:
+        pipeline_run_overrides(name)
     actions = ("skip", "click", "long_dwell", "cart", "purchase")
     for name, value in w["action_values"].items():
         _check(name in actions, f"weighting.action_values: unknown action {name!r} (one of {', '.join(actions)})")

@@ -1,8 +1,11 @@
-"""clickweight pipeline: generate -> score (each strategy) -> train -> evaluate, with a comparison table.
+"""clickweight pipeline: generate -> score (each run) -> train -> evaluate, with a comparison table.
 
-    clickweight pipeline                                   # the demo, local mode, defaults
-    clickweight pipeline --set generate.rows=5000 --set pipeline.strategies=none,ipw
+    clickweight pipeline                                   # the demo: naive baseline against the defaults
+    clickweight pipeline --set generate.rows=5000 --set pipeline.strategies=naive,default,ipw
     clickweight pipeline --set rounds=2                    # the iterative loop (seeds 000/001)
+
+Each entry of pipeline.strategies is one run: `naive` (the naive baseline, jobs/config.py NAIVE_BASELINE),
+`default` (the config as it is) or a strategy name (weighting.strategy set to it).
 
 Round 0 scores with the configured scorer (the sentence encoder by default); round k >= 1 re-scores
 the same clickstream with the scorer of round k-1 for the same strategy, reweights and fine-tunes
@@ -14,7 +17,6 @@ otherwise the previous scorer is kept and the table says so. Every round keeps i
 from __future__ import annotations
 
 import argparse
-import copy
 import time
 from pathlib import Path
 from typing import Any
@@ -41,9 +43,9 @@ def format_table(rows: list[dict[str, Any]]) -> str:
 
 
 def round_config(cfg: dict[str, Any], strategy: str, previous_model: str | None) -> dict[str, Any]:
-    """One (strategy, round) run's config: round k >= 1 scores with round k-1's fine-tuned model."""
-    run_cfg = copy.deepcopy(cfg)
-    run_cfg["weighting"]["strategy"] = strategy
+    """One (run, round) config: the run's overrides (naive, default or a strategy name); round k >= 1
+    scores with round k-1's fine-tuned model."""
+    run_cfg = config_mod.with_overrides(cfg, config_mod.pipeline_run_overrides(strategy))
     run_cfg["train"]["max_steps_per_epoch"] = cfg["pipeline"]["max_steps_per_epoch"]
     if previous_model is not None:
         run_cfg["scorer"]["path"] = previous_model  # a clickweight model folder: cross-encoder scorer

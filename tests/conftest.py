@@ -62,8 +62,11 @@ def tiny_overrides(model_dir: str, *extra: str) -> list[str]:
             "model.max_length=32", "scorer.max_length=32", *extra]
 
 
-def score_generated(spark, model_dir: str, tmp_path_factory, seed: int, strategy: str) -> str:
-    """A real score output (`run_score` on Spark) of an 800-row generated clickstream, for the training tests."""
+def score_generated(spark, model_dir: str, tmp_path_factory, seed: int, strategy: str | None,
+                    pair_label: str | None = "clicks") -> str:
+    """A real score output (`run_score` on Spark) of an 800-row generated clickstream, for the training tests.
+    pair_label "clicks" by default: most training tests check identities against the row table's clicks
+    (pair loss = row loss); None (with strategy None) keeps the shipped defaults."""
     from jobs import config
     from jobs.generate import generate, write
     from jobs.score import run_score
@@ -71,8 +74,9 @@ def score_generated(spark, model_dir: str, tmp_path_factory, seed: int, strategy
     raw = tmp_path_factory.mktemp("raw") / "data"
     write(generate(rows=800, days=2, seed=seed, malformed_fraction=0.0), str(raw))
     out = tmp_path_factory.mktemp("w") / "weighted"
-    cfg = config.load_config(overrides=tiny_overrides(model_dir, f"weighting.strategy={strategy}",
-                                                      "scorer.precision=fp32"))
+    sets = [f"weighting.strategy={strategy}"] if strategy else []
+    sets += [f"weighting.pair_label={pair_label}"] if pair_label else []
+    cfg = config.load_config(overrides=tiny_overrides(model_dir, *sets, "scorer.precision=fp32"))
     run_score(spark, f"{raw}/clickstream", str(out), cfg)
     return str(out)
 

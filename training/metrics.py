@@ -83,13 +83,16 @@ SELECT_KEYS = {
 }
 
 
-def resolve_select_by(select_by: str, compact_pairs: bool, position_tower: bool) -> str:
+def resolve_select_by(select_by: str, compact_pairs: bool, position_tower: bool, has_propensity: bool = True
+                      ) -> str:
     """train.select_by, with `auto` made concrete: examination_loss where the held-out clicks per position
-    are at hand (the pair table), impression_loss with the position tower (whose candidates are judged
-    per position with their own tower terms already) or on the row table."""
+    are at hand (the pair table) and the score run estimated examination propensities; impression_loss
+    with the position tower (whose candidates are judged per position with their own tower terms
+    already), on the row table, or when the score run has no propensities (a log the EM could not fit)."""
     if select_by != "auto":
         return select_by
-    return "examination_loss" if compact_pairs and not position_tower else "impression_loss"
+    return ("examination_loss" if compact_pairs and not position_tower and has_propensity
+            else "impression_loss")
 
 
 def criterion_inputs(select_key: str, tg: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray, bool]:

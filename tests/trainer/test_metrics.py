@@ -150,4 +150,7 @@ def test_select_by_auto_is_examination_loss_where_clicks_per_position_are_at_han
     assert resolve_select_by("auto", compact_pairs=True, position_tower=False) == "examination_loss"
     assert resolve_select_by("auto", compact_pairs=True, position_tower=True) == "impression_loss"
     assert resolve_select_by("auto", compact_pairs=False, position_tower=False) == "impression_loss"
+    # a log the EM could not fit leaves no propensities: auto falls back, an explicit choice stays
+    assert resolve_select_by("auto", True, False, has_propensity=False) == "impression_loss"
+    assert resolve_select_by("examination_loss", True, False, has_propensity=False) == "examination_loss"
     assert resolve_select_by("loss", compact_pairs=True, position_tower=False) == "loss"

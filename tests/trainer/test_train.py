@@ -88,7 +88,8 @@ def test_torchrun_two_ranks_on_pairs_starts_at_p_model_and_model_loads(weighted,
     from transformers import AutoModel
 
     out = tmp_path / "model"
-    summary = run_training(weighted, str(out), train_cfg(tiny_model_dir, "train.launcher=torchrun"))
+    summary = run_training(weighted, str(out), train_cfg(tiny_model_dir, "train.launcher=torchrun",
+                                                         "train.select_by=impression_loss"))
     pairs = read_pairs(weighted)
     hist = summary["history"]
     assert summary["world_size"] == 2 and len(hist) == 3 and summary["kind"] == "bi_encoder"
@@ -110,7 +111,7 @@ def test_torchrun_two_ranks_on_pairs_starts_at_p_model_and_model_loads(weighted,
     assert summary["start"]["eval_impressions"] == held["impressions"].sum()
     assert summary["start"]["eval_loss_recalibrated"] == pytest.approx(
         recalibrated_loss(z_start.to_numpy(), held["label"].to_numpy(), held["weight"].to_numpy()), rel=1e-5)
-    # The default selection criterion counts every held-out impression once, whatever the weights.
+    # The impression criterion counts every held-out impression once, whatever the weights.
     assert summary["start"]["eval_impression_loss_recalibrated"] == pytest.approx(recalibrated_loss(
         z_start.to_numpy(), (held["clicks"] / held["impressions"]).to_numpy(), held["impressions"].to_numpy()),
         rel=1e-5)
@@ -130,6 +131,29 @@ def test_torchrun_two_ranks_on_pairs_starts_at_p_model_and_model_loads(weighted,
     assert again["global_step"] == summary["global_step"] and again["selected"] == summary["selected"]
     blob = torch.load(out / "checkpoints" / "checkpoint.pt", weights_only=True)
     assert set(blob) == {"model", "optim", "sched", "torch_rng", "state"}
+
+
+def test_the_defaults_train_on_the_click_models_label_and_gate_per_position(spark, tiny_model_dir,
+                                                                           tmp_path_factory, tmp_path):
+    """The shipped defaults end to end (score, then 2-rank training): the pair label is the click model's
+    corrected relevance, not the click rate, and `select_by: auto` gates by examination_loss."""
+    from training.metrics import SELECT_KEYS
+
+    weighted = score_generated(spark, tiny_model_dir, tmp_path_factory, seed=4, strategy=None, pair_label=None)
+    cfg = train_cfg(tiny_model_dir, "train.launcher=torchrun")
+    assert (cfg["weighting"]["strategy"], cfg["weighting"]["pair_label"], cfg["train"]["select_by"]) == (
+        "none", "click_model", "auto")
+    summary_in = json.loads((Path(weighted) / "_summary.json").read_text())
+    assert summary_in["pairs"]["label"] == "click_model" and summary_in["propensity"]
+    pairs = read_pairs(weighted)
+    rate = (pairs["clicks"] / pairs["impressions"]).to_numpy()
+    assert pairs["label"].between(0, 1).all() and np.abs(pairs["label"].to_numpy() - rate).mean() > 0.01
+    summary = run_training(weighted, str(tmp_path / "model"), cfg)
+    key = summary["selected_by"]
+    assert key == SELECT_KEYS["examination_loss"]
+    losses = {"start": summary["start"][key], **{f"epoch {h['epoch']}": h[key] for h in summary["history"]}}
+    assert summary["selected"] == min(losses, key=losses.get)
+    assert (tmp_path / "model" / "clickweight_model.json").exists()
 
 
 def test_harmful_learning_rate_exports_the_start(weighted, tiny_model_dir, tmp_path):
