@@ -168,8 +168,8 @@ def validate(cfg: dict[str, Any]) -> None:
     _check(0 < w["denoise_weight"] <= 1, "weighting.denoise_weight must be in (0, 1]")
     _check(w["denoise_mode"] in ("hard", "soft"), "weighting.denoise_mode: hard | soft")
     _check(w["denoise_model"] in ("click_model", "scorer"), "weighting.denoise_model: click_model | scorer")
-    _check(w["pair_label"] in ("clicks", "click_model"), "weighting.pair_label: clicks | click_model")
-    _check(w["pair_label"] == "clicks" or w["propensity_estimator"] == "em",
+    _check(w["pair_label"] in ("auto", "click_model", "clicks"), "weighting.pair_label: auto | click_model | clicks")
+    _check(w["pair_label"] != "click_model" or w["propensity_estimator"] == "em",
            "weighting.pair_label=click_model needs weighting.propensity_estimator=em")
     _check(w["em_examination"] in ("free", "power"), "weighting.em_examination: free | power")
     _check(isinstance(w["em_noise_floor"], bool) and isinstance(w["em_monotone"], bool),

@@ -269,8 +269,6 @@ def _write_and_verify(scored: DataFrame, quarantined: DataFrame, staged: str, cf
     pair_files = ranks * cfg["output"]["min_row_groups_per_rank"]
     summary["pairs"] = write_pairs(scored, f"{staged}/{schema.PAIRS_DIR}", pair_files,
                                    cfg["output"]["position_buckets"])
-    # which label the pair table carries: the click rate, or the click model's corrected relevance
-    summary["pairs"]["label"] = cfg["weighting"]["pair_label"]
     timings = summary.setdefault("timings_s", {})
     timings["write"] = round(time.perf_counter() - t0, 3)
     log.info("score: written in %.1fs; reading back to reconcile counts", timings["write"])

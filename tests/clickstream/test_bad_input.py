@@ -153,6 +153,8 @@ def test_row_damage_is_quarantined_with_its_reason(spark, tiny_model_dir, good_r
     out_dir = Path(summary["output"])
 
     assert summary["rows_in"] == len(rows) == summary["rows_out"] + summary["rows_quarantined"]
+    # a log this small cannot fit the click model: the default pair label falls back to the click rate, saying so
+    assert summary["pair_label"] == "clicks" and "could not be fitted" in summary["pair_label_fallback"]
     quarantine = pq.read_table(out_dir / "_quarantine", columns=["event_id", "reason"]).to_pandas()
     written = pq.read_table(out_dir, columns=["event_id", "weight"]).to_pandas()
     assert len(quarantine) == summary["rows_quarantined"] and len(written) == summary["rows_out"]

@@ -40,7 +40,7 @@ def test_set_parses_yaml_scalars_and_spark_conf_keys():
     ("run_id=a b", "run_id must match"),
     ("pipeline.strategies=naive,magic", "'magic' is not naive, default or a strategy"),
     ("pipeline.strategies=naive,naive", "distinct names"),
-    ("weighting.propensity_estimator=ratio", "pair_label=click_model needs weighting.propensity_estimator=em"),
+    ("weighting.pair_label=magic", "pair_label: auto | click_model | clicks"),
 ])
 def test_bad_values_fail_with_a_clear_message(override, message):
     with pytest.raises(config.ConfigError, match=message):
@@ -55,7 +55,7 @@ def test_pipeline_runs_are_the_naive_baseline_the_defaults_or_a_strategy():
     assert (naive["weighting"]["strategy"], naive["weighting"]["pair_label"], naive["train"]["objective"],
             naive["train"]["position_tower"]) == ("none", "clicks", "pointwise", False)
     # default: the config as it is (only the pipeline's training budget set)
-    assert default["weighting"] == cfg["weighting"] and default["weighting"]["pair_label"] == "click_model"
+    assert default["weighting"] == cfg["weighting"] and default["weighting"]["pair_label"] == "auto"
     assert ipw["weighting"]["strategy"] == "ipw" and ipw["weighting"]["pair_label"] == cfg["weighting"]["pair_label"]
     assert default["train"]["max_steps_per_epoch"] == cfg["pipeline"]["max_steps_per_epoch"]
 

@@ -142,9 +142,9 @@ def test_the_defaults_train_on_the_click_models_label_and_gate_per_position(spar
     weighted = score_generated(spark, tiny_model_dir, tmp_path_factory, seed=4, strategy=None, pair_label=None)
     cfg = train_cfg(tiny_model_dir, "train.launcher=torchrun")
     assert (cfg["weighting"]["strategy"], cfg["weighting"]["pair_label"], cfg["train"]["select_by"]) == (
-        "none", "click_model", "auto")
+        "none", "auto", "auto")
     summary_in = json.loads((Path(weighted) / "_summary.json").read_text())
-    assert summary_in["pairs"]["label"] == "click_model" and summary_in["propensity"]
+    assert summary_in["pair_label"] == "click_model" and summary_in["propensity"]
     pairs = read_pairs(weighted)
     rate = (pairs["clicks"] / pairs["impressions"]).to_numpy()
     assert pairs["label"].between(0, 1).all() and np.abs(pairs["label"].to_numpy() - rate).mean() > 0.01

@@ -31,7 +31,7 @@ class WeightingSettings(ConfigSection):
     em_noise_floor: bool
     em_monotone: bool
     em_examination: str                # free | power
-    pair_label: str                    # clicks | click_model
+    pair_label: str                    # auto | click_model | clicks
     denoise_weight: float
     denoise_mode: str                  # hard | soft
     denoise_model: str                 # click_model | scorer

@@ -413,11 +413,20 @@ def _weigh(scored: DataFrame, w: WeightingSettings, sampling: SamplingSettings, 
         joined = with_click_probability(joined, click_model, joined.sparkSession)
         p_noise = "p_click" if denoise_by_click_model else "p_model"
     stats["denoise_probability"] = p_noise
-    if w.pair_label == "click_model":
-        if click_model is None:
+    stats["pair_label"] = "clicks"
+    if w.pair_label in ("click_model", "auto"):
+        if click_model is not None:
+            joined = with_pair_relevance(joined, click_model, joined.sparkSession)
+            stats["pair_label"] = "click_model"
+        elif w.pair_label == "click_model":
             raise UserError("weighting.pair_label=click_model needs the EM click model, which could not be "
-                            "fitted on this log (no clicks, or no position seen 20 times)")
-        joined = with_pair_relevance(joined, click_model, joined.sparkSession)
+                            "fitted on this log (no clicks, or no position seen 20 times); "
+                            "weighting.pair_label=auto falls back to the click rate")
+        else:  # auto: a log too small or too sparse for the click model still trains, on its click rate
+            stats["pair_label_fallback"] = ("the EM click model could not be fitted on this log (no clicks, "
+                                            "no position seen 20 times, or propensity_estimator=ratio): "
+                                            "the pair label is the click rate")
+            log.warning("weighting.pair_label=auto: %s", stats["pair_label_fallback"])
     clock.done("propensity")
     on_driver = cells is not None and p_noise == "p_model"  # p_click is per row: a Spark pass
     thresholds = (cells_mod.noise_thresholds(cells["pm"], cells["n"], cells["c"]) if on_driver
