@@ -135,11 +135,21 @@ def damage(good: pd.DataFrame, kinds: list[str], dup_pairs: int) -> tuple[pd.Dat
     return rows, expected
 
 
-def run_damaged(spark, tiny_model_dir: str, folder: Path, rows: pd.DataFrame) -> dict:
+def run_damaged(spark, tiny_model_dir: str, folder: Path, rows: pd.DataFrame, *sets: str) -> dict:
     folder.mkdir(parents=True, exist_ok=True)
     pq.write_table(build_table(rows), folder / "in.parquet")
-    cfg = config.load_config(overrides=tiny_overrides(tiny_model_dir, "weighting.strategy=combined"))
+    cfg = config.load_config(overrides=tiny_overrides(tiny_model_dir, "weighting.strategy=combined", *sets))
     return run_score(spark, str(folder / "in.parquet"), str(folder / "out"), cfg)
+
+
+def test_an_explicit_click_model_label_refuses_a_log_it_cannot_fit(spark, tiny_model_dir, good_rows, tmp_path):
+    """pair_label=auto falls back on a log this small (the quarantine test checks that); asked for by name,
+    the click model's label fails the job before anything is written, saying what to do."""
+    from udfs.errors import UserError
+
+    with pytest.raises(UserError, match="pair_label=auto falls back"):
+        run_damaged(spark, tiny_model_dir, tmp_path / "in", good_rows, "weighting.pair_label=click_model")
+    assert not (tmp_path / "in" / "out").exists()
 
 
 @settings(max_examples=2, deadline=None, derandomize=True,
