@@ -8,7 +8,7 @@ this one is fully vectorised and writes one Parquet file per chunk, so memory st
   --queries distinct queries; generic queries sit in the head.
 - Items: each query has a fixed pool of --pool candidates (exact matches, same type, same category,
   random), shown by a noisy ranker in pages of up to 10. An item is its attribute tuple, so the same
-  item (item_id, title) recurs across queries; titles read like listings ("Ryobi 18-Volt Drill Kit").
+  item (item_id, title) recurs across queries; titles read like listings ("Ryobi 18-volt Drill Kit").
 - True relevance per (query, item): the word-overlap grade of udfs/clickstream/synthetic_catalog.py
   (1..3) plus pair noise. Clicks, carts, purchases and dwell come from the one click simulator
   (udfs/clickstream/simulate.py) with the demo's hidden click model (jobs/generate.py DEMO_CLICKS):
@@ -373,6 +373,7 @@ def generate(output: str, rows: int = 10_000_000, seed: int = 0, queries: int | 
 
 
 def main(argv: list[str] | None = None) -> int:
+    """CLI: write the data set to --output and print what was realised."""
     p = argparse.ArgumentParser(prog="python -m benchmarks.big_clickstream", description=(__doc__ or "").split("\n")[0])
     p.add_argument("--output", required=True, help="output folder (replaced as a whole)")
     p.add_argument("--rows", type=int, default=10_000_000)
