@@ -127,7 +127,8 @@ def test_torchrun_two_ranks_on_pairs_starts_at_p_model_and_model_loads(weighted,
     assert marker["kind"] == "bi_encoder" and set(marker["click_head"]) == {"a", "b"}
 
     # A rerun on the finished folder resumes from the checkpoint and trains no further.
-    again = run_training(weighted, str(out), train_cfg(tiny_model_dir, "train.launcher=torchrun"))
+    again = run_training(weighted, str(out), train_cfg(tiny_model_dir, "train.launcher=torchrun",
+                                                       "train.select_by=impression_loss"))
     assert again["global_step"] == summary["global_step"] and again["selected"] == summary["selected"]
     blob = torch.load(out / "checkpoints" / "checkpoint.pt", weights_only=True)
     assert set(blob) == {"model", "optim", "sched", "torch_rng", "state"}
@@ -297,7 +298,8 @@ def test_saved_candidates_reproduce_the_gate_offline(weighted, tiny_model_dir, t
 
     out = tmp_path / "model"
     summary = run_training(weighted, str(out), train_cfg(
-        tiny_model_dir, "train.launcher=torchrun", "train.epochs=2", "train.save_candidates=true"))
+        tiny_model_dir, "train.launcher=torchrun", "train.epochs=2", "train.save_candidates=true",
+        "train.select_by=impression_loss"))  # recomputed below from the arrays (examination_loss: its own test)
     folders = sorted(p.name for p in (out / "candidates").iterdir())
     assert folders == ["epoch_0", "epoch_1", "start"]
     held = read_pairs(weighted)
