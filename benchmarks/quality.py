@@ -267,22 +267,20 @@ def summarise(rows: list[dict], replicates: int) -> list[dict]:
                                              replicates, seed=s)
             for n, d in boot.items():
                 draws.setdefault(n, []).append(d)
-        naive_auc = by["naive"].loc[seeds, "auc"].to_numpy()
-        # (a matrix in progress: truth may not have reached every seed naive has)
-        truth_auc = by["truth"].loc[seeds, "auc"].to_numpy() \
-            if "truth" in by and set(seeds) <= set(by["truth"].index) else None
         first = [n for n in ("naive", *ORACLES) if n in by]  # then the candidates, in the order first run
         for name in ["zero-shot", *first, *(n for n in by if n not in first)]:
             sub = zero if name == "zero-shot" else by[name]
+            # a matrix in progress: a configuration is compared with naive (and truth) on the seeds it has
             have = [s for s in seeds if s in sub.index]
             aucs = sub.loc[have, "auc"].to_numpy()
             gain = aucs - zero.loc[have, "auc"].to_numpy()
             row = {"click_model": cm, "config": name, "seeds": have, "auc": aucs.tolist(),
                    "auc_mean": float(aucs.mean()), "minus_zero_shot": gain.tolist()}
-            if name != "naive" and len(have) == len(seeds):
+            if name != "naive" and have:
+                naive_auc = by["naive"].loc[have, "auc"].to_numpy()
                 row["vs_naive"] = combine_seeds(aucs - naive_auc, draws[name])
-                if truth_auc is not None and name != "truth":
-                    row["headroom_share"] = headroom_share(aucs, naive_auc, truth_auc)
+                if "truth" in by and set(have) <= set(by["truth"].index) and name != "truth":
+                    row["headroom_share"] = headroom_share(aucs, naive_auc, by["truth"].loc[have, "auc"].to_numpy())
             out.append(row)
     return out
 

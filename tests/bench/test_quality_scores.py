@@ -52,19 +52,25 @@ def test_a_second_model_on_other_held_out_rows_is_refused(tmp_path, monkeypatch)
 
 
 def test_summary_of_a_matrix_in_progress_where_truth_has_not_reached_every_seed(tmp_path):
-    """Naive has run on seeds 0 and 1, truth on seed 1 only: the table still builds (a multi-seed
-    invocation once crashed here after its first naive run), without a headroom share for now."""
+    """Naive and a candidate have run on seeds 0 and 1, truth on seed 1 only: the table still builds (a
+    multi-seed invocation once crashed here after its first naive run); truth is compared with naive on
+    the seed it has, and the candidate gets no headroom share until truth covers its seeds."""
     rng = np.random.default_rng(0)
+    auc = {"zero-shot": 0.55, "naive": 0.60, "truth": 0.65, "cand": 0.62}
     rows = []
     for seed in (0, 1):
-        for config in ("zero-shot", "naive", "truth"):
+        for config in ("zero-shot", "naive", "truth", "cand"):
             if config == "truth" and seed == 0:
                 continue
             path = tmp_path / f"{seed}_{config}.parquet"
             pd.DataFrame({"query": np.repeat([f"q{i}" for i in range(20)], 5),
                           "relevance": rng.choice([1.0, 3.0], 100), "score": rng.normal(size=100)}).to_parquet(path)
             rows.append({"seed": seed, "click_model": "-" if config == "zero-shot" else "flip20", "config": config,
-                         "auc": 0.5, "predictions": str(path)})
+                         "auc": auc[config] + (0.01 * seed if config == "naive" else 0.0), "predictions": str(path)})
     summary = {r["config"]: r for r in quality.summarise(rows, replicates=20)}
     assert summary["naive"]["seeds"] == [0, 1] and summary["truth"]["seeds"] == [1]
-    assert "headroom_share" not in summary["truth"] and "vs_naive" not in summary["truth"]
+    assert summary["truth"]["vs_naive"]["seeds"] == 1
+    assert summary["truth"]["vs_naive"]["mean"] == pytest.approx(0.65 - 0.61)  # seed 1's naive, not the mean
+    assert summary["cand"]["vs_naive"]["seeds"] == 2
+    assert summary["cand"]["vs_naive"]["mean"] == pytest.approx((0.62 - 0.60 + 0.62 - 0.61) / 2)
+    assert "headroom_share" not in summary["cand"] and "headroom_share" not in summary["truth"]
