@@ -29,9 +29,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import os
-import shutil
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,7 +40,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from jobs.generate import CLICKSTREAM_SCHEMA, DEMO_CLICKS, MAX_LIST
-from jobs.outputs import MARKER, LocalFS, check_output, local_path, marker
+from jobs.outputs import MARKER, LocalFS, check_output, local_path, marker, replaced_as_a_whole
 from udfs.clickstream import synthetic_catalog as sc
 from udfs.clickstream.simulate import SimulatorSettings, simulate_sessions
 from udfs.errors import UserError
@@ -315,11 +312,7 @@ def generate(output: str, rows: int = 10_000_000, seed: int = 0, queries: int | 
               "start_date": start_date, "noise_click_rate": noise_click_rate, "rows_per_file": rows_per_file,
               "max_list": MAX_LIST}
 
-    out.parent.mkdir(parents=True, exist_ok=True)
-    # Build beside the target so the final renames stay on one filesystem (as jobs/generate.py write()).
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
-    old: Path | None = None
-    try:
+    with replaced_as_a_whole(out) as tmp:
         (tmp / "clickstream").mkdir()
         pair_imp = np.zeros(w.pool_rel.size, dtype=np.int64)
         pair_clicks = np.zeros(w.pool_rel.size, dtype=np.int64)
@@ -356,19 +349,6 @@ def generate(output: str, rows: int = 10_000_000, seed: int = 0, queries: int | 
         with open(tmp / "_summary.json", "w") as f:
             json.dump(summary, f, indent=2, sort_keys=True)
         (tmp / MARKER).write_text(marker(KIND, tmp.name.rsplit("-", 1)[-1], str(out), rows=rows))
-        # Swap: old away, new in, then delete old, so readers never see a half-written folder.
-        if out.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
-            os.rename(out, old / "data")
-        os.rename(tmp, out)
-    except BaseException:
-        if old is not None and not out.exists():
-            os.rename(old / "data", out)    # put the previous data set back
-            shutil.rmtree(old, ignore_errors=True)
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
     return summary
 
 

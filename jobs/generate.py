@@ -21,9 +21,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import os
-import shutil
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -33,7 +30,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from jobs.outputs import MARKER, LocalFS, check_output, local_path, marker
+from jobs.outputs import MARKER, LocalFS, check_output, local_path, marker, replaced_as_a_whole
 from udfs.clickstream.simulate import SimulatorSettings, clickstream_columns, clickstream_frame, ids, simulate_sessions
 from udfs.clickstream.synthetic_catalog import World, candidate_pool, make_world
 from udfs.errors import UserError
@@ -312,11 +309,7 @@ def write(data: GeneratedData, output_dir: str, overwrite: bool = False) -> dict
     """
     out = Path(local_path(output_dir)).resolve()
     check_output(LocalFS(), str(out), "generate", (), overwrite)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    # Build beside the target so the final renames stay on one filesystem.
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
-    old: Path | None = None
-    try:
+    with replaced_as_a_whole(out) as tmp:
         cs_dir = tmp / "clickstream"
         cs_dir.mkdir()
         n_files = max(1, -(-len(data.clickstream) // ROWS_PER_FILE))
@@ -331,19 +324,6 @@ def write(data: GeneratedData, output_dir: str, overwrite: bool = False) -> dict
         with open(tmp / "_generate_summary.json", "w") as f:
             json.dump(summary, f, indent=2, sort_keys=True)
         (tmp / MARKER).write_text(marker("generate", tmp.name.rsplit("-", 1)[-1], str(out), rows=summary["rows"]))
-        # Swap: old away, new in, then delete old, so readers never see a half-written folder.
-        if out.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
-            os.rename(out, old / "data")
-        os.rename(tmp, out)
-    except BaseException:
-        if old is not None and not out.exists():
-            os.rename(old / "data", out)    # put the previous data set back
-            shutil.rmtree(old, ignore_errors=True)
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
     return summary
 
 

@@ -18,7 +18,9 @@ import json
 import os
 import posixpath
 import shutil
-from collections.abc import Iterable
+import tempfile
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any, Protocol
@@ -319,3 +321,27 @@ def _remove_area_if_empty(fs: FileSystem, area: str) -> None:
     """The staging area goes once it holds nothing but its own marker."""
     if area.endswith(STAGING_SUFFIX) and set(fs.list_names(area)) <= {STAGING_MARKER}:
         fs.delete(area)
+
+
+@contextmanager
+def replaced_as_a_whole(out: Path) -> Iterator[Path]:
+    """A local folder built beside `out` (yielded) and swapped in when the block ends: old away, new in,
+    then old deleted, so readers never see a half-written folder; on any error the previous folder is
+    put back and the half-built one removed. The caller checks `out` with check_output first."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))  # one filesystem: renames
+    old: Path | None = None
+    try:
+        yield tmp
+        if out.exists():
+            old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
+            os.rename(out, old / "data")
+        os.rename(tmp, out)
+    except BaseException:
+        if old is not None and not out.exists():
+            os.rename(old / "data", out)    # put the previous folder back
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    finally:
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
