@@ -138,7 +138,6 @@ def _check(cond: bool, msg: str) -> None:
 # run and benchmarks/quality.py's `naive` configuration both read it.
 NAIVE_BASELINE: tuple[str, ...] = ("weighting.strategy=none", "weighting.pair_label=clicks",
                                    "train.objective=pointwise", "train.position_tower=false")
-PIPELINE_RUNS = ("naive", "default")  # pipeline.strategies may also name any registered strategy
 
 
 def pipeline_run_overrides(name: str) -> list[str]:

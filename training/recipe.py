@@ -124,11 +124,10 @@ class WeightedFinetuneRecipe:
         self.table = training_table(input_dir, self.compact)
         self.score_summary = read_score_summary(input_dir)
         self.ckpt_dir = self.out / "checkpoints"
-        self.select_by = resolve_select_by(self.t.select_by, self.compact, self.t.position_tower,
-                                           bool(self.score_summary.get("propensity")))
-        self.select_key = SELECT_KEYS[self.select_by]
-        if self.t.select_by == "auto" and self.select_by != resolve_select_by("auto", self.compact,
-                                                                              self.t.position_tower):
+        has_propensity = bool(self.score_summary.get("propensity"))
+        self.select_key = SELECT_KEYS[resolve_select_by(self.t.select_by, self.compact, self.t.position_tower,
+                                                        has_propensity)]
+        if self.t.select_by == "auto" and self.compact and not self.t.position_tower and not has_propensity:
             print("[clickweight train] train.select_by=auto: the score run has no examination propensities "
                   "(_summary.json), so the gate judges held-out clicks by impression_loss", flush=True)
         self.started = time.time()
