@@ -178,9 +178,22 @@ def eval_stem(folder: Path, name: str, held: Path) -> Path:
     return folder / f"eval_{name}_h{pq.ParquetFile(held).metadata.num_rows}"
 
 
+def prune_weights(model: Path) -> int:
+    """Deletes a trained and evaluated model's weights (the export, every candidate's, the resume
+    checkpoints: about 700 MB a run), keeping its summaries, its held-out gate data (the gate study's
+    replays) and everything under the score output; returns the bytes freed. The run is then reused
+    as done, but cannot be evaluated on another held-out set."""
+    files = [*model.glob("model.safetensors"), *model.glob("checkpoints/*.pt"),
+             *model.glob("candidates/*/model.safetensors")]
+    freed = sum(f.stat().st_size for f in files)
+    for f in files:
+        f.unlink()
+    return freed
+
+
 def train_and_evaluate(data: Path, clickstream: Path, held: Path, name: str, sets: list[str],
                        reuse: Path | None, settings: SimulatorSettings, train_pairs: pd.DataFrame,
-                       candidates: bool = False) -> dict:
+                       candidates: bool = False, prune: bool = False) -> dict:
     weighted, model = data / f"w_{name}", data / f"m_{name}"
     overrides = [a for s in sets for a in ("--set", s)]
     train_overrides = [*overrides, "--set", "train.save_candidates=true"] if candidates else overrides
@@ -211,6 +224,8 @@ def train_and_evaluate(data: Path, clickstream: Path, held: Path, name: str, set
             found[folder.name] = {**evaluate(str(folder), held, eval_stem(data, f"{name}__{folder.name}", held)),
                                   "gate_data": str(folder)}
     extra = {"candidates": found, "propensity": scored.get("propensity")} if candidates else {}
+    if prune:
+        prune_weights(model)
     return {**exported, **timings, **extra,
             "selected": trained["selected"],
             "precision": trained.get("precision"), "impressions": scored["rows_out"],
@@ -235,11 +250,12 @@ def run_seed(args, pairs: pd.DataFrame, seed: int, configs: dict[str, list[str]]
             started = time.time()
             if oracle_of(name) == "clean":
                 cs = write_clickstream(simulate(train, settings.clean(), seed)[0], data / "clean_log")
-                r = train_and_evaluate(data, cs, held, name, configs[name], None, settings, train, args.candidates)
+                r = train_and_evaluate(data, cs, held, name, configs[name], None, settings, train, args.candidates,
+                                       args.prune_weights)
             else:
                 reuse = data / "w_naive" if name != "naive" else None
                 r = train_and_evaluate(data, clickstream, held, name, configs[name], reuse, settings, train,
-                                       args.candidates)
+                                       args.candidates, args.prune_weights)
             row = {"seed": seed, "click_model": cm, "config": name, "sets": configs[name], **r,
                    "wall_s": round(time.time() - started, 1)}
             print(json.dumps(row), flush=True)
@@ -317,6 +333,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--replicates", type=int, default=1000, help="bootstrap draws per seed")
     p.add_argument("--candidates", action="store_true",
                    help="keep and evaluate every candidate the gate judged (train.save_candidates): the gate study")
+    p.add_argument("--prune-weights", action="store_true",
+                   help="delete each run's model weights once it is evaluated (about 700 MB a run; a test "
+                   "seed's 24 runs would not fit the disk otherwise); summaries and gate data stay")
     p.add_argument("--tag", default="")
     p.add_argument("--include", action="append", default=[], help="an earlier results JSON to tabulate with this one")
     p.add_argument("--tabulate-only", action="store_true",

@@ -74,3 +74,17 @@ def test_summary_of_a_matrix_in_progress_where_truth_has_not_reached_every_seed(
     assert summary["cand"]["vs_naive"]["seeds"] == 2
     assert summary["cand"]["vs_naive"]["mean"] == pytest.approx((0.62 - 0.60 + 0.62 - 0.61) / 2)
     assert "headroom_share" not in summary["cand"] and "headroom_share" not in summary["truth"]
+
+
+def test_pruning_a_run_deletes_its_weights_and_keeps_what_reuse_and_the_gate_study_read(tmp_path):
+    model = tmp_path / "m_naive"
+    keep = ["train_summary.json", "config.json", "candidates/epoch_0/heldout_rank0.npz",
+            "candidates/start/clickweight_model.json"]
+    drop = ["model.safetensors", "checkpoints/checkpoint.pt", "checkpoints/best.pt",
+            "candidates/epoch_0/model.safetensors", "candidates/start/model.safetensors"]
+    for rel in keep + drop:
+        (model / rel).parent.mkdir(parents=True, exist_ok=True)
+        (model / rel).write_bytes(b"x" * 10)
+    assert quality.prune_weights(model) == 10 * len(drop)
+    assert sorted(str(p.relative_to(model)) for p in model.rglob("*") if p.is_file()) == sorted(keep)
+    assert quality.prune_weights(model) == 0   # a second pass (a reused run) finds nothing to free
