@@ -42,6 +42,7 @@ from jobs.outputs import (
 from jobs.report import write_report_quietly
 from udfs.clickstream import pairs as pairs_mod
 from udfs.clickstream import schema
+from udfs.job_phase import end_phases, start_phase
 from udfs.scoring import model_loader
 from udfs.scoring.spark import mlm_settings, score_rows, scorer_id, scoring_settings
 from udfs.weighting import strategies
@@ -172,6 +173,7 @@ def transform(df: DataFrame, cfg: dict[str, Any], run_id: str, catalog: DataFram
     """Validated, scored, weighted rows; quarantined rows; the statistics the weights used; and the
     persisted frames the rows are computed from, which the caller releases (release()) after writing.
     """
+    start_phase(df.sparkSession, "validate and score pairs")
     if catalog is not None:
         df = attach_catalog(df, catalog)
     valid, quarantined, checked = validate(df, cfg, has_catalog=catalog is not None, persist=True)
@@ -262,17 +264,21 @@ def _write_and_verify(scored: DataFrame, quarantined: DataFrame, staged: str, cf
     spark = scored.sparkSession
     ranks = cfg["train"]["num_processes"]
     files_per_date = cfg["output"]["files_per_date"] or 2 * ranks
+    start_phase(spark, "write rows")
     (scored.repartition(files_per_date, "event_id")
            .sortWithinPartitions("event_date", "event_id")
            .write.mode("overwrite").partitionBy("event_date").parquet(staged))
+    start_phase(spark, "write quarantine")
     quarantined.repartition(1).write.mode("overwrite").parquet(f"{staged}/_quarantine")
     pair_files = ranks * cfg["output"]["min_row_groups_per_rank"]
+    start_phase(spark, "write pair table")
     summary["pairs"] = write_pairs(scored, f"{staged}/{schema.PAIRS_DIR}", pair_files,
                                    cfg["output"]["position_buckets"])
     timings = summary.setdefault("timings_s", {})
     timings["write"] = round(time.perf_counter() - t0, 3)
     log.info("score: written in %.1fs; reading back to reconcile counts", timings["write"])
     t0 = time.perf_counter()
+    start_phase(spark, "verify")
 
     # One pass over what was written: the output's row count with the weight and signal summaries.
     summary["weights"], summary["signals"] = output_summary(spark.read.parquet(staged))
@@ -323,6 +329,7 @@ def run_score(spark: SparkSession, source: str, output: str, cfg: dict[str, Any]
                  [input_location(spark, s) for s in sources], overwrite)
     df, catalog = extract(spark, source, cfg["input"]["catalog"])
     settings = scoring_settings(cfg)
+    start_phase(spark, "count input rows")
     rows_in = df.count()
     log.info("score: %d rows in; validating, then scoring distinct (query, title) pairs with %s", rows_in,
              scorer_id(settings.scorer_path))
@@ -337,6 +344,7 @@ def run_score(spark: SparkSession, source: str, output: str, cfg: dict[str, Any]
         summary = load(scored, quarantined, output, cfg, run_id, summary)
     finally:
         release(cached)
+        end_phases(spark)
     summary["seconds"] = round(time.time() - t0, 2)
     log.info("score: in=%d out=%d quarantined=%d in %.1fs -> %s", summary["rows_in"], summary["rows_out"],
              summary["rows_quarantined"], summary["seconds"], output)

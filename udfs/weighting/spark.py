@@ -22,6 +22,7 @@ from pyspark.sql import functions as F
 
 from udfs.aggregates import exact_avg, exact_sum
 from udfs.errors import UserError
+from udfs.job_phase import start_phase
 from udfs.scoring import model_loader
 from udfs.weighting import calibration, strategies, weights
 from udfs.weighting import cells as cells_mod
@@ -361,15 +362,22 @@ class WeightPass:
 
 
 class _PhaseClock:
-    def __init__(self) -> None:
+    """Times the weighting phases, in order; each phase's Spark jobs carry its name (udfs/job_phase.py)."""
+
+    def __init__(self, spark: SparkSession, phases: tuple[str, ...]) -> None:
+        self.spark, self.phases = spark, list(phases)
         self.timings: dict[str, float] = {}
         self.mark = time.perf_counter()
+        start_phase(spark, self.phases[0].replace("_", " "))
 
     def done(self, name: str) -> None:
         now = time.perf_counter()
         self.timings[name] = round(now - self.mark, 3)
         self.mark = now
         log.info("score: %s done in %.1fs", name.replace("_", " "), self.timings[name])
+        following = self.phases[self.phases.index(name) + 1:]
+        if following:
+            start_phase(self.spark, following[0].replace("_", " "))
 
 
 def weigh(scored: DataFrame, w: WeightingSettings, sampling: SamplingSettings, rows_valid: int,
@@ -387,7 +395,7 @@ def weigh(scored: DataFrame, w: WeightingSettings, sampling: SamplingSettings, r
 
 def _weigh(scored: DataFrame, w: WeightingSettings, sampling: SamplingSettings, rows_valid: int,
            scorer_is_cross: bool, persisted: list[DataFrame]) -> WeightPass:
-    clock = _PhaseClock()
+    clock = _PhaseClock(scored.sparkSession, ("calibration", "propensity", "weights", "sampling_and_normalise"))
     stats: dict[str, Any] = {}
     cells = collect_cells(scored, w.max_driver_cells)
     stats["aggregates"] = "driver cells" if cells is not None else "spark passes"
