@@ -1,0 +1,159 @@
+"""Where `clickweight score`'s fixed cost goes, by phase and by Spark job, against the Spark floor.
+
+On one small clickstream (10k rows, each pair in 3 rows, as docs/performance.md's fixed-cost figures),
+interleaved and repeated (f1, c, f1, c, ...; --repeat, default 3), each a whole process timed from launch
+to exit on an otherwise idle machine:
+  (f1) the Spark floor of benchmarks/score_peers.py: read, distinct pairs through a pandas UDF that loads
+       the scorer and returns 0, join back, write; what any Spark job scoring pairs pays here;
+  (c)  `clickweight score`, with Spark's event log on.
+From each (c) run's event log: the time from launch to the Spark application's start (interpreter,
+imports, config, JVM); every Spark job with its phase (the description the score job gives its jobs,
+udfs/job_phase.py) and duration; the driver's time before each job (planning, driver-side maths such as
+the calibration's Newton steps and the propensity EM), counted in the phase of the job it precedes; the
+time from the last job to the application's end (commit, summary) and from there to exit (report,
+teardown). Figures are medians over the repetitions, with their min and max.
+
+    .venv/bin/python -m benchmarks.score_fixed_cost                       # 10k rows, dup 3, 3 repetitions
+    .venv/bin/python -m benchmarks.score_fixed_cost --rows 2000 --repeat 1 --json /tmp/f.json   # a look
+
+Writes benchmarks/results/score_fixed_cost.json and prints the tables docs/performance.md quotes.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from benchmarks import bench_data
+from benchmarks.score_peers import run_peer
+from udfs.job_phase import PREFIX
+
+ROOT = Path(__file__).resolve().parent.parent
+NO_PHASE = "(no phase)"
+
+
+def event_log_overrides(folder: Path) -> list[str]:
+    return ["spark.conf.spark.eventLog.enabled=true", f"spark.conf.spark.eventLog.dir=file://{folder}",
+            "spark.conf.spark.eventLog.compress=false"]
+
+
+def read_event_log(folder: Path) -> list[dict[str, Any]]:
+    """The events of the one application logged under `folder` (one JSON object a line)."""
+    files = [p for p in folder.iterdir() if p.is_file() and not p.name.endswith(".inprogress")]
+    if len(files) != 1:
+        raise RuntimeError(f"expected one finished event log in {folder}, found {[p.name for p in folder.iterdir()]}")
+    return [json.loads(line) for line in files[0].read_text().splitlines() if line.strip()]
+
+
+def breakdown(events: list[dict[str, Any]], launched_ms: float, exited_ms: float) -> dict[str, Any]:
+    """A (c) run's wall split into: launch to application start, per phase (Spark job time and the
+    driver's time before each job), last job to application end, application end to exit."""
+    app_start = next(e["Timestamp"] for e in events if e["Event"] == "SparkListenerApplicationStart")
+    app_end = next(e["Timestamp"] for e in events if e["Event"] == "SparkListenerApplicationEnd")
+    ends = {e["Job ID"]: e["Completion Time"] for e in events if e["Event"] == "SparkListenerJobEnd"}
+    jobs = []
+    for e in events:
+        if e["Event"] == "SparkListenerJobStart":
+            desc = (e.get("Properties") or {}).get("spark.job.description") or ""
+            jobs.append({"id": e["Job ID"], "phase": desc.removeprefix(PREFIX) if desc.startswith(PREFIX) else NO_PHASE,
+                         "start": e["Submission Time"], "end": ends[e["Job ID"]],
+                         "stages": len(e.get("Stage Infos", []))})
+    jobs.sort(key=lambda j: j["start"])
+    phases: dict[str, dict[str, float]] = {}
+    mark = app_start  # the driver's time runs from the previous job's end (jobs here never overlap)
+    for j in jobs:
+        p = phases.setdefault(j["phase"], {"jobs": 0, "spark_s": 0.0, "driver_s": 0.0})
+        p["jobs"] += 1
+        p["spark_s"] += (j["end"] - j["start"]) / 1e3
+        p["driver_s"] += max(0.0, j["start"] - mark) / 1e3
+        mark = max(mark, j["end"])
+    for p in phases.values():
+        p["total_s"] = p["spark_s"] + p["driver_s"]
+    return {"launch_to_spark_s": (app_start - launched_ms) / 1e3,
+            "phases": phases,
+            "last_job_to_spark_end_s": (app_end - mark) / 1e3,
+            "spark_end_to_exit_s": (exited_ms - app_end) / 1e3,
+            "jobs": [{**j, "seconds": (j["end"] - j["start"]) / 1e3} for j in jobs]}
+
+
+def timed_c(src: str, out: Path, logs: Path) -> dict[str, Any]:
+    logs.mkdir(parents=True)
+    launched = time.time() * 1e3
+    result = run_peer("c", src, str(out), "auto", tuple(event_log_overrides(logs)))
+    exited = launched + result["wall_s"] * 1e3
+    return {"wall_s": result["wall_s"], "timings_s": result["timings_s"],
+            **breakdown(read_event_log(logs), launched, exited)}
+
+
+def median_spread(values: list[float]) -> dict[str, float]:
+    return {"median": round(statistics.median(values), 2), "min": round(min(values), 2), "max": round(max(values), 2)}
+
+
+def summarise(floors: list[float], runs: list[dict[str, Any]]) -> dict[str, Any]:
+    order = [p for r in runs for p in r["phases"]]
+    names = list(dict.fromkeys(order))
+    rows: dict[str, dict[str, Any]] = {"launch to Spark start (interpreter, imports, JVM)":
+                                       median_spread([r["launch_to_spark_s"] for r in runs])}
+    for name in names:
+        for part in ("spark_s", "driver_s"):
+            rows[f"{name}: {'Spark jobs' if part == 'spark_s' else 'driver before its jobs'}"] = {
+                **median_spread([r["phases"].get(name, {}).get(part, 0.0) for r in runs]),
+                "jobs": max(r["phases"].get(name, {}).get("jobs", 0) for r in runs)}
+    rows["last job to Spark end (commit, summary)"] = median_spread([r["last_job_to_spark_end_s"] for r in runs])
+    rows["Spark end to exit (report, teardown)"] = median_spread([r["spark_end_to_exit_s"] for r in runs])
+    walls = [r["wall_s"] for r in runs]
+    return {"floor_wall_s": median_spread(floors), "c_wall_s": median_spread(walls),
+            "above_floor_s": round(statistics.median(walls) - statistics.median(floors), 2),
+            "rows": rows}
+
+
+def markdown(summary: dict[str, Any], repeat: int) -> str:
+    lines = [f"| part of (c)'s wall (median of {repeat}) | seconds | min | max | Spark jobs |", "|---|---|---|---|---|"]
+    for name, r in summary["rows"].items():
+        lines.append(f"| {name} | {r['median']:.2f} | {r['min']:.2f} | {r['max']:.2f} | {r.get('jobs', '')} |")
+    c, f = summary["c_wall_s"], summary["floor_wall_s"]
+    lines.append(f"| **(c) whole process** | **{c['median']:.2f}** | {c['min']:.2f} | {c['max']:.2f} | |")
+    lines.append(f"| (f1) Spark floor | {f['median']:.2f} | {f['min']:.2f} | {f['max']:.2f} | |")
+    lines.append(f"\n(c) above the floor: {summary['above_floor_s']:.2f} s (medians)")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--rows", type=int, default=10_000)
+    p.add_argument("--dup", type=int, default=3)
+    p.add_argument("--repeat", type=int, default=3)
+    p.add_argument("--json", default=str(ROOT / "benchmarks" / "results" / "score_fixed_cost.json"))
+    args = p.parse_args(argv)
+    work = Path(tempfile.mkdtemp(prefix="cw-fixed-"))
+    try:
+        frame = bench_data.clickstream(bench_data.real_pairs(), args.rows, args.dup, seed=args.rows + args.dup)
+        src = bench_data.write_clickstream(frame, work / "in")
+        floors, runs = [], []
+        for k in range(args.repeat):   # interleaved: a slow minute of the machine hits both alike
+            floors.append(run_peer("f1", src, str(work / f"f1_{k}"), "auto")["wall_s"])
+            runs.append(timed_c(src, work / f"c_{k}", work / f"events_{k}"))
+            print(f"repetition {k}: (f1) {floors[-1]:.2f} s, (c) {runs[-1]['wall_s']:.2f} s", flush=True)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    summary = summarise(floors, runs)
+    report = {"benchmark": "score_fixed_cost", "cores": os.cpu_count(), "rows": args.rows, "dup": args.dup,
+              "distinct_pairs": int(frame[["query", "title"]].drop_duplicates().shape[0]),
+              "repeat": args.repeat, "floors_s": floors, "runs": runs, "summary": summary,
+              "command": "python -m benchmarks.score_fixed_cost " + " ".join(sys.argv[1:] if argv is None else argv)}
+    Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.json).write_text(json.dumps(report, indent=2))
+    print(markdown(summary, args.repeat))
+    print(f"wrote {args.json}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
