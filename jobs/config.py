@@ -77,6 +77,8 @@ def _coerce(dotted: str, default: Any, value: Any) -> Any:
             pass
     if isinstance(default, list) and isinstance(value, str):
         return [v.strip() for v in value.split(",") if v.strip()]
+    if isinstance(default, str) and isinstance(value, bool):  # auto | true | false keys: YAML reads true as a bool
+        return str(value).lower()
     if not isinstance(value, type(default)) or isinstance(value, bool) != isinstance(default, bool):
         raise ConfigError(
             f"'{dotted}' must be {type(default).__name__}, got {type(value).__name__} {value!r}"
@@ -119,6 +121,13 @@ def load_config(conf_file: str | None = None, overrides: list[str] | None = None
     cfg = _merge(cfg, parse_overrides(overrides))
     validate(cfg)
     return cfg
+
+
+def row_model_inputs(cfg: dict[str, Any]) -> bool:
+    """Whether the row table carries the trainee's token ids (output.row_model_inputs; auto: only for
+    a trainer that streams rows, train.compact_pairs=false)."""
+    value = cfg["output"]["row_model_inputs"]
+    return (not cfg["train"]["compact_pairs"]) if value == "auto" else value == "true"
 
 
 def with_overrides(cfg: dict[str, Any], pairs: list[str]) -> dict[str, Any]:
@@ -251,6 +260,8 @@ def validate(cfg: dict[str, Any]) -> None:
     fpd = cfg["output"]["files_per_date"]
     _check(fpd is None or fpd >= 1, "output.files_per_date must be null or >= 1")
     _check(cfg["output"]["min_row_groups_per_rank"] >= 1, "output.min_row_groups_per_rank must be >= 1")
+    _check(cfg["output"]["row_model_inputs"] in ("auto", "true", "false"),
+           f"output.row_model_inputs must be auto, true or false, got {cfg['output']['row_model_inputs']!r}")
     reuse = cfg["scorer"]["reuse_scores_from"]
     _check(reuse is None or Path(reuse).is_dir(), f"scorer.reuse_scores_from is not a folder: {reuse}")
     for key in ("model", "scorer"):

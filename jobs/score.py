@@ -265,7 +265,8 @@ def _write_and_verify(scored: DataFrame, quarantined: DataFrame, staged: str, cf
     ranks = cfg["train"]["num_processes"]
     files_per_date = cfg["output"]["files_per_date"] or 2 * ranks
     start_phase(spark, "write rows")
-    (scored.repartition(files_per_date, "event_id")
+    rows = scored if config_mod.row_model_inputs(cfg) else scored.drop(*schema.MODEL_INPUT_COLUMNS)
+    (rows.repartition(files_per_date, "event_id")
            .sortWithinPartitions("event_date", "event_id")
            .write.mode("overwrite").partitionBy("event_date").parquet(staged))
     start_phase(spark, "write quarantine")

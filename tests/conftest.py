@@ -63,10 +63,11 @@ def tiny_overrides(model_dir: str, *extra: str) -> list[str]:
 
 
 def score_generated(spark, model_dir: str, tmp_path_factory, seed: int, strategy: str | None,
-                    pair_label: str | None = "clicks") -> str:
+                    pair_label: str | None = "clicks", row_inputs: bool = True) -> str:
     """A real score output (`run_score` on Spark) of an 800-row generated clickstream, for the training tests.
     pair_label "clicks" by default: most training tests check identities against the row table's clicks
-    (pair loss = row loss); None (with strategy None) keeps the shipped defaults."""
+    (pair loss = row loss); None (with strategy None) keeps the shipped defaults. row_inputs: token ids on
+    the rows too (output.row_model_inputs=true), so one output trains both ways (pairs and rows)."""
     from jobs import config
     from jobs.generate import generate, write
     from jobs.score import run_score
@@ -76,6 +77,7 @@ def score_generated(spark, model_dir: str, tmp_path_factory, seed: int, strategy
     out = tmp_path_factory.mktemp("w") / "weighted"
     sets = [f"weighting.strategy={strategy}"] if strategy else []
     sets += [f"weighting.pair_label={pair_label}"] if pair_label else []
+    sets += ["output.row_model_inputs=true"] if row_inputs else []
     cfg = config.load_config(overrides=tiny_overrides(model_dir, *sets, "scorer.precision=fp32"))
     run_score(spark, f"{raw}/clickstream", str(out), cfg)
     return str(out)

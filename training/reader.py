@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from udfs.clickstream.schema import (
+    MODEL_INPUT_COLUMNS,
     PAIR_TARGET_COLUMNS,
     PAIRS_DIR,
     POSITION_COLUMNS,
@@ -117,6 +118,11 @@ def check_columns(path: str, fields: tuple[str, ...]) -> None:
         raise FileNotFoundError(f"no Parquet files under {path}: is it a `clickweight score` output?")
     present = set(footers[0].schema.to_arrow_schema().names)
     missing = [f for f in fields if f not in present]
+    if missing and set(missing) <= set(MODEL_INPUT_COLUMNS):
+        raise UserError(f"{path} has no token ids on its rows ({missing}): it was scored for the pair table "
+                        "(output.row_model_inputs=auto with train.compact_pairs=true). Train on the pair table "
+                        "(train.compact_pairs=true, the default), or re-run `clickweight score` with "
+                        "--set output.row_model_inputs=true")
     if missing:
         raise UserError(f"{path} lacks training column(s) {missing}: re-run `clickweight score` on it")
 

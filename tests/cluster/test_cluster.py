@@ -36,7 +36,8 @@ def runs_python_tasks(pid: int) -> bool:
 def test_standalone_cluster_survives_a_lost_worker(spark, tiny_model_dir, tmp_path):
     raw = tmp_path / "raw"
     write(generate(rows=800, days=2, seed=9, malformed_fraction=0.02), str(raw))
-    sets = tiny_overrides(tiny_model_dir, "run_id=cluster", "weighting.strategy=combined", "weighting.w_max=4.0",
+    sets = tiny_overrides(tiny_model_dir, "output.row_model_inputs=true", "run_id=cluster",
+                          "weighting.strategy=combined", "weighting.w_max=4.0",
                           "spark.conf.spark.sql.shuffle.partitions=8")
     # Reference: the same job, undisturbed, in local mode.
     run_score(spark, f"{raw}/clickstream", str(tmp_path / "local"), config.load_config(overrides=sets))

@@ -21,6 +21,17 @@ def test_set_parses_yaml_scalars_and_spark_conf_keys():
     assert cfg["pipeline"]["strategies"] == ["none", "ipw"]
 
 
+@pytest.mark.parametrize("sets, on_rows", [
+    ([], False),                                                   # auto, the pair trainer: none on rows
+    (["train.compact_pairs=false"], True),                          # auto, a row trainer: on rows
+    (["output.row_model_inputs=true"], True),
+    (["output.row_model_inputs=false", "train.compact_pairs=false"], False),
+])
+def test_token_ids_go_on_the_rows_only_where_a_trainer_streams_rows(sets, on_rows):
+    cfg = config.load_config(overrides=sets)
+    assert config.row_model_inputs(cfg) is on_rows
+
+
 @pytest.mark.parametrize("override, message", [
     ("train.epoch=3", "unknown config key 'train.epoch'"),
     ("train.epochs=three", "'train.epochs' must be int"),
@@ -32,6 +43,7 @@ def test_set_parses_yaml_scalars_and_spark_conf_keys():
     ("input.max_position=0", "max_position must be >= 1"),
     ("input.min_event_ts=notadate", "min_event_ts is not a timestamp"),
     ("output.files_per_date=0", "files_per_date"),
+    ("output.row_model_inputs=sometimes", "row_model_inputs must be auto, true or false"),
     ("scorer.device=tpu", "scorer.device must be"),
     ("train.checkpoint_every_steps=-5", "checkpoint_every_steps"),
     ("weighting.action_values.purchse=4", "unknown action 'purchse'"),

@@ -43,7 +43,7 @@ def score_cfg(model_dir: str, *extra: str) -> dict:
 
 def read_sorted(out: Path) -> pd.DataFrame:
     frame = pd.read_parquet(out).sort_values("event_id").reset_index(drop=True)
-    for col in ("input_ids", "token_type_ids"):
+    for col in [c for c in ("input_ids", "token_type_ids") if c in frame.columns]:
         frame[col] = frame[col].map(lambda a: tuple(int(x) for x in a))
     frame["event_date"] = frame["event_date"].astype(str)
     return frame

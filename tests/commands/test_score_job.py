@@ -14,7 +14,9 @@ from conftest import tiny_overrides
 from jobs import config
 from jobs.generate import generate, write
 from jobs.score import run_score
-from udfs.clickstream.schema import SchemaError
+from training.reader import check_columns
+from udfs.clickstream.schema import MODEL_INPUT_COLUMNS, PAIRS_DIR, SchemaError
+from udfs.errors import UserError
 from udfs.scoring.model_loader import default_model_path
 
 
@@ -69,10 +71,17 @@ def test_output_layout_model_input_and_provenance(scored, tiny_model_dir):
     out, summary = scored
     frame = pd.read_parquet(out)
     assert {"event_date", "query_bucket", "scorer_model", "config_hash", "run_id", "relevance", "p_model",
-            "loss", "info_gain", "propensity", "input_ids", "token_type_ids", "input_len"} <= set(frame.columns)
+            "loss", "info_gain", "propensity", "prior_logit"} <= set(frame.columns)
     assert sorted(p.name for p in out.glob("event_date=*")) == ["event_date=2026-01-01", "event_date=2026-01-02"]
-    assert {len(x) for x in frame["input_ids"]} == {32}
-    assert frame["input_len"].between(4, 32).all()
+    # The trainee's token ids live once per pair in the pair table (train.compact_pairs, the default);
+    # the rows carry none (output.row_model_inputs=auto), and a row trainer is told how to get them.
+    assert not set(MODEL_INPUT_COLUMNS) & set(frame.columns)
+    pairs = pd.read_parquet(out / PAIRS_DIR)
+    assert set(MODEL_INPUT_COLUMNS) <= set(pairs.columns)
+    assert {len(x) for x in pairs["input_ids"]} == {32}
+    assert pairs["input_len"].between(4, 32).all()
+    with pytest.raises(UserError, match="output.row_model_inputs=true"):
+        check_columns(str(out), ("input_ids", "weight"))
     assert frame["run_id"].nunique() == 1 and frame["scorer_model"].iloc[0].startswith(Path(tiny_model_dir).name)
     assert summary["layout"]["row_groups"] >= 4  # 2 ranks x min_row_groups_per_rank
     assert (out / "_config.yaml").exists()

@@ -21,7 +21,7 @@ def by_pair(folder) -> pd.DataFrame:
 def test_second_strategy_reuses_scores_and_scores_only_new_pairs(spark, tiny_model_dir, tmp_path):
     raw = tmp_path / "raw"
     write(generate(rows=500, days=1, seed=5, malformed_fraction=0.0), str(raw))
-    base = tiny_overrides(tiny_model_dir, "scorer.precision=fp32")
+    base = tiny_overrides(tiny_model_dir, "scorer.precision=fp32", "output.row_model_inputs=true")
     first = tmp_path / "none"
     run_score(spark, f"{raw}/clickstream", str(first), config.load_config(overrides=[*base, "weighting.strategy=none"]))
 

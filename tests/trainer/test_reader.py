@@ -16,7 +16,8 @@ def weighted(spark, tiny_model_dir, tmp_path_factory) -> str:
     raw = tmp_path_factory.mktemp("raw") / "data"
     write(generate(rows=500, days=2, seed=5, malformed_fraction=0.0), str(raw))
     out = tmp_path_factory.mktemp("w") / "weighted"
-    run_score(spark, f"{raw}/clickstream", str(out), config.load_config(overrides=tiny_overrides(tiny_model_dir)))
+    run_score(spark, f"{raw}/clickstream", str(out), config.load_config(overrides=tiny_overrides(
+        tiny_model_dir, "train.compact_pairs=false")))   # a row trainer's score run: token ids on rows (auto)
     return str(out)
 
 

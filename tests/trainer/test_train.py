@@ -140,7 +140,8 @@ def test_the_defaults_train_on_the_click_models_label_and_gate_per_position(spar
     corrected relevance, not the click rate, and `select_by: auto` gates by examination_loss."""
     from training.metrics import SELECT_KEYS
 
-    weighted = score_generated(spark, tiny_model_dir, tmp_path_factory, seed=4, strategy=None, pair_label=None)
+    weighted = score_generated(spark, tiny_model_dir, tmp_path_factory, seed=4, strategy=None, pair_label=None,
+                               row_inputs=False)
     cfg = train_cfg(tiny_model_dir, "train.launcher=torchrun")
     assert (cfg["weighting"]["strategy"], cfg["weighting"]["pair_label"], cfg["train"]["select_by"]) == (
         "none", "auto", "auto")
