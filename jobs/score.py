@@ -44,7 +44,7 @@ from udfs.clickstream import pairs as pairs_mod
 from udfs.clickstream import schema
 from udfs.job_phase import end_phases, start_phase
 from udfs.scoring import model_loader
-from udfs.scoring.spark import mlm_settings, score_rows, scorer_id, scoring_settings
+from udfs.scoring.spark import mlm_settings, score_rows, scorer_id, scoring_settings, token_ids_by_pair
 from udfs.weighting import strategies
 from udfs.weighting.settings import SamplingSettings, WeightingSettings
 from udfs.weighting.spark import (  # noqa: F401  (importance_sample, normalise: the job's phases, re-exported)
@@ -169,9 +169,11 @@ def validate(df: DataFrame, cfg: dict[str, Any], has_catalog: bool, persist: boo
 
 
 def transform(df: DataFrame, cfg: dict[str, Any], run_id: str, catalog: DataFrame | None = None,
-              ) -> tuple[DataFrame, DataFrame, dict[str, Any], list[DataFrame]]:
-    """Validated, scored, weighted rows; quarantined rows; the statistics the weights used; and the
-    persisted frames the rows are computed from, which the caller releases (release()) after writing.
+              ) -> tuple[DataFrame, DataFrame, dict[str, Any], list[DataFrame], DataFrame | None]:
+    """Validated, scored, weighted rows; quarantined rows; the statistics the weights used; the
+    persisted frames the rows are computed from, which the caller releases (release()) after writing;
+    and the trainee's token ids per pair for the pair table (None when the rows carry them:
+    output.row_model_inputs).
     """
     start_phase(df.sparkSession, "validate and score pairs")
     if catalog is not None:
@@ -182,8 +184,8 @@ def transform(df: DataFrame, cfg: dict[str, Any], run_id: str, catalog: DataFram
     stats: dict[str, Any] = {"scorer_model": scorer_id(settings.scorer_path)}
     started = time.perf_counter()
     try:
-        scored, scoring_stats = score_rows(valid, cfg, settings)
-        cached.append(scored)
+        scored, scoring_stats, kept_pairs = score_rows(valid, cfg, settings, config_mod.row_model_inputs(cfg))
+        cached.extend([f for f in (kept_pairs, scored) if f is not None])
         stats.update(scoring_stats)
         stats["timings_s"] = {"validate_and_score_pairs": round(time.perf_counter() - started, 3)}
         log.info("score: validate and score pairs done in %.1fs", stats["timings_s"]["validate_and_score_pairs"])
@@ -203,7 +205,8 @@ def transform(df: DataFrame, cfg: dict[str, Any], run_id: str, catalog: DataFram
                    .withColumn("scorer_model", F.lit(stats["scorer_model"]))
                    .withColumn("config_hash", F.lit(config_mod.config_hash(cfg)))
                    .withColumn("run_id", F.lit(run_id)))
-    return out, quarantined.withColumn("run_id", F.lit(run_id)), stats, cached
+    inputs = None if kept_pairs is None else token_ids_by_pair(kept_pairs)
+    return out, quarantined.withColumn("run_id", F.lit(run_id)), stats, cached, inputs
 
 
 def release(cached: list[DataFrame]) -> None:
@@ -221,9 +224,14 @@ def parquet_layout(fs: HadoopFS, pattern: str) -> dict[str, int]:
     return {"files": len(footers), "row_groups": sum(g for _, g in footers), "rows": sum(r for r, _ in footers)}
 
 
-def write_pairs(scored: DataFrame, path: str, files: int, position_buckets: int) -> dict[str, Any]:
-    """The compacted training table (udfs/clickstream/pairs.py) in `files` Parquet files; its totals."""
-    pairs = pairs_mod.compact_pairs(scored, position_buckets).persist(StorageLevel.MEMORY_AND_DISK)
+def write_pairs(scored: DataFrame, path: str, files: int, position_buckets: int,
+                inputs: DataFrame | None = None) -> dict[str, Any]:
+    """The compacted training table (udfs/clickstream/pairs.py) in `files` Parquet files; its totals.
+    `inputs`: the token ids per pair, when the rows do not carry them."""
+    pairs = pairs_mod.compact_pairs(scored, position_buckets)
+    if inputs is not None:
+        pairs = pairs.join(inputs, list(pairs_mod.PAIR_KEY), "inner")
+    pairs = pairs.persist(StorageLevel.MEMORY_AND_DISK)
     try:
         totals = pairs_mod.pair_totals(pairs)
         (pairs_mod.with_pair_weight(pairs, totals["mean_weight_sum"] or 1.0)
@@ -236,7 +244,7 @@ def write_pairs(scored: DataFrame, path: str, files: int, position_buckets: int)
 
 
 def load(scored: DataFrame, quarantined: DataFrame, output: str, cfg: dict[str, Any],
-         run_id: str, summary: dict[str, Any]) -> dict[str, Any]:
+         run_id: str, summary: dict[str, Any], pair_inputs: DataFrame | None = None) -> dict[str, Any]:
     """Write into a staging folder beside `output`, verify, then swap it into place."""
     spark = scored.sparkSession
     t0 = time.perf_counter()
@@ -246,7 +254,7 @@ def load(scored: DataFrame, quarantined: DataFrame, output: str, cfg: dict[str, 
     fs.delete(staged)
     log.info("score: writing rows, quarantine and pairs")
     try:
-        summary = _write_and_verify(scored, quarantined, staged, cfg, summary, t0)
+        summary = _write_and_verify(scored, quarantined, staged, cfg, summary, t0, pair_inputs)
     except BaseException:
         abandon(fs, staged)  # nothing of this run stays behind; the previous output is untouched
         raise
@@ -259,14 +267,13 @@ def load(scored: DataFrame, quarantined: DataFrame, output: str, cfg: dict[str, 
 
 
 def _write_and_verify(scored: DataFrame, quarantined: DataFrame, staged: str, cfg: dict[str, Any],
-                      summary: dict[str, Any], t0: float) -> dict[str, Any]:
+                      summary: dict[str, Any], t0: float, pair_inputs: DataFrame | None = None) -> dict[str, Any]:
     """Write rows, quarantine and pairs into `staged`, read them back and reconcile every count."""
     spark = scored.sparkSession
     ranks = cfg["train"]["num_processes"]
     files_per_date = cfg["output"]["files_per_date"] or 2 * ranks
     start_phase(spark, "write rows")
-    rows = scored if config_mod.row_model_inputs(cfg) else scored.drop(*schema.MODEL_INPUT_COLUMNS)
-    (rows.repartition(files_per_date, "event_id")
+    (scored.repartition(files_per_date, "event_id")
            .sortWithinPartitions("event_date", "event_id")
            .write.mode("overwrite").partitionBy("event_date").parquet(staged))
     start_phase(spark, "write quarantine")
@@ -274,7 +281,7 @@ def _write_and_verify(scored: DataFrame, quarantined: DataFrame, staged: str, cf
     pair_files = ranks * cfg["output"]["min_row_groups_per_rank"]
     start_phase(spark, "write pair table")
     summary["pairs"] = write_pairs(scored, f"{staged}/{schema.PAIRS_DIR}", pair_files,
-                                   cfg["output"]["position_buckets"])
+                                   cfg["output"]["position_buckets"], pair_inputs)
     timings = summary.setdefault("timings_s", {})
     timings["write"] = round(time.perf_counter() - t0, 3)
     log.info("score: written in %.1fs; reading back to reconcile counts", timings["write"])
@@ -334,7 +341,7 @@ def run_score(spark: SparkSession, source: str, output: str, cfg: dict[str, Any]
     rows_in = df.count()
     log.info("score: %d rows in; validating, then scoring distinct (query, title) pairs with %s", rows_in,
              scorer_id(settings.scorer_path))
-    scored, quarantined, stats, cached = transform(df, cfg, run_id, catalog)
+    scored, quarantined, stats, cached, pair_inputs = transform(df, cfg, run_id, catalog)
     summary = {
         "run_id": run_id, "input": source, "output": output, "rows_in": rows_in,
         "strategy": cfg["weighting"]["strategy"], "config_hash": config_mod.config_hash(cfg),
@@ -342,7 +349,7 @@ def run_score(spark: SparkSession, source: str, output: str, cfg: dict[str, Any]
         "versions": versions(), **stats,
     }
     try:
-        summary = load(scored, quarantined, output, cfg, run_id, summary)
+        summary = load(scored, quarantined, output, cfg, run_id, summary, pair_inputs)
     finally:
         release(cached)
         end_phases(spark)

@@ -106,10 +106,15 @@ def cached_scores(spark, path: str | None, settings: ScoringSettings, stats: dic
         F.col("query").alias("_q"), F.col("title").alias("_t"), *cols)
 
 
-def score_rows(valid: DataFrame, cfg: dict[str, Any], settings: ScoringSettings
-               ) -> tuple[DataFrame, dict[str, Any]]:
-    """Valid rows with their pair's scores and trainee input (persisted: every weighting pass reads
-    it), and what scoring them used (scoring key, reused scores, masked LM, valid rows)."""
+def score_rows(valid: DataFrame, cfg: dict[str, Any], settings: ScoringSettings, row_inputs: bool = True
+               ) -> tuple[DataFrame, dict[str, Any], DataFrame | None]:
+    """Valid rows with their pair's scores (persisted: every weighting pass reads it), what scoring
+    them used (scoring key, reused scores, masked LM, valid rows), and the scored pairs.
+
+    row_inputs: the trainee's token ids go onto every row (a row trainer streams them), and the third
+    value is None. Otherwise they stay with the distinct pairs: the third value is the scored pairs,
+    persisted, token ids included (the pair table takes them from there), and the rows, which every
+    weighting pass reads, are a fraction of the width (on a Zipf log, ~15 rows a pair)."""
     stats: dict[str, Any] = {}
     partitions = int(cfg["spark"]["conf"].get("spark.sql.shuffle.partitions", 8))
     stats["scoring_key"] = scoring_key(settings)
@@ -125,12 +130,23 @@ def score_rows(valid: DataFrame, cfg: dict[str, Any], settings: ScoringSettings
         mlm = mlm_settings(cfg)
         stats["mlm_model"] = scorer_id(mlm.path)
         scored_pairs = with_title_quality(scored_pairs, valid, mlm, partitions)
+    kept_pairs = None
+    if not row_inputs:  # read twice (scores onto the rows, token ids into the pair table): BERT runs once
+        kept_pairs = scored_pairs.persist(StorageLevel.MEMORY_AND_DISK)
+        scored_pairs = kept_pairs.drop(*MODEL_INPUT_COLUMNS)
     joined = (valid.withColumn("_q", F.trim("query")).withColumn("_t", F.trim("title"))
                    .join(scored_pairs, ["_q", "_t"], "inner").drop("_q", "_t")
                    .persist(StorageLevel.MEMORY_AND_DISK))
     stats["rows_valid"] = joined.count()
     if stats["rows_valid"] == 0:
         joined.unpersist()
+        if kept_pairs is not None:
+            kept_pairs.unpersist()
         raise UserError("no valid rows to score: every input row was quarantined (see _quarantine)")
-    return joined, stats
+    return joined, stats, kept_pairs
+
+
+def token_ids_by_pair(kept_pairs: DataFrame) -> DataFrame:
+    """The trainee's token ids per trimmed (query, title), keyed as the pair table is."""
+    return kept_pairs.select(F.col("_q").alias("query"), F.col("_t").alias("title"), *MODEL_INPUT_COLUMNS)
 
