@@ -152,6 +152,26 @@ def test_an_explicit_click_model_label_refuses_a_log_it_cannot_fit(spark, tiny_m
     assert not (tmp_path / "in" / "out").exists()
 
 
+def test_a_click_model_label_is_never_one_value_per_scorer_bin(spark, tiny_model_dir, tmp_path):
+    """Past weighting.em_max_pairs the EM fits one relevance per p_model bin: as a label that would only
+    repeat the scorer. Asked for by name it refuses (nothing written); auto falls back to the click rate."""
+    from jobs import config
+    from jobs.generate import generate, write
+    from jobs.score import run_score
+    from udfs.errors import UserError
+
+    write(generate(rows=800, days=2, seed=4, malformed_fraction=0.0), str(tmp_path / "raw"))
+    src = str(tmp_path / "raw" / "clickstream")
+    sets = tiny_overrides(tiny_model_dir, "weighting.em_max_pairs=10")
+    with pytest.raises(UserError, match="one relevance per p_model bin"):
+        run_score(spark, src, str(tmp_path / "refused"),
+                  config.load_config(overrides=[*sets, "weighting.pair_label=click_model"]))
+    assert not (tmp_path / "refused").exists()
+    summary = run_score(spark, src, str(tmp_path / "auto"), config.load_config(overrides=sets))
+    assert summary["propensity_fit"]["buckets"] == "p_model_quantiles"
+    assert summary["pair_label"] == "clicks" and "em_max_pairs=10" in summary["pair_label_fallback"]
+
+
 @settings(max_examples=2, deadline=None, derandomize=True,
           suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 @given(kinds=st.lists(st.sampled_from(KINDS), min_size=3, max_size=25), dup_pairs=st.integers(0, 3))

@@ -41,6 +41,7 @@ def test_two_rounds_rescore_with_the_previous_round_model_only_if_it_won(spark, 
         summary = json.loads((d / "weighted_information_gain" / "_summary.json").read_text())
         assert summary["rows_in"] == summary["rows_out"] + summary["rows_quarantined"] + summary["rows_sampled_out"]
         assert summary["propensity_fit"]["buckets"] == "p_model_quantiles"  # em_max_pairs=0: scorer bins
+        assert summary["pair_label"] == "clicks"   # ... so the default label falls back to the click rate
         metrics = json.loads((d / "eval_information_gain.json").read_text())
         assert 0 <= metrics["auc"] <= 1 and (d / "model_information_gain" / "model.safetensors").exists()
         assert rows[k]["steps"] == 2

@@ -422,8 +422,20 @@ def _weigh(scored: DataFrame, w: WeightingSettings, sampling: SamplingSettings, 
         p_noise = "p_click" if denoise_by_click_model else "p_model"
     stats["denoise_probability"] = p_noise
     stats["pair_label"] = "clicks"
+    per_pair = stats["propensity_fit"].get("buckets") == "query_title_pairs"
     if w.pair_label in ("click_model", "auto"):
-        if click_model is not None:
+        if click_model is not None and not per_pair:
+            # Past em_max_pairs the EM's relevance is one value per p_model bin: a "label" that only
+            # repeats the scorer's ranking and throws the pair's own clicks away.
+            reason = (f"the log has more than weighting.em_max_pairs={w.em_max_pairs} distinct pairs, so the EM "
+                      "fitted one relevance per p_model bin, not per pair")
+            if w.pair_label == "click_model":
+                raise UserError(f"weighting.pair_label=click_model: {reason}; raise em_max_pairs (the EM's cells "
+                                "then come to the driver) or use weighting.pair_label=auto, which falls back to "
+                                "the click rate")
+            stats["pair_label_fallback"] = f"{reason}: the pair label is the click rate"
+            log.warning("weighting.pair_label=auto: %s", stats["pair_label_fallback"])
+        elif click_model is not None:
             joined = with_pair_relevance(joined, click_model, joined.sparkSession)
             stats["pair_label"] = "click_model"
         elif w.pair_label == "click_model":
