@@ -123,6 +123,13 @@ def load_config(conf_file: str | None = None, overrides: list[str] | None = None
     return cfg
 
 
+def shuffle_partitions(floor: int, rows: int, max_rows_per_partition: int) -> int:
+    """The score job's shuffle partitions for `rows` input rows: the session's spark.sql.shuffle.partitions
+    as the floor, more when a partition would hold over spark.max_rows_per_partition rows (10M rows in 8
+    partitions ran a 4g local driver out of heap caching them)."""
+    return max(floor, -(-rows // max_rows_per_partition))
+
+
 def row_model_inputs(cfg: dict[str, Any]) -> bool:
     """Whether the row table carries the trainee's token ids (output.row_model_inputs; auto: only for
     a trainer that streams rows, train.compact_pairs=false)."""
@@ -260,6 +267,7 @@ def validate(cfg: dict[str, Any]) -> None:
     fpd = cfg["output"]["files_per_date"]
     _check(fpd is None or fpd >= 1, "output.files_per_date must be null or >= 1")
     _check(cfg["output"]["min_row_groups_per_rank"] >= 1, "output.min_row_groups_per_rank must be >= 1")
+    _check(cfg["spark"]["max_rows_per_partition"] >= 1000, "spark.max_rows_per_partition must be >= 1000")
     _check(cfg["output"]["row_model_inputs"] in ("auto", "true", "false"),
            f"output.row_model_inputs must be auto, true or false, got {cfg['output']['row_model_inputs']!r}")
     reuse = cfg["scorer"]["reuse_scores_from"]

@@ -339,20 +339,26 @@ def run_score(spark: SparkSession, source: str, output: str, cfg: dict[str, Any]
     settings = scoring_settings(cfg)
     start_phase(spark, "count input rows")
     rows_in = df.count()
-    log.info("score: %d rows in; validating, then scoring distinct (query, title) pairs with %s", rows_in,
-             scorer_id(settings.scorer_path))
-    scored, quarantined, stats, cached, pair_inputs = transform(df, cfg, run_id, catalog)
-    summary = {
-        "run_id": run_id, "input": source, "output": output, "rows_in": rows_in,
-        "strategy": cfg["weighting"]["strategy"], "config_hash": config_mod.config_hash(cfg),
-        "scorer_path": settings.scorer_path, "trainee_tokenizer": settings.trainee_path,
-        "versions": versions(), **stats,
-    }
+    before = spark.conf.get("spark.sql.shuffle.partitions")
+    partitions = config_mod.shuffle_partitions(int(before), rows_in, cfg["spark"]["max_rows_per_partition"])
+    spark.conf.set("spark.sql.shuffle.partitions", str(partitions))
+    log.info("score: %d rows in (%d shuffle partitions); validating, then scoring distinct (query, title) pairs "
+             "with %s", rows_in, partitions, scorer_id(settings.scorer_path))
     try:
-        summary = load(scored, quarantined, output, cfg, run_id, summary, pair_inputs)
+        scored, quarantined, stats, cached, pair_inputs = transform(df, cfg, run_id, catalog)
+        summary = {
+            "run_id": run_id, "input": source, "output": output, "rows_in": rows_in,
+            "strategy": cfg["weighting"]["strategy"], "config_hash": config_mod.config_hash(cfg),
+            "scorer_path": settings.scorer_path, "trainee_tokenizer": settings.trainee_path,
+            "shuffle_partitions": partitions, "versions": versions(), **stats,
+        }
+        try:
+            summary = load(scored, quarantined, output, cfg, run_id, summary, pair_inputs)
+        finally:
+            release(cached)
     finally:
-        release(cached)
         end_phases(spark)
+        spark.conf.set("spark.sql.shuffle.partitions", before)  # the session outlives the job (pipeline, tests)
     summary["seconds"] = round(time.time() - t0, 2)
     log.info("score: in=%d out=%d quarantined=%d in %.1fs -> %s", summary["rows_in"], summary["rows_out"],
              summary["rows_quarantined"], summary["seconds"], output)

@@ -32,6 +32,13 @@ def test_token_ids_go_on_the_rows_only_where_a_trainer_streams_rows(sets, on_row
     assert config.row_model_inputs(cfg) is on_rows
 
 
+def test_shuffle_partitions_grow_with_rows_past_the_configured_floor():
+    assert config.shuffle_partitions(8, 800, 500_000) == 8
+    assert config.shuffle_partitions(8, 4_000_000, 500_000) == 8
+    assert config.shuffle_partitions(8, 4_000_001, 500_000) == 9
+    assert config.shuffle_partitions(8, 10_000_000, 500_000) == 20
+
+
 @pytest.mark.parametrize("override, message", [
     ("train.epoch=3", "unknown config key 'train.epoch'"),
     ("train.epochs=three", "'train.epochs' must be int"),
@@ -44,6 +51,7 @@ def test_token_ids_go_on_the_rows_only_where_a_trainer_streams_rows(sets, on_row
     ("input.min_event_ts=notadate", "min_event_ts is not a timestamp"),
     ("output.files_per_date=0", "files_per_date"),
     ("output.row_model_inputs=sometimes", "row_model_inputs must be auto, true or false"),
+    ("spark.max_rows_per_partition=10", "max_rows_per_partition must be >= 1000"),
     ("scorer.device=tpu", "scorer.device must be"),
     ("train.checkpoint_every_steps=-5", "checkpoint_every_steps"),
     ("weighting.action_values.purchse=4", "unknown action 'purchse'"),

@@ -67,7 +67,7 @@ def test_weights_finite_positive_clipped_mean_one(scored):
     assert w.std() > 0.01  # a real strategy, not uniform
 
 
-def test_output_layout_model_input_and_provenance(scored, tiny_model_dir):
+def test_output_layout_model_input_and_provenance(spark, scored, tiny_model_dir):
     out, summary = scored
     frame = pd.read_parquet(out)
     assert {"event_date", "query_bucket", "scorer_model", "config_hash", "run_id", "relevance", "p_model",
@@ -84,6 +84,9 @@ def test_output_layout_model_input_and_provenance(scored, tiny_model_dir):
         check_columns(str(out), ("input_ids", "weight"))
     assert frame["run_id"].nunique() == 1 and frame["scorer_model"].iloc[0].startswith(Path(tiny_model_dir).name)
     assert summary["layout"]["row_groups"] >= 4  # 2 ranks x min_row_groups_per_rank
+    # a small input: the session's spark.sql.shuffle.partitions, the floor (past spark.max_rows_per_partition
+    # rows a partition, more: tests/commands/test_config.py)
+    assert summary["shuffle_partitions"] == int(spark.conf.get("spark.sql.shuffle.partitions"))
     assert (out / "_config.yaml").exists()
     assert frame["p_model"].between(0, 1).all() and frame["propensity"].between(0.05, 1).all()
 
