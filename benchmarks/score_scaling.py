@@ -259,6 +259,61 @@ def largest_vs_smaller(cases: list[dict[str, Any]]) -> dict[str, Any]:
     return out
 
 
+SCORING_PHASE = "validate_and_score_pairs"   # the phase whose time is the BERT forward of the distinct pairs
+GPU_RESULTS = ROOT / "benchmarks" / "results" / "gpu_mfu_h200.json"
+
+
+def _slope(x: list[float], y: list[float]) -> float:
+    return float(np.polyfit(np.asarray(x, float), np.asarray(y, float), 1)[0])
+
+
+def cost_model(cases: list[dict[str, Any]], cores: int, gpu_pairs_per_s: float, rows: float = 1e9,
+               node_cores: int = 16) -> dict[str, Any]:
+    """A day's `rows` scored on nodes of `node_cores` cores, from measured parts:
+    - distinct pairs at `rows`: the power law pairs = k * rows^alpha fitted to the measured sizes (a Zipf
+      log's repetition grows with its size);
+    - per-pair cost: the slope of the scoring phase (validation, distinct pairs, BERT, join) against pairs,
+      in core-seconds (wall x the `cores` it ran on); on a GPU node, 1 / gpu_pairs_per_s GPU-seconds;
+    - per-row cost: the slope of the rest of the job (calibration, EM, weights, writes, read-back) against
+      rows, in core-seconds, paid on the node's cores either way.
+    Assumes executors scale out linearly (no shuffle over a network was measured here)."""
+    alpha, log_k = np.polyfit(np.log([c["rows"] for c in cases]), np.log([c["distinct_pairs"] for c in cases]), 1)
+    pairs = float(np.exp(log_k) * rows ** alpha)
+    per_pair = _slope([c["distinct_pairs"] for c in cases], [c["timings_s"][SCORING_PHASE] for c in cases]) * cores
+    per_row = _slope([c["rows"] for c in cases],
+                     [c["job_s"] - c["timings_s"][SCORING_PHASE] for c in cases]) * cores
+    pair_core_h, row_core_h = pairs * per_pair / 3600, rows * per_row / 3600
+    gpu_h = pairs / gpu_pairs_per_s / 3600
+    cpu_node_h, gpu_node_h = (pair_core_h + row_core_h) / node_cores, max(gpu_h, row_core_h / node_cores)
+    return {"rows": rows, "pairs": pairs, "pairs_alpha": float(alpha), "impressions_per_pair": rows / pairs,
+            "per_pair_core_ms": per_pair * 1e3, "per_row_core_ms": per_row * 1e3, "node_cores": node_cores,
+            "gpu_pairs_per_s": gpu_pairs_per_s,
+            "cpu": {"pair_core_hours": pair_core_h, "row_core_hours": row_core_h, "node_hours": cpu_node_h,
+                    "nodes_for_24h": cpu_node_h / 24, "dominant": "pairs" if pair_core_h > row_core_h else "rows"},
+            "gpu": {"gpu_hours": gpu_h, "row_node_hours": row_core_h / node_cores, "node_hours": gpu_node_h,
+                    "nodes_for_24h": gpu_node_h / 24,
+                    "dominant": "pairs (GPU)" if gpu_h > row_core_h / node_cores else "rows (CPU)"}}
+
+
+def gpu_scorer_pairs_per_s(path: Path = GPU_RESULTS) -> float:
+    """The scorer's pairs/s on the lent H200 (benchmarks/gpu_mfu: the UDF's `score`, host work included)."""
+    return float(json.loads(path.read_text())["scoring"][0]["score_pairs_per_s"])
+
+
+def cost_markdown(m: dict[str, Any]) -> str:
+    c, g = m["cpu"], m["gpu"]
+    return "\n".join([
+        f"{m['rows']:.0e} rows a day: {m['pairs'] / 1e6:.1f}M distinct pairs (pairs ~ rows^{m['pairs_alpha']:.3f}, "
+        f"{m['impressions_per_pair']:.1f} impressions a pair); per pair {m['per_pair_core_ms']:.2f} core-ms (CPU) "
+        f"or 1/{m['gpu_pairs_per_s']:.0f} GPU-s; per row {m['per_row_core_ms']:.3f} core-ms",
+        "| nodes | pair term | row term | node-hours | nodes for a 24 h window | dominant |",
+        "|---|---|---|---|---|---|",
+        f"| CPU, {m['node_cores']} cores | {c['pair_core_hours']:.0f} core-h | {c['row_core_hours']:.0f} core-h "
+        f"| {c['node_hours']:.1f} | {c['nodes_for_24h']:.2f} | {c['dominant']} |",
+        f"| 1 GPU + {m['node_cores']} cores | {g['gpu_hours']:.1f} GPU-h | {g['row_node_hours']:.1f} node-h "
+        f"| {g['node_hours']:.1f} | {g['nodes_for_24h']:.2f} | {g['dominant']} |"])
+
+
 # ----------------------------------------------------------------------------------------------
 # Report
 # ----------------------------------------------------------------------------------------------
@@ -324,7 +379,16 @@ def main(argv: list[str] | None = None) -> int:
                    "bench, score_scale.json for big)")
     p.add_argument("--work", default=None, help="folder for inputs and outputs (default: a new temporary folder)")
     p.add_argument("--keep", action="store_true", help="keep every size's input and output (and the work folder)")
+    p.add_argument("--cost-model-only", action="store_true",
+                   help="run nothing: add the billion-row cost model to --json's measured sizes and print it")
     args = p.parse_args(argv)
+    if args.cost_model_only:
+        path = Path(args.json) if args.json else DEFAULT_JSON[args.source]
+        report = json.loads(path.read_text())
+        report["cost_model"] = cost_model(report["cases"], report["cores"], gpu_scorer_pairs_per_s())
+        path.write_text(json.dumps(report, indent=2))
+        print(cost_markdown(report["cost_model"]))
+        return 0
     sizes = args.rows or DEFAULT_ROWS[args.source]
     json_path = Path(args.json) if args.json else DEFAULT_JSON[args.source]
     work = Path(tempfile.mkdtemp(prefix="cw-scaling-", dir=args.work))
@@ -357,9 +421,13 @@ def main(argv: list[str] | None = None) -> int:
         report["pairs_rows_fit"] = pairs_rows_fit(cases)
     if len(cases) >= 2:
         report["largest"] = largest_vs_smaller(cases)
+    if len(cases) >= 2 and args.source == "big":
+        report["cost_model"] = cost_model(cases, os.cpu_count() or 1, gpu_scorer_pairs_per_s())
     json_path.parent.mkdir(parents=True, exist_ok=True)
     json_path.write_text(json.dumps(report, indent=2))
     print("\n" + markdown(report))
+    if "cost_model" in report:
+        print("\n" + cost_markdown(report["cost_model"]))
     print(f"\nwrote {json_path}")
     return 0
 
