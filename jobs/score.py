@@ -342,8 +342,8 @@ def run_score(spark: SparkSession, source: str, output: str, cfg: dict[str, Any]
     before = spark.conf.get("spark.sql.shuffle.partitions")
     partitions = config_mod.shuffle_partitions(int(before), rows_in, cfg["spark"]["max_rows_per_partition"])
     spark.conf.set("spark.sql.shuffle.partitions", str(partitions))
-    log.info("score: %d rows in (%d shuffle partitions); validating, then scoring distinct (query, title) pairs "
-             "with %s", rows_in, partitions, scorer_id(settings.scorer_path))
+    log.info("score: %d rows in; validating, then scoring distinct (query, title) pairs with %s "
+             "(%d shuffle partitions)", rows_in, scorer_id(settings.scorer_path), partitions)
     try:
         scored, quarantined, stats, cached, pair_inputs = transform(df, cfg, run_id, catalog)
         summary = {

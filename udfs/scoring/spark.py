@@ -133,7 +133,9 @@ def score_rows(valid: DataFrame, cfg: dict[str, Any], settings: ScoringSettings,
     kept_pairs = None
     if not row_inputs:  # read twice (scores onto the rows, token ids into the pair table): BERT runs once
         kept_pairs = scored_pairs.persist(StorageLevel.MEMORY_AND_DISK)
-        scored_pairs = kept_pairs.drop(*MODEL_INPUT_COLUMNS)
+        # A shuffle join, as with the UDF's output before: a cached side small enough to broadcast would
+        # be collected to the driver first (tests/commands/test_driver_result_size.py).
+        scored_pairs = kept_pairs.drop(*MODEL_INPUT_COLUMNS).hint("merge")
     joined = (valid.withColumn("_q", F.trim("query")).withColumn("_t", F.trim("title"))
                    .join(scored_pairs, ["_q", "_t"], "inner").drop("_q", "_t")
                    .persist(StorageLevel.MEMORY_AND_DISK))
@@ -148,5 +150,6 @@ def score_rows(valid: DataFrame, cfg: dict[str, Any], settings: ScoringSettings,
 
 def token_ids_by_pair(kept_pairs: DataFrame) -> DataFrame:
     """The trainee's token ids per trimmed (query, title), keyed as the pair table is."""
-    return kept_pairs.select(F.col("_q").alias("query"), F.col("_t").alias("title"), *MODEL_INPUT_COLUMNS)
+    return (kept_pairs.select(F.col("_q").alias("query"), F.col("_t").alias("title"), *MODEL_INPUT_COLUMNS)
+                      .hint("merge"))   # never broadcast (collected to the driver): a wide table
 
