@@ -45,11 +45,14 @@ def event_log_overrides(folder: Path) -> list[str]:
 
 
 def read_event_log(folder: Path) -> list[dict[str, Any]]:
-    """The events of the one application logged under `folder` (one JSON object a line)."""
-    files = [p for p in folder.iterdir() if p.is_file() and not p.name.endswith(".inprogress")]
-    if len(files) != 1:
+    """The events of the one application logged under `folder` (one JSON object a line): a single file,
+    or Spark 4's rolling layout, a folder `eventlog_v2_<app>` of `events_<n>_<app>` files."""
+    logs = [p for p in folder.iterdir() if not p.name.endswith(".inprogress")]
+    if len(logs) != 1:
         raise RuntimeError(f"expected one finished event log in {folder}, found {[p.name for p in folder.iterdir()]}")
-    return [json.loads(line) for line in files[0].read_text().splitlines() if line.strip()]
+    files = ([logs[0]] if logs[0].is_file() else
+             sorted(logs[0].glob("events_*"), key=lambda p: int(p.name.split("_")[1])))
+    return [json.loads(line) for f in files for line in f.read_text().splitlines() if line.strip()]
 
 
 def breakdown(events: list[dict[str, Any]], launched_ms: float, exited_ms: float) -> dict[str, Any]:

@@ -42,6 +42,16 @@ def test_the_event_log_reader_refuses_a_folder_without_exactly_one_finished_log(
     assert len(fc.read_event_log(tmp_path)) == len(_events())
 
 
+def test_the_event_log_reader_reads_spark_4s_rolling_folder_in_order(tmp_path):
+    events = _events()
+    folder = tmp_path / "eventlog_v2_local-1"
+    folder.mkdir()
+    (folder / "appstatus_local-1").write_text("")
+    for n, part in ((10, events[5:]), (2, events[:5])):   # numeric order, not the names' text order
+        (folder / f"events_{n}_local-1").write_text("\n".join(json.dumps(e) for e in part) + "\n")
+    assert fc.read_event_log(tmp_path) == events
+
+
 def test_summary_reports_medians_and_the_gap_to_the_floor():
     runs = [fc.breakdown(_events(), 4_000, 27_000 + k * 1000) | {"wall_s": 23.0 + k} for k in range(3)]
     s = fc.summarise([10.0, 12.0, 11.0], runs)
