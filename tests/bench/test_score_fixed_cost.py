@@ -34,6 +34,15 @@ def test_breakdown_attributes_driver_time_to_the_phase_of_the_job_it_precedes():
     assert parts == pytest.approx(23.0)   # the wall, launch to exit, with nothing counted twice
 
 
+def test_overlapping_jobs_are_counted_once():
+    jobs = [{"phase": "write", "start": 1_000, "end": 5_000}, {"phase": "write", "start": 2_000, "end": 3_000},
+            {"phase": "verify", "start": 4_000, "end": 6_000}]
+    phases, last = fc.phase_times(jobs, app_start=0)
+    assert phases["write"] == {"jobs": 2, "spark_s": 4.0, "driver_s": 1.0, "total_s": 5.0}
+    assert phases["verify"] == {"jobs": 1, "spark_s": 1.0, "driver_s": 0.0, "total_s": 1.0}
+    assert last == 6_000
+
+
 def test_the_event_log_reader_refuses_a_folder_without_exactly_one_finished_log(tmp_path):
     (tmp_path / "local-1.inprogress").write_text("")
     with pytest.raises(RuntimeError, match="one finished event log"):
