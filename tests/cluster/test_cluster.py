@@ -26,10 +26,17 @@ SCORE_COLUMNS = ("relevance", "p_model", "loss", "info_gain", "propensity", "raw
 def runs_python_tasks(pid: int) -> bool:
     """True once the worker's executor has started Python workers (the scoring UDF is running)."""
     try:
-        return any("pyspark.daemon" in " ".join(c.cmdline()) or "pyspark.worker" in " ".join(c.cmdline())
-                   for c in psutil.Process(pid).children(recursive=True))
+        children = psutil.Process(pid).children(recursive=True)
     except psutil.Error:
         return False
+    for c in children:
+        try:   # one child exiting between the listing and its cmdline must not hide the others
+            line = " ".join(c.cmdline())
+        except psutil.Error:
+            continue
+        if "pyspark.daemon" in line or "pyspark.worker" in line:
+            return True
+    return False
 
 
 @pytest.mark.timeout(900)
