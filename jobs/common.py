@@ -111,16 +111,20 @@ class HadoopFS:
     def parquet_footers(self, pattern: str) -> list[tuple[int, int]]:
         """(rows, row groups) of each Parquet file matching the glob `pattern`, read from its footer
         through this filesystem (the one that wrote it: local, HDFS or an object store alike)."""
+        return [self._footer(status) for status in self.fs.globStatus(self.path(pattern)) or []]
+
+    def parquet_footers_of(self, files: list[str]) -> list[tuple[int, int]]:
+        """(rows, row groups) of each of these Parquet files, from its footer."""
+        return [self._footer(self.fs.getFileStatus(self.path(f))) for f in files]
+
+    def _footer(self, status) -> tuple[int, int]:
         jvm = self._jvm
-        out = []
-        for status in self.fs.globStatus(self.path(pattern)) or []:
-            reader = jvm.org.apache.parquet.hadoop.ParquetFileReader.open(
-                jvm.org.apache.parquet.hadoop.util.HadoopInputFile.fromStatus(status, self.conf))
-            try:
-                out.append((int(reader.getRecordCount()), int(reader.getRowGroups().size())))
-            finally:
-                reader.close()
-        return out
+        reader = jvm.org.apache.parquet.hadoop.ParquetFileReader.open(
+            jvm.org.apache.parquet.hadoop.util.HadoopInputFile.fromStatus(status, self.conf))
+        try:
+            return int(reader.getRecordCount()), int(reader.getRowGroups().size())
+        finally:
+            reader.close()
 
     def delete(self, p: str) -> None:
         if self.exists(p):

@@ -40,7 +40,7 @@ def test_counts_reconcile_and_bad_rows_are_quarantined_with_reasons(scored, raw_
     out, summary = scored
     truth = pd.read_parquet(f"{raw_dir}/truth.parquet")
     quarantine = pd.read_parquet(out / "_quarantine")
-    assert summary["rows_in"] == 600
+    assert summary["rows_in"] == 600 and summary["rows_in_from"] == "parquet footers"
     assert summary["rows_in"] == summary["rows_out"] + summary["rows_quarantined"]
     assert len(quarantine) == summary["rows_quarantined"] == truth["malformed_kind"].notna().sum()
     assert (quarantine["reason"] != "").all()
@@ -170,3 +170,23 @@ def test_cross_encoder_scorer_gives_model_probability(spark, raw_dir, tiny_model
     expected = np.array(expected)
     assert expected.std() > 0.05  # pairs get clearly different probabilities: the comparison has teeth
     np.testing.assert_allclose(frame["p_model"].to_numpy(), expected, atol=1e-5)
+
+
+def test_the_input_row_count_from_footers_equals_sparks_count(spark, tmp_path, monkeypatch):
+    """The input count that the reconciliation checks against: from the files' footers when few (no Spark
+    job), else a Spark count; the same number either way, on a partitioned folder of several row groups
+    with a _SUCCESS file and a hidden file that Spark does not read."""
+    from jobs import score
+
+    frame = pd.DataFrame({"d": np.repeat(["2026-01-01", "2026-01-02", "2026-01-03"], 700), "x": np.arange(2100)})
+    folder = tmp_path / "in"
+    for day, part in frame.groupby("d"):
+        (folder / f"d={day}").mkdir(parents=True)
+        part.drop(columns="d").to_parquet(folder / f"d={day}" / "part-0.parquet", row_group_size=300)
+    (folder / "_SUCCESS").write_text("")
+    part.drop(columns="d").to_parquet(folder / "d=2026-01-03" / ".hidden.parquet")
+    df = spark.read.parquet(str(folder))
+    assert df.count() == 2100
+    assert score.input_rows(spark, df, str(folder)) == (2100, "parquet footers")
+    monkeypatch.setattr(score, "FOOTER_COUNT_MAX_FILES", 2)
+    assert score.input_rows(spark, df, str(folder)) == (2100, "count")

@@ -48,3 +48,23 @@ def test_a_rank_builds_its_trainee_from_this_hosts_packaged_copy(tmp_path, monke
     assert trainee.calibration() == pytest.approx({"a": 5.0, "b": -2.0})
     (load,) = [json.loads(line) for line in log.read_text().splitlines()]
     assert load["loader"] == "trainee_bi_encoder" and load["path"] == str(Path(here).resolve())
+
+
+def test_the_fingerprint_is_hashed_once_per_unchanged_folder_and_follows_a_change(tmp_path):
+    import os
+
+    from udfs.scoring import model_loader
+
+    (tmp_path / "config.json").write_text('{"a": 1}')
+    (tmp_path / "model.safetensors").write_bytes(b"x" * 1000)
+    (tmp_path / "notes.md").write_text("not hashed")
+    first = model_loader.model_fingerprint(str(tmp_path))
+    hits = model_loader._fingerprint.cache_info().hits
+    assert model_loader.model_fingerprint(str(tmp_path)) == first
+    assert model_loader._fingerprint.cache_info().hits == hits + 1
+    (tmp_path / "notes.md").write_text("still not hashed, changed")
+    assert model_loader.model_fingerprint(str(tmp_path)) == first
+    # Same size, new content: the mtime moves, so the folder is hashed again and the name changes.
+    (tmp_path / "model.safetensors").write_bytes(b"y" * 1000)
+    os.utime(tmp_path / "model.safetensors", ns=(1, 1))
+    assert model_loader.model_fingerprint(str(tmp_path)) != first

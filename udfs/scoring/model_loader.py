@@ -113,16 +113,26 @@ def cross_encoder_prior(path: str) -> tuple[str, dict[str, float] | None] | None
     return str((Path(path) / prior["path"]).resolve()), prior.get("calibration")
 
 
+def _fingerprinted_files(folder: Path) -> tuple[tuple[str, int, int], ...]:
+    return tuple((name, st.st_size, st.st_mtime_ns) for name in sorted(os.listdir(folder))
+                 if name.endswith((".json", ".safetensors", ".txt")) for st in [os.stat(folder / name)])
+
+
 def model_fingerprint(path: str) -> str:
-    """sha256 over config and weight files: identifies the scorer in provenance."""
-    h = hashlib.sha256()
+    """sha256 over config and weight files: identifies the scorer in provenance. Hashed once per
+    process for an unchanged folder (a score job names its scorer several times; 90 MB each time)."""
     folder = Path(path)
-    for name in sorted(os.listdir(folder)):
-        if name.endswith((".json", ".safetensors", ".txt")):
-            h.update(name.encode())
-            with open(folder / name, "rb") as f:
-                for chunk in iter(lambda: f.read(1 << 20), b""):
-                    h.update(chunk)
+    return _fingerprint(str(folder.resolve()), _fingerprinted_files(folder))
+
+
+@lru_cache(maxsize=8)
+def _fingerprint(folder: str, files: tuple[tuple[str, int, int], ...]) -> str:
+    h = hashlib.sha256()
+    for name, _, _ in files:
+        h.update(name.encode())
+        with open(Path(folder) / name, "rb") as f:
+            for chunk in iter(lambda: f.read(1 << 20), b""):
+                h.update(chunk)
     return h.hexdigest()[:16]
 
 
