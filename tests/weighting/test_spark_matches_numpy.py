@@ -59,7 +59,7 @@ def test_leave_one_out_click_probability_matches_click_model_probability(log, sp
     ev = cm.evidence.set_index("_bucket").loc[keyed["_bucket"]]
     theta = keyed["position"].map(cm.theta).to_numpy()
     expected = W.click_model_probability(theta, ev["_gamma"].to_numpy(), ev["_r"].to_numpy(), ev["_n"].to_numpy(),
-                                         ev["_m"].to_numpy(), cm.prior_rows, keyed["clicked"].to_numpy())
+                                         ev["_m"].to_numpy(), cm.prior_rows, keyed["clicked"].to_numpy(), cm.eps)
     np.testing.assert_allclose(keyed["p_click"].to_numpy(), expected, rtol=1e-9)
     # And it is leave-one-out: a pair's click and skip at one position get different probabilities.
     assert keyed.groupby(["query", "title", "position"])["p_click"].nunique().max() == 2

@@ -165,7 +165,9 @@ def test_pair_label_from_the_click_model(spark, raw_dir, tiny_model_dir, tmp_pat
     cfg = config.load_config(overrides=tiny_overrides(tiny_model_dir, *sets))
     summary = run_score(spark, f"{raw_dir}/clickstream", str(tmp_path / "out"), cfg)
     fit = summary["propensity_fit"]
-    assert fit["estimator"] == "em" and 0.0 < fit["noise_floor"] < 0.5
+    # 600 rows cannot tell a floor from none: the converged EM (SQUAREM) puts it at 0 here; a log with
+    # flipped clicks gets one (test_weights.py::test_propensity_em_noise_floor_recovers_...).
+    assert fit["estimator"] == "em" and 0.0 <= fit["noise_floor"] < 0.5 and fit["iterations"] < 2000
     props = [summary["propensity"][k] for k in sorted(summary["propensity"])]
     assert all(a >= b for a, b in zip(props, props[1:]))  # monotone
 

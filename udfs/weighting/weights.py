@@ -349,9 +349,18 @@ def power_examination(e_k: np.ndarray, n_k: np.ndarray, positions: np.ndarray) -
 
 
 def _em_from(k, j, n, c, n_k, n_j, ctr_k, ctr_j, eps0: float | None, max_iter: int, tol: float,
-             bucket_group, prior_rows: float, monotone: bool, positions: np.ndarray | None):
+             bucket_group, prior_rows: float, monotone: bool, positions: np.ndarray | None,
+             accelerate: bool = True):
     """One EM run from a start derived from the CTRs (and noise floor eps0; None: no floor fitted).
-    Returns (theta, gamma, iterations, eps, log-likelihood of the clicks)."""
+    Returns (theta, gamma, EM steps taken, eps, log-likelihood of the clicks).
+
+    The EM stops where one more step moves no parameter by `tol` or more. On a sparse log (a few
+    impressions a pair) plain EM crawls: 5 starts x 2,000 steps without getting there, 2.2 s of a
+    10k-row job. accelerate: SQUAREM (Varadhan and Roland 2008, scheme S3): from two EM steps
+    r = F(x) - x and v = F(F(x)) - 2 F(x) + x, jump to x - 2 a r + a^2 v with a = -|r|/|v| (a = -1 is
+    the two plain steps), then one EM step from there; a jump whose step lowers the likelihood
+    below the two plain steps' is dropped for them. Same fixed points, same stopping rule (one EM
+    step moving less than `tol`), a fraction of the steps."""
     floor = eps0 or 0.0
     # theta_k ~ (ctr_k - floor) / max: the CTR shape above the floor (never exactly 1: theta=1 is a
     # fixed point of the E-step), gamma_j ~ ctr_j.
@@ -359,13 +368,15 @@ def _em_from(k, j, n, c, n_k, n_j, ctr_k, ctr_j, eps0: float | None, max_iter: i
     theta = np.clip(0.9 * above / max(above.max(), EPS), 0.02, 0.9)
     gamma = np.clip(np.maximum(ctr_j - floor, 0.0) / max(1.0 - floor, EPS) / theta.mean(), 0.01, 0.99)
     eps = floor
-    iterations = 0
-    while iterations < max_iter:
-        iterations += 1
-        e1, r1, z1 = _e_step(n, c, theta[k], gamma[j], eps)
-        new_theta = np.bincount(k, weights=e1, minlength=len(n_k)) / n_k
+    n_theta = len(n_k)
+
+    def step(x: np.ndarray) -> np.ndarray:
+        """One EM step on x = [theta, gamma, eps]."""
+        th, ga, ep = x[:n_theta], x[n_theta:-1], float(x[-1])
+        e1, r1, z1 = _e_step(n, c, th[k], ga[j], ep)
+        new_theta = np.bincount(k, weights=e1, minlength=n_theta) / n_k
         if positions is not None:
-            new_theta = power_examination(np.bincount(k, weights=e1, minlength=len(n_k)), n_k, positions)
+            new_theta = power_examination(np.bincount(k, weights=e1, minlength=n_theta), n_k, positions)
         elif monotone:
             new_theta = non_increasing(new_theta, n_k)
         new_theta = np.clip(new_theta, EPS, 1.0 - EPS)
@@ -373,14 +384,56 @@ def _em_from(k, j, n, c, n_k, n_j, ctr_k, ctr_j, eps0: float | None, max_iter: i
         r_j = np.bincount(j, weights=r1, minlength=len(n_j))
         m_j = _group_prior(r_j, n_j, bucket_group, prior_rows)
         new_gamma = r_j / n_j if m_j is None else (r_j + prior_rows * m_j) / (n_j + prior_rows)
-        new_gamma = np.clip(new_gamma, EPS, 1.0 - EPS)
-        delta = max(np.abs(new_theta - theta).max(), np.abs(new_gamma - gamma).max(), abs(new_eps - eps))
-        theta, gamma, eps = new_theta, new_gamma, new_eps
-        if delta < tol:
+        return np.concatenate([new_theta, np.clip(new_gamma, EPS, 1.0 - EPS), [new_eps]])
+
+    def loglik(x: np.ndarray) -> float:
+        return _em_loglik(k, j, n, c, x[:n_theta], x[n_theta:-1], float(x[-1]))
+
+    def moved(a: np.ndarray, b: np.ndarray) -> bool:
+        return not np.abs(a - b).max() < tol
+
+    x = np.concatenate([theta, gamma, [eps]])
+    iterations = 0
+    while iterations < max_iter:
+        x1 = step(x)
+        iterations += 1
+        if not moved(x1, x) or not accelerate or iterations >= max_iter:
+            converged, x = not moved(x1, x), x1
+            if converged:
+                break
+            continue
+        x2 = step(x1)
+        iterations += 1
+        if not moved(x2, x1) or iterations >= max_iter:
+            x = x2
             break
+        r, v = x1 - x, x2 - 2.0 * x1 + x
+        vv = float(v @ v)
+        alpha = min(-np.sqrt(float(r @ r) / vv), -1.0) if vv > 0 else -1.0
+        if alpha == -1.0:
+            x = x2
+            continue
+        jump = x - 2.0 * alpha * r + alpha * alpha * v
+        jump[:-1] = np.clip(jump[:-1], EPS, 1.0 - EPS)
+        # A jump may put the floor at 0, a fixed point of the EM (no noise click, no evidence for
+        # one); kept only if the likelihood agrees, and the best of the starts is what counts.
+        jump[-1] = np.clip(jump[-1], 0.0, 0.5)
+        x3 = step(jump)
+        iterations += 1
+        if not np.all(np.isfinite(x3)) or loglik(x3) < loglik(x2):
+            x = x2   # the jump overshot: keep the two plain steps
+            continue
+        if not moved(x3, jump):
+            x = x3
+            break
+        x = x3
+    theta, gamma, eps = x[:n_theta], x[n_theta:-1], float(x[-1])
+    return theta, gamma, iterations, eps, _em_loglik(k, j, n, c, theta, gamma, eps)
+
+
+def _em_loglik(k, j, n, c, theta: np.ndarray, gamma: np.ndarray, eps: float) -> float:
     p = np.clip(eps + (1.0 - eps) * theta[k] * gamma[j], EPS, 1.0 - EPS)
-    loglik = float(np.sum(c * np.log(p) + (n - c) * np.log1p(-p)))
-    return theta, gamma, iterations, eps, loglik
+    return float(np.sum(c * np.log(p) + (n - c) * np.log1p(-p)))
 
 
 def em_bucket_evidence(
@@ -403,7 +456,8 @@ def em_bucket_evidence(
 
 
 def click_model_probability(theta: np.ndarray, gamma: np.ndarray, r_pair: np.ndarray, n_pair: np.ndarray,
-                            prior: np.ndarray, prior_rows: float, clicked: np.ndarray) -> np.ndarray:
+                            prior: np.ndarray, prior_rows: float, clicked: np.ndarray, eps: float = 0.0
+                            ) -> np.ndarray:
     """Leave-one-out P(click) of a row under the position-based click model: theta_k * gamma_-i.
 
     gamma_-i is the pair's relevance with the row's own evidence taken out of the EM's sums
@@ -414,11 +468,14 @@ def click_model_probability(theta: np.ndarray, gamma: np.ndarray, r_pair: np.nda
     """
     th, ga = np.asarray(theta, dtype=np.float64), np.asarray(gamma, dtype=np.float64)
     y = np.asarray(clicked, dtype=np.float64) > 0
-    own = np.where(y, 1.0, (1.0 - th) * ga / np.maximum(1.0 - th * ga, EPS))
+    # With a noise floor eps a click is real with P = 1 - z (z = eps / P(click)); its own evidence is
+    # then 1 - z + z gamma (a noise click says gamma, as a priori), as in em_bucket_evidence's E-step.
+    z = eps / np.maximum(eps + (1.0 - eps) * th * ga, EPS)
+    own = np.where(y, 1.0 - z + z * ga, (1.0 - th) * ga / np.maximum(1.0 - th * ga, EPS))
     denom = np.asarray(n_pair, dtype=np.float64) - 1.0 + prior_rows
     num = np.asarray(r_pair, dtype=np.float64) - own + prior_rows * np.asarray(prior, dtype=np.float64)
     loo = np.where(denom > EPS, num / np.where(denom > EPS, denom, 1.0), prior)
-    return clip_prob(th * np.clip(loo, EPS, 1.0 - EPS))
+    return clip_prob(eps + (1.0 - eps) * th * np.clip(loo, EPS, 1.0 - EPS))
 
 
 def propensity_from_em(positions: np.ndarray, theta: np.ndarray, floor: float) -> dict[int, float]:
