@@ -39,7 +39,7 @@ from jobs.outputs import (
     prepare_staging,
     qualify,
 )
-from jobs.report import write_report_quietly
+from jobs.report import warm_up_in_background, write_report_quietly
 from udfs.clickstream import pairs as pairs_mod
 from udfs.clickstream import schema
 from udfs.job_phase import end_phases, start_phase
@@ -428,6 +428,7 @@ def main(argv: list[str] | None = None) -> int:
     check_inputs_early(args.input, cfg["input"]["catalog"])
     check_output_early(args.output, [s for s in (args.input, cfg["input"]["catalog"]) if s and looks_like_path(s)])
     spark = get_spark(cfg)
+    warm_up_in_background()
     with tracking.run(cfg, "score", input=args.input) as ml:
         if args.output_table:
             summary = run_score_to_table(spark, args.input, args.output, args.output_table, cfg, args.overwrite)

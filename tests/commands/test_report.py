@@ -47,3 +47,23 @@ def test_report_of_a_score_output_and_its_model(spark, tiny_model_dir, tmp_path,
     assert fmt(stored["start"]["eval_auc"]) in cells
     assert cli(["report", str(raw)]) == 2  # not a run folder: one line, no traceback
     assert "is not a score output" in capsys.readouterr().err
+
+
+def test_the_background_warm_up_is_joined_before_any_figure_and_never_fails_the_report(monkeypatch):
+    from jobs import report
+
+    calls = []
+
+    def broken() -> None:
+        calls.append("warm")
+        raise RuntimeError("no fonts here")
+
+    monkeypatch.setattr(report, "_warming", None)
+    monkeypatch.setattr(report, "_render_once", broken)
+    report.warm_up_in_background()
+    thread = report._warming
+    report.warm_up_in_background()                 # once per process
+    assert report._warming is thread
+    fig, ax = report.figure()                      # waits for the warm-up, which failed quietly
+    assert not thread.is_alive() and calls == ["warm"]
+    assert report.png(fig)[:8] == b"\x89PNG\r\n\x1a\n"
