@@ -123,11 +123,15 @@ def load_config(conf_file: str | None = None, overrides: list[str] | None = None
     return cfg
 
 
-def shuffle_partitions(floor: int, rows: int, max_rows_per_partition: int) -> int:
-    """The score job's shuffle partitions for `rows` input rows: the session's spark.sql.shuffle.partitions
-    as the floor, more when a partition would hold over spark.max_rows_per_partition rows (10M rows in 8
-    partitions ran a 4g local driver out of heap caching them)."""
-    return max(floor, -(-rows // max_rows_per_partition))
+def shuffle_partitions(configured: int, rows: int, max_rows_per_partition: int, min_rows_per_partition: int,
+                       parallelism: int) -> int:
+    """The score job's shuffle partitions for `rows` input rows: the session's spark.sql.shuffle.partitions,
+    but no more than a partition per spark.min_rows_per_partition rows (at least one per core: a small
+    input split finer only pays per-task costs; a 10k-row job ran 2.7 s faster in 2 partitions than in 8
+    on 2 cores), and never so few that a partition holds over spark.max_rows_per_partition rows (10M rows
+    in 8 partitions ran a 4g local driver out of heap caching them)."""
+    small = max(parallelism, -(-rows // min_rows_per_partition))
+    return max(min(configured, small), -(-rows // max_rows_per_partition))
 
 
 def row_model_inputs(cfg: dict[str, Any]) -> bool:
@@ -268,6 +272,8 @@ def validate(cfg: dict[str, Any]) -> None:
     _check(fpd is None or fpd >= 1, "output.files_per_date must be null or >= 1")
     _check(cfg["output"]["min_row_groups_per_rank"] >= 1, "output.min_row_groups_per_rank must be >= 1")
     _check(cfg["spark"]["max_rows_per_partition"] >= 1000, "spark.max_rows_per_partition must be >= 1000")
+    _check(1 <= cfg["spark"]["min_rows_per_partition"] <= cfg["spark"]["max_rows_per_partition"],
+           "spark.min_rows_per_partition must be >= 1 and <= spark.max_rows_per_partition")
     _check(cfg["output"]["row_model_inputs"] in ("auto", "true", "false"),
            f"output.row_model_inputs must be auto, true or false, got {cfg['output']['row_model_inputs']!r}")
     reuse = cfg["scorer"]["reuse_scores_from"]

@@ -356,7 +356,9 @@ def run_score(spark: SparkSession, source: str, output: str, cfg: dict[str, Any]
     start_phase(spark, "count input rows")
     rows_in, rows_in_from = input_rows(spark, df, source)
     before = spark.conf.get("spark.sql.shuffle.partitions")
-    partitions = config_mod.shuffle_partitions(int(before), rows_in, cfg["spark"]["max_rows_per_partition"])
+    partitions = config_mod.shuffle_partitions(int(before), rows_in, cfg["spark"]["max_rows_per_partition"],
+                                               cfg["spark"]["min_rows_per_partition"],
+                                               spark.sparkContext.defaultParallelism)
     spark.conf.set("spark.sql.shuffle.partitions", str(partitions))
     log.info("score: %d rows in; validating, then scoring distinct (query, title) pairs with %s "
              "(%d shuffle partitions)", rows_in, scorer_id(settings.scorer_path), partitions)

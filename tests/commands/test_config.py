@@ -32,11 +32,14 @@ def test_token_ids_go_on_the_rows_only_where_a_trainer_streams_rows(sets, on_row
     assert config.row_model_inputs(cfg) is on_rows
 
 
-def test_shuffle_partitions_grow_with_rows_past_the_configured_floor():
-    assert config.shuffle_partitions(8, 800, 500_000) == 8
-    assert config.shuffle_partitions(8, 4_000_000, 500_000) == 8
-    assert config.shuffle_partitions(8, 4_000_001, 500_000) == 9
-    assert config.shuffle_partitions(8, 10_000_000, 500_000) == 20
+def test_shuffle_partitions_grow_with_rows_past_the_configured_value_and_shrink_to_the_cores_below_it():
+    part = lambda rows, cores=2: config.shuffle_partitions(8, rows, 500_000, 100_000, cores)  # noqa: E731
+    assert part(800) == 2 and part(10_000) == 2 and part(200_000) == 2   # one partition a core
+    assert part(10_000, cores=4) == 4 and part(10_000, cores=16) == 8    # not fewer than the cores (up to 8)...
+    assert part(300_000) == 3 and part(800_000) == 8                      # ... nor smaller than 100k rows
+    assert part(4_000_000) == 8 and part(4_000_001) == 9                  # the configured 8, then growth
+    assert part(10_000_000) == 20 and part(10_000_000, cores=64) == 20
+    assert config.shuffle_partitions(400, 10_000, 500_000, 100_000, 64) == 64   # a cluster's small input
 
 
 @pytest.mark.parametrize("override, message", [
@@ -52,6 +55,7 @@ def test_shuffle_partitions_grow_with_rows_past_the_configured_floor():
     ("output.files_per_date=0", "files_per_date"),
     ("output.row_model_inputs=sometimes", "row_model_inputs must be auto, true or false"),
     ("spark.max_rows_per_partition=10", "max_rows_per_partition must be >= 1000"),
+    ("spark.min_rows_per_partition=0", "min_rows_per_partition must be >= 1"),
     ("scorer.device=tpu", "scorer.device must be"),
     ("train.checkpoint_every_steps=-5", "checkpoint_every_steps"),
     ("weighting.action_values.purchse=4", "unknown action 'purchse'"),

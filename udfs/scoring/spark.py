@@ -116,7 +116,8 @@ def score_rows(valid: DataFrame, cfg: dict[str, Any], settings: ScoringSettings,
     persisted, token ids included (the pair table takes them from there), and the rows, which every
     weighting pass reads, are a fraction of the width (on a Zipf log, ~15 rows a pair)."""
     stats: dict[str, Any] = {}
-    partitions = int(cfg["spark"]["conf"].get("spark.sql.shuffle.partitions", 8))
+    # The job's shuffle partitions (jobs/score.py sets them for the input's size): the pairs' batches.
+    partitions = int(valid.sparkSession.conf.get("spark.sql.shuffle.partitions"))
     stats["scoring_key"] = scoring_key(settings)
     cached = cached_scores(valid.sparkSession, cfg["scorer"]["reuse_scores_from"], settings, stats)
     if cached is None:
