@@ -1,10 +1,13 @@
 """Where `clickweight score`'s fixed cost goes, by phase and by Spark job, against the Spark floor.
 
 On one small clickstream (10k rows, each pair in 3 rows, as docs/performance.md's fixed-cost figures),
-interleaved and repeated (f1, c, f1, c, ...; --repeat, default 3), each a whole process timed from launch
-to exit on an otherwise idle machine:
+interleaved and repeated (f1, f2, c, f1, f2, c, ...; --repeat, default 3), each a whole process timed
+from launch to exit on an otherwise idle machine:
   (f1) the Spark floor of benchmarks/score_peers.py: read, distinct pairs through a pandas UDF that loads
        the scorer and returns 0, join back, write; what any Spark job scoring pairs pays here;
+  (f2) the same with the scoring in: the distinct pairs spread over the cores and through the scorer's
+       forward pass. (f1) leaves out work that grows with the pairs (3,333 here); (c) above (f2) is the
+       fixed cost of everything the job adds to scoring them;
   (c)  `clickweight score`, with Spark's event log on.
 From each (c) run's event log: the time from launch to the Spark application's start (interpreter,
 imports, config, JVM); every Spark job with its phase (the description the score job gives its jobs,
@@ -107,7 +110,8 @@ def median_spread(values: list[float]) -> dict[str, float]:
     return {"median": round(statistics.median(values), 2), "min": round(min(values), 2), "max": round(max(values), 2)}
 
 
-def summarise(floors: list[float], runs: list[dict[str, Any]]) -> dict[str, Any]:
+def summarise(floors: list[float], runs: list[dict[str, Any]], scored_floors: list[float] | None = None
+              ) -> dict[str, Any]:
     order = [p for r in runs for p in r["phases"]]
     names = list(dict.fromkeys(order))
     rows: dict[str, dict[str, Any]] = {"launch to Spark start (interpreter, imports, JVM)":
@@ -120,9 +124,12 @@ def summarise(floors: list[float], runs: list[dict[str, Any]]) -> dict[str, Any]
     rows["last job to Spark end (commit, summary)"] = median_spread([r["last_job_to_spark_end_s"] for r in runs])
     rows["Spark end to exit (report, teardown)"] = median_spread([r["spark_end_to_exit_s"] for r in runs])
     walls = [r["wall_s"] for r in runs]
-    return {"floor_wall_s": median_spread(floors), "c_wall_s": median_spread(walls),
-            "above_floor_s": round(statistics.median(walls) - statistics.median(floors), 2),
-            "rows": rows}
+    out = {"floor_wall_s": median_spread(floors), "c_wall_s": median_spread(walls),
+           "above_floor_s": round(statistics.median(walls) - statistics.median(floors), 2), "rows": rows}
+    if scored_floors:
+        out["scored_floor_wall_s"] = median_spread(scored_floors)
+        out["above_scored_floor_s"] = round(statistics.median(walls) - statistics.median(scored_floors), 2)
+    return out
 
 
 def markdown(summary: dict[str, Any], repeat: int) -> str:
@@ -132,7 +139,12 @@ def markdown(summary: dict[str, Any], repeat: int) -> str:
     c, f = summary["c_wall_s"], summary["floor_wall_s"]
     lines.append(f"| **(c) whole process** | **{c['median']:.2f}** | {c['min']:.2f} | {c['max']:.2f} | |")
     lines.append(f"| (f1) Spark floor | {f['median']:.2f} | {f['min']:.2f} | {f['max']:.2f} | |")
+    if "scored_floor_wall_s" in summary:
+        g = summary["scored_floor_wall_s"]
+        lines.append(f"| (f2) Spark floor with the scoring | {g['median']:.2f} | {g['min']:.2f} | {g['max']:.2f} | |")
     lines.append(f"\n(c) above the floor: {summary['above_floor_s']:.2f} s (medians)")
+    if "above_scored_floor_s" in summary:
+        lines.append(f"(c) above the floor with the scoring: {summary['above_scored_floor_s']:.2f} s (medians)")
     return "\n".join(lines)
 
 
@@ -161,17 +173,20 @@ def main(argv: list[str] | None = None) -> int:
     try:
         frame = bench_data.clickstream(bench_data.real_pairs(), args.rows, args.dup, seed=args.rows + args.dup)
         src = bench_data.write_clickstream(frame, work / "in")
-        floors, runs = [], []
-        for k in range(args.repeat):   # interleaved: a slow minute of the machine hits both alike
+        floors, scored_floors, runs = [], [], []
+        for k in range(args.repeat):   # interleaved: a slow minute of the machine hits all alike
             floors.append(run_peer("f1", src, str(work / f"f1_{k}"), "auto")["wall_s"])
+            scored_floors.append(run_peer("f2", src, str(work / f"f2_{k}"), "auto")["wall_s"])
             runs.append(timed_c(src, work / f"c_{k}", work / f"events_{k}"))
-            print(f"repetition {k}: (f1) {floors[-1]:.2f} s, (c) {runs[-1]['wall_s']:.2f} s", flush=True)
+            print(f"repetition {k}: (f1) {floors[-1]:.2f} s, (f2) {scored_floors[-1]:.2f} s, "
+                  f"(c) {runs[-1]['wall_s']:.2f} s", flush=True)
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    summary = summarise(floors, runs)
+    summary = summarise(floors, runs, scored_floors)
     report = {"benchmark": "score_fixed_cost", "cores": os.cpu_count(), "rows": args.rows, "dup": args.dup,
               "distinct_pairs": int(frame[["query", "title"]].drop_duplicates().shape[0]),
-              "repeat": args.repeat, "floors_s": floors, "runs": runs, "summary": summary,
+              "repeat": args.repeat, "floors_s": floors, "scored_floors_s": scored_floors, "runs": runs,
+              "summary": summary,
               "command": "python -m benchmarks.score_fixed_cost " + " ".join(sys.argv[1:] if argv is None else argv)}
     Path(args.json).parent.mkdir(parents=True, exist_ok=True)
     Path(args.json).write_text(json.dumps(report, indent=2))

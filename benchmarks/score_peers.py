@@ -48,7 +48,8 @@ from benchmarks.score_scaling import RSSSampler
 
 ROOT = Path(__file__).resolve().parent.parent
 PEERS = {"a": "plain loop", "a2": "drop_duplicates loop", "b": "predict_batch_udf", "c": "clickweight score",
-         "f0": "loop floor (no scoring)", "f1": "Spark floor (no scoring)"}
+         "f0": "loop floor (no scoring)", "f1": "Spark floor (no scoring)",
+         "f2": "Spark floor with the scoring (distinct pairs' forward pass)"}
 CONF = str(ROOT / "conf" / "local.yaml")
 
 
@@ -95,8 +96,11 @@ def loop_floor_peer(src: str, out: str, precision: str) -> None:
     frame.assign(relevance=0.0).to_parquet(f"{out}/part-0.parquet", index=False)
 
 
-def spark_floor_peer(src: str, out: str, precision: str) -> None:
-    """(f1): the shape of a Spark job that scores distinct pairs, with the scoring left out."""
+def spark_floor_peer(src: str, out: str, precision: str, forward: bool = False) -> None:
+    """(f1): the shape of a Spark job that scores distinct pairs, with the scoring left out.
+    (f2, forward=True): the same with the scoring in: the pairs spread over the cores (one partition
+    a core, as a competent job would; AQE would otherwise coalesce them into one task) and each
+    scored by the scorer's forward pass, as the job's UDF scores them."""
     from pyspark.sql.functions import pandas_udf
 
     from jobs.common import get_spark
@@ -111,9 +115,19 @@ def spark_floor_peer(src: str, out: str, precision: str) -> None:
         get_scorer(settings).embed(["warm"])  # per worker: imports and model load, as the job's UDF
         return pd.Series(0.0, index=queries.index)
 
+    @pandas_udf("double")
+    def cosine(queries: pd.Series, titles: pd.Series) -> pd.Series:
+        from udfs.scoring.bert import get_scorer
+
+        return pd.Series(get_scorer(settings).cosine(queries.tolist(), titles.tolist()), index=queries.index)
+
     rows = spark.read.parquet(src)
     pairs = rows.select("query", "title").distinct()
-    pairs = pairs.withColumn("relevance", loaded_zero("query", "title"))
+    if forward:
+        pairs = pairs.repartition(spark.sparkContext.defaultParallelism).withColumn("relevance",
+                                                                                    cosine("query", "title"))
+    else:
+        pairs = pairs.withColumn("relevance", loaded_zero("query", "title"))
     rows.join(pairs, ["query", "title"]).write.mode("overwrite").parquet(out)
     spark.stop()
 
@@ -263,7 +277,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--set", action="append", default=[], dest="overrides", help="key=value for (c)'s config")
     p.add_argument("--plot", action="store_true", help="write docs/performance_profile.png")
     p.add_argument("--json", default=str(ROOT / "benchmarks" / "results" / "score_peers.json"))
-    p.add_argument("--run-peer", choices=["a", "a2", "b", "f0", "f1"], help=argparse.SUPPRESS)
+    p.add_argument("--run-peer", choices=["a", "a2", "b", "f0", "f1", "f2"], help=argparse.SUPPRESS)
     p.add_argument("--src", help=argparse.SUPPRESS)
     p.add_argument("--out", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
@@ -272,8 +286,8 @@ def main(argv: list[str] | None = None) -> int:
             predict_batch_peer(args.src, args.out, args.precision)
         elif args.run_peer == "f0":
             loop_floor_peer(args.src, args.out, args.precision)
-        elif args.run_peer == "f1":
-            spark_floor_peer(args.src, args.out, args.precision)
+        elif args.run_peer in ("f1", "f2"):
+            spark_floor_peer(args.src, args.out, args.precision, forward=args.run_peer == "f2")
         else:
             loop_peer(args.src, args.out, args.precision, dedup=args.run_peer == "a2")
         return 0

@@ -68,3 +68,6 @@ def test_summary_reports_medians_and_the_gap_to_the_floor():
     assert s["above_floor_s"] == 13.0
     assert s["rows"]["Spark end to exit (report, teardown)"]["median"] == 3.0
     assert s["rows"]["validate and score pairs: Spark jobs"]["jobs"] == 2
+    s = fc.summarise([10.0, 12.0, 11.0], runs, [15.0, 16.0, 14.0])
+    assert s["scored_floor_wall_s"]["median"] == 15.0 and s["above_scored_floor_s"] == 9.0
+    assert "(c) above the floor with the scoring: 9.00 s" in fc.markdown(s, 3)

@@ -1,0 +1,23 @@
+"""The Spark floors of benchmarks/score_peers.py, run as the benchmarks run them (a process each): (f1)
+writes every row with relevance 0; (f2) writes every row with its pair's real cosine."""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from benchmarks import bench_data
+from benchmarks.score_peers import _settings, run_peer
+
+
+def test_f1_scores_nothing_and_f2_scores_every_pair_with_the_scorers_cosine(tmp_path):
+    frame = bench_data.clickstream(bench_data.real_pairs(), 120, 3, seed=1)
+    src = bench_data.write_clickstream(frame, tmp_path / "in", files=2)
+    run_peer("f1", src, str(tmp_path / "f1"), "fp32")
+    run_peer("f2", src, str(tmp_path / "f2"), "fp32")
+    f1, f2 = pd.read_parquet(tmp_path / "f1"), pd.read_parquet(tmp_path / "f2")
+    assert len(f1) == len(f2) == len(frame) and (f1["relevance"] == 0.0).all()
+    from udfs.scoring.bert import get_scorer
+
+    pairs = f2.drop_duplicates(["query", "title"])
+    expected = get_scorer(_settings("fp32")[1]).cosine(pairs["query"].tolist(), pairs["title"].tolist())
+    np.testing.assert_allclose(pairs["relevance"].to_numpy(), expected, atol=1e-5)
