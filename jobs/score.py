@@ -216,11 +216,9 @@ def transform(df: DataFrame, cfg: dict[str, Any], run_id: str, catalog: DataFram
     weighted = weights.rows
     # Stable per-query bucket: training holds out whole queries (bucket < eval_fraction * 1000).
     bucket = F.pmod(F.xxhash64(F.lower(F.trim("query"))), F.lit(1000)).cast("int")
-    out = (weighted.withColumn("event_date", F.to_date("event_ts"))
-                   .withColumn("query_bucket", bucket)
-                   .withColumn("scorer_model", F.lit(stats["scorer_model"]))
-                   .withColumn("config_hash", F.lit(config_mod.config_hash(cfg)))
-                   .withColumn("run_id", F.lit(run_id)))
+    out = weighted.withColumns({"event_date": F.to_date("event_ts"), "query_bucket": bucket,
+                                "scorer_model": F.lit(stats["scorer_model"]),
+                                "config_hash": F.lit(config_mod.config_hash(cfg)), "run_id": F.lit(run_id)})
     inputs = None if kept_pairs is None else token_ids_by_pair(kept_pairs)
     return out, quarantined.withColumn("run_id", F.lit(run_id)), stats, cached, inputs
 

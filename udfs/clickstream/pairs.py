@@ -52,13 +52,14 @@ def compact_pairs(rows: DataFrame, position_buckets: int = 10) -> DataFrame:
                  .agg(exact_sum(w * y).alias("_wy"), exact_sum(w).alias("weight_sum"),
                       F.count("*").alias("impressions"), F.sum(y).cast("long").alias("clicks"),
                       *per_position, *[F.first(c).alias(c) for c in present])
-                 .withColumn("label", F.col("_wy") / F.col("weight_sum"))
-                 .withColumn(QUERY_KEY, F.xxhash64("query"))
-                 .withColumn("_pos_w", F.array(*[F.col(f"_w{k}") for k in ks]))
-                 .withColumn(POSITION_LABEL, F.array(*[
-                     F.when(F.col(f"_w{k}") > 0, F.col(f"_wy{k}") / F.col(f"_w{k}")).otherwise(0.0) for k in ks]))
-                 .withColumn(POSITION_IMPRESSIONS, F.array(*[F.col(f"_n{k}").cast("long") for k in ks]))
-                 .withColumn(POSITION_CLICKS, F.array(*[F.col(f"_c{k}") for k in ks]))
+                 .withColumns({   # one projection (each withColumn would be analysed on its own)
+                     "label": F.col("_wy") / F.col("weight_sum"),
+                     QUERY_KEY: F.xxhash64("query"),
+                     "_pos_w": F.array(*[F.col(f"_w{k}") for k in ks]),
+                     POSITION_LABEL: F.array(*[F.when(F.col(f"_w{k}") > 0, F.col(f"_wy{k}") / F.col(f"_w{k}"))
+                                               .otherwise(0.0) for k in ks]),
+                     POSITION_IMPRESSIONS: F.array(*[F.col(f"_n{k}").cast("long") for k in ks]),
+                     POSITION_CLICKS: F.array(*[F.col(f"_c{k}") for k in ks])})
                  .drop("_wy", *[f"_{v}{k}" for k in ks for v in ("w", "wy", "n", "c")]))
     if "pair_relevance" in present:  # weighting.pair_label=click_model: the click model's corrected label
         pairs = (pairs.withColumn("label", F.coalesce(F.col("pair_relevance"), F.col("label")))

@@ -114,15 +114,16 @@ def check_schema(schema: T.StructType, has_catalog: bool = False) -> None:
 
 def conform(df: DataFrame) -> DataFrame:
     """Add absent optional columns as nulls and cast every contract column to its canonical type."""
+    # One projection per step (withColumns), not one per column: each new DataFrame is analysed anew.
     present = set(df.columns)
-    for spec in INPUT_COLUMNS:
-        if spec.name not in present:
-            df = df.withColumn(spec.name, F.lit(None).cast(spec.spark_type))
+    df = df.withColumns({spec.name: F.lit(None).cast(spec.spark_type) for spec in INPUT_COLUMNS
+                         if spec.name not in present})
     dwell = df["dwell_ms"]
     # NaN/inf dwell must reach validation as such, so keep a flag before the cast to long.
     # ... and a huge one too: casting it to long would fail the whole job (ANSI) or wrap around.
     bad_dwell = F.isnan(dwell.cast("double")) | (F.abs(dwell.cast("double")) >= _LONG_LIMIT)
     df = df.withColumn("_bad_dwell", F.coalesce(bad_dwell, F.lit(False)))
+    cast: dict[str, Column] = {}
     for spec in INPUT_COLUMNS:
         src = df[spec.name]
         if isinstance(df.schema[spec.name].dataType, T.BooleanType):
@@ -134,8 +135,8 @@ def conform(df: DataFrame) -> DataFrame:
             # (and is quarantined as such) instead of failing the job or wrapping to a valid value.
             # (Not least/greatest: they skip nulls, and a null must stay null.)
             src = F.when(src > _INT_MAX, F.lit(_INT_MAX)).when(src < _INT_MIN, F.lit(_INT_MIN)).otherwise(src)
-        df = df.withColumn(spec.name, src.cast(spec.spark_type))
-    return df
+        cast[spec.name] = src.cast(spec.spark_type)
+    return df.withColumns(cast)
 
 
 def _blank(col: Column) -> Column:
