@@ -40,6 +40,7 @@ from jobs.outputs import (
     qualify,
 )
 from jobs.report import warm_up_in_background, write_report_quietly
+from udfs.aggregates import exact_avg
 from udfs.clickstream import pairs as pairs_mod
 from udfs.clickstream import schema
 from udfs.job_phase import end_phases, start_phase
@@ -239,19 +240,32 @@ def parquet_layout(fs: HadoopFS, pattern: str) -> dict[str, int]:
 
 
 def write_pairs(scored: DataFrame, path: str, files: int, position_buckets: int,
-                inputs: DataFrame | None = None) -> dict[str, Any]:
-    """The compacted training table (udfs/clickstream/pairs.py) in `files` Parquet files; its totals.
-    `inputs`: the token ids per pair, when the rows do not carry them."""
+                inputs: DataFrame | None = None, weight_total: float | None = None) -> dict[str, Any]:
+    """The compacted training table (udfs/clickstream/pairs.py) in `files` Parquet files; its pairs and
+    the mean weight_sum that scales `weight` to mean 1 over pairs.
+    `inputs`: the token ids per pair (one row per distinct pair of the rows), when the rows do not carry
+    them. `weight_total`: the rows' summed weight when known before writing (normalised weights, every
+    scored pair still in the rows): the pairs are then counted from `inputs` (cached) and the table is
+    written in one pass; else the pairs are aggregated, cached and totalled first."""
     pairs = pairs_mod.compact_pairs(scored, position_buckets)
     if inputs is not None:
         pairs = pairs.join(inputs, list(pairs_mod.PAIR_KEY), "inner")
-    pairs = pairs.persist(StorageLevel.MEMORY_AND_DISK)
-    try:
-        totals = pairs_mod.pair_totals(pairs)
-        (pairs_mod.with_pair_weight(pairs, totals["mean_weight_sum"] or 1.0)
+
+    def write(frame: DataFrame, mean_weight_sum: float) -> None:
+        (pairs_mod.with_pair_weight(frame, mean_weight_sum or 1.0)
               # by query: a query's pairs share a file (the listwise objective's batches need them together)
               .repartition(files, F.xxhash64("query")).sortWithinPartitions("query", "title")
               .write.mode("overwrite").parquet(path))
+
+    if inputs is not None and weight_total is not None:
+        n_pairs = inputs.count()
+        totals = {"pairs": n_pairs, "mean_weight_sum": weight_total / max(n_pairs, 1), "totals_from": "rows"}
+        write(pairs, totals["mean_weight_sum"])
+        return totals
+    pairs = pairs.persist(StorageLevel.MEMORY_AND_DISK)
+    try:
+        totals = {**pairs_mod.pair_totals(pairs), "totals_from": "pair aggregate"}
+        write(pairs, totals["mean_weight_sum"])
     finally:
         pairs.unpersist()
     return totals
@@ -294,8 +308,12 @@ def _write_and_verify(scored: DataFrame, quarantined: DataFrame, staged: str, cf
     quarantined.repartition(1).write.mode("overwrite").parquet(f"{staged}/_quarantine")
     pair_files = ranks * cfg["output"]["min_row_groups_per_rank"]
     start_phase(spark, "write pair table")
+    # Normalised weights have mean 1 over the rows (to 1e-9), so the rows' total is their count; with no
+    # row sampled out every scored pair is in the rows: the pair table needs no totals pass of its own.
+    weight_total = (float(summary["rows_valid"]) if cfg["weighting"]["normalize"]
+                    and not summary.get("rows_sampled_out") else None)
     summary["pairs"] = write_pairs(scored, f"{staged}/{schema.PAIRS_DIR}", pair_files,
-                                   cfg["output"]["position_buckets"], pair_inputs)
+                                   cfg["output"]["position_buckets"], pair_inputs, weight_total)
     timings = summary.setdefault("timings_s", {})
     timings["write"] = round(time.perf_counter() - t0, 3)
     log.info("score: written in %.1fs; reading back to reconcile counts", timings["write"])
@@ -320,6 +338,11 @@ def _write_and_verify(scored: DataFrame, quarantined: DataFrame, staged: str, cf
     if pair_rows != summary["pairs"]["pairs"]:
         raise RuntimeError(f"the pair table's Parquet footers hold {pair_rows} rows but it has "
                            f"{summary['pairs']['pairs']} pairs; nothing was committed")
+    # The pair table as written: its impressions must be the row table's rows.
+    written = schema.read_folder(spark, f"{staged}/{schema.PAIRS_DIR}").agg(
+        F.sum("impressions").alias("impressions"), exact_avg("weight").alias("mean_weight")).first()
+    summary["pairs"]["impressions"] = int(written["impressions"] or 0)
+    summary["pairs"]["mean_weight"] = float(written["mean_weight"] or 0.0)
     need = ranks * cfg["output"]["min_row_groups_per_rank"]
     if summary["layout"]["row_groups"] < need:
         log.warning("only %d row groups for %d training ranks (want >= %d): raise output.files_per_date",

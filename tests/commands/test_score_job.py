@@ -191,3 +191,24 @@ def test_the_input_row_count_from_footers_equals_sparks_count(spark, tmp_path, m
     assert score.input_rows(spark, df, str(folder)) == (2100, "parquet footers")
     monkeypatch.setattr(score, "FOOTER_COUNT_MAX_FILES", 2)
     assert score.input_rows(spark, df, str(folder)) == (2100, "count")
+
+
+@pytest.mark.parametrize("sets, totals_from", [
+    (["weighting.strategy=combined", "weighting.w_max=4.0"], "rows"),           # normalised, nothing sampled out
+    (["weighting.strategy=combined", "weighting.normalize=false"], "pair aggregate"),
+])
+def test_pair_weights_have_mean_one_whichever_way_the_totals_come(spark, raw_dir, tiny_model_dir, tmp_path, sets,
+                                                                  totals_from):
+    """The pair table's weight is weight_sum over its mean: from the rows' count when the weights are
+    normalised and every scored pair is still in the rows (no totals pass), else from a pass over the
+    pairs. Either way the written table reconciles with the rows."""
+    cfg = config.load_config(overrides=tiny_overrides(tiny_model_dir, *sets))
+    summary = run_score(spark, f"{raw_dir}/clickstream", str(tmp_path / "out"), cfg)
+    pairs = pd.read_parquet(tmp_path / "out" / PAIRS_DIR)
+    rows = pd.read_parquet(tmp_path / "out")
+    assert summary["pairs"]["totals_from"] == totals_from
+    assert summary["pairs"]["pairs"] == len(pairs) and summary["pairs"]["impressions"] == len(rows)
+    np.testing.assert_allclose(pairs["weight"], pairs["weight_sum"] / pairs["weight_sum"].mean(), rtol=1e-8)
+    assert pairs["weight"].mean() == pytest.approx(1.0, rel=1e-8)
+    assert summary["pairs"]["mean_weight"] == pytest.approx(1.0, rel=1e-8)
+    assert pairs["weight_sum"].sum() == pytest.approx(rows["weight"].sum(), rel=1e-9)
