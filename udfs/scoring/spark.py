@@ -116,8 +116,10 @@ def score_rows(valid: DataFrame, cfg: dict[str, Any], settings: ScoringSettings,
     persisted, token ids included (the pair table takes them from there), and the rows, which every
     weighting pass reads, are a fraction of the width (on a Zipf log, ~15 rows a pair)."""
     stats: dict[str, Any] = {}
-    # The job's shuffle partitions (jobs/score.py sets them for the input's size): the pairs' batches.
-    partitions = int(valid.sparkSession.conf.get("spark.sql.shuffle.partitions"))
+    # The configured value, not the session's (which the job fits to the input and the cores): the
+    # pairs' partitions fix the scoring batches, hence the last bits of each score, so they depend on
+    # the data and the config only; the same on a laptop, a cluster or a rerun (docs/robustness.md).
+    partitions = int(cfg["spark"]["conf"].get("spark.sql.shuffle.partitions", 8))
     stats["scoring_key"] = scoring_key(settings)
     cached = cached_scores(valid.sparkSession, cfg["scorer"]["reuse_scores_from"], settings, stats)
     if cached is None:
