@@ -273,6 +273,7 @@ def validate(cfg: dict[str, Any]) -> None:
     _check(fpd is None or fpd >= 1, "output.files_per_date must be null or >= 1")
     _check(cfg["output"]["min_row_groups_per_rank"] >= 1, "output.min_row_groups_per_rank must be >= 1")
     _check(cfg["spark"]["max_rows_per_partition"] >= 1000, "spark.max_rows_per_partition must be >= 1000")
+    _check(cfg["scorer"]["min_rows_per_partition"] >= 1, "scorer.min_rows_per_partition must be >= 1")
     _check(1 <= cfg["spark"]["min_rows_per_partition"] <= cfg["spark"]["max_rows_per_partition"],
            "spark.min_rows_per_partition must be >= 1 and <= spark.max_rows_per_partition")
     _check(cfg["output"]["row_model_inputs"] in ("auto", "true", "false"),

@@ -186,6 +186,7 @@ def validate(df: DataFrame, cfg: dict[str, Any], has_catalog: bool, persist: boo
 
 
 def transform(df: DataFrame, cfg: dict[str, Any], run_id: str, catalog: DataFrame | None = None,
+              rows_in: int | None = None
               ) -> tuple[DataFrame, DataFrame, dict[str, Any], list[DataFrame], DataFrame | None]:
     """Validated, scored, weighted rows; quarantined rows; the statistics the weights used; the
     persisted frames the rows are computed from, which the caller releases (release()) after writing;
@@ -201,7 +202,8 @@ def transform(df: DataFrame, cfg: dict[str, Any], run_id: str, catalog: DataFram
     stats: dict[str, Any] = {"scorer_model": scorer_id(settings.scorer_path)}
     started = time.perf_counter()
     try:
-        scored, scoring_stats, kept_pairs = score_rows(valid, cfg, settings, config_mod.row_model_inputs(cfg))
+        scored, scoring_stats, kept_pairs = score_rows(valid, cfg, settings, config_mod.row_model_inputs(cfg),
+                                                       rows_in)
         cached.extend([f for f in (kept_pairs, scored) if f is not None])
         stats.update(scoring_stats)
         stats["timings_s"] = {"validate_and_score_pairs": round(time.perf_counter() - started, 3)}
@@ -384,7 +386,7 @@ def run_score(spark: SparkSession, source: str, output: str, cfg: dict[str, Any]
     log.info("score: %d rows in; validating, then scoring distinct (query, title) pairs with %s "
              "(%d shuffle partitions)", rows_in, scorer_id(settings.scorer_path), partitions)
     try:
-        scored, quarantined, stats, cached, pair_inputs = transform(df, cfg, run_id, catalog)
+        scored, quarantined, stats, cached, pair_inputs = transform(df, cfg, run_id, catalog, rows_in)
         summary = {
             "run_id": run_id, "input": source, "output": output, "rows_in": rows_in,
             "strategy": cfg["weighting"]["strategy"], "config_hash": config_mod.config_hash(cfg),

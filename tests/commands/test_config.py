@@ -56,6 +56,7 @@ def test_shuffle_partitions_grow_with_rows_past_the_configured_value_and_shrink_
     ("output.row_model_inputs=sometimes", "row_model_inputs must be auto, true or false"),
     ("spark.max_rows_per_partition=10", "max_rows_per_partition must be >= 1000"),
     ("spark.min_rows_per_partition=0", "min_rows_per_partition must be >= 1"),
+    ("scorer.min_rows_per_partition=0", "scorer.min_rows_per_partition must be >= 1"),
     ("scorer.device=tpu", "scorer.device must be"),
     ("train.checkpoint_every_steps=-5", "checkpoint_every_steps"),
     ("weighting.action_values.purchse=4", "unknown action 'purchse'"),
@@ -124,3 +125,12 @@ def test_settings_objects_are_typed_frozen_and_refuse_unknown_keys():
         TrainSettings.from_mapping({**cfg["train"], "lrr": 1.0})
     with pytest.raises(ValueError, match=r"missing \['w_min'\]"):
         WeightingSettings.from_mapping({k: v for k, v in cfg["weighting"].items() if k != "w_min"})
+
+
+def test_score_partitions_depend_on_the_config_and_the_input_only():
+    from udfs.scoring.spark import score_partitions
+
+    assert score_partitions(8, None, 5000) == 8                            # no row count: the configured value
+    assert score_partitions(8, 800, 5000) == 2 and score_partitions(8, 10_000, 5000) == 2
+    assert score_partitions(8, 10_001, 5000) == 3 and score_partitions(8, 40_000, 5000) == 8
+    assert score_partitions(8, 10_000_000, 5000) == 8 and score_partitions(1, 10_000, 5000) == 1
