@@ -251,7 +251,8 @@ def write_pairs(scored: DataFrame, path: str, files: int, position_buckets: int,
     written in one pass; else the pairs are aggregated, cached and totalled first."""
     pairs = pairs_mod.compact_pairs(scored, position_buckets)
     if inputs is not None:
-        pairs = pairs.join(inputs, list(pairs_mod.PAIR_KEY), "inner")
+        # never broadcast: a broadcast side is collected to the driver first, and this one is wide
+        pairs = pairs.join(inputs.hint("merge"), list(pairs_mod.PAIR_KEY), "inner")
 
     def write(frame: DataFrame, mean_weight_sum: float) -> None:
         (pairs_mod.with_pair_weight(frame, mean_weight_sum or 1.0)

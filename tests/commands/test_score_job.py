@@ -32,7 +32,9 @@ def scored(spark, raw_dir, tiny_model_dir, tmp_path_factory):
     out = tmp_path_factory.mktemp("scored") / "weighted"
     cfg = config.load_config(overrides=tiny_overrides(tiny_model_dir, "weighting.strategy=combined",
                                                       "weighting.w_max=4.0"))
+    before = spark.conf.get("spark.sql.shuffle.partitions")
     summary = run_score(spark, f"{raw_dir}/clickstream", str(out), cfg)
+    summary["session_partitions"] = (before, spark.conf.get("spark.sql.shuffle.partitions"))
     return out, summary
 
 
@@ -84,10 +86,12 @@ def test_output_layout_model_input_and_provenance(spark, scored, tiny_model_dir)
         check_columns(str(out), ("input_ids", "weight"))
     assert frame["run_id"].nunique() == 1 and frame["scorer_model"].iloc[0].startswith(Path(tiny_model_dir).name)
     assert summary["layout"]["row_groups"] >= 4  # 2 ranks x min_row_groups_per_rank
-    # a small input: one partition a core (local[2,3]), not the session's spark.sql.shuffle.partitions (4), which
-    # the job leaves as it found it (the rule: tests/commands/test_config.py)
+    # a small input: one partition a core (local[2,3]), not the session's spark.sql.shuffle.partitions, which
+    # the job leaves as it found it (the rule: tests/commands/test_config.py); the pairs' scoring partitions
+    # from the config and the row count only (600 rows: 2)
     assert summary["shuffle_partitions"] == spark.sparkContext.defaultParallelism == 2
-    assert spark.conf.get("spark.sql.shuffle.partitions") == "4"
+    assert summary["session_partitions"][0] == summary["session_partitions"][1]
+    assert summary["score_partitions"] == 2
     assert (out / "_config.yaml").exists()
     assert frame["p_model"].between(0, 1).all() and frame["propensity"].between(0.05, 1).all()
 

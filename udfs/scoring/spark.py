@@ -165,7 +165,7 @@ def score_rows(valid: DataFrame, cfg: dict[str, Any], settings: ScoringSettings,
 
 
 def token_ids_by_pair(kept_pairs: DataFrame) -> DataFrame:
-    """The trainee's token ids per trimmed (query, title), keyed as the pair table is."""
-    return (kept_pairs.select(F.col("_q").alias("query"), F.col("_t").alias("title"), *MODEL_INPUT_COLUMNS)
-                      .hint("merge"))   # never broadcast (collected to the driver): a wide table
+    """The trainee's token ids per trimmed (query, title), keyed as the pair table is. (Join it with a
+    merge hint: broadcast, it would be collected to the driver, and it is a wide table.)"""
+    return kept_pairs.select(F.col("_q").alias("query"), F.col("_t").alias("title"), *MODEL_INPUT_COLUMNS)
 
