@@ -413,7 +413,7 @@ def _em_from(k, j, n, c, n_k, n_j, ctr_k, ctr_j, eps0: float | None, max_iter: i
         jump = x - 2.0 * alpha * r + alpha * alpha * v
         jump[:-1] = np.clip(jump[:-1], EPS, 1.0 - EPS)
         # A jump may put the floor at 0, a fixed point of the EM (no noise click, no evidence for one);
-        # the start whose floor stays above 0 (and the best of the five starts' likelihoods) covers that.
+        # of the five starts, the fit with the best likelihood is the one kept (propensity_em).
         jump[-1] = np.clip(jump[-1], 0.0, 0.5)
         x3 = step(jump)
         iterations += 1
