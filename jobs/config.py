@@ -129,8 +129,8 @@ def shuffle_partitions(configured: int, rows: int, max_rows_per_partition: int, 
     but no more than a partition per spark.min_rows_per_partition rows (at least one per core: a small
     input split finer only pays per-task costs; a 10k-row job ran 2.7 s faster in 2 partitions than in 8
     on 2 cores), and never so few that a partition holds over spark.max_rows_per_partition rows (10M rows
-    in 8 partitions ran a 4g local driver out of heap caching them). (The pairs' scoring partitions stay
-    at the configured value: they fix the batches, and so the scores' last bits.)"""
+    in 8 partitions ran a 4g local driver out of heap caching them). (Not the pairs' scoring partitions:
+    those fix the batches, and so the scores' last bits; udfs/scoring/spark.py score_partitions.)"""
     small = max(parallelism, -(-rows // min_rows_per_partition))
     return max(min(configured, small), -(-rows // max_rows_per_partition))
 

@@ -131,7 +131,7 @@ def score_rows(valid: DataFrame, cfg: dict[str, Any], settings: ScoringSettings,
     # the pairs' partitions fix the scoring batches, hence the last bits of each score, so they are the
     # same on a laptop, a cluster or a rerun (docs/robustness.md).
     partitions = score_partitions(int(cfg["spark"]["conf"].get("spark.sql.shuffle.partitions", 8)),
-                                             rows_in, cfg["scorer"]["min_rows_per_partition"])
+                                  rows_in, cfg["scorer"]["min_rows_per_partition"])
     stats["score_partitions"] = partitions
     stats["scoring_key"] = scoring_key(settings)
     cached = cached_scores(valid.sparkSession, cfg["scorer"]["reuse_scores_from"], settings, stats)

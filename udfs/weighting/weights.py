@@ -424,10 +424,9 @@ def _em_from(k, j, n, c, n_k, n_j, ctr_k, ctr_j, eps0: float | None, max_iter: i
         if not np.all(np.isfinite(x3)) or np.abs(x3 - jump).max() > 10.0 * np.abs(x1 - x).max():
             x = x2   # the jump overshot: keep the two plain steps
             continue
-        if not moved(x3, jump):
-            x = x3
+        converged, x = not moved(x3, jump), x3
+        if converged:
             break
-        x = x3
     theta, gamma, eps = x[:n_theta], x[n_theta:-1], float(x[-1])
     return theta, gamma, iterations, eps, _em_loglik(k, j, n, c, theta, gamma, eps)
 
