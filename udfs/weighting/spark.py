@@ -24,7 +24,7 @@ from udfs.aggregates import exact_avg, exact_sum
 from udfs.errors import UserError
 from udfs.job_phase import start_phase
 from udfs.scoring import model_loader
-from udfs.weighting import calibration, strategies, weights
+from udfs.weighting import calibration, spark_em, strategies, weights
 from udfs.weighting import cells as cells_mod
 from udfs.weighting.settings import SamplingSettings, WeightingSettings
 
@@ -62,9 +62,11 @@ class ClickModel:
     """The fitted position-based click model, for denoise's leave-one-out P(click) per row."""
     bucket: Column                 # the relevance bucket of a row (same expression the EM grouped by)
     theta: dict[int, float]        # EM theta per position (absolute scale: theta * gamma is P(click))
-    evidence: pd.DataFrame         # per bucket: _bucket, r, n, m, gamma (see weights.em_bucket_evidence)
+    evidence: pd.DataFrame | DataFrame  # per bucket: _bucket, _r, _n, _m, _gamma (weights.em_bucket_evidence);
+                                   # a Spark DataFrame when the EM ran in Spark (spark_em)
     prior_rows: float
     eps: float = 0.0               # the fitted noise floor: P(click) = eps + (1 - eps) theta gamma
+    buckets: int = 0               # the evidence's rows (a Spark frame's, counted when it was fitted)
 
 
 def pair_bucket() -> Column:
@@ -72,12 +74,14 @@ def pair_bucket() -> Column:
     return F.xxhash64(F.trim("query"), F.trim("title"))
 
 
-def estimate_propensity(df: DataFrame, w: WeightingSettings, cells: pd.DataFrame | None = None
+def estimate_propensity(df: DataFrame, w: WeightingSettings, cells: pd.DataFrame | None = None,
+                        persisted: list[DataFrame] | None = None
                         ) -> tuple[dict[int, float], dict[str, Any], ClickModel | None]:
     """Examination propensity per position from the log: regression-EM (default) or the CTR ratio.
     With EM, also the fitted click model (None for the ratio estimator or a log without clicks).
-    `cells`: the (position, pair) cells with pm already on the driver (collect_cells), else Spark
-    aggregates them from df."""
+    `cells`: the (position, pair) cells with pm already on the driver (collect_cells); without them the
+    per-pair EM runs as Spark passes (udfs/weighting/spark_em.py; the frames it caches are appended to
+    `persisted`, which the caller releases)."""
     if w.propensity_estimator == "ratio":
         if cells is None:
             cells = (df.groupBy("position", F.lit(0).alias("_bucket"))
@@ -90,6 +94,11 @@ def estimate_propensity(df: DataFrame, w: WeightingSettings, cells: pd.DataFrame
                else int(df.agg(F.approx_count_distinct(pair_bucket())).first()[0]))
     if n_pairs <= w.em_max_pairs:
         bucket, kind = pair_bucket(), "query_title_pairs"
+        if cells is None:   # the cells stay in Spark: so does the EM
+            propensity, info, model = spark_em.fit(df, bucket, w, persisted if persisted is not None else [])
+            click_model = None if model is None else ClickModel(bucket, model["theta"], model["evidence"],
+                                                                model["prior_rows"], model["eps"], info["n_buckets"])
+            return propensity, info, click_model
     else:
         b = w.em_buckets
         cuts = sorted(set(df.approxQuantile("p_model", [i / b for i in range(1, b)], 1e-3)))
@@ -118,10 +127,23 @@ def collect_cells(scored: DataFrame, max_cells: int) -> pd.DataFrame | None:
     return None if len(cells) > max_cells else cells_mod.sorted_cells(cells)
 
 
+BROADCAST_EVIDENCE_ROWS = 1_000_000  # ~40 MB: past it the rows shuffle-join the Spark EM's evidence
+
+
+def _evidence(cm: ClickModel, spark_session: SparkSession, columns: list[str]) -> DataFrame:
+    """The click model's per-bucket evidence as a frame to join the rows with: broadcast from the
+    driver's table, or the Spark EM's frame, broadcast up to BROADCAST_EVIDENCE_ROWS buckets (through
+    the JVM, never the driver's Python) and shuffle-joined past them."""
+    if isinstance(cm.evidence, pd.DataFrame):
+        return F.broadcast(spark_session.createDataFrame(cm.evidence[columns]))
+    frame = cm.evidence.select(*columns)
+    return F.broadcast(frame) if cm.buckets <= BROADCAST_EVIDENCE_ROWS else frame
+
+
 def with_click_probability(df: DataFrame, cm: ClickModel, spark_session: SparkSession) -> DataFrame:
     """Adds p_click: the row's leave-one-out P(click) = theta_k * gamma_-i (weights.click_model_probability,
     as column expressions). Rows whose bucket the EM did not see (positions too rare to fit) keep p_model."""
-    ev = F.broadcast(spark_session.createDataFrame(cm.evidence))
+    ev = _evidence(cm, spark_session, ["_bucket", "_r", "_n", "_m", "_gamma"])
     theta = F.create_map(*[F.lit(x) for k, t in sorted(cm.theta.items()) for x in (k, t)])
     th, ga = F.col("_theta"), F.col("_gamma")
     eps, floor = F.lit(weights.EPS), F.lit(float(cm.eps))
@@ -143,7 +165,7 @@ def with_pair_relevance(df: DataFrame, cm: ClickModel, spark_session: SparkSessi
     """Adds pair_relevance: the click model's gamma of the row's pair, its P(click | examined) with
     position bias and the noise floor taken out, shrunk toward the pairs the scorer rates alike
     (`em_prior_rows`). Null for a pair the EM did not see (positions too rare to fit)."""
-    ev = F.broadcast(spark_session.createDataFrame(cm.evidence[["_bucket", "_gamma"]]))
+    ev = _evidence(cm, spark_session, ["_bucket", "_gamma"])
     return (df.withColumn("_bucket", cm.bucket).join(ev, "_bucket", "left")
               .withColumnRenamed("_gamma", "pair_relevance").drop("_bucket"))
 
@@ -405,7 +427,7 @@ def _weigh(scored: DataFrame, w: WeightingSettings, sampling: SamplingSettings, 
     if calibration is not None:
         stats["calibration"] = calibration
     clock.done("calibration")
-    propensity, stats["propensity_fit"], click_model = estimate_propensity(joined, w, cells)
+    propensity, stats["propensity_fit"], click_model = estimate_propensity(joined, w, cells, persisted)
     stats["propensity"] = propensity
     # Which P(click) confident learning trusts: the click model (position x the pair's leave-one-out
     # relevance from the log) when denoise is in use and EM ran, else the scorer's p_model.

@@ -1,0 +1,61 @@
+"""The click model past weighting.max_driver_cells (udfs/weighting/spark_em.py): the EM's shared
+parameters from a hash sample of pairs on the driver, every pair's relevance in Spark."""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from jobs.config import load_config
+from udfs.weighting import spark_em
+from udfs.weighting.settings import WeightingSettings
+from udfs.weighting.spark import collect_cells, estimate_propensity
+
+SETTINGS = WeightingSettings.from_config(load_config())
+
+
+@pytest.fixture(scope="module")
+def log(spark):
+    """1,200 pairs at positions 1-10 with a position bias 1/k^0.9 and 3 % noise clicks: ~8k cells."""
+    rng = np.random.default_rng(7)
+    n_pairs, rows = 1200, 60_000
+    gamma = rng.uniform(0.05, 0.9, n_pairs)
+    pair = rng.integers(0, n_pairs, rows)
+    position = np.clip(np.round(rng.normal((1 - gamma[pair]) * 9, 3.0)), 0, 9).astype(np.int32) + 1
+    clicked = (rng.random(rows) < 0.03 + 0.97 * gamma[pair] / position ** 0.9).astype(np.int32)
+    frame = pd.DataFrame({"query": [f"q{p // 5}" for p in pair], "title": [f"t{p}" for p in pair],
+                          "position": position, "clicked": clicked,
+                          "p_model": np.clip(gamma + rng.normal(0, 0.1, n_pairs), 0.02, 0.98)[pair]})
+    return spark.createDataFrame(frame).cache()
+
+
+def _evidence(cm) -> pd.DataFrame:
+    ev = cm.evidence if isinstance(cm.evidence, pd.DataFrame) else cm.evidence.toPandas()
+    return ev.sort_values("_bucket").reset_index(drop=True)
+
+
+def test_a_sample_of_pairs_fits_the_shared_parameters_and_every_pair_is_labelled(log, monkeypatch):
+    cells = collect_cells(log.withColumn("relevance", log["p_model"]), 100_000)
+    cells["pm"] = cells["p_raw"]
+    full_prop, full_info, full_cm = estimate_propensity(log, SETTINGS, cells)   # every cell on the driver
+    monkeypatch.setattr(spark_em, "MIN_SAMPLE_CELLS", 0)
+    sampled = SETTINGS.but(max_driver_cells=2_500)
+    persisted: list = []
+    prop, info, cm = estimate_propensity(log, sampled, None, persisted)
+    sample = info["em_sample"]
+    assert info["n_buckets"] == full_info["n_buckets"] == 1200 and info["cells"] == len(cells)
+    # About max_driver_cells cells reached the driver (a hash sample: not exactly), a quarter of the pairs.
+    assert 0.8 * 2_500 < sample["cells"] < 1.2 * 2_500 and sample["pairs"] < 0.4 * 1200
+    assert sample["fraction"] == pytest.approx(2_500 / len(cells))
+    # Every pair is labelled, in Spark, and the labels are those of the full fit up to the sample's noise.
+    ev, full = _evidence(cm), _evidence(full_cm)
+    assert len(ev) == 1200 and (ev["_bucket"].to_numpy() == full["_bucket"].to_numpy()).all()
+    assert np.abs(ev["_gamma"] - full["_gamma"]).mean() < 0.02
+    assert np.corrcoef(ev["_gamma"], full["_gamma"])[0, 1] > 0.99
+    assert all(abs(prop[k] - full_prop[k]) < 0.05 for k in range(1, 11)) and prop[10] < 0.5 * prop[1]
+    # The same bits on a rerun: hash sample, partitions from the pair count, sorted pairs.
+    again = _evidence(estimate_propensity(log, sampled, None, persisted)[2])
+    pd.testing.assert_frame_equal(ev, again, check_exact=True)
+    assert info["em_sample"] == estimate_propensity(log, sampled, None, persisted)[1]["em_sample"]
+    for frame in persisted:
+        frame.unpersist()

@@ -1,0 +1,136 @@
+"""The click model for logs whose (position, pair) cells are too many for the driver (past
+weighting.max_driver_cells): the EM's shared parameters (theta per position, the noise floor, the
+regression prior's pooled relevance per p_model group) are fitted on the driver from the cells of a
+hash sample of pairs, about max_driver_cells of them; then one Spark pass solves every pair's
+relevance from its own cells (udfs/weighting/pair_relevance.py). The driver's memory stays bounded by
+the sample whatever the log's size; the per-position parameters rest on hundreds of thousands of
+impressions a position even so.
+
+Bits: pairs are sampled by a hash of the pair, and hash-partitioned by pair into a number of
+partitions fixed by the count of pairs alone (not by the cores), sorted inside each: a laptop, a
+cluster and a rerun fit the same parameters and labels to the last bit.
+"""
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import numpy as np
+from pyspark import StorageLevel
+from pyspark.sql import Column, DataFrame
+from pyspark.sql import functions as F
+
+from udfs.weighting import weights
+from udfs.weighting.cells import MIN_ROWS_PER_POSITION, carry_forward
+from udfs.weighting.pair_relevance import SharedParameters, pair_evidence
+from udfs.weighting.settings import WeightingSettings
+
+log = logging.getLogger("clickweight")
+
+PAIRS_PER_PARTITION = 50_000    # the pair table's partitions: a function of the pair count only (bits)
+MIN_SAMPLE_CELLS = 20_000       # the sample when max_driver_cells is smaller (0 included)
+GROUP_QUANTILE_ERROR = 1e-4     # approxQuantile's relative error for the prior's p_model groups
+HASH_RANGE = 1 << 31
+
+
+def _flat_cells(table) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, int]:
+    """Pair rows (Arrow; list columns k, n, c and a group) as cells: position index, pair index (the
+    row), n, c; and each pair's group."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    def column(name: str):
+        col = table.column(name)
+        return col.combine_chunks() if isinstance(col, pa.ChunkedArray) else col
+
+    k_list = column("k")
+    n_pairs = len(k_list)
+    lengths = pc.list_value_length(k_list).to_numpy(zero_copy_only=False)
+    pair = np.repeat(np.arange(n_pairs), lengths)
+    flat = [pc.list_flatten(column(name)).to_numpy(zero_copy_only=False) for name in ("k", "n", "c")]
+    group = column("group").to_numpy(zero_copy_only=False).astype(np.int64)
+    return (flat[0].astype(np.int64), pair, flat[1].astype(np.float64), flat[2].astype(np.float64), group,
+            n_pairs)
+
+
+def _evidence(pairs: DataFrame, shared: SharedParameters) -> DataFrame:
+    """Per pair: _bucket, _r, _n, _m, _gamma, as udfs/weighting/cells.py em_propensity's evidence holds them."""
+    import pyarrow as pa
+
+    def per_pair(batches):
+        for batch in batches:
+            k, pair, n, c, group, n_pairs = _flat_cells(batch)
+            gamma, r_j, n_j, m_j = pair_evidence(k, pair, n, c, n_pairs, group, shared)
+            yield pa.RecordBatch.from_arrays([batch.column("_bucket"), pa.array(r_j), pa.array(n_j),
+                                              pa.array(m_j, type=pa.float64()), pa.array(gamma)],
+                                             names=["_bucket", "_r", "_n", "_m", "_gamma"])
+
+    return pairs.mapInArrow(per_pair, "_bucket long, _r double, _n double, _m double, _gamma double")
+
+
+def fit(df: DataFrame, bucket: Column, w: WeightingSettings, persisted: list[DataFrame]
+        ) -> tuple[dict[int, float], dict[str, Any], dict[str, Any] | None]:
+    """em_propensity's answer (relative propensity per seen position, the fit's description, the click
+    model's parts) for rows with position, clicked and p_model, the cells kept in Spark. The click
+    model's evidence is a Spark DataFrame, persisted (appended to `persisted`, as are the pair rows)."""
+    per_pos = {int(r["position"]): (int(r["n"]), int(r["c"])) for r in
+               df.groupBy("position").agg(F.count("*").alias("n"), F.sum("clicked").alias("c")).collect()}
+    positions = sorted(per_pos)
+    fitted = np.array([k for k in positions if per_pos[k][0] >= MIN_ROWS_PER_POSITION], dtype=np.int64)
+    info: dict[str, Any] = {"estimator": "em", "buckets": "query_title_pairs"}
+    if not len(fitted) or sum(per_pos[int(k)][1] for k in fitted) <= 0:
+        return carry_forward(positions, {}, 1.0), info, None
+    index = F.create_map(*[F.lit(int(x)) for i, k in enumerate(fitted) for x in (k, i)])
+    cells = (df.filter(F.col("position").isin([int(k) for k in fitted]))
+               .groupBy(bucket.alias("_bucket"), F.element_at(index, F.col("position")).alias("k"))
+               .agg(F.count("*").alias("n"), F.sum("clicked").alias("c"), F.min("p_model").alias("pm")))
+    by_pair = (cells.groupBy("_bucket")
+                    .agg(F.sort_array(F.collect_list(F.struct("k", "n", "c"))).alias("cells"),
+                         F.min("pm").alias("pm"), F.count("*").alias("n_cells"))
+                    .persist(StorageLevel.MEMORY_AND_DISK))
+    persisted.append(by_pair)
+    n_pairs, n_cells = (int(v or 0) for v in by_pair.agg(F.count("*"), F.sum("n_cells")).first())
+    n_groups = min(w.em_buckets, n_pairs) if w.em_prior_rows > 0 else 0
+    group: Column = F.lit(0)
+    if n_groups > 1:   # the regression prior's groups: p_model quantiles over the pairs
+        cuts = sorted(set(by_pair.approxQuantile("pm", [i / n_groups for i in range(1, n_groups)],
+                                                 GROUP_QUANTILE_ERROR)))
+        group = sum((F.col("pm") > F.lit(x)).cast("int") for x in cuts) if cuts else F.lit(0)
+    partitions = max(2, -(-n_pairs // PAIRS_PER_PARTITION))
+    pairs = (by_pair.select("_bucket", group.cast("long").alias("group"), F.col("cells.k").alias("k"),
+                            F.col("cells.n").alias("n"), F.col("cells.c").alias("c"))
+                    .repartition(partitions, "_bucket").sortWithinPartitions("_bucket")
+                    .persist(StorageLevel.MEMORY_AND_DISK))
+    persisted.append(pairs)
+    # The sample: pairs whose hash falls under the fraction that brings about max_driver_cells cells.
+    fraction = min(1.0, max(w.max_driver_cells, MIN_SAMPLE_CELLS) / max(n_cells, 1))
+    unit = F.pmod(F.xxhash64("_bucket"), F.lit(HASH_RANGE)) / F.lit(float(HASH_RANGE))
+    sample = pairs.filter(unit < F.lit(fraction)) if fraction < 1.0 else pairs
+    table = sample.toArrow()
+    table = table.take(np.argsort(table.column("_bucket").to_numpy(), kind="stable"))  # a fixed order
+    k, pair, n, c, pair_group, s_pairs = _flat_cells(table)
+    del table
+    theta, gamma, iterations, eps = weights.propensity_em(
+        k, pair, n, c, len(fitted), s_pairs, bucket_group=pair_group if n_groups else None,
+        prior_rows=w.em_prior_rows, noise_floor=w.em_noise_floor, monotone=w.em_monotone,
+        power_positions=fitted.astype(np.float64) if w.em_examination == "power" else None)
+    group_relevance = np.zeros(0)
+    if n_groups:   # each group's pooled relevance at the fit, as em_bucket_evidence's prior m
+        r_j, n_j, _ = weights.em_bucket_evidence(k, pair, n, c, theta, gamma, s_pairs, eps=eps)
+        size = int(pair_group.max(initial=0)) + 1
+        group_relevance = (np.bincount(pair_group, weights=r_j, minlength=size)
+                           / np.maximum(np.bincount(pair_group, weights=n_j, minlength=size), weights.EPS))
+        group_relevance = np.pad(group_relevance, (0, max(0, n_groups - size)))
+    shared = SharedParameters(np.asarray(theta, dtype=np.float64), float(eps), group_relevance,
+                              float(w.em_prior_rows) if n_groups else 0.0)
+    evidence = _evidence(pairs, shared).persist(StorageLevel.MEMORY_AND_DISK)
+    persisted.append(evidence)
+    info.update(cells=n_cells, n_buckets=n_pairs, iterations=iterations, noise_floor=eps,
+                em_sample={"pairs": s_pairs, "cells": int(len(k)), "fraction": fraction})
+    log.info("click model: EM on a sample of %d of %d pairs (%d of %d cells), every pair's relevance in Spark",
+             s_pairs, n_pairs, len(k), n_cells)
+    theta_abs = {int(p): float(t) for p, t in zip(fitted, theta)}
+    model = {"theta": carry_forward(positions, theta_abs, float(theta[0])), "evidence": evidence,
+             "prior_rows": shared.prior_rows, "eps": float(eps)}
+    return (carry_forward(positions, weights.propensity_from_em(fitted, theta, w.propensity_min), 1.0), info,
+            model)
