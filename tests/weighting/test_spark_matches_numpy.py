@@ -75,7 +75,7 @@ def test_driver_cells_give_the_spark_passes_statistics(log):
     """The score job's driver path (one aggregate to (position, pair) cells, then numpy) and its Spark
     path (one pass per Newton step, EM aggregate, thresholds, max loss) agree."""
     from udfs.weighting import cells as C
-    from udfs.weighting.spark import calibrate, collect_cells, max_loss
+    from udfs.weighting.spark import calibrate, cell_frame, collect_cells, max_loss
 
     frame, df = log
     # A cosine-like score, constant per pair as the scorer's is (p_model is replaced by the calibration).
@@ -89,6 +89,11 @@ def test_driver_cells_give_the_spark_passes_statistics(log):
     assert driver_base == pytest.approx(spark_base, rel=1e-12)
     assert driver_cal["a"] == pytest.approx(spark_cal["a"], rel=1e-6) and driver_cal["a"] > 0
     assert driver_cal["b"] == pytest.approx(spark_cal["b"], rel=1e-6)
+    # Past max_driver_cells the score job fits on the cells kept in Spark: one row a cell, n and c.
+    _, frame_base, frame_cal = calibrate(scored, False, None, cell_frame(scored))
+    assert frame_base == pytest.approx(spark_base, rel=1e-12)
+    assert frame_cal["a"] == pytest.approx(spark_cal["a"], rel=1e-9)
+    assert frame_cal["b"] == pytest.approx(spark_cal["b"], rel=1e-9)
     prop_s, info_s, cm_s = estimate_propensity(spark_rows, PARAMS)
     prop_d, info_d, cm_d = estimate_propensity(driver_rows, PARAMS, cells)
     # The Spark path fits the EM on a hash sample of pairs (here all 40) and solves each pair's relevance

@@ -36,17 +36,22 @@ def sigmoid(z: Column) -> Column:
     return 1 / (1 + F.exp(-z))
 
 
-def fit_calibration(df: DataFrame, base_rate: float, iterations: int = 8) -> tuple[float, float]:
+def fit_calibration(df: DataFrame, base_rate: float, iterations: int = 8, rows: Column | None = None,
+                    clicks: Column | None = None) -> tuple[float, float]:
     """Platt scaling p = sigmoid(a * relevance + b) fitted to the clicks by damped Newton steps
-    (calibration.fit_logistic; one aggregate per step)."""
+    (calibration.fit_logistic; one aggregate per step). Each row of df stands for `rows` impressions
+    with `clicks` clicks (default: one impression, `clicked`): rows or (position, pair) cells."""
+    n = F.lit(1.0) if rows is None else rows.cast("double")
+    y = F.col("clicked") if clicks is None else clicks.cast("double")
+
     def sums_at(a: float, b: float) -> dict[str, float]:
         z = F.lit(a) * F.col("relevance") + F.lit(b)
         p = sigmoid(z)
-        w = p * (1 - p)
-        bce = F.log1p(F.exp(-F.abs(z))) + F.greatest(z, F.lit(0.0)) - F.col("clicked") * z  # log(1 + e^z) - y z
+        w = n * p * (1 - p)
+        bce = n * (F.log1p(F.exp(-F.abs(z))) + F.greatest(z, F.lit(0.0))) - y * z  # n log(1 + e^z) - c z
         return df.select(
-            exact_sum((p - F.col("clicked")) * F.col("relevance")).alias("g_a"),
-            exact_sum(p - F.col("clicked")).alias("g_b"),
+            exact_sum((n * p - y) * F.col("relevance")).alias("g_a"),
+            exact_sum(n * p - y).alias("g_b"),
             exact_sum(w * F.col("relevance") ** 2).alias("h_aa"),
             exact_sum(w * F.col("relevance")).alias("h_ab"),
             exact_sum(w).alias("h_bb"),
@@ -75,13 +80,14 @@ def pair_bucket() -> Column:
 
 
 def estimate_propensity(df: DataFrame, w: WeightingSettings, cells: pd.DataFrame | None = None,
-                        persisted: list[DataFrame] | None = None
+                        persisted: list[DataFrame] | None = None, frame: DataFrame | None = None
                         ) -> tuple[dict[int, float], dict[str, Any], ClickModel | None]:
     """Examination propensity per position from the log: regression-EM (default) or the CTR ratio.
     With EM, also the fitted click model (None for the ratio estimator or a log without clicks).
     `cells`: the (position, pair) cells with pm already on the driver (collect_cells); without them the
     per-pair EM runs as Spark passes (udfs/weighting/spark_em.py; the frames it caches are appended to
-    `persisted`, which the caller releases)."""
+    `persisted`, which the caller releases; `frame`: the cells in Spark with their calibrated pm, else
+    aggregated from df)."""
     if w.propensity_estimator == "ratio":
         if cells is None:
             cells = (df.groupBy("position", F.lit(0).alias("_bucket"))
@@ -95,7 +101,10 @@ def estimate_propensity(df: DataFrame, w: WeightingSettings, cells: pd.DataFrame
     if n_pairs <= w.em_max_pairs:
         bucket, kind = pair_bucket(), "query_title_pairs"
         if cells is None:   # the cells stay in Spark: so does the EM
-            propensity, info, model = spark_em.fit(df, bucket, w, persisted if persisted is not None else [])
+            if frame is None:
+                frame = (df.groupBy("position", bucket.alias("_bucket"))
+                           .agg(F.count("*").alias("n"), F.sum("clicked").alias("c"), F.min("p_model").alias("pm")))
+            propensity, info, model = spark_em.fit(frame, w, persisted if persisted is not None else [])
             click_model = None if model is None else ClickModel(bucket, model["theta"], model["evidence"],
                                                                 model["prior_rows"], model["eps"], info["n_buckets"])
             return propensity, info, click_model
@@ -115,15 +124,20 @@ def estimate_propensity(df: DataFrame, w: WeightingSettings, cells: pd.DataFrame
     return propensity, info, click_model
 
 
-def collect_cells(scored: DataFrame, max_cells: int) -> pd.DataFrame | None:
-    """One aggregate of the scored rows to (position, pair) cells: rows n, clicks c, the pair's
-    relevance and p_model; on the driver, sorted, when there are at most max_cells, else None."""
+def cell_frame(scored: DataFrame) -> DataFrame:
+    """The scored rows aggregated to (position, pair) cells: rows n, clicks c, the pair's relevance and
+    p_model (p_raw)."""
+    return (scored.groupBy("position", pair_bucket().alias("_bucket"))
+                  .agg(F.count("*").alias("n"), F.sum("clicked").alias("c"),
+                       F.min("relevance").alias("relevance"), F.min("p_model").alias("p_raw")))
+
+
+def collect_cells(scored: DataFrame | None, max_cells: int, frame: DataFrame | None = None) -> pd.DataFrame | None:
+    """The (position, pair) cells (cell_frame; `frame` when already built) on the driver, sorted, when
+    there are at most max_cells, else None."""
     if max_cells <= 0:
         return None
-    cells = (scored.groupBy("position", pair_bucket().alias("_bucket"))
-                   .agg(F.count("*").alias("n"), F.sum("clicked").alias("c"),
-                        F.min("relevance").alias("relevance"), F.min("p_model").alias("p_raw"))
-                   .limit(max_cells + 1).toPandas())
+    cells = (cell_frame(scored) if frame is None else frame).limit(max_cells + 1).toPandas()
     return None if len(cells) > max_cells else cells_mod.sorted_cells(cells)
 
 
@@ -337,12 +351,26 @@ def with_calibrated_probability(df: DataFrame, scorer_is_cross: bool, base_rate:
               .withColumn("p_model", sigmoid(F.col("prior_logit")))), {"a": a, "b": b}
 
 
-def calibrate(scored: DataFrame, scorer_is_cross: bool, cells: pd.DataFrame | None
-              ) -> tuple[DataFrame, float, dict[str, float] | None]:
+def calibrated_cell_probability(scorer_is_cross: bool, calibration: dict[str, float] | None) -> Column:
+    """A cell frame's calibrated p_model (pm), as calibrate gives the rows' p_model."""
+    if scorer_is_cross or calibration is None:
+        return F.least(F.greatest(F.col("p_raw"), F.lit(weights.EPS)), F.lit(1 - weights.EPS))
+    return sigmoid(F.lit(calibration["a"]) * F.col("relevance") + F.lit(calibration["b"]))
+
+
+def calibrate(scored: DataFrame, scorer_is_cross: bool, cells: pd.DataFrame | None,
+              frame: DataFrame | None = None) -> tuple[DataFrame, float, dict[str, float] | None]:
     """Calibrated rows, the base rate and the Platt fit. With the cells on the driver, base rate and
-    fit come from them (no Spark pass) and the cells get pm, their calibrated p_model."""
+    fit come from them (no Spark pass) and the cells get pm, their calibrated p_model; else from the
+    cells in Spark (`frame`, cell_frame's: one pass a Newton step over cells, not rows) or the rows."""
     fitted = None
-    if cells is None:
+    if cells is None and frame is not None:
+        sums = frame.agg(exact_sum(F.col("c").cast("double")).alias("c"),
+                         exact_sum(F.col("n").cast("double")).alias("n")).first()
+        base_rate = float(np.clip(sums["c"] / max(sums["n"], 1.0), weights.EPS, 1 - weights.EPS))
+        if not scorer_is_cross:
+            fitted = fit_calibration(frame, base_rate, rows=F.col("n"), clicks=F.col("c"))
+    elif cells is None:
         base_rate = float(np.clip(scored.agg(F.avg("clicked")).first()[0], weights.EPS, 1 - weights.EPS))
     else:
         base_rate = cells_mod.base_rate(cells)
@@ -419,15 +447,20 @@ def _weigh(scored: DataFrame, w: WeightingSettings, sampling: SamplingSettings, 
            scorer_is_cross: bool, persisted: list[DataFrame]) -> WeightPass:
     clock = _PhaseClock(scored.sparkSession, ("calibration", "propensity", "weights", "sampling_and_normalise"))
     stats: dict[str, Any] = {}
-    cells = collect_cells(scored, w.max_driver_cells)
+    frame = cell_frame(scored).persist(StorageLevel.MEMORY_AND_DISK)
+    persisted.append(frame)
+    cells = collect_cells(None, w.max_driver_cells, frame)
     stats["aggregates"] = "driver cells" if cells is not None else "spark passes"
-    joined, base_rate, calibration = calibrate(scored, scorer_is_cross, cells)
+    joined, base_rate, calibration = calibrate(scored, scorer_is_cross, cells, frame)
     stats["base_rate"] = base_rate
     stats["scorer_kind"] = "cross_encoder" if scorer_is_cross else "sentence_encoder"
     if calibration is not None:
         stats["calibration"] = calibration
     clock.done("calibration")
-    propensity, stats["propensity_fit"], click_model = estimate_propensity(joined, w, cells, persisted)
+    calibrated_cells = None if cells is not None else frame.withColumn(
+        "pm", calibrated_cell_probability(scorer_is_cross, calibration))
+    propensity, stats["propensity_fit"], click_model = estimate_propensity(joined, w, cells, persisted,
+                                                                           calibrated_cells)
     stats["propensity"] = propensity
     # Which P(click) confident learning trusts: the click model (position x the pair's leave-one-out
     # relevance from the log) when denoise is in use and EM ran, else the scorer's p_model.

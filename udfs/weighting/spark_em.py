@@ -68,22 +68,22 @@ def _evidence(pairs: DataFrame, shared: SharedParameters) -> DataFrame:
     return pairs.mapInArrow(per_pair, "_bucket long, _r double, _n double, _m double, _gamma double")
 
 
-def fit(df: DataFrame, bucket: Column, w: WeightingSettings, persisted: list[DataFrame]
+def fit(frame: DataFrame, w: WeightingSettings, persisted: list[DataFrame]
         ) -> tuple[dict[int, float], dict[str, Any], dict[str, Any] | None]:
     """em_propensity's answer (relative propensity per seen position, the fit's description, the click
-    model's parts) for rows with position, clicked and p_model, the cells kept in Spark. The click
-    model's evidence is a Spark DataFrame, persisted (appended to `persisted`, as are the pair rows)."""
+    model's parts) from the (position, pair) cells in Spark: position, _bucket, n, c and pm (the pair's
+    calibrated p_model). The click model's evidence is a Spark DataFrame, persisted (appended to
+    `persisted`, as are the pair rows)."""
     per_pos = {int(r["position"]): (int(r["n"]), int(r["c"])) for r in
-               df.groupBy("position").agg(F.count("*").alias("n"), F.sum("clicked").alias("c")).collect()}
+               frame.groupBy("position").agg(F.sum("n").alias("n"), F.sum("c").alias("c")).collect()}
     positions = sorted(per_pos)
     fitted = np.array([k for k in positions if per_pos[k][0] >= MIN_ROWS_PER_POSITION], dtype=np.int64)
     info: dict[str, Any] = {"estimator": "em", "buckets": "query_title_pairs"}
     if not len(fitted) or sum(per_pos[int(k)][1] for k in fitted) <= 0:
         return carry_forward(positions, {}, 1.0), info, None
     index = F.create_map(*[F.lit(int(x)) for i, k in enumerate(fitted) for x in (k, i)])
-    cells = (df.filter(F.col("position").isin([int(k) for k in fitted]))
-               .groupBy(bucket.alias("_bucket"), F.element_at(index, F.col("position")).alias("k"))
-               .agg(F.count("*").alias("n"), F.sum("clicked").alias("c"), F.min("p_model").alias("pm")))
+    cells = (frame.filter(F.col("position").isin([int(k) for k in fitted]))
+                  .select("_bucket", F.element_at(index, F.col("position")).alias("k"), "n", "c", "pm"))
     by_pair = (cells.groupBy("_bucket")
                     .agg(F.sort_array(F.collect_list(F.struct("k", "n", "c"))).alias("cells"),
                          F.min("pm").alias("pm"), F.count("*").alias("n_cells"))
