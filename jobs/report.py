@@ -27,6 +27,7 @@ import pandas as pd
 from jobs import inputs
 
 MAX_ROWS = 500_000
+READ_BATCH_ROWS = 65_536
 HTML, MARKDOWN, FIGURES = "_report.html", "_report.md", "_report_figures"
 ROW_COLUMNS = ("event_id", "query", "title", "position", "clicked", "added_to_cart", "purchased", "dwell_ms",
                "relevance", "p_model", "propensity", "noise_score", "suspect", "keep_prob", "raw_weight", "weight")
@@ -110,15 +111,26 @@ def output_dataset(folder: str | Path):
 
 
 def read_rows(folder: Path) -> pd.DataFrame:
+    """Up to MAX_ROWS of a score output's rows (the first files'), with ROW_COLUMNS, as pandas."""
+    import pyarrow as pa
+
     data = output_dataset(folder)
     columns = [c for c in ROW_COLUMNS if c in data.schema.names]
     batches, n = [], 0
-    for batch in data.to_batches(columns=columns):
-        batches.append(batch.to_pandas())
-        n += batch.num_rows
+    # No read-ahead: by default the scanner decodes 4 files and 16 batches ahead, and a 10M-row output's
+    # files are large enough that this held a GB on the driver (benchmarks/score_scaling.py). Arrow
+    # batches, converted once: pandas' strings cost several times Arrow's.
+    for batch in data.to_batches(columns=columns, batch_size=READ_BATCH_ROWS, batch_readahead=0,
+                                 fragment_readahead=0):
+        batches.append(batch.slice(0, MAX_ROWS - n))
+        n += batches[-1].num_rows
         if n >= MAX_ROWS:
             break
-    return pd.concat(batches, ignore_index=True) if batches else pd.DataFrame(columns=columns)
+    if not batches:
+        return pd.DataFrame(columns=columns)
+    table = pa.Table.from_batches(batches)
+    del batches
+    return table.to_pandas(split_blocks=True, self_destruct=True)
 
 
 # ---------------------------------------------------------------- score output

@@ -19,6 +19,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from udfs.weighting import weights
+from udfs.weighting.settings import WeightingSettings
 from udfs.weighting.weights import EPS, _e_step
 
 NEWTON_STEPS = 100     # safeguarded Newton per pair: quadratic near the root, bisection where it strays
@@ -100,3 +102,24 @@ def pair_evidence(k: np.ndarray, pair: np.ndarray, n: np.ndarray, c: np.ndarray,
     r_j = np.bincount(pair, weights=r1, minlength=n_pairs)
     n_j = np.bincount(pair, weights=n, minlength=n_pairs)
     return gamma, r_j, n_j, (prior_m if prior_m is not None else r_j / np.maximum(n_j, EPS))
+
+
+def shared_from_sample(k: np.ndarray, pair: np.ndarray, n: np.ndarray, c: np.ndarray, n_pairs: int,
+                       pair_group: np.ndarray | None, n_groups: int, positions: np.ndarray, w: WeightingSettings
+                       ) -> tuple[SharedParameters, int]:
+    """The click model's shared parameters fitted by the driver's EM (weights.propensity_em, with the
+    score job's settings) on the cells of a sample of pairs: theta per position index (`positions`,
+    1-based, for em_examination power), the noise floor, each group's pooled relevance at the fit (as
+    em_bucket_evidence's prior m; none without a prior, n_groups 0). Also the EM's steps."""
+    grouped = pair_group if n_groups else None
+    theta, gamma, iterations, eps = weights.propensity_em(
+        k, pair, n, c, len(positions), n_pairs, bucket_group=grouped, prior_rows=w.em_prior_rows,
+        noise_floor=w.em_noise_floor, monotone=w.em_monotone,
+        power_positions=np.asarray(positions, dtype=np.float64) if w.em_examination == "power" else None)
+    group_relevance = np.zeros(0)
+    if n_groups:
+        r_j, n_j, _ = weights.em_bucket_evidence(k, pair, n, c, theta, gamma, n_pairs, eps=eps)
+        group_relevance = (np.bincount(pair_group, weights=r_j, minlength=n_groups)
+                           / np.maximum(np.bincount(pair_group, weights=n_j, minlength=n_groups), EPS))
+    return (SharedParameters(np.asarray(theta, dtype=np.float64), float(eps), group_relevance,
+                             float(w.em_prior_rows) if n_groups else 0.0), iterations)

@@ -22,7 +22,7 @@ from pyspark.sql import functions as F
 
 from udfs.weighting import weights
 from udfs.weighting.cells import MIN_ROWS_PER_POSITION, carry_forward
-from udfs.weighting.pair_relevance import SharedParameters, pair_evidence
+from udfs.weighting.pair_relevance import SharedParameters, pair_evidence, shared_from_sample
 from udfs.weighting.settings import WeightingSettings
 
 log = logging.getLogger("clickweight")
@@ -110,19 +110,8 @@ def fit(frame: DataFrame, w: WeightingSettings, persisted: list[DataFrame]
     table = table.take(np.argsort(table.column("_bucket").to_numpy(), kind="stable"))  # a fixed order
     k, pair, n, c, pair_group, s_pairs = _flat_cells(table)
     del table
-    theta, gamma, iterations, eps = weights.propensity_em(
-        k, pair, n, c, len(fitted), s_pairs, bucket_group=pair_group if n_groups else None,
-        prior_rows=w.em_prior_rows, noise_floor=w.em_noise_floor, monotone=w.em_monotone,
-        power_positions=fitted.astype(np.float64) if w.em_examination == "power" else None)
-    group_relevance = np.zeros(0)
-    if n_groups:   # each group's pooled relevance at the fit, as em_bucket_evidence's prior m
-        r_j, n_j, _ = weights.em_bucket_evidence(k, pair, n, c, theta, gamma, s_pairs, eps=eps)
-        size = int(pair_group.max(initial=0)) + 1
-        group_relevance = (np.bincount(pair_group, weights=r_j, minlength=size)
-                           / np.maximum(np.bincount(pair_group, weights=n_j, minlength=size), weights.EPS))
-        group_relevance = np.pad(group_relevance, (0, max(0, n_groups - size)))
-    shared = SharedParameters(np.asarray(theta, dtype=np.float64), float(eps), group_relevance,
-                              float(w.em_prior_rows) if n_groups else 0.0)
+    shared, iterations = shared_from_sample(k, pair, n, c, s_pairs, pair_group, n_groups, fitted, w)
+    theta, eps = shared.theta, shared.eps
     evidence = _evidence(pairs, shared).persist(StorageLevel.MEMORY_AND_DISK)
     persisted.append(evidence)
     info.update(cells=n_cells, n_buckets=n_pairs, iterations=iterations, noise_floor=eps,
