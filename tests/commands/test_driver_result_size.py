@@ -9,7 +9,9 @@ after the job, the same child (same SparkContext, same limit) shows that a delib
 fails, so a job that collected one would have failed.
 
 The default weighting does fetch one bounded aggregate, the (position, pair) cells (at most
-weighting.max_driver_cells rows; ~10k here, under the limit): an aggregate, not a table.
+weighting.max_driver_cells rows; ~10k here, under the limit): an aggregate, not a table. Past
+max_driver_cells (the second case) the click model's EM fetches the cells of a hash sample of pairs
+instead, and every pair's label stays in Spark.
 """
 from __future__ import annotations
 
@@ -47,13 +49,15 @@ spark.stop()
 
 
 @pytest.mark.timeout(600)
-def test_score_job_runs_under_a_small_driver_result_size(tmp_path, tiny_model_dir):
+@pytest.mark.parametrize("max_cells", [None, 2000], ids=["driver_cells", "spark_em"])
+def test_score_job_runs_under_a_small_driver_result_size(tmp_path, tiny_model_dir, max_cells):
     from benchmarks.big_clickstream import generate
 
     data = generate(str(tmp_path / "in"), rows=ROWS, seed=0, queries=1500, verbose=False)
     assert data["distinct_pairs"] > 4000   # enough pairs that the pair table outgrows the limit
     out = tmp_path / "out"
-    sets = tiny_overrides(tiny_model_dir, f"spark.conf.spark.driver.maxResultSize={LIMIT}")
+    sets = tiny_overrides(tiny_model_dir, f"spark.conf.spark.driver.maxResultSize={LIMIT}",
+                          *([f"weighting.max_driver_cells={max_cells}"] if max_cells else []))
     argv = ["score", "--input", str(tmp_path / "in" / "clickstream"), "--output", str(out),
             *[a for o in sets for a in ("--set", o)]]
     child = subprocess.run([sys.executable, "-c", SCORE_THEN_COLLECT, str(out), *argv], cwd=ROOT,
@@ -67,6 +71,8 @@ def test_score_job_runs_under_a_small_driver_result_size(tmp_path, tiny_model_di
     assert result["rc"] == 0 and result["limit"] == LIMIT
     summary = json.loads((out / "_summary.json").read_text())
     assert summary["rows_out"] == ROWS and summary["pairs"]["pairs"] == data["distinct_pairs"]
+    assert summary["aggregates"] == ("spark passes" if max_cells else "driver cells")
+    assert summary["pair_label"] == "click_model"
     # The limit bites: in that same session, collecting either table of the output fails.
     for table in ("rows", "pairs"):
         assert "is bigger than spark.driver.maxResultSize" in result[table].get("error", ""), (table, result[table])

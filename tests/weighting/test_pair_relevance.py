@@ -57,3 +57,18 @@ def test_a_pair_with_only_clicks_or_only_skips_sits_on_the_bound():
     # A prior pulls both off the bounds toward m.
     shrunk = solve_pair_relevance(k, pair, n, c, 3, theta, 0.0, np.full(3, 0.3), 1.0)
     assert W.EPS < shrunk[1] < shrunk[0] < 1 - W.EPS
+
+
+def test_a_pairs_relevance_does_not_depend_on_the_pairs_solved_with_it():
+    """Spark solves pairs in Arrow batches whose make-up follows the config (maxRecordsPerBatch): each
+    pair's bits must come from its own cells alone."""
+    rng = np.random.default_rng(2)
+    k, j, n, c = _log(rng, n_pairs=300, rows_per_pair=6, eps=0.05)
+    theta = 1 / np.arange(1, 11) ** 0.7
+    prior = np.full(300, 0.35)
+    together = solve_pair_relevance(k, j, n, c, 300, theta, 0.03, prior, 1.0)
+    for first, last in ((0, 7), (7, 150), (150, 300)):   # the same pairs, three batches
+        cells = (j >= first) & (j < last)
+        alone = solve_pair_relevance(k[cells], j[cells] - first, n[cells], c[cells], last - first, theta, 0.03,
+                                     prior[first:last], 1.0)
+        np.testing.assert_array_equal(alone, together[first:last])

@@ -83,9 +83,11 @@ def solve_pair_relevance(k: np.ndarray, pair: np.ndarray, n: np.ndarray, c: np.n
             newton = np.where(dh < 0, gamma - h / dh, np.nan)
         inside = (newton >= lo) & (newton <= hi)
         new = np.where(free, np.where(inside, newton, 0.5 * (lo + hi)), gamma)
-        moved = float(np.abs(new - gamma).max(initial=0.0))
+        # A pair stops at its own convergence: its steps, and so its bits, depend on its cells alone,
+        # never on which pairs share its Arrow batch.
+        free &= ~(np.abs(new - gamma) < NEWTON_TOL)
         gamma = new
-        if moved < NEWTON_TOL:
+        if not free.any():
             break
     return gamma
 
