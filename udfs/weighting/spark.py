@@ -367,7 +367,8 @@ def calibrate(scored: DataFrame, scorer_is_cross: bool, cells: pd.DataFrame | No
     if cells is None and frame is not None:
         sums = frame.agg(exact_sum(F.col("c").cast("double")).alias("c"),
                          exact_sum(F.col("n").cast("double")).alias("n")).first()
-        base_rate = float(np.clip(sums["c"] / max(sums["n"], 1.0), weights.EPS, 1 - weights.EPS))
+        base_rate = float(np.clip(float(sums["c"] or 0.0) / max(float(sums["n"] or 0.0), 1.0), weights.EPS,
+                                  1 - weights.EPS))
         if not scorer_is_cross:
             fitted = fit_calibration(frame, base_rate, rows=F.col("n"), clicks=F.col("c"))
     elif cells is None:
