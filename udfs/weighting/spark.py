@@ -3,8 +3,10 @@ click model (propensities, denoise's leave-one-out P(click)), per-row signals an
 mapInArrow pass calls udfs/weighting/strategies.py), importance sampling, normalisation, and the summaries.
 
 The statistics come from one aggregate of the persisted scored rows to (position, pair) cells, with
-the iterations on the driver (udfs/weighting/cells.py), or, past weighting.max_driver_cells, from one Spark
-pass per step; the maths they feed are the pure functions of udfs/weighting/weights.py and udfs/weighting/cells.py.
+the iterations on the driver (udfs/weighting/cells.py), or, past weighting.max_driver_cells, from Spark
+passes over that aggregate, the click model's EM then fitted on a sample of pairs
+(udfs/weighting/spark_em.py); the maths they feed are the pure functions of udfs/weighting/weights.py,
+udfs/weighting/cells.py and udfs/weighting/pair_relevance.py.
 """
 from __future__ import annotations
 
@@ -450,7 +452,10 @@ def _weigh(scored: DataFrame, w: WeightingSettings, sampling: SamplingSettings, 
     stats: dict[str, Any] = {}
     frame = cell_frame(scored).persist(StorageLevel.MEMORY_AND_DISK)
     persisted.append(frame)
-    cells = collect_cells(None, w.max_driver_cells, frame)
+    # More rows than max_driver_cells may still be few cells (pairs repeat): count them first, so that a
+    # log past the cap never ships max_driver_cells cells to the driver just to find it out.
+    many = rows_valid > w.max_driver_cells and frame.count() > w.max_driver_cells
+    cells = None if many else collect_cells(None, w.max_driver_cells, frame)
     stats["aggregates"] = "driver cells" if cells is not None else "spark passes"
     joined, base_rate, calibration = calibrate(scored, scorer_is_cross, cells, frame)
     stats["base_rate"] = base_rate
