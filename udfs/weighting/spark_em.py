@@ -6,9 +6,10 @@ relevance from its own cells (udfs/weighting/pair_relevance.py). The driver's me
 the sample whatever the log's size; the per-position parameters rest on hundreds of thousands of
 impressions a position even so.
 
-Bits: pairs are sampled by a hash of the pair, and hash-partitioned by pair into a number of
-partitions fixed by the count of pairs alone (not by the cores), sorted inside each: a laptop, a
-cluster and a rerun fit the same parameters and labels to the last bit.
+Bits: pairs are sampled by a hash of the pair and sorted by pair on the driver, and each pair's
+relevance is solved with its own stopping point (pair_relevance.solve_pair_relevance), so neither the
+partitions (a count fixed by the number of pairs) nor the Arrow batches nor the cores move a bit: a
+laptop, a cluster and a rerun fit the same parameters and labels.
 """
 from __future__ import annotations
 
