@@ -88,3 +88,40 @@ def test_pruning_a_run_deletes_its_weights_and_keeps_what_reuse_and_the_gate_stu
     assert quality.prune_weights(model) == 10 * len(drop)
     assert sorted(str(p.relative_to(model)) for p in model.rglob("*") if p.is_file()) == sorted(keep)
     assert quality.prune_weights(model) == 0   # a second pass (a reused run) finds nothing to free
+
+
+def _finished_clean_run(folder, log_bytes: bytes, held) -> None:
+    (folder / "clean_log" / "clickstream").mkdir(parents=True)
+    (folder / "clean_log" / "clickstream" / "part-0.parquet").write_bytes(log_bytes)
+    for rel in ["w_clean/_summary.json", "m_clean/train_summary.json", "m_clean/candidates/epoch_0/heldout_rank0.npz"]:
+        (folder / rel).parent.mkdir(parents=True, exist_ok=True)
+        (folder / rel).write_text(folder.name)
+    stem = quality.eval_stem(folder, "clean", held).name
+    for suffix in (".json", ".parquet"):
+        (folder / (stem + suffix)).write_text(folder.name)
+        (folder / (quality.eval_stem(folder, "clean__epoch_0", held).name + suffix)).write_text(folder.name)
+
+
+def test_a_clean_run_whose_log_is_byte_identical_to_a_finished_ones_is_copied_not_rerun(tmp_path):
+    held = tmp_path / "heldout.parquet"
+    pd.DataFrame({"query": ["q"], "relevance": [3.0]}).to_parquet(held)
+    _finished_clean_run(tmp_path / "pbm_eta0.5_s16", b"the same log", held)
+    _finished_clean_run(tmp_path / "graded_s16", b"another log", held)
+    target = tmp_path / "pbm_eta1_s16"
+    (target / "clean_log" / "clickstream").mkdir(parents=True)
+    log = target / "clean_log" / "clickstream" / "part-0.parquet"
+    log.write_bytes(b"the same log")
+    (target / "m_clean").mkdir()  # a cut-off run's partial folder is replaced
+    assert quality.reuse_identical_run(target, "clean", log, held) == tmp_path / "pbm_eta0.5_s16"
+    assert (target / "m_clean" / "train_summary.json").read_text() == "pbm_eta0.5_s16"
+    assert (target / "m_clean" / "candidates" / "epoch_0" / "heldout_rank0.npz").exists()
+    assert (target / (quality.eval_stem(target, "clean", held).name + ".parquet")).read_text() == "pbm_eta0.5_s16"
+    assert (target / (quality.eval_stem(target, "clean__epoch_0", held).name + ".json")).exists()
+    assert quality.reuse_identical_run(target, "clean", log, held) is None  # finished: nothing to do
+
+    other = tmp_path / "flip10_s16"
+    (other / "clean_log" / "clickstream").mkdir(parents=True)
+    (other / "clean_log" / "clickstream" / "part-0.parquet").write_bytes(b"a log no finished run had")
+    assert quality.reuse_identical_run(other, "clean", other / "clean_log" / "clickstream" / "part-0.parquet",
+                                       held) is None
+    assert not (other / "m_clean").exists()
