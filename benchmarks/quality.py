@@ -26,6 +26,12 @@ Writes benchmarks/results/quality_TAG.{json,md}; run folders under --work. Each 
 held-out scores are also kept under benchmarks/results/quality_scores/ (float32, a few tens of kB), so
 a matrix that spans sessions is tabulated with `--tabulate-only --include <earlier results>` after its
 run folders are gone. Run from the repository root.
+
+Nothing is computed twice: a `clean` run whose log is byte-identical to a finished one's of the same
+seed (click models that share their attractiveness) is copied; a `truth` run whose training columns are
+the same bytes as a finished one's reuses its trained candidates and replays the gate on its own
+held-out clicks (reuse_truth_training). On the test split's seed 0, where all six were trained, the
+reuse reproduces each real run's choice, gate data and held-out scores exactly.
 """
 from __future__ import annotations
 
@@ -41,11 +47,16 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pyarrow.parquet as pq
+import yaml
 
 from benchmarks.bench_data import HOMEDEPOT
+from benchmarks.gate_study import PROPENSITY_MIN, per_pair_losses
 from benchmarks.protocol import CLICK_MODELS, bootstrap_auc_differences, combine_seeds, headroom_share, sample_split
 from jobs.config import NAIVE_BASELINE
+from training.metrics import SELECT_KEYS, log_examination
+from training.model import BiEncoderTrainee
 from udfs.clickstream.schema import PAIRS_DIR
 from udfs.clickstream.simulate import SimulatorSettings, click_probability, simulate
 from udfs.scoring.model_loader import default_model_path
@@ -225,6 +236,130 @@ def reuse_identical_run(data: Path, name: str, log: Path, held: Path) -> Path | 
     return None
 
 
+# What the `truth` oracle's training reads from its pair table (the naive configuration: the default
+# bi-encoder, pair table, pointwise, no tower), and the held-out split's key: where two click models give
+# these the same bytes, they give the same trained candidates; only the gate's held-out clicks differ.
+# (the pair table's p_model enters the loss only with train.label_prior_impressions > 0, clicks only the
+# metrics: neither is in the digest, and a run with that prior is not reused)
+TRUTH_TRAINING_COLUMNS = (*BiEncoderTrainee.input_columns, "label", "weight", "impressions", "query_bucket")
+
+
+def table_digest(weighted: Path, columns: tuple[str, ...]) -> str:
+    """sha256 of the pair table's `columns`, file by file in name order (the names' job UUIDs left out;
+    cached beside the table)."""
+    cache = weighted / "_training_digest.json"
+    if cache.exists():
+        kept = json.loads(cache.read_text())
+        if kept["columns"] == list(columns):
+            return kept["sha256"]
+    h = hashlib.sha256()
+    for i, f in enumerate(sorted((weighted / PAIRS_DIR).rglob("*.parquet"))):
+        table = pq.read_table(f, columns=list(columns))
+        sink = pa.BufferOutputStream()
+        with pa.ipc.new_stream(sink, table.schema) as writer:
+            writer.write_table(table)
+        h.update(f"{i}:{table.num_rows}".encode())
+        h.update(sink.getvalue())
+    cache.write_text(json.dumps({"columns": list(columns), "sha256": h.hexdigest()}))
+    return h.hexdigest()
+
+
+def replay_selection(values: dict[str, float], patience: int) -> str:
+    """The trainer's gate (training/recipe.py Trainer._select with select_margin_se 0) over criterion
+    values {start, epoch_0, epoch_1, ...}: each epoch in turn is kept if it beats the best so far by more
+    than 1e-6; training stops after more than `patience` epochs without one (then a later candidate
+    would not exist: that raises, so the caller falls back to a real run)."""
+    best, bad = "start", 0
+    for epoch in sorted((k for k in values if k != "start"), key=lambda k: int(k.split("_")[1])):
+        if bad > patience:
+            raise ValueError(f"the gate would have stopped before {epoch}")
+        if values[epoch] < values[best] - 1e-6:
+            best, bad = epoch, 0
+        else:
+            bad += 1
+    return best
+
+
+def reuse_truth_training(data: Path, name: str, held: Path) -> Path | None:
+    """The `truth` oracle of a click model whose truth pair table has the same training bytes as a
+    finished sibling's of the same seed (pbm_eta0.5, 1 and 2 share their attractiveness, and so do graded,
+    flip10 and flip20): that sibling's candidates are this run's (the test split's seed 0 trained all six
+    and gave bit-identical losses and held-out scores within each family). The gate is replayed on this
+    click model's own held-out clicks (its naive run's, the same rows): each candidate's held-out logits
+    with them, the trainer's criterion (benchmarks.gate_study, which reproduced the trainer's values to
+    1e-8 on seed 0's six truth runs) and its rule. Returns the sibling folder, or None (then the run is
+    real): no twin, a margin or criterion the replay does not cover, or a naive run without gate data."""
+    model, weighted = data / f"m_{name}", data / f"w_{name}"
+    naive_gate = data / "m_naive" / "candidates" / "start"
+    if (model / "train_summary.json").exists() or not list(naive_gate.glob("heldout_rank*.npz")):
+        return None
+    digest = table_digest(weighted, TRUTH_TRAINING_COLUMNS)
+    for other in sorted(p for p in data.parent.iterdir() if p.is_dir() and p != data):
+        src = other / f"m_{name}"
+        if not ((src / "train_summary.json").exists() and (other / f"w_{name}" / "_clickweight.json").exists()
+                and table_digest(other / f"w_{name}", TRUTH_TRAINING_COLUMNS) == digest):
+            continue
+        summary = json.loads((src / "train_summary.json").read_text())
+        selected_src = summary["selected"].replace(" ", "_")
+        train_cfg = yaml.safe_load((src / "train_config.yaml").read_text())
+        train_cfg = train_cfg.get("train", train_cfg)
+        criterion = {v: k for k, v in SELECT_KEYS.items()}.get(summary["selected_by"])
+        if float(train_cfg.get("select_margin_se", 0.0)) != 0.0 \
+                or float(train_cfg.get("label_prior_impressions", 0.0)) != 0.0 or criterion not in ("impression_loss",
+                                                                                       "examination_loss"):
+            return None
+        names = sorted(p.name for p in (src / "candidates").iterdir())
+        clicks = {f.name: dict(np.load(f)) for f in naive_gate.glob("heldout_rank*.npz")}
+        merged = {}
+        for cand in names:
+            for f in sorted((src / "candidates" / cand).glob("heldout_rank*.npz")):
+                theirs = dict(np.load(f))
+                mine = clicks[f.name]
+                if not np.array_equal(theirs["query_bucket"], mine["query_bucket"]):
+                    return None  # not the same held-out rows
+                merged[(cand, f.name)] = {**mine, "z": theirs["z"]}
+        propensity = json.loads((weighted / "_summary.json").read_text()).get("propensity")
+        values = {}
+        for cand in names:
+            parts = [merged[(cand, f)] for f in sorted(clicks)]
+            c = {k: np.concatenate([x[k] for x in parts]) for k in parts[0]}
+            log_theta = log_examination(propensity, PROPENSITY_MIN, c["position_impressions"].shape[1])
+            values[cand] = float(per_pair_losses(c, criterion, log_theta).sum() / c["impressions"].sum())
+        try:
+            picked = replay_selection(values, int(train_cfg.get("early_stopping_patience", 1)))
+        except ValueError:
+            return None
+        if model.exists():
+            shutil.rmtree(model)  # a cut-off run's partial folder
+        shutil.copytree(src, model)
+        for (cand, fname), arrays in merged.items():
+            np.savez(model / "candidates" / cand / fname, **arrays)
+        key = summary["selected_by"]
+        keep = ("eval_rows", "eval_impressions")
+        summary["start"] = {**{k: summary["start"][k] for k in keep if k in summary["start"]}, key: values["start"]}
+        summary["history"] = [{**{k: v for k, v in h.items() if not k.startswith("eval_") or k in keep},
+                               key: values[f"epoch_{h['epoch']}"]} for h in summary["history"]]
+        summary.update(selected=picked.replace("_", " "), output=str(model), reused_training_from=str(src),
+                       reused_note="candidates trained once for the family; the gate replayed on this click "
+                                   "model's held-out clicks; held-out figures other than the gate's criterion "
+                                   "were the sibling's and are left out")
+        (model / "train_summary.json").write_text(json.dumps(summary, indent=1))
+        # each candidate's graded evaluation: the sibling's (same weights); the exported one is the pick's
+        for cand in names:
+            if cand == "start":
+                continue
+            from_stem = eval_stem(other, name if cand == selected_src else f"{name}__{cand}", held)
+            to_stem = eval_stem(data, name if cand == picked else f"{name}__{cand}", held)
+            for suffix in (".json", ".parquet"):
+                shutil.copy2(from_stem.with_suffix(suffix), to_stem.with_suffix(suffix))
+        if picked == "start":  # the start exported: the scorer's ranking (a monotone head), zero-shot's figures
+            zero = eval_stem(data.parent, "zero_shot", held)
+            for suffix in (".json", ".parquet"):
+                shutil.copy2(zero.with_suffix(suffix), eval_stem(data, name, held).with_suffix(suffix))
+        return other
+    return None
+
+
 def train_and_evaluate(data: Path, clickstream: Path, held: Path, name: str, sets: list[str],
                        reuse: Path | None, settings: SimulatorSettings, train_pairs: pd.DataFrame,
                        candidates: bool = False, prune: bool = False) -> dict:
@@ -260,7 +395,9 @@ def train_and_evaluate(data: Path, clickstream: Path, held: Path, name: str, set
     extra = {"candidates": found, "propensity": scored.get("propensity")} if candidates else {}
     if prune:
         prune_weights(model)
-    return {**exported, **timings, **extra,
+    reused = {"reused_training_from": Path(trained["reused_training_from"]).parent.name} \
+        if "reused_training_from" in trained else {}
+    return {**exported, **timings, **extra, **reused,
             "selected": trained["selected"],
             "precision": trained.get("precision"), "impressions": scored["rows_out"],
             "pairs": scored["pairs"]["pairs"]}
@@ -291,6 +428,14 @@ def run_seed(args, pairs: pd.DataFrame, seed: int, configs: dict[str, list[str]]
                                        args.prune_weights)
             else:
                 reuse = data / "w_naive" if name != "naive" else None
+                if name == "truth" and configs[name] == NAIVE and args.candidates:
+                    if not (data / f"w_{name}" / "_clickweight.json").exists():  # the copy, relabelled
+                        shutil.copytree(reuse, data / f"w_{name}")
+                        truth_labels(data / f"w_{name}", train, settings)
+                    twin = reuse_truth_training(data, name, held)
+                    if twin is not None:
+                        print(f"{cm} {name}: the same training as {twin.name}'s, its candidates reused, "
+                              "the gate replayed", flush=True)
                 r = train_and_evaluate(data, clickstream, held, name, configs[name], reuse, settings, train,
                                        args.candidates, args.prune_weights)
             row = {"seed": seed, "click_model": cm, "config": name, "sets": configs[name], **r,

@@ -125,3 +125,30 @@ def test_a_clean_run_whose_log_is_byte_identical_to_a_finished_ones_is_copied_no
     assert quality.reuse_identical_run(other, "clean", other / "clean_log" / "clickstream" / "part-0.parquet",
                                        held) is None
     assert not (other / "m_clean").exists()
+
+
+def test_the_gate_replay_follows_the_trainers_rule():
+    # an epoch is kept only if it beats the best so far by more than 1e-6; ties keep the earlier
+    assert quality.replay_selection({"start": 0.5, "epoch_0": 0.49, "epoch_1": 0.495}, patience=1) == "epoch_0"
+    assert quality.replay_selection({"start": 0.5, "epoch_0": 0.5 - 5e-7, "epoch_1": 0.5001}, 1) == "start"
+    assert quality.replay_selection({"start": 0.5, "epoch_0": 0.51, "epoch_1": 0.49}, 1) == "epoch_1"
+    assert quality.replay_selection({"start": 0.5, "epoch_1": 0.4, "epoch_0": 0.45}, 1) == "epoch_1"  # order by epoch
+    with pytest.raises(ValueError):  # the trainer would have stopped before epoch_2: no such candidate
+        quality.replay_selection({"start": 0.5, "epoch_0": 0.6, "epoch_1": 0.6, "epoch_2": 0.1}, 1)
+
+
+def test_the_training_digest_reads_the_columns_not_the_file_names(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    def table(folder, uuid, label):
+        (folder / "_pairs").mkdir(parents=True)
+        pq.write_table(pa.table({"label": label, "clicks": [1, 2]}), folder / "_pairs" / f"part-00000-{uuid}.parquet")
+        return folder
+
+    a = table(tmp_path / "a", "1111", [0.1, 0.2])
+    b = table(tmp_path / "b", "2222", [0.1, 0.2])
+    c = table(tmp_path / "c", "3333", [0.1, 0.3])
+    cols = ("label",)
+    assert quality.table_digest(a, cols) == quality.table_digest(b, cols) != quality.table_digest(c, cols)
+    assert quality.table_digest(a, ("label", "clicks")) == quality.table_digest(b, ("label", "clicks"))
