@@ -59,3 +59,28 @@ def test_a_sample_of_pairs_fits_the_shared_parameters_and_every_pair_is_labelled
     assert info["em_sample"] == estimate_propensity(log, sampled, None, persisted)[1]["em_sample"]
     for frame in persisted:
         frame.unpersist()
+
+
+def test_the_prior_can_group_pairs_by_their_logged_position_too(log, monkeypatch):
+    """weighting.em_prior_groups p_model_position: 5 p_model bins x 4 bins of the pair's mean logged
+    position (20 groups, as em_buckets 20 p_model bins), on the driver and in Spark alike."""
+    cells = collect_cells(log.withColumn("relevance", log["p_model"]), 100_000)
+    cells["pm"] = cells["p_raw"]
+    by_pm = SETTINGS.but(em_prior_rows=20.0)
+    by_pos = by_pm.but(em_prior_groups="p_model_position")
+    ev_pm = _evidence(estimate_propensity(log, by_pm, cells)[2])
+    ev_pos = _evidence(estimate_propensity(log, by_pos, cells)[2])
+    assert ev_pm["_m"].nunique() == ev_pos["_m"].nunique() == 20
+    assert np.abs(ev_pm["_gamma"] - ev_pos["_gamma"]).mean() > 1e-3   # the groups moved the labels
+    # pairs the ranker keeps deep (here: the less relevant) get a lower prior at the same p_model bin
+    mean_position = cells.assign(kn=cells["position"] * cells["n"]).groupby("_bucket")[["kn", "n"]].sum()
+    mean_position = (mean_position["kn"] / mean_position["n"]).reindex(ev_pos["_bucket"]).to_numpy()
+    assert np.corrcoef(mean_position, ev_pos["_m"])[0, 1] < np.corrcoef(mean_position, ev_pm["_m"])[0, 1]
+    # Spark: the same groups (by approximate quantiles) on a sample's fit
+    monkeypatch.setattr(spark_em, "MIN_SAMPLE_CELLS", 0)
+    persisted: list = []
+    ev_spark = _evidence(estimate_propensity(log, by_pos.but(max_driver_cells=2_500), None, persisted)[2])
+    assert len(ev_spark) == 1200 and ev_spark["_m"].nunique() == 20
+    assert np.abs(ev_spark["_gamma"] - ev_pos["_gamma"]).mean() < 0.02
+    for frame in persisted:
+        frame.unpersist()

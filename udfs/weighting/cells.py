@@ -74,6 +74,30 @@ def ratio_propensity(cells: pd.DataFrame, floor: float) -> dict[int, float]:
                                        per["n"].to_numpy(), floor=floor, min_rows=MIN_ROWS_PER_POSITION)
 
 
+PRIOR_POSITION_BINS = 4  # em_prior_groups p_model_position: bins of the pair's mean logged position
+
+
+def prior_group_counts(w: WeightingSettings, n_pairs: int) -> tuple[int, int]:
+    """(p_model bins, mean-position bins) of the regression prior's groups."""
+    if w.em_prior_groups == "p_model_position":
+        return max(1, min(w.em_buckets // PRIOR_POSITION_BINS, n_pairs)), min(PRIOR_POSITION_BINS, n_pairs)
+    return min(w.em_buckets, n_pairs), 1
+
+
+def prior_groups(p_model: pd.Series, mean_position: pd.Series, w: WeightingSettings) -> np.ndarray:
+    """Each pair's group of the regression prior: a quantile bin of its p_model (by rank), split, with
+    em_prior_groups p_model_position, into quantile bins of its mean logged position within that p_model
+    bin (the logging ranker's opinion of the pair beside the scorer's: a pair it keeps on top is likelier
+    relevant, evidence the position correction of its clicks does not keep; within the bin, because the
+    two opinions correlate and crossed marginal bins would leave groups empty)."""
+    n_pm, n_pos = prior_group_counts(w, len(p_model))
+    group = pd.qcut(p_model.rank(method="first"), n_pm, labels=False).to_numpy()
+    if n_pos > 1:
+        within = mean_position.groupby(group).rank(method="first", pct=True).to_numpy()
+        group = group * n_pos + np.minimum(np.ceil(within * n_pos).astype(np.int64) - 1, n_pos - 1)
+    return group
+
+
 def em_propensity(cells: pd.DataFrame, kind: str, w: WeightingSettings
                   ) -> tuple[dict[int, float], dict[str, Any], dict[str, Any] | None]:
     """Regression-EM over sorted cells (position, _bucket, n, c, pm): the relative propensity per seen
@@ -91,8 +115,10 @@ def em_propensity(cells: pd.DataFrame, kind: str, w: WeightingSettings
     if kind == "query_title_pairs":
         # Regression step: a pair's relevance is shrunk toward that of pairs the scorer rates alike
         # (same p_model quantile bin), so pairs seen once do not flatten the curve.
-        pm = cells.groupby(bucket_idx)["pm"].first().sort_index()
-        group = pd.qcut(pm.rank(method="first"), min(w.em_buckets, len(pm)), labels=False).to_numpy()
+        by_pair = cells.assign(kn=cells["position"] * cells["n"]).groupby(bucket_idx)
+        pm = by_pair["pm"].first().sort_index()
+        mean_position = (by_pair["kn"].sum() / by_pair["n"].sum()).sort_index()
+        group = prior_groups(pm, mean_position, w)
         prior = w.em_prior_rows
     n, c = cells["n"].to_numpy(), cells["c"].to_numpy()
     theta, gamma, iters, eps = weights.propensity_em(

@@ -28,6 +28,7 @@ class WeightingSettings(ConfigSection):
     em_max_pairs: int
     em_buckets: int
     em_prior_rows: float
+    em_prior_groups: str               # p_model | p_model_position
     em_noise_floor: bool
     em_monotone: bool
     em_examination: str                # free | power

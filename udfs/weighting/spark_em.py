@@ -22,7 +22,7 @@ from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
 from udfs.weighting import weights
-from udfs.weighting.cells import MIN_ROWS_PER_POSITION, carry_forward
+from udfs.weighting.cells import MIN_ROWS_PER_POSITION, carry_forward, prior_group_counts
 from udfs.weighting.pair_relevance import SharedParameters, pair_evidence, shared_from_sample
 from udfs.weighting.settings import WeightingSettings
 
@@ -69,6 +69,28 @@ def _evidence(pairs: DataFrame, shared: SharedParameters) -> DataFrame:
     return pairs.mapInArrow(per_pair, "_bucket long, _r double, _n double, _m double, _gamma double")
 
 
+def _quantile_bin(pairs: DataFrame, column: str, bins: int) -> Column:
+    """The bin (0 .. bins - 1) of `column` among `bins` approximate quantiles over the pairs."""
+    if bins <= 1:
+        return F.lit(0)
+    cuts = sorted(set(pairs.approxQuantile(column, [i / bins for i in range(1, bins)], GROUP_QUANTILE_ERROR)))
+    return sum((F.col(column) > F.lit(x)).cast("int") for x in cuts) if cuts else F.lit(0)
+
+
+def _quantile_bin_within(pairs: DataFrame, column: str, bins: int, outer: Column) -> Column:
+    """The bin of `column` among its approximate quantiles within each `outer` bin (one aggregate job;
+    the driver gets a few cuts per outer bin)."""
+    probs = [i / bins for i in range(1, bins)]
+    rows = (pairs.groupBy(outer.alias("_outer"))
+                 .agg(F.percentile_approx(column, probs, int(1 / GROUP_QUANTILE_ERROR)).alias("cuts")).collect())
+    expr: Column = F.lit(0)
+    for row in rows:
+        cuts = sorted(set(row["cuts"] or []))
+        inner = sum((F.col(column) > F.lit(x)).cast("int") for x in cuts) if cuts else F.lit(0)
+        expr = F.when(outer == F.lit(int(row["_outer"])), inner).otherwise(expr)
+    return expr
+
+
 def fit(frame: DataFrame, w: WeightingSettings, persisted: list[DataFrame]
         ) -> tuple[dict[int, float], dict[str, Any], dict[str, Any] | None]:
     """em_propensity's answer (relative propensity per seen position, the fit's description, the click
@@ -84,19 +106,22 @@ def fit(frame: DataFrame, w: WeightingSettings, persisted: list[DataFrame]
         return carry_forward(positions, {}, 1.0), info, None
     index = F.create_map(*[F.lit(int(x)) for i, k in enumerate(fitted) for x in (k, i)])
     cells = (frame.filter(F.col("position").isin([int(k) for k in fitted]))
-                  .select("_bucket", F.element_at(index, F.col("position")).alias("k"), "n", "c", "pm"))
+                  .select("_bucket", F.element_at(index, F.col("position")).alias("k"), "n", "c", "pm",
+                          (F.col("position") * F.col("n")).alias("kn")))
     by_pair = (cells.groupBy("_bucket")
                     .agg(F.sort_array(F.collect_list(F.struct("k", "n", "c"))).alias("cells"),
-                         F.min("pm").alias("pm"), F.count("*").alias("n_cells"))
+                         F.min("pm").alias("pm"), F.count("*").alias("n_cells"),
+                         (F.sum("kn") / F.sum("n")).alias("mean_position"))
                     .persist(StorageLevel.MEMORY_AND_DISK))
     persisted.append(by_pair)
     n_pairs, n_cells = (int(v or 0) for v in by_pair.agg(F.count("*"), F.sum("n_cells")).first())
-    n_groups = min(w.em_buckets, n_pairs) if w.em_prior_rows > 0 else 0
+    n_pm, n_pos = prior_group_counts(w, n_pairs)
+    n_groups = n_pm * n_pos if w.em_prior_rows > 0 else 0
     group: Column = F.lit(0)
-    if n_groups > 1:   # the regression prior's groups: p_model quantiles over the pairs
-        cuts = sorted(set(by_pair.approxQuantile("pm", [i / n_groups for i in range(1, n_groups)],
-                                                 GROUP_QUANTILE_ERROR)))
-        group = sum((F.col("pm") > F.lit(x)).cast("int") for x in cuts) if cuts else F.lit(0)
+    if n_groups > 1:   # the regression prior's groups: p_model quantiles over the pairs (cells.prior_groups)
+        group = _quantile_bin(by_pair, "pm", n_pm)
+        if n_pos > 1:  # each p_model bin split at its own mean-position quantiles
+            group = group * F.lit(n_pos) + _quantile_bin_within(by_pair, "mean_position", n_pos, group)
     partitions = max(2, -(-n_pairs // PAIRS_PER_PARTITION))
     pairs = (by_pair.select("_bucket", group.cast("long").alias("group"), F.col("cells.k").alias("k"),
                             F.col("cells.n").alias("n"), F.col("cells.c").alias("c"))

@@ -1,0 +1,152 @@
+"""The demo (`clickweight pipeline`) on several generator seeds: is `default` above `naive` above zero-shot?
+
+The demo's own data is one draw (`generate.seed: 7`, conf/defaults.yaml); its figures are a check, not a
+place to choose anything. Other generator seeds give the same kind of log (20,000 rows, about 5,000
+pairs, 4 impressions a pair) with other catalogues, queries and clicks: the place to ask whether a
+result on the demo is the rule or the draw. Per seed: the pipeline as a user runs it (its own work
+folder), then every model (zero-shot, naive, default) scored on the seed's held-out queries, and the
+paired AUC difference against naive with a 95 % bootstrap interval over held-out queries, combined over
+seeds as in docs/quality.md (benchmarks.protocol).
+
+    .venv/bin/python -m benchmarks.demo_seeds --seeds 1 2 3 --tag dev    # dev seeds: choose here
+    .venv/bin/python -m benchmarks.demo_seeds --seeds 7 --tag demo       # the demo itself: a check
+    # a candidate default beside them: the pipeline's `default` run under these settings, in its own folder
+    .venv/bin/python -m benchmarks.demo_seeds --seeds 1 2 3 --tag dev \
+        --variant "pos=weighting.em_prior_groups=p_model_position"
+
+Writes benchmarks/results/demo_seeds_TAG.{json,md}. Run folders: runs/demo_seeds/g<seed> (reused when
+their pipeline finished).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from benchmarks.protocol import bootstrap_auc_differences, combine_seeds
+from training.metrics import auc
+from udfs.scoring.model_loader import default_model_path
+
+ROOT = Path(__file__).resolve().parent.parent
+CLI = str(Path(sys.executable).parent / "clickweight")
+POSITIVE = 2.0  # conf/defaults.yaml pipeline.eval_positive_threshold
+MODELS = ("zero-shot", "naive", "default")
+
+
+def run_pipeline(workdir: Path, seed: int, sets: list[str] = ()) -> float:
+    """`clickweight pipeline` on generator seed `seed` (with `sets`: only its `default` run, under them)
+    unless its results are there; returns its wall (s)."""
+    if (workdir / "pipeline_results.json").exists():
+        return 0.0
+    extra = [a for s in sets for a in ("--set", s)]
+    if sets:
+        extra += ["--set", "pipeline.strategies=[default]"]
+    started = time.time()
+    proc = subprocess.run([CLI, "pipeline", "--set", f"generate.seed={seed}", "--set", f"pipeline.workdir={workdir}",
+                           *extra], capture_output=True, text=True)
+    if proc.returncode:
+        raise RuntimeError(f"pipeline in {workdir} failed:\n{proc.stderr[-3000:]}")
+    return time.time() - started
+
+
+def predictions(workdir: Path, variants: dict[str, Path] | None = None) -> pd.DataFrame:
+    """query / relevance and one score column per model, on the seed's held-out pairs; `variants`: name ->
+    a variant's pipeline folder (its `default` model)."""
+    held = workdir / "data" / "heldout.parquet"
+    paths = {"zero-shot": Path(default_model_path()), "naive": workdir / "round_0" / "model_naive",
+             "default": workdir / "round_0" / "model_default",
+             **{name: folder / "round_0" / "model_default" for name, folder in (variants or {}).items()}}
+    frame = None
+    for name, model in paths.items():
+        out = workdir / f"heldout_scores_{name}.parquet" if name in MODELS else \
+            paths[name].parent.parent / "heldout_scores_default.parquet"
+        if not out.exists():
+            subprocess.run([CLI, "evaluate", "--model", str(model), "--input", str(held), "--label-col", "relevance",
+                            "--positive-threshold", str(POSITIVE), "--output", str(out.with_suffix(".json")),
+                            "--predictions", str(out)], check=True, capture_output=True, text=True)
+        scores = pd.read_parquet(out, columns=["query", "relevance", "score"])
+        if frame is None:
+            frame = scores[["query", "relevance"]].copy()
+        elif not frame["query"].equals(scores["query"]):
+            raise RuntimeError(f"{out}: other held-out rows than the other models'")
+        frame[name] = scores["score"].to_numpy()
+    return frame
+
+
+def paired(frames: dict[int, pd.DataFrame], replicates: int = 1000) -> dict:
+    """Per seed and combined: each model's AUC and its paired difference against naive."""
+    models = [c for c in next(iter(frames.values())).columns if c not in ("query", "relevance")]
+    per_seed, draws = [], {m: [] for m in models if m != "naive"}
+    for seed, f in frames.items():
+        positive = f["relevance"].to_numpy() >= POSITIVE
+        scores = {m: f[m].to_numpy() for m in models}
+        boot = bootstrap_auc_differences(f["query"].to_numpy(), positive, scores, "naive", replicates, seed)
+        aucs = {m: auc(positive, scores[m]) for m in models}
+        row = {"seed": seed, "auc": aucs, "minus_naive": {}}
+        for m, d in boot.items():
+            point = aucs[m] - aucs["naive"]
+            draws[m].append((point, d))
+            row["minus_naive"][m] = {"mean": point, "lo": float(np.quantile(d, 0.025)),
+                                     "hi": float(np.quantile(d, 0.975))}
+        per_seed.append(row)
+    combined = {m: combine_seeds([p for p, _ in v], [d for _, d in v]) for m, v in draws.items()}
+    return {"per_seed": per_seed, "combined": combined}
+
+
+def markdown(result: dict) -> str:
+    models = list(result["per_seed"][0]["auc"])
+    others = [m for m in models if m not in ("zero-shot", "naive")]
+    lines = ["| generator seed | " + " | ".join(models) + " | "
+             + " | ".join(f"{m} − naive [95 % CI]" for m in others) + " |",
+             "|---|" + "---|" * (len(models) + len(others))]
+    for r in result["per_seed"]:
+        d = r["minus_naive"]
+        lines.append(f"| {r['seed']} | " + " | ".join(f"{r['auc'][m]:.4f}" for m in models) + " | "
+                     + " | ".join(f"{d[m]['mean']:+.4f} [{d[m]['lo']:+.4f}, {d[m]['hi']:+.4f}]" for m in others)
+                     + " |")
+    cells = [f"{c['mean']:+.4f} [{c['lo']:+.4f}, {c['hi']:+.4f}], {c['wins']} of {c['seeds']} above"
+             for c in (result["combined"][m] for m in others)]
+    lines.append(f"| combined ({len(result['per_seed'])} seeds) |" + " |" * len(models) + " "
+                 + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--seeds", type=int, nargs="+", required=True, help="generator seeds (the demo's is 7)")
+    p.add_argument("--tag", required=True)
+    p.add_argument("--work", default=str(ROOT / "runs" / "demo_seeds"))
+    p.add_argument("--replicates", type=int, default=1000)
+    p.add_argument("--variant", action="append", default=[],
+                   help="NAME=key=value;key=value: the default run under these settings, beside the others")
+    args = p.parse_args(argv)
+    variants = {}
+    for item in args.variant:
+        name, _, sets = item.partition("=")
+        variants[name] = [x for x in sets.split(";") if x]
+    frames, walls = {}, {}
+    for seed in args.seeds:
+        workdir = Path(args.work) / f"g{seed}"
+        walls[seed] = {"pipeline": round(run_pipeline(workdir, seed), 1)}
+        folders = {}
+        for name, sets in variants.items():
+            folders[name] = workdir / f"variant_{name}"
+            walls[seed][name] = round(run_pipeline(folders[name], seed, sets), 1)
+        frames[seed] = predictions(workdir, folders)
+        print(f"generator seed {seed}: wall {walls[seed]} s (0: reused)", flush=True)
+    result = {**paired(frames, args.replicates), "pipeline_wall_s": walls, "variants": variants}
+    out = ROOT / "benchmarks" / "results" / f"demo_seeds_{args.tag}"
+    out.with_suffix(".json").write_text(json.dumps(result, indent=1))
+    out.with_suffix(".md").write_text(markdown(result))
+    print(markdown(result))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
