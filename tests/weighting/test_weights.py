@@ -444,3 +444,36 @@ def test_squarem_converges_on_a_sparse_log_where_plain_em_runs_out_of_steps():
     fast = W._em_from(*args, 0.05, 2000, 1e-7, None, 0.0, True, None)
     assert plain[2] == 2000 and fast[2] < 1000
     assert fast[4] >= plain[4] - 1e-9
+
+
+def _beta_pairs(a_true: float, seed: int, pairs: int = 4000, shown: int = 16):
+    """Pairs in 5 groups, relevance ~ Beta(a m_g, a (1 - m_g)), each shown `shown` times at random
+    positions of 10 under theta_k = 1/k and 5 % noise clicks: cells (k, j, n, c)."""
+    rng = np.random.default_rng(seed)
+    group = rng.integers(0, 5, pairs)
+    m_g = np.array([0.1, 0.2, 0.35, 0.5, 0.7])
+    gamma = rng.beta(a_true * m_g[group], a_true * (1 - m_g[group]))
+    theta = 1 / np.arange(1, 11)
+    pos = rng.integers(0, 10, (pairs, shown))
+    clicks = rng.random((pairs, shown)) < 0.05 + 0.95 * theta[pos] * gamma[:, None]
+    return pos.ravel(), np.repeat(np.arange(pairs), shown), clicks.ravel().astype(float), theta, group, m_g
+
+
+def test_the_empirical_prior_strength_recovers_how_much_pairs_of_a_group_differ():
+    est = {}
+    for a_true in (3.0, 30.0):
+        k, j, c, theta, group, m_g = _beta_pairs(a_true, seed=1)
+        est[a_true] = W.empirical_prior_rows(k, j, np.ones_like(c), c, theta, 0.05, group, m_g)
+    assert 1.5 < est[3.0] < 6.0 and 15.0 < est[30.0] < 100.0
+
+
+def test_the_em_with_an_empirical_prior_refits_at_the_estimated_strength():
+    k, j, c, theta, group, _ = _beta_pairs(10.0, seed=2, pairs=2000)
+    fixed = W.propensity_em_with_prior(k, j, np.ones_like(c), c, 10, 2000, group, 1.0, "fixed",
+                                             noise_floor=True, monotone=True)
+    fitted = W.propensity_em_with_prior(k, j, np.ones_like(c), c, 10, 2000, group, 1.0, "empirical_bayes",
+                                              noise_floor=True, monotone=True)
+    assert fixed[4] == 1.0 and 3.0 < fitted[4] < 40.0
+    # the stronger prior pulls each pair's relevance toward its group's: less spread than the fixed fit
+    assert np.var(fitted[1]) < np.var(fixed[1])
+    assert W.propensity_em_with_prior(k, j, np.ones_like(c), c, 10, 2000, None, 1.0, "empirical_bayes")[4] == 1.0

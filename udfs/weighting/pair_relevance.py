@@ -114,8 +114,8 @@ def shared_from_sample(k: np.ndarray, pair: np.ndarray, n: np.ndarray, c: np.nda
     1-based, for em_examination power), the noise floor, each group's pooled relevance at the fit (as
     em_bucket_evidence's prior m; none without a prior, n_groups 0). Also the EM's steps."""
     grouped = pair_group if n_groups else None
-    theta, gamma, iterations, eps = weights.propensity_em(
-        k, pair, n, c, len(positions), n_pairs, bucket_group=grouped, prior_rows=w.em_prior_rows,
+    theta, gamma, iterations, eps, prior_rows = weights.propensity_em_with_prior(
+        k, pair, n, c, len(positions), n_pairs, grouped, w.em_prior_rows, w.em_prior_fit,
         noise_floor=w.em_noise_floor, monotone=w.em_monotone,
         power_positions=np.asarray(positions, dtype=np.float64) if w.em_examination == "power" else None)
     group_relevance = np.zeros(0)
@@ -124,4 +124,4 @@ def shared_from_sample(k: np.ndarray, pair: np.ndarray, n: np.ndarray, c: np.nda
         group_relevance = (np.bincount(pair_group, weights=r_j, minlength=n_groups)
                            / np.maximum(np.bincount(pair_group, weights=n_j, minlength=n_groups), EPS))
     return (SharedParameters(np.asarray(theta, dtype=np.float64), float(eps), group_relevance,
-                             float(w.em_prior_rows) if n_groups else 0.0), iterations)
+                             float(prior_rows) if n_groups else 0.0), iterations)

@@ -140,7 +140,7 @@ def fit(frame: DataFrame, w: WeightingSettings, persisted: list[DataFrame]
     theta, eps = shared.theta, shared.eps
     evidence = _evidence(pairs, shared).persist(StorageLevel.MEMORY_AND_DISK)
     persisted.append(evidence)
-    info.update(cells=n_cells, n_buckets=n_pairs, iterations=iterations, noise_floor=eps,
+    info.update(cells=n_cells, n_buckets=n_pairs, iterations=iterations, noise_floor=eps, prior_rows=shared.prior_rows,
                 em_sample={"pairs": s_pairs, "cells": int(len(k)), "fraction": fraction})
     log.info("click model: EM on a sample of %d of %d pairs (%d of %d cells), every pair's relevance in Spark",
              s_pairs, n_pairs, len(k), n_cells)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 
@@ -264,6 +265,65 @@ def non_increasing(values: np.ndarray, weights_: np.ndarray) -> np.ndarray:
             m1, w1, n1 = blocks.pop()
             blocks.append([(m1 * w1 + m2 * w2) / (w1 + w2), w1 + w2, n1 + n2])
     return np.concatenate([np.full(int(k), m) for m, _, k in blocks]) if blocks else np.array([])
+
+
+def propensity_em_with_prior(
+    position_idx: np.ndarray, bucket_idx: np.ndarray, rows: np.ndarray, clicks: np.ndarray,
+    n_positions: int, n_buckets: int, bucket_group: np.ndarray | None, prior_rows: float, prior_fit: str,
+    **em: Any,
+) -> tuple[np.ndarray, np.ndarray, int, float, float]:
+    """propensity_em with the regression prior's strength: `prior_rows` as given (prior_fit "fixed"), or
+    with "empirical_bayes" estimated from the log (empirical_prior_rows on a first fit at `prior_rows`,
+    then the EM again at the estimate). Returns theta, gamma, the EM's steps, eps, and the strength used."""
+    theta, gamma, steps, eps = propensity_em(position_idx, bucket_idx, rows, clicks, n_positions, n_buckets,
+                                             bucket_group=bucket_group, prior_rows=prior_rows, **em)
+    if prior_fit != "empirical_bayes" or bucket_group is None or prior_rows <= 0:
+        return theta, gamma, steps, eps, prior_rows
+    group = np.asarray(bucket_group, dtype=np.int64)
+    r_j, n_j, _ = em_bucket_evidence(position_idx, bucket_idx, rows, clicks, theta, gamma, n_buckets, eps=eps)
+    m_g = np.bincount(group, weights=r_j) / np.maximum(np.bincount(group, weights=n_j), EPS)
+    a = empirical_prior_rows(position_idx, bucket_idx, rows, clicks, theta, eps, group, m_g)
+    theta, gamma, more, eps = propensity_em(position_idx, bucket_idx, rows, clicks, n_positions, n_buckets,
+                                            bucket_group=bucket_group, prior_rows=a, **em)
+    return theta, gamma, steps + more, eps, a
+
+
+def empirical_prior_rows(position_idx: np.ndarray, bucket_idx: np.ndarray, rows: np.ndarray, clicks: np.ndarray,
+                         theta: np.ndarray, eps: float, bucket_group: np.ndarray, group_relevance: np.ndarray,
+                         bounds: tuple[float, float] = (0.1, 1000.0)) -> float:
+    """The regression prior's strength a estimated from the log (empirical Bayes, method of moments).
+
+    Model: a pair's relevance gamma_j ~ Beta with its group's mean m and variance m (1 - m) / (a + 1);
+    its clicks c_j = sum over its cells of Binomial(n_jk, p_jk), p_jk = eps + (1 - eps) theta_k gamma_j.
+    Then E[(c_j - E c_j)^2] = A_j + v_j / (a + 1), where A_j = sum_k n_jk (E p - E p^2) at zero prior
+    variance (the binomial noise) and v_j = m (1 - m) (1 - eps)^2 (e_j^2 - s_j), e_j = sum_k n_jk theta_k,
+    s_j = sum_k n_jk theta_k^2 (the spread of relevance between pairs, seen through their examinations).
+    Pooled over pairs: 1 / (a + 1) = sum_j [(c_j - E c_j)^2 - A_j] / sum_j v_j, so a shrinks a pair hard
+    where pairs of a group differ little beyond what their clicks' noise explains, and lightly where they
+    differ a lot. Clipped to `bounds`."""
+    k = np.asarray(position_idx, dtype=np.int64)
+    j = np.asarray(bucket_idx, dtype=np.int64)
+    n = np.asarray(rows, dtype=np.float64)
+    c = np.asarray(clicks, dtype=np.float64)
+    th = np.asarray(theta, dtype=np.float64)[k]
+    n_b = int(j.max()) + 1 if len(j) else 0
+    m = np.asarray(group_relevance, dtype=np.float64)[np.asarray(bucket_group, dtype=np.int64)]
+    m_cell = m[j]
+    ep = eps + (1.0 - eps) * th * m_cell                                   # E p at zero prior variance
+    binomial = n * (ep - ep ** 2)
+    mean_c = np.bincount(j, weights=n * ep, minlength=n_b)
+    c_j = np.bincount(j, weights=c, minlength=n_b)
+    a_j = np.bincount(j, weights=binomial, minlength=n_b)
+    e_j = np.bincount(j, weights=n * th, minlength=n_b)
+    s_j = np.bincount(j, weights=n * th ** 2, minlength=n_b)
+    v_j = m * (1.0 - m) * (1.0 - eps) ** 2 * (e_j ** 2 - s_j)
+    spread = v_j.sum()
+    if spread <= 0:
+        return float(bounds[1])
+    rho = float(((c_j - mean_c) ** 2 - a_j).sum() / spread)
+    if rho <= 0:
+        return float(bounds[1])
+    return float(np.clip(1.0 / rho - 1.0, *bounds))
 
 
 def _group_prior(r_j: np.ndarray, n_j: np.ndarray, bucket_group: np.ndarray | None,
