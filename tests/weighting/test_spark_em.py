@@ -61,13 +61,15 @@ def test_a_sample_of_pairs_fits_the_shared_parameters_and_every_pair_is_labelled
         frame.unpersist()
 
 
-def test_the_prior_can_group_pairs_by_their_logged_position_too(log, monkeypatch):
-    """weighting.em_prior_groups p_model_position: 5 p_model bins x 4 bins of the pair's mean logged
-    position (20 groups, as em_buckets 20 p_model bins), on the driver and in Spark alike."""
+@pytest.mark.parametrize("groups", ["p_model_position", "position"])
+def test_the_prior_can_group_pairs_by_their_logged_position_too(log, monkeypatch, groups):
+    """weighting.em_prior_groups p_model_position: 5 p_model bins each split at 4 quantiles of its pairs'
+    mean logged position; position: 20 bins of the mean position alone (20 groups, as em_buckets 20
+    p_model bins), on the driver and in Spark alike."""
     cells = collect_cells(log.withColumn("relevance", log["p_model"]), 100_000)
     cells["pm"] = cells["p_raw"]
     by_pm = SETTINGS.but(em_prior_rows=20.0)
-    by_pos = by_pm.but(em_prior_groups="p_model_position")
+    by_pos = by_pm.but(em_prior_groups=groups)
     ev_pm = _evidence(estimate_propensity(log, by_pm, cells)[2])
     ev_pos = _evidence(estimate_propensity(log, by_pos, cells)[2])
     assert ev_pm["_m"].nunique() == ev_pos["_m"].nunique() == 20

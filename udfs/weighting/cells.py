@@ -81,6 +81,8 @@ def prior_group_counts(w: WeightingSettings, n_pairs: int) -> tuple[int, int]:
     """(p_model bins, mean-position bins) of the regression prior's groups."""
     if w.em_prior_groups == "p_model_position":
         return max(1, min(w.em_buckets // PRIOR_POSITION_BINS, n_pairs)), min(PRIOR_POSITION_BINS, n_pairs)
+    if w.em_prior_groups == "position":
+        return 1, min(w.em_buckets, n_pairs)
     return min(w.em_buckets, n_pairs), 1
 
 
@@ -89,7 +91,8 @@ def prior_groups(p_model: pd.Series, mean_position: pd.Series, w: WeightingSetti
     em_prior_groups p_model_position, into quantile bins of its mean logged position within that p_model
     bin (the logging ranker's opinion of the pair beside the scorer's: a pair it keeps on top is likelier
     relevant, evidence the position correction of its clicks does not keep; within the bin, because the
-    two opinions correlate and crossed marginal bins would leave groups empty)."""
+    two opinions correlate and crossed marginal bins would leave groups empty). em_prior_groups position:
+    mean-position bins alone (the ranker's opinion, which the trainee, started from the scorer, lacks)."""
     n_pm, n_pos = prior_group_counts(w, len(p_model))
     group = pd.qcut(p_model.rank(method="first"), n_pm, labels=False).to_numpy()
     if n_pos > 1:
