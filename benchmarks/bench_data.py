@@ -7,6 +7,7 @@ titles. Rows follow the clickweight input contract; clicks are random (throughpu
 """
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -70,3 +71,12 @@ def write_clickstream(frame: pd.DataFrame, folder: Path, files: int = 4) -> str:
     for i, part in enumerate(np.array_split(np.arange(len(frame)), files)):
         frame.iloc[part].to_parquet(folder / f"part-{i:03d}.parquet", index=False)
     return str(folder)
+
+
+def write_results(stem: str, result: object, table: str) -> Path:
+    """benchmarks/results/<stem>.json (the figures) and .md (their table), the table also printed."""
+    out = Path(__file__).resolve().parent / "results" / stem
+    out.with_suffix(".json").write_text(json.dumps(result, indent=1))
+    out.with_suffix(".md").write_text(table)
+    print(table)
+    return out

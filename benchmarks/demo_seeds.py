@@ -20,7 +20,6 @@ their pipeline finished).
 from __future__ import annotations
 
 import argparse
-import json
 import subprocess
 import sys
 import time
@@ -29,6 +28,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from benchmarks.bench_data import write_results
 from benchmarks.protocol import bootstrap_auc_differences, combine_seeds
 from training.metrics import auc
 from udfs.scoring.model_loader import default_model_path
@@ -141,10 +141,7 @@ def main(argv: list[str] | None = None) -> int:
         frames[seed] = predictions(workdir, folders)
         print(f"generator seed {seed}: wall {walls[seed]} s (0: reused)", flush=True)
     result = {**paired(frames, args.replicates), "pipeline_wall_s": walls, "variants": variants}
-    out = ROOT / "benchmarks" / "results" / f"demo_seeds_{args.tag}"
-    out.with_suffix(".json").write_text(json.dumps(result, indent=1))
-    out.with_suffix(".md").write_text(markdown(result))
-    print(markdown(result))
+    write_results(f"demo_seeds_{args.tag}", result, markdown(result))
     return 0
 
 

@@ -16,13 +16,13 @@ Writes benchmarks/results/label_evidence_TAG.{json,md}.
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 
+from benchmarks.bench_data import write_results
 from training.metrics import weighted_auc
 from udfs.clickstream.schema import PAIRS_DIR
 
@@ -89,10 +89,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--tag", required=True)
     args = p.parse_args(argv)
     results = {Path(f).name: folder_evidence(Path(f), args.output) for f in args.folders}
-    out = ROOT / "benchmarks" / "results" / f"label_evidence_{args.tag}"
-    out.with_suffix(".json").write_text(json.dumps(results, indent=1))
-    out.with_suffix(".md").write_text(markdown(results))
-    print(markdown(results))
+    write_results(f"label_evidence_{args.tag}", results, markdown(results))
     return 0
 
 
