@@ -28,7 +28,7 @@ class WeightingSettings(ConfigSection):
     em_max_pairs: int
     em_buckets: int
     em_prior_rows: float
-    em_prior_groups: str               # p_model | p_model_position
+    em_prior_groups: str               # p_model | p_model_position | position
     em_prior_fit: str                  # fixed (em_prior_rows) | empirical_bayes
     em_noise_floor: bool
     em_monotone: bool

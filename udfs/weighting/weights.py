@@ -306,8 +306,8 @@ def empirical_prior_rows(position_idx: np.ndarray, bucket_idx: np.ndarray, rows:
     n = np.asarray(rows, dtype=np.float64)
     c = np.asarray(clicks, dtype=np.float64)
     th = np.asarray(theta, dtype=np.float64)[k]
-    n_b = int(j.max()) + 1 if len(j) else 0
     m = np.asarray(group_relevance, dtype=np.float64)[np.asarray(bucket_group, dtype=np.int64)]
+    n_b = len(m)  # one per bucket, cells or not
     m_cell = m[j]
     ep = eps + (1.0 - eps) * th * m_cell                                   # E p at zero prior variance
     binomial = n * (ep - ep ** 2)
