@@ -26,7 +26,6 @@ from benchmarks.bench_data import write_results
 from training.metrics import weighted_auc
 from udfs.clickstream.schema import PAIRS_DIR
 
-ROOT = Path(__file__).resolve().parent.parent
 POSITIVE = 2.0
 EVIDENCE = ("click_rate", "label", "p_model", "mean_position")
 

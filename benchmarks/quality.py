@@ -184,6 +184,13 @@ def truth_labels(weighted: Path, train: pd.DataFrame, settings: SimulatorSetting
     return changed
 
 
+def truth_table(weighted: Path, naive: Path, train: pd.DataFrame, settings: SimulatorSettings) -> None:
+    """The `truth` oracle's score output: the naive run's, copied, with truth_labels (once)."""
+    if not (weighted / "_clickweight.json").exists():
+        shutil.copytree(naive, weighted)
+        truth_labels(weighted, train, settings)
+
+
 def eval_stem(folder: Path, name: str, held: Path) -> Path:
     """Where a model's evaluation on this seed's held-out set is cached: named by the held-out set's
     size too, so a run with more held-out queries never reuses a smaller set's figures."""
@@ -304,9 +311,10 @@ def reuse_truth_training(data: Path, name: str, held: Path) -> Path | None:
         train_cfg = yaml.safe_load((src / "train_config.yaml").read_text())
         train_cfg = train_cfg.get("train", train_cfg)
         criterion = {v: k for k, v in SELECT_KEYS.items()}.get(summary["selected_by"])
-        if float(train_cfg.get("select_margin_se", 0.0)) != 0.0 \
-                or float(train_cfg.get("label_prior_impressions", 0.0)) != 0.0 or criterion not in ("impression_loss",
-                                                                                       "examination_loss"):
+        replayable = (criterion in ("impression_loss", "examination_loss")
+                      and float(train_cfg.get("select_margin_se", 0.0)) == 0.0
+                      and float(train_cfg.get("label_prior_impressions", 0.0)) == 0.0)
+        if not replayable:
             return None
         names = sorted(p.name for p in (src / "candidates").iterdir())
         clicks = {f.name: dict(np.load(f)) for f in naive_gate.glob("heldout_rank*.npz")}
@@ -371,8 +379,7 @@ def train_and_evaluate(data: Path, clickstream: Path, held: Path, name: str, set
     timings = {}
     if not (weighted / "_clickweight.json").exists():
         if oracle_of(name) == "truth":
-            shutil.copytree(reuse, weighted)
-            truth_labels(weighted, train_pairs, settings)
+            truth_table(weighted, reuse, train_pairs, settings)
         else:
             extra = ["--set", f"scorer.reuse_scores_from={reuse}"] if reuse else []
             timings["score_s"] = round(run([CLI, "score", "--input", str(clickstream), "--output", str(weighted),
@@ -429,9 +436,7 @@ def run_seed(args, pairs: pd.DataFrame, seed: int, configs: dict[str, list[str]]
             else:
                 reuse = data / "w_naive" if name != "naive" else None
                 if name == "truth" and configs[name] == NAIVE and args.candidates:
-                    if not (data / f"w_{name}" / "_clickweight.json").exists():  # the copy, relabelled
-                        shutil.copytree(reuse, data / f"w_{name}")
-                        truth_labels(data / f"w_{name}", train, settings)
+                    truth_table(data / f"w_{name}", reuse, train, settings)
                     twin = reuse_truth_training(data, name, held)
                     if twin is not None:
                         print(f"{cm} {name}: the same training as {twin.name}'s, its candidates reused, "
