@@ -34,6 +34,7 @@ import numpy as np
 from training.metrics import (
     criterion_contributions,
     examination_cells,
+    gate_keeps,
     log_examination,
     paired_standard_error,
     weighted_auc,
@@ -106,10 +107,7 @@ def pick(run: dict, rule: str) -> str:
     # one behind the start is still taken while the start's lead is within Z_SE standard errors
     best = "start"
     for k in epochs:
-        improved = v[k] < v[best] - 1e-6
-        if not improved and best == "start":
-            improved = v[k] - v["start"] <= Z_SE * run["criteria"][base]["se_vs_start"][k]
-        if improved:
+        if gate_keeps(v[k], v[best], best == "start", Z_SE, run["criteria"][base]["se_vs_start"][k]):
             best = k
     return best
 
@@ -167,6 +165,44 @@ def replay(rows: list[dict], runs: list[dict], rule: str) -> list[dict]:
     return out
 
 
+def margins(runs: list[dict], criterion: str = "examination_loss") -> dict:
+    """How far the criterion sees: every (run, epoch) against its start, the epoch's criterion lead in
+    standard errors of the paired difference (positive: the epoch ahead) beside its graded AUC gain.
+    `runs`: gate_study_*.json runs, the latest of each (seed, click model, config) kept."""
+    latest = {(r["seed"], r["click_model"], r["config"]): r for r in runs}
+    rows = []
+    for key, r in latest.items():
+        c, g = r["criteria"][criterion], r["graded_auc"]
+        for name in (k for k in g if k != "start"):
+            se = c["se_vs_start"][name]
+            rows.append({"seed": key[0], "click_model": key[1], "config": key[2], "candidate": name,
+                         "graded_gain": g[name] - g["start"],
+                         "lead_se": (c["value"]["start"] - c["value"][name]) / se if se > 0 else float("nan")})
+    lead = np.array([r["lead_se"] for r in rows])
+    gain = np.array([r["graded_gain"] for r in rows])
+    return {"criterion": criterion, "runs": len(latest), "candidates": len(rows),
+            "above_start": int((gain > 0).sum()), "lead_se_min": float(lead.min()), "lead_se_max": float(lead.max()),
+            "lead_beyond_2se": int((lead > Z_SE).sum()), "start_ahead_beyond_2se": int((lead < -Z_SE).sum()),
+            "worse_than_start": [r for r in rows if r["graded_gain"] <= 0], "rows": rows}
+
+
+def margins_markdown(m: dict) -> str:
+    lines = [f"{m['runs']} runs, {m['candidates']} epochs judged against their start by `{m['criterion']}`: "
+             f"{m['above_start']} above the start on graded AUC; the epoch's lead in SE from "
+             f"{m['lead_se_min']:+.2f} to {m['lead_se_max']:+.2f}, beyond +2 SE {m['lead_beyond_2se']} times, "
+             f"the start ahead by more than 2 SE {m['start_ahead_beyond_2se']} times.", "",
+             "| click model | epochs | above start | epoch lead (SE): min / median / max |", "|---|---|---|---|"]
+    for cm in sorted({r["click_model"] for r in m["rows"]}):
+        part = [r for r in m["rows"] if r["click_model"] == cm]
+        lead = np.array([r["lead_se"] for r in part])
+        lines.append(f"| {cm} | {len(part)} | {sum(r['graded_gain'] > 0 for r in part)} | "
+                     f"{lead.min():+.2f} / {np.median(lead):+.2f} / {lead.max():+.2f} |")
+    lines += ["", "Worse than the start on graded AUC: " + (", ".join(
+        f"seed {r['seed']} {r['click_model']} {r['config']} {r['candidate']} ({r['graded_gain']:+.4f}, lead "
+        f"{r['lead_se']:+.2f} SE)" for r in m["worse_than_start"]) or "none") + "."]
+    return "\n".join(lines) + "\n"
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--results", nargs="+", required=True, help="benchmarks/quality.py results JSON (--candidates)")
@@ -174,7 +210,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--replay", choices=RULES, help="also write the quality rows as this rule would have exported "
                    "them (benchmarks/results/quality_<split>_<tag>_<rule>.json, for quality.py --include)")
     p.add_argument("--split", default="dev", help="names the --replay file")
+    p.add_argument("--margins", action="store_true", help="--results are gate_study_*.json files: tabulate how "
+                   "far examination_loss sees (each epoch's lead over its start in SE) into gate_margins_TAG.{json,md}")
     args = p.parse_args(argv)
+    results = ROOT / "benchmarks" / "results"
+    if args.margins:
+        m = margins([r for f in args.results for r in json.loads(Path(f).read_text())["runs"]])
+        (results / f"gate_margins_{args.tag}.json").write_text(json.dumps({"args": vars(args), **m}, indent=2) + "\n")
+        (results / f"gate_margins_{args.tag}.md").write_text(margins_markdown(m))
+        print(margins_markdown(m))
+        return 0
     rows = [r for f in args.results for r in json.loads(Path(f).read_text())["runs"]]
     rows = list({(r["seed"], r["click_model"], r["config"]): r for r in rows}.values())  # latest row wins
     zero = {r["seed"]: r["auc"] for r in rows if r["config"] == "zero-shot"}
@@ -182,7 +227,6 @@ def main(argv: list[str] | None = None) -> int:
     if not runs:
         raise SystemExit("no run with candidates: run benchmarks/quality.py with --candidates")
     summary = summarise(runs)
-    results = ROOT / "benchmarks" / "results"
     (results / f"gate_study_{args.tag}.json").write_text(json.dumps({"args": vars(args), "runs": runs,
                                                                      "summary": summary}, indent=2) + "\n")
     if args.replay:

@@ -55,7 +55,7 @@ from benchmarks.bench_data import HOMEDEPOT
 from benchmarks.gate_study import PROPENSITY_MIN, per_pair_losses
 from benchmarks.protocol import CLICK_MODELS, bootstrap_auc_differences, combine_seeds, headroom_share, sample_split
 from jobs.config import NAIVE_BASELINE
-from training.metrics import SELECT_KEYS, log_examination
+from training.metrics import SELECT_KEYS, gate_keeps, log_examination, paired_standard_error
 from training.model import BiEncoderTrainee
 from udfs.clickstream.schema import PAIRS_DIR
 from udfs.clickstream.simulate import SimulatorSettings, click_probability, simulate
@@ -271,16 +271,18 @@ def table_digest(weighted: Path, columns: tuple[str, ...]) -> str:
     return h.hexdigest()
 
 
-def replay_selection(values: dict[str, float], patience: int) -> str:
-    """The trainer's gate (training/recipe.py Trainer._select with select_margin_se 0) over criterion
-    values {start, epoch_0, epoch_1, ...}: each epoch in turn is kept if it beats the best so far by more
-    than 1e-6; training stops after more than `patience` epochs without one (then a later candidate
+def replay_selection(values: dict[str, float], patience: int, margin_se: float = 0.0,
+                     se_vs_start: dict[str, float] | None = None) -> str:
+    """The trainer's gate (training/recipe.py Trainer._select, training.metrics.gate_keeps) over criterion
+    values {start, epoch_0, epoch_1, ...}: each epoch in turn is kept if it beats the best so far, or with
+    `margin_se` > 0 while the best is the start, if the start's lead is within that many of the epoch's
+    `se_vs_start`; training stops after more than `patience` epochs without one (then a later candidate
     would not exist: that raises, so the caller falls back to a real run)."""
     best, bad = "start", 0
     for epoch in sorted((k for k in values if k != "start"), key=lambda k: int(k.split("_")[1])):
         if bad > patience:
             raise ValueError(f"the gate would have stopped before {epoch}")
-        if values[epoch] < values[best] - 1e-6:
+        if gate_keeps(values[epoch], values[best], best == "start", margin_se, (se_vs_start or {}).get(epoch)):
             best, bad = epoch, 0
         else:
             bad += 1
@@ -295,7 +297,7 @@ def reuse_truth_training(data: Path, name: str, held: Path) -> Path | None:
     click model's own held-out clicks (its naive run's, the same rows): each candidate's held-out logits
     with them, the trainer's criterion (benchmarks.gate_study, which reproduced the trainer's values to
     1e-8 on seed 0's six truth runs) and its rule. Returns the sibling folder, or None (then the run is
-    real): no twin, a margin or criterion the replay does not cover, or a naive run without gate data."""
+    real): no twin, a criterion the replay does not cover, or a naive run without gate data."""
     model, weighted = data / f"m_{name}", data / f"w_{name}"
     naive_gate = data / "m_naive" / "candidates" / "start"
     if (model / "train_summary.json").exists() or not list(naive_gate.glob("heldout_rank*.npz")):
@@ -311,8 +313,8 @@ def reuse_truth_training(data: Path, name: str, held: Path) -> Path | None:
         train_cfg = yaml.safe_load((src / "train_config.yaml").read_text())
         train_cfg = train_cfg.get("train", train_cfg)
         criterion = {v: k for k, v in SELECT_KEYS.items()}.get(summary["selected_by"])
+        margin = float(train_cfg.get("select_margin_se", 0.0))
         replayable = (criterion in ("impression_loss", "examination_loss")
-                      and float(train_cfg.get("select_margin_se", 0.0)) == 0.0
                       and float(train_cfg.get("label_prior_impressions", 0.0)) == 0.0)
         if not replayable:
             return None
@@ -327,14 +329,18 @@ def reuse_truth_training(data: Path, name: str, held: Path) -> Path | None:
                     return None  # not the same held-out rows
                 merged[(cand, f.name)] = {**mine, "z": theirs["z"]}
         propensity = json.loads((weighted / "_summary.json").read_text()).get("propensity")
-        values = {}
+        losses, total, queries = {}, 1.0, None
         for cand in names:
             parts = [merged[(cand, f)] for f in sorted(clicks)]
             c = {k: np.concatenate([x[k] for x in parts]) for k in parts[0]}
             log_theta = log_examination(propensity, PROPENSITY_MIN, c["position_impressions"].shape[1])
-            values[cand] = float(per_pair_losses(c, criterion, log_theta).sum() / c["impressions"].sum())
+            losses[cand], total, queries = per_pair_losses(c, criterion, log_theta), c["impressions"].sum(), \
+                c["query_bucket"]
+        values = {cand: float(v.sum() / total) for cand, v in losses.items()}
+        se = {cand: paired_standard_error(v, losses["start"], queries) / total
+              for cand, v in losses.items() if cand != "start"}
         try:
-            picked = replay_selection(values, int(train_cfg.get("early_stopping_patience", 1)))
+            picked = replay_selection(values, int(train_cfg.get("early_stopping_patience", 1)), margin, se)
         except ValueError:
             return None
         if model.exists():

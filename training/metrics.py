@@ -111,6 +111,22 @@ def paired_standard_error(a: np.ndarray, b: np.ndarray, groups: np.ndarray) -> f
     return float(np.sqrt(len(d) * d.var(ddof=1))) if len(d) > 1 else math.inf
 
 
+GATE_TOLERANCE = 1e-6  # a candidate must beat the best so far by more than this to replace it
+
+
+def gate_keeps(value: float, best_value: float, best_is_start: bool, margin_se: float = 0.0,
+               se_vs_start: float | None = None) -> bool:
+    """The gate's rule for one candidate (an epoch), against the best so far: kept if its criterion is
+    lower by more than GATE_TOLERANCE; and, while the best is still the start, with `margin_se` > 0,
+    also unless the start leads it by more than `margin_se` standard errors of their paired held-out
+    difference (train.select_margin_se). One place for the trainer (training/recipe.py) and the
+    offline replays (benchmarks/gate_study.py, benchmarks/quality.py)."""
+    if value < best_value - GATE_TOLERANCE:
+        return True
+    return bool(best_is_start and margin_se > 0 and se_vs_start is not None
+                and value - best_value <= margin_se * se_vs_start)
+
+
 def targets(batch: dict[str, np.ndarray], compact: bool, t: TrainSettings | None = None) -> dict[str, np.ndarray]:
     """label / weight (what the loss uses) and clicks / impressions (what metrics count), per row of
     the batch. t: the training settings, for the pair table's training variants (None: the exact loss)."""

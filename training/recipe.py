@@ -27,11 +27,13 @@ import torch.distributed as dist
 
 from training import checkpoint as ckpt
 from training.metrics import (
+    GATE_TOLERANCE,
     SELECT_KEYS,
     criterion_contributions,
     criterion_inputs,
     examination_cells,
     floored_logit,
+    gate_keeps,
     held_out_metrics,
     log_examination,
     paired_standard_error,
@@ -438,13 +440,15 @@ class WeightedFinetuneRecipe:
         state = self.state
         state.history.append(record)
         key = self.select_key
-        improved = key not in record or record[key] < state.best_eval_loss - 1e-6
-        if not improved and state.best == "start" and self.t.select_margin_se > 0 and state.start_contributions:
+        se = None
+        if (key in record and state.best == "start" and self.t.select_margin_se > 0 and state.start_contributions
+                and record[key] >= state.best_eval_loss - GATE_TOLERANCE):
             # a start that wins by less than the held-out clicks can tell apart is not kept over training
             contributions, queries = self.eval_contributions
             se = paired_standard_error(contributions, np.asarray(state.start_contributions), queries)
             record["start_margin_se"] = se
-            improved = record[key] - state.best_eval_loss <= self.t.select_margin_se * se
+        improved = key not in record or gate_keeps(record[key], state.best_eval_loss, state.best == "start",
+                                                   self.t.select_margin_se, se)
         if improved:  # (no held-out query at all: keep the latest weights)
             state.best_eval_loss = record.get(key, state.best_eval_loss)
             state.best = f"epoch {record['epoch']}"

@@ -40,3 +40,17 @@ def test_replay_exports_the_rules_pick_and_the_start_as_zero_shot():
     moved = gate_study.replay(rows, [run], "impression_loss+se")[1]
     assert (moved["auc"], moved["scores"], moved["selected"]) == (0.70, "e0.parquet", "epoch 0")
     assert "candidates" not in moved and gate_study.replay(rows, [run], "last")[0] == rows[0]
+
+
+def test_margins_count_each_epochs_lead_over_its_start_in_standard_errors():
+    good = {**_run(0.5390, [0.5384, 0.5388], se=0.0002, graded=[0.69, 0.70, 0.71]),
+            "seed": 0, "click_model": "flip20", "config": "naive"}
+    bad = {**_run(0.5390, [0.5391, 0.5380], se=0.0002, graded=[0.69, 0.68, 0.70]),
+           "seed": 1, "click_model": "graded", "config": "el2n"}
+    stale = {**bad, "graded_auc": {"start": 0.5, "epoch_0": 0.5, "epoch_1": 0.5}}  # replaced by the later copy
+    m = gate_study.margins([stale, good, bad])
+    assert (m["runs"], m["candidates"], m["above_start"]) == (2, 4, 3)
+    assert m["lead_se_max"] == pytest.approx(5.0) and m["lead_se_min"] == pytest.approx(-0.5)
+    assert (m["lead_beyond_2se"], m["start_ahead_beyond_2se"]) == (2, 0)   # 3 SE and 5 SE
+    assert [(r["config"], r["candidate"]) for r in m["worse_than_start"]] == [("el2n", "epoch_0")]
+    assert "| graded | 2 | 1 |" in gate_study.margins_markdown(m)

@@ -135,6 +135,15 @@ def test_the_gate_replay_follows_the_trainers_rule():
     assert quality.replay_selection({"start": 0.5, "epoch_1": 0.4, "epoch_0": 0.45}, 1) == "epoch_1"  # order by epoch
     with pytest.raises(ValueError):  # the trainer would have stopped before epoch_2: no such candidate
         quality.replay_selection({"start": 0.5, "epoch_0": 0.6, "epoch_1": 0.6, "epoch_2": 0.1}, 1)
+    # train.select_margin_se: a start that leads by less than margin x SE is not kept; by more, it is;
+    # once an epoch is the best, later epochs must beat it outright
+    tie = {"start": 0.5, "epoch_0": 0.5003, "epoch_1": 0.5002}
+    se = {"epoch_0": 0.0002, "epoch_1": 0.0002}
+    assert quality.replay_selection(tie, 1) == "start"
+    assert quality.replay_selection(tie, 1, margin_se=2.0, se_vs_start=se) == "epoch_1"  # e0 in, e1 beats it
+    assert quality.replay_selection(tie, 1, margin_se=0.5, se_vs_start=se) == "start"
+    assert quality.replay_selection(tie, 1, margin_se=1.0, se_vs_start=se) == "epoch_1"  # only epoch_1 within 1 SE
+    assert quality.replay_selection({**tie, "epoch_1": 0.5004}, 1, 2.0, se) == "epoch_0"
 
 
 def test_the_training_digest_reads_the_columns_not_the_file_names(tmp_path):

@@ -159,13 +159,15 @@ def test_the_defaults_train_on_the_click_models_label_and_gate_per_position(spar
 
 
 def test_harmful_learning_rate_exports_the_start(weighted, tiny_model_dir, tmp_path):
-    """Training that only hurts held-out loss leaves the start as the exported model, weight for weight."""
+    """Training that only hurts held-out loss leaves the start as the exported model, weight for weight.
+    (The plain best-of gate: this fixture's held-out split is too small for the default margin of 2 SE
+    to call the harm; test_a_start_within_the_margin_is_not_kept covers the margin.)"""
     from transformers import AutoModel
 
     out = tmp_path / "model"
     summary = run_training(weighted, str(out), train_cfg(
         tiny_model_dir, "train.launcher=torchrun", "train.lr=0.5", "train.head_lr=20.0", "train.epochs=2",
-        "train.max_grad_norm=1000.0"))
+        "train.max_grad_norm=1000.0", "train.select_margin_se=0"))
     assert summary["selected"] == "start"
     key = summary["selected_by"]
     assert all(h[key] > summary["start"][key] for h in summary["history"])
@@ -326,7 +328,8 @@ def test_a_start_within_the_margin_is_not_kept(weighted, tiny_model_dir, tmp_pat
     harmful run exports its start with no margin (test_harmful_learning_rate_exports_the_start)."""
     harmful = ("train.lr=0.5", "train.head_lr=20.0", "train.epochs=2", "train.max_grad_norm=1000.0")
     runs = {m: run_training(weighted, str(tmp_path / str(m)), train_cfg(
-        tiny_model_dir, "train.launcher=torchrun", *harmful, f"train.select_margin_se={m}")) for m in (2.0, 1e9)}
+        tiny_model_dir, "train.launcher=torchrun", *harmful, f"train.select_margin_se={m}",
+        "train.save_candidates=true")) for m in (2.0, 1e9)}
     for margin, summary in runs.items():
         key, start = summary["selected_by"], summary["start"][summary["selected_by"]]
         faced = [h for h in summary["history"] if "start_margin_se" in h]  # epochs judged against the start
@@ -335,6 +338,25 @@ def test_a_start_within_the_margin_is_not_kept(weighted, tiny_model_dir, tmp_pat
         assert (summary["selected"] != "start") == within
     assert runs[1e9]["selected"] != "start"
     assert runs[1e9]["history"][0][key] == pytest.approx(runs[2.0]["history"][0][key], rel=1e-6)  # same training
+    # benchmarks/gate_study.py replays this rule on saved candidates (and the test matrix's gate with it):
+    # its criterion and its paired SE, from the arrays alone, are the trainer's
+    from benchmarks import gate_study
+    from training.metrics import SELECT_KEYS, log_examination, paired_standard_error
+
+    criterion = {v: k for k, v in SELECT_KEYS.items()}[key]
+    theta = json.loads((Path(weighted) / "_summary.json").read_text()).get("propensity")
+    folder = tmp_path / "2.0" / "candidates"
+    arrays = {name: gate_study.load_candidate(str(folder / name)) for name in ("start", "epoch_0", "epoch_1")}
+    log_theta = log_examination(theta, gate_study.PROPENSITY_MIN, arrays["start"]["position_impressions"].shape[1])
+    losses = {name: gate_study.per_pair_losses(a, criterion, log_theta) for name, a in arrays.items()}
+    total = arrays["start"]["impressions"].sum()
+    assert losses["start"].sum() / total == pytest.approx(runs[2.0]["start"][key], rel=1e-5)
+    for h in runs[2.0]["history"]:
+        name = f"epoch_{h['epoch']}"
+        assert losses[name].sum() / total == pytest.approx(h[key], rel=1e-5)
+        if "start_margin_se" in h:
+            se = paired_standard_error(losses[name], losses["start"], arrays["start"]["query_bucket"]) / total
+            assert se == pytest.approx(h["start_margin_se"], rel=1e-4)
 
 
 def test_examination_loss_gate_judges_clicks_per_position_with_the_score_runs_examination(
