@@ -329,13 +329,13 @@ def reuse_truth_training(data: Path, name: str, held: Path) -> Path | None:
                     return None  # not the same held-out rows
                 merged[(cand, f.name)] = {**mine, "z": theirs["z"]}
         propensity = json.loads((weighted / "_summary.json").read_text()).get("propensity")
-        losses, total, queries = {}, 1.0, None
+        losses = {}
         for cand in names:
             parts = [merged[(cand, f)] for f in sorted(clicks)]
             c = {k: np.concatenate([x[k] for x in parts]) for k in parts[0]}
             log_theta = log_examination(propensity, PROPENSITY_MIN, c["position_impressions"].shape[1])
-            losses[cand], total, queries = per_pair_losses(c, criterion, log_theta), c["impressions"].sum(), \
-                c["query_bucket"]
+            losses[cand] = per_pair_losses(c, criterion, log_theta)
+        total, queries = c["impressions"].sum(), c["query_bucket"]  # the naive run's clicks: every candidate's
         values = {cand: float(v.sum() / total) for cand, v in losses.items()}
         se = {cand: paired_standard_error(v, losses["start"], queries) / total
               for cand, v in losses.items() if cand != "start"}
