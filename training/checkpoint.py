@@ -87,8 +87,12 @@ def gather_rng_states() -> dict[str, torch.Tensor]:
 
 def save_checkpoint(path: Path, model, optim, sched, state: State, rng: dict[str, torch.Tensor]) -> None:
     write_text_atomically(path.parent / FINGERPRINT, json.dumps(state.fingerprint, sort_keys=True) + "\n")
+    # the start's per-row criterion shares (one per held-out cell) go as a float64 tensor, not JSON:
+    # at a million held-out cells that is 8 MB of binary against ~20 MB of text re-encoded every save
+    fields = {k: v for k, v in state.__dict__.items() if k != "start_contributions"}
     blob = {"model": model.state_dict(), "optim": optim.state_dict(), "sched": sched.state_dict(),
-            "state": json.dumps(state.__dict__), **rng}
+            "state": json.dumps(fields),
+            "start_contributions": torch.tensor(state.start_contributions, dtype=torch.float64), **rng}
     replace_atomically(path, lambda tmp: torch.save(blob, tmp))  # a kill mid-save keeps the previous one
 
 
@@ -105,7 +109,10 @@ def load_checkpoint(path: Path, model, optim, sched, rank: int = 0) -> State:
     if "cuda_rng" in blob and torch.cuda.is_available():
         cuda = blob["cuda_rng"]
         torch.cuda.set_rng_state(cuda[rank if rank < len(cuda) else 0].clone())
-    return State(**json.loads(blob["state"]))
+    state = State(**json.loads(blob["state"]))  # a checkpoint from before the tensor holds them in its JSON
+    if "start_contributions" in blob:
+        state.start_contributions = blob["start_contributions"].tolist()
+    return state
 
 
 def snapshot(model) -> dict[str, torch.Tensor]:

@@ -120,3 +120,29 @@ def test_checkpoint_with_pickled_code_is_refused(tmp_path):
     with pytest.raises(pickle.UnpicklingError):
         load_checkpoint(path, None, None, None)
     assert not (tmp_path / "pwned").exists()
+
+
+def test_checkpoint_keeps_the_start_shares_as_a_tensor(tmp_path):
+    """The gate margin's per-row start shares survive a save/load exactly, outside the state's JSON;
+    a checkpoint that still holds them in its JSON (older clickweight) loads the same."""
+    import json
+
+    from training.checkpoint import State, load_checkpoint, save_checkpoint
+
+    model = torch.nn.Linear(3, 1)
+    optim = torch.optim.SGD(model.parameters(), lr=0.1)
+    sched = torch.optim.lr_scheduler.LambdaLR(optim, lambda step: 1.0)
+    shares = [0.1, -2.5e-7, 3.0000000001, 0.0]
+    state = State(epoch=1, best="start", start_contributions=shares, fingerprint={"config": "x"})
+    path = tmp_path / "checkpoint.pt"
+    save_checkpoint(path, model, optim, sched, state, {"torch_rng": torch.get_rng_state()})
+    blob = torch.load(path, weights_only=True)
+    assert "start_contributions" not in json.loads(blob["state"])
+    assert blob["start_contributions"].dtype == torch.float64
+    loaded = load_checkpoint(path, model, optim, sched)
+    assert loaded.start_contributions == shares and loaded.epoch == 1 and loaded.best == "start"
+
+    blob["state"] = json.dumps({**json.loads(blob["state"]), "start_contributions": shares})
+    del blob["start_contributions"]
+    torch.save(blob, path)
+    assert load_checkpoint(path, model, optim, sched).start_contributions == shares
