@@ -11,6 +11,14 @@ model's held-out AUC is what decides (benchmarks/demo_seeds.py, benchmarks/quali
     .venv/bin/python -m benchmarks.label_evidence runs/demo_seeds/g1 runs/demo_seeds/g2 runs/demo_seeds/g3 \\
         runs/demo_seeds/g7 --tag demo_seeds
 
+`--quality GRADES` reads `benchmarks/quality.py` click-model folders instead (runs/quality/dev/seed1_q1000/
+flip20_s4): every score output `w_<config>` in each, its pairs' true relevance their mean human grade in
+GRADES (the real data's parquet), positive at grade >= 2.5 as that benchmark's evaluation; the row for a
+config is its own pair table, so `label` is what that config trained on:
+
+    .venv/bin/python -m benchmarks.label_evidence runs/quality/dev/seed1_q1000/flip20_s4 \\
+        --quality ../shared/data/homedepot_relevance_dev.parquet --tag screen7
+
 Writes benchmarks/results/label_evidence_TAG.{json,md}.
 """
 from __future__ import annotations
@@ -26,7 +34,8 @@ from benchmarks.bench_data import write_results
 from training.metrics import weighted_auc
 from udfs.clickstream.schema import PAIRS_DIR
 
-POSITIVE = 2.0
+POSITIVE = 2.0  # the pipeline's generated grades (1 to 3)
+QUALITY_POSITIVE = 2.5  # benchmarks/quality.py's human grades, as its evaluation
 EVIDENCE = ("click_rate", "label", "p_model", "mean_position")
 
 
@@ -39,10 +48,11 @@ def pair_evidence(pairs: pd.DataFrame) -> pd.DataFrame:
 
 
 def evidence_auc(evidence: pd.DataFrame, relevance: np.ndarray, impressions: np.ndarray,
-                 bands: tuple[tuple[int, int], ...] = ((1, 1), (2, 3), (4, 8), (9, 10**9))) -> dict:
-    """AUC of each column against relevance >= POSITIVE, impression-weighted, overall and per band of
+                 bands: tuple[tuple[int, int], ...] = ((1, 1), (2, 3), (4, 8), (9, 10**9)),
+                 positive_at: float = POSITIVE) -> dict:
+    """AUC of each column against relevance >= positive_at, impression-weighted, overall and per band of
     impressions a pair (unweighted within a band)."""
-    positive = np.asarray(relevance) >= POSITIVE
+    positive = np.asarray(relevance) >= positive_at
     w = np.asarray(impressions, dtype=np.float64)
     out = {"pairs": int(len(w)), "impressions_per_pair": float(w.mean()),
            "all": {c: weighted_auc(evidence[c].to_numpy(np.float64), w * positive, w * ~positive) for c in evidence}}
@@ -70,6 +80,27 @@ def folder_evidence(workdir: Path, output: str) -> dict:
     return evidence_auc(pair_evidence(pairs), relevance, pairs["impressions"].to_numpy())
 
 
+def grade_table(grades: Path) -> pd.Series:
+    """Each (query, title)'s mean human grade, keyed as the score job keys pairs (stripped text)."""
+    frame = pd.read_parquet(grades, columns=["query", "title", "relevance"])
+    return (frame.assign(query=frame["query"].astype(str).str.strip(), title=frame["title"].astype(str).str.strip())
+                 .groupby(["query", "title"])["relevance"].mean())
+
+
+def quality_folder_evidence(folder: Path, truth: pd.Series) -> dict[str, dict]:
+    """One entry per score output `w_<config>` of a benchmarks/quality.py click-model folder."""
+    out = {}
+    for output in sorted(p for p in folder.glob("w_*") if (p / PAIRS_DIR).is_dir()):
+        pairs = pq.read_table(output / PAIRS_DIR, columns=[
+            "query", "title", "impressions", "clicks", "label", "p_model", "position_impressions"]).to_pandas()
+        relevance = truth.reindex(pd.MultiIndex.from_frame(pairs[["query", "title"]])).to_numpy()
+        if np.isnan(relevance).any():
+            raise RuntimeError(f"{output}: pairs without a human grade")
+        out[f"{folder.parent.name}/{folder.name}/{output.name[2:]}"] = evidence_auc(
+            pair_evidence(pairs), relevance, pairs["impressions"].to_numpy(), positive_at=QUALITY_POSITIVE)
+    return out
+
+
 def markdown(results: dict[str, dict]) -> str:
     lines = ["| log | pairs | impressions a pair | band | " + " | ".join(EVIDENCE) + " |",
              "|---|---|---|---|" + "---|" * len(EVIDENCE)]
@@ -83,11 +114,17 @@ def markdown(results: dict[str, dict]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("folders", nargs="+", help="clickweight pipeline work folders (generated data)")
+    p.add_argument("folders", nargs="+", help="clickweight pipeline work folders (generated data), or with "
+                   "--quality benchmarks/quality.py click-model folders")
     p.add_argument("--output", default="round_0/weighted_default", help="the score output in each folder")
+    p.add_argument("--quality", metavar="GRADES", help="the human grades' parquet: read quality folders")
     p.add_argument("--tag", required=True)
     args = p.parse_args(argv)
-    results = {Path(f).name: folder_evidence(Path(f), args.output) for f in args.folders}
+    if args.quality:
+        truth = grade_table(Path(args.quality))
+        results = {k: v for f in args.folders for k, v in quality_folder_evidence(Path(f), truth).items()}
+    else:
+        results = {Path(f).name: folder_evidence(Path(f), args.output) for f in args.folders}
     write_results(f"label_evidence_{args.tag}", results, markdown(results))
     return 0
 
