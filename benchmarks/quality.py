@@ -31,7 +31,10 @@ Nothing is computed twice: a `clean` run whose log is byte-identical to a finish
 seed (click models that share their attractiveness) is copied; a `truth` run whose training columns are
 the same bytes as a finished one's reuses its trained candidates and replays the gate on its own
 held-out clicks (reuse_truth_training). On the test split's seed 0, where all six were trained, the
-reuse reproduces each real run's choice, gate data and held-out scores exactly.
+reuse reproduces each real run's choice, gate data and held-out scores exactly. A click model whose
+every requested configuration is already a row of an `--include`d file of the same split, sizes and
+sessions, with the same settings, is not run again (a matrix cut off with its run folders lost goes on
+from its committed results file); a click model with any configuration missing runs whole.
 """
 from __future__ import annotations
 
@@ -416,7 +419,26 @@ def train_and_evaluate(data: Path, clickstream: Path, held: Path, name: str, set
             "pairs": scored["pairs"]["pairs"]}
 
 
-def run_seed(args, pairs: pd.DataFrame, seed: int, configs: dict[str, list[str]], names: list[str]):
+SIZE_ARGS = ("split", "train_queries", "heldout_queries", "sessions")
+
+
+def finished_runs(included: list[tuple[dict, list[dict]]], args) -> dict[tuple[int, str, str], list[str]]:
+    """(seed, click model, config) -> settings of every trained row in an --include'd results file whose
+    split, sizes and sessions are this invocation's."""
+    return {(r["seed"], r["click_model"], r["config"]): list(r.get("sets") or [])
+            for file_args, runs in included
+            if all(file_args.get(k) == getattr(args, k) for k in SIZE_ARGS)
+            for r in runs if r.get("click_model") != "-" and "auc" in r}
+
+
+def click_model_finished(finished: dict[tuple[int, str, str], list[str]], seed: int, cm: str, names: list[str],
+                         configs: dict[str, list[str]]) -> bool:
+    """Every requested configuration of this seed and click model is a finished row with the same settings."""
+    return all(finished.get((seed, cm, n)) == list(configs[n]) for n in names)
+
+
+def run_seed(args, pairs: pd.DataFrame, seed: int, configs: dict[str, list[str]], names: list[str],
+             finished: dict[tuple[int, str, str], list[str]] | None = None):
     """Runs one seed, yielding each result row as it is done (so a cut-off matrix keeps what it has)."""
     train, held_pairs = sample_split(pairs, args.split, args.train_queries, args.heldout_queries, seed)
     base = Path(args.work) / args.split / f"seed{seed}_q{args.train_queries}"
@@ -427,6 +449,9 @@ def run_seed(args, pairs: pd.DataFrame, seed: int, configs: dict[str, list[str]]
     yield {"seed": seed, "click_model": "-", "config": "zero-shot",
            **evaluate(default_model_path(), held, eval_stem(base, "zero_shot", held))}
     for cm in args.click_models:
+        if click_model_finished(finished or {}, seed, cm, names, configs):
+            print(f"seed {seed} {cm}: every configuration is in an --include'd file; not run again", flush=True)
+            continue
         settings = SimulatorSettings(**{**CLICK_MODELS[cm].__dict__, "sessions_per_query": args.sessions})
         data = base / f"{cm}_s{args.sessions:g}"
         clickstream = write_clickstream(simulate(train, settings, seed)[0], data)
@@ -547,7 +572,9 @@ def main(argv: list[str] | None = None) -> int:
     pairs = pd.read_parquet(args.data)
     results = ROOT / "benchmarks" / "results"
     stem = f"quality_{args.split}" + (f"_{args.tag}" if args.tag else "")
-    rows = [persist_scores(r) for f in args.include for r in json.loads(Path(f).read_text())["runs"]]
+    included = [(d["args"], d["runs"]) for d in (json.loads(Path(f).read_text()) for f in args.include)]
+    rows = [persist_scores(r) for _, runs in included for r in runs]
+    finished = finished_runs(included, args)
     started = time.time()
 
     def write() -> list[dict]:  # after every run, so an interrupted matrix keeps what it finished
@@ -559,7 +586,7 @@ def main(argv: list[str] | None = None) -> int:
         return summary
 
     seeds = [] if args.tabulate_only else args.seeds
-    for row in (r for seed in seeds for r in run_seed(args, pairs, seed, configs, names)):
+    for row in (r for seed in seeds for r in run_seed(args, pairs, seed, configs, names, finished)):
         rows.append(persist_scores(row))
         write()
     summary = write()

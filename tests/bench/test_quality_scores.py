@@ -161,3 +161,25 @@ def test_the_training_digest_reads_the_columns_not_the_file_names(tmp_path):
     cols = ("label",)
     assert quality.table_digest(a, cols) == quality.table_digest(b, cols) != quality.table_digest(c, cols)
     assert quality.table_digest(a, ("label", "clicks")) == quality.table_digest(b, ("label", "clicks"))
+
+
+def test_a_click_model_is_skipped_only_when_every_config_finished_with_the_same_settings_and_sizes():
+    import argparse
+
+    args = argparse.Namespace(split="test", train_queries=2000, heldout_queries=2000, sessions=16.0)
+    same = {"split": "test", "train_queries": 2000, "heldout_queries": 2000, "sessions": 16.0}
+    configs = {"naive": ["weighting.pair_label=clicks"], "default": []}
+    runs = [{"seed": 2, "click_model": "-", "config": "zero-shot", "auc": 0.68},
+            {"seed": 2, "click_model": "graded", "config": "naive", "sets": configs["naive"], "auc": 0.70},
+            {"seed": 2, "click_model": "graded", "config": "default", "sets": [], "auc": 0.71},
+            {"seed": 2, "click_model": "flip10", "config": "naive", "sets": configs["naive"], "auc": 0.69},
+            {"seed": 2, "click_model": "flip20", "config": "naive", "sets": ["other"], "auc": 0.69},
+            {"seed": 2, "click_model": "flip20", "config": "default", "sets": [], "auc": 0.69}]
+    finished = quality.finished_runs([(same, runs)], args)
+    names = ["naive", "default"]
+    assert quality.click_model_finished(finished, 2, "graded", names, configs)
+    assert not quality.click_model_finished(finished, 2, "flip10", names, configs)   # default missing
+    assert not quality.click_model_finished(finished, 2, "flip20", names, configs)   # naive's settings differ
+    assert not quality.click_model_finished(finished, 3, "graded", names, configs)   # another seed
+    smaller = quality.finished_runs([({**same, "sessions": 4.0}, runs)], args)      # another log size
+    assert not quality.click_model_finished(smaller, 2, "graded", names, configs)
