@@ -21,7 +21,9 @@ naive baseline, jobs/config.py NAIVE_BASELINE), `listwise` (uniform weights, tra
 floor, train.tower_noise_floor=true), `default` (the product's defaults: the click model's pair label,
 uniform weights), the oracles `truth` (each pair's true click probability as its label, through the
 same trainee and gate) and `clean` (the same queries' sessions without noise or position bias),
-any registered strategy by name, and `--config NAME=key=value;key=value` for anything else.
+any registered strategy by name, and `--config NAME=key=value;key=value` for anything else. `X+r1` is
+one more round of the loop after X (what `clickweight pipeline --set rounds=2` does): the clickstream
+rescored with X's trained model as scorer, then fine-tuned from that model, under X's settings.
 Writes benchmarks/results/quality_TAG.{json,md}; run folders under --work. Each evaluated model's
 held-out scores are also kept under benchmarks/results/quality_scores/ (float32, a few tens of kB), so
 a matrix that spans sessions is tabulated with `--tabulate-only --include <earlier results>` after its
@@ -93,6 +95,28 @@ def named_configs(extra: list[str]) -> dict[str, list[str]]:
         name, _, sets = item.partition("=")
         configs[name] = [s for s in sets.split(";") if s]
     return configs
+
+
+LOOP = "+r1"  # `X+r1`: one more round of the loop after X (rescore with X's model, fine-tune from it)
+
+
+def loop_base(name: str) -> str | None:
+    """The configuration whose trained model a `X+r1` run starts from, or None for any other name."""
+    return name[:-len(LOOP)] if name.endswith(LOOP) else None
+
+
+def with_loop_rounds(configs: dict[str, list[str]], names: list[str]) -> list[str]:
+    """Adds each requested `X+r1` to configs (X's settings) and orders names so every base runs first;
+    raises for a `+r1` whose base is unknown or is an oracle (its log or labels are not the run's)."""
+    for name in names:
+        base = loop_base(name)
+        if base is not None:
+            if base not in configs or oracle_of(base) or loop_base(base):
+                raise SystemExit(f"{name}: {base!r} is not a configuration a loop round can follow")
+            configs[name] = list(configs[base])
+    bases = [loop_base(n) for n in names if loop_base(n)]
+    return [*(n for n in names if not loop_base(n)), *(b for b in bases if b not in names),
+            *(n for n in names if loop_base(n))]
 
 
 def run(cmd: list[str]) -> float:
@@ -379,10 +403,19 @@ def reuse_truth_training(data: Path, name: str, held: Path) -> Path | None:
 
 def train_and_evaluate(data: Path, clickstream: Path, held: Path, name: str, sets: list[str],
                        reuse: Path | None, settings: SimulatorSettings, train_pairs: pd.DataFrame,
-                       candidates: bool = False, prune: bool = False) -> dict:
+                       candidates: bool = False, prune: bool = False, previous: Path | None = None) -> dict:
+    """Score (or reuse naive's scores), train and evaluate one configuration. previous: a loop round,
+    the pipeline's round k >= 1: rescore with that trained model and fine-tune from it."""
     weighted, model = data / f"w_{name}", data / f"m_{name}"
     overrides = [a for s in sets for a in ("--set", s)]
     train_overrides = [*overrides, "--set", "train.save_candidates=true"] if candidates else overrides
+    if previous is not None and not (model / "train_summary.json").exists():
+        if not (previous / "model.safetensors").exists():
+            raise RuntimeError(f"{previous}: no weights to start a loop round from (pruned by an earlier "
+                               "--prune-weights run: delete that folder to train it again)")
+    if previous is not None:
+        overrides = [*overrides, "--set", f"scorer.path={previous}"]
+        train_overrides = [*train_overrides, "--set", f"model.path={previous}"]
     if candidates and model.exists() and not (model / "candidates").exists():
         shutil.rmtree(model)  # trained without its candidates: train again, keeping them
     timings = {}
@@ -448,6 +481,7 @@ def run_seed(args, pairs: pd.DataFrame, seed: int, configs: dict[str, list[str]]
         held_pairs[["query", "item_id", "title", "relevance"]].to_parquet(held)
     yield {"seed": seed, "click_model": "-", "config": "zero-shot",
            **evaluate(default_model_path(), held, eval_stem(base, "zero_shot", held))}
+    followed = {loop_base(n) for n in names if loop_base(n)}  # their weights stay until their round has run
     for cm in args.click_models:
         if click_model_finished(finished or {}, seed, cm, names, configs):
             print(f"seed {seed} {cm}: every configuration is in an --include'd file; not run again", flush=True)
@@ -464,6 +498,12 @@ def run_seed(args, pairs: pd.DataFrame, seed: int, configs: dict[str, list[str]]
                     print(f"{cm} {name}: the same log as {twin.name}'s, its run reused", flush=True)
                 r = train_and_evaluate(data, cs, held, name, configs[name], None, settings, train, args.candidates,
                                        args.prune_weights)
+            elif loop_base(name):
+                base = data / f"m_{loop_base(name)}"
+                r = train_and_evaluate(data, clickstream, held, name, configs[name], None, settings, train,
+                                       args.candidates, args.prune_weights, previous=base)
+                if args.prune_weights:
+                    prune_weights(base)
             else:
                 reuse = data / "w_naive" if name != "naive" else None
                 if name == "truth" and configs[name] == NAIVE and args.candidates:
@@ -473,7 +513,7 @@ def run_seed(args, pairs: pd.DataFrame, seed: int, configs: dict[str, list[str]]
                         print(f"{cm} {name}: the same training as {twin.name}'s, its candidates reused, "
                               "the gate replayed", flush=True)
                 r = train_and_evaluate(data, clickstream, held, name, configs[name], reuse, settings, train,
-                                       args.candidates, args.prune_weights)
+                                       args.candidates, args.prune_weights and name not in followed)
             row = {"seed": seed, "click_model": cm, "config": name, "sets": configs[name], **r,
                    "wall_s": round(time.time() - started, 1), **({"reused_from": twin.name} if twin else {})}
             print(json.dumps(row), flush=True)
@@ -563,10 +603,11 @@ def main(argv: list[str] | None = None) -> int:
     unknown = [c for c in args.click_models if c not in CLICK_MODELS]
     configs = named_configs(args.config)
     names = [c for c in args.configs.split(",") if c]
-    unknown += [c for c in names if c not in configs]
+    unknown += [c for c in names if c not in configs and not loop_base(c)]
     if unknown:
         raise SystemExit(f"unknown click model or configuration: {unknown}")
-    names = ["naive", *[n for n in names if n != "naive"]]  # the others reuse naive's BERT scores
+    # naive first: the others reuse its BERT scores; a loop round after its base
+    names = with_loop_rounds(configs, ["naive", *[n for n in names if n != "naive"]])
     if not Path(args.data).exists():
         raise SystemExit(f"{args.data} not found: this benchmark reads the real pairs from ../shared/data")
     pairs = pd.read_parquet(args.data)

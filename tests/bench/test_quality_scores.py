@@ -183,3 +183,14 @@ def test_a_click_model_is_skipped_only_when_every_config_finished_with_the_same_
     assert not quality.click_model_finished(finished, 3, "graded", names, configs)   # another seed
     smaller = quality.finished_runs([({**same, "sessions": 4.0}, runs)], args)      # another log size
     assert not quality.click_model_finished(smaller, 2, "graded", names, configs)
+
+
+def test_a_loop_round_takes_its_bases_settings_and_runs_after_it():
+    configs = quality.named_configs([])
+    names = quality.with_loop_rounds(configs, ["naive", "default+r1", "naive+r1", "truth"])
+    assert names == ["naive", "truth", "default", "default+r1", "naive+r1"]   # a base not asked for is added
+    assert configs["default+r1"] == configs["default"] and configs["naive+r1"] == configs["naive"]
+    assert quality.loop_base("default+r1") == "default" and quality.loop_base("default") is None
+    for bad in ("truth+r1", "nosuch+r1", "default+r1+r1"):
+        with pytest.raises(SystemExit):
+            quality.with_loop_rounds(quality.named_configs([]), ["naive", bad])
