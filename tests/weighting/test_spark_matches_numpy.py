@@ -124,3 +124,25 @@ def test_normalise_on_the_driver_matches_the_spark_search(log, levels):
     got = out_d.toPandas()["weight"]
     assert got.mean() == pytest.approx(1.0, abs=1e-8) and got.max() <= 10.0
     assert got.min() == 0.1  # the clip binds, the mean holds
+
+
+def test_a_log_whose_clicks_fall_with_the_cosine_keeps_the_scorers_order(log):
+    """Clicks that fall as the scorer's cosine rises (a small or position-led log) would fit a negative
+    Platt slope: p_model would rank against the scorer and a trainee, keeping its start's sign, would
+    export the encoder backwards. Both paths hold the slope at its floor and fit b alone."""
+    from udfs.weighting.calibration import MIN_SCORER_SLOPE
+    from udfs.weighting.spark import calibrate, collect_cells
+
+    frame, df = log
+    pair_rel = 1 - 2 * frame.groupby("title")["p_model"].transform("first")  # the cosine, reversed
+    scored = df.sparkSession.createDataFrame(frame.assign(relevance=pair_rel, p_model=pair_rel))
+    spark_rows, base, spark_cal = calibrate(scored, False, None)
+    _, _, driver_cal = calibrate(scored, False, collect_cells(scored, 10_000))
+    for cal in (spark_cal, driver_cal):
+        assert cal["a"] == MIN_SCORER_SLOPE and cal["slope_floored"] is True
+    assert driver_cal["b"] == pytest.approx(spark_cal["b"], rel=1e-6)
+    p = spark_rows.select("relevance", "p_model").toPandas().sort_values("relevance")
+    assert p["p_model"].is_monotonic_increasing and p["p_model"].max() - p["p_model"].min() < 0.01
+    assert p["p_model"].mean() == pytest.approx(base, abs=0.01)  # b alone still matches the click rate
+    unreversed = df.sparkSession.createDataFrame(frame.assign(relevance=-pair_rel, p_model=-pair_rel))
+    assert calibrate(unreversed, False, None)[2]["slope_floored"] is False

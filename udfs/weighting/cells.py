@@ -36,8 +36,7 @@ def fit_platt(relevance: np.ndarray, n: np.ndarray, c: np.ndarray, base: float) 
     """Platt scaling p = sigmoid(a * relevance + b) on the clicks: each cell is n rows, c of them clicked."""
     n = np.asarray(n, dtype=np.float64)
     y = np.asarray(c, dtype=np.float64) / np.maximum(n, 1.0)
-    return calibration.fit_logistic(lambda a, b: calibration.logistic_sums(relevance, y, n, a, b),
-                                    0.0, float(np.log(base / (1 - base))))
+    return calibration.fit_scorer_platt(lambda a, b: calibration.logistic_sums(relevance, y, n, a, b), base)
 
 
 def noise_thresholds(p: np.ndarray, n: np.ndarray, c: np.ndarray) -> tuple[float, float]:

@@ -60,8 +60,7 @@ def fit_calibration(df: DataFrame, base_rate: float, iterations: int = 8, rows: 
             exact_sum(bce).alias("loss"),
         ).first().asDict()
 
-    return calibration.fit_logistic(sums_at, 0.0, float(np.log(base_rate / (1 - base_rate))),
-                                    iterations=iterations, tol=1e-7)
+    return calibration.fit_scorer_platt(sums_at, base_rate, iterations=iterations, tol=1e-7)
 
 
 @dataclass
@@ -349,8 +348,13 @@ def with_calibrated_probability(df: DataFrame, scorer_is_cross: bool, base_rate:
         p = F.least(F.greatest(F.col("p_model"), F.lit(weights.EPS)), F.lit(1 - weights.EPS))
         return df.withColumn("prior_logit", F.log(p / (1 - p))), None
     a, b = fitted or fit_calibration(df, base_rate)
+    floored = a <= calibration.MIN_SCORER_SLOPE  # fit_scorer_platt held it there
+    if floored:
+        log.warning("calibration: clicks in this log do not rise with the scorer's cosine (the fitted slope "
+                    "was not above %g); p_model is held flat in the scorer's order, and a trainee starts from "
+                    "that slope", calibration.MIN_SCORER_SLOPE)
     return (df.withColumn("prior_logit", F.lit(a) * F.col("relevance") + F.lit(b))
-              .withColumn("p_model", sigmoid(F.col("prior_logit")))), {"a": a, "b": b}
+              .withColumn("p_model", sigmoid(F.col("prior_logit")))), {"a": a, "b": b, "slope_floored": floored}
 
 
 def calibrated_cell_probability(scorer_is_cross: bool, calibration: dict[str, float] | None) -> Column:
