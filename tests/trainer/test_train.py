@@ -131,7 +131,8 @@ def test_torchrun_two_ranks_on_pairs_starts_at_p_model_and_model_loads(weighted,
                                                        "train.select_by=impression_loss"))
     assert again["global_step"] == summary["global_step"] and again["selected"] == summary["selected"]
     blob = torch.load(out / "checkpoints" / "checkpoint.pt", weights_only=True)
-    assert set(blob) == {"model", "optim", "sched", "torch_rng", "state"}
+    assert set(blob) == {"model", "optim", "sched", "torch_rng", "state", "start_contributions"}
+    assert blob["start_contributions"].numel() == summary["start"]["eval_rows"]  # the margin's start shares
 
 
 def test_the_defaults_train_on_the_click_models_label_and_gate_per_position(spark, tiny_model_dir,
