@@ -409,11 +409,10 @@ def train_and_evaluate(data: Path, clickstream: Path, held: Path, name: str, set
     weighted, model = data / f"w_{name}", data / f"m_{name}"
     overrides = [a for s in sets for a in ("--set", s)]
     train_overrides = [*overrides, "--set", "train.save_candidates=true"] if candidates else overrides
-    if previous is not None and not (model / "train_summary.json").exists():
-        if not (previous / "model.safetensors").exists():
+    if previous is not None:
+        if not (model / "train_summary.json").exists() and not (previous / "model.safetensors").exists():
             raise RuntimeError(f"{previous}: no weights to start a loop round from (pruned by an earlier "
                                "--prune-weights run: delete that folder to train it again)")
-    if previous is not None:
         overrides = [*overrides, "--set", f"scorer.path={previous}"]
         train_overrides = [*train_overrides, "--set", f"model.path={previous}"]
     if candidates and model.exists() and not (model / "candidates").exists():
