@@ -13,13 +13,18 @@ seeds as in docs/quality.md (benchmarks.protocol).
     # a candidate default beside them: the pipeline's `default` run under these settings, in its own folder
     .venv/bin/python -m benchmarks.demo_seeds --seeds 1 2 3 --tag dev \
         --variant "pos=weighting.em_prior_groups=p_model_position"
+    # the whole demo under other settings (every run: zero-shot, naive, default): a longer log of the
+    # same world, each pair in ~16 sessions instead of ~4
+    .venv/bin/python -m benchmarks.demo_seeds --seeds 1 2 3 --tag dev_x4 \
+        --set generate.rows=80000 --set generate.queries=500 --set generate.items=1000
 
-Writes benchmarks/results/demo_seeds_TAG.{json,md}. Run folders: runs/demo_seeds/g<seed> (reused when
-their pipeline finished).
+Writes benchmarks/results/demo_seeds_TAG.{json,md}. Run folders: runs/demo_seeds/g<seed>, or
+g<seed>_<hash of the --set list> with --set (reused when their pipeline finished).
 """
 from __future__ import annotations
 
 import argparse
+import hashlib
 import subprocess
 import sys
 import time
@@ -39,12 +44,12 @@ POSITIVE = 2.0  # conf/defaults.yaml pipeline.eval_positive_threshold
 MODELS = ("zero-shot", "naive", "default")
 
 
-def run_pipeline(workdir: Path, seed: int, sets: list[str] = ()) -> float:
-    """`clickweight pipeline` on generator seed `seed` (with `sets`: only its `default` run, under them)
-    unless its results are there; returns its wall (s)."""
+def run_pipeline(workdir: Path, seed: int, sets: list[str] = (), base_sets: list[str] = ()) -> float:
+    """`clickweight pipeline` on generator seed `seed` under `base_sets` (with `sets`: only its `default`
+    run, under them too) unless its results are there; returns its wall (s)."""
     if (workdir / "pipeline_results.json").exists():
         return 0.0
-    extra = [a for s in sets for a in ("--set", s)]
+    extra = [a for s in (*base_sets, *sets) for a in ("--set", s)]
     if sets:
         extra += ["--set", "pipeline.strategies=[default]"]
     started = time.time()
@@ -53,6 +58,11 @@ def run_pipeline(workdir: Path, seed: int, sets: list[str] = ()) -> float:
     if proc.returncode:
         raise RuntimeError(f"pipeline in {workdir} failed:\n{proc.stderr[-3000:]}")
     return time.time() - started
+
+
+def sets_digest(sets: list[str]) -> str:
+    """A short name for a list of settings (their order does not matter)."""
+    return hashlib.sha256("\n".join(sorted(sets)).encode()).hexdigest()[:8]
 
 
 def predictions(workdir: Path, variants: dict[str, Path] | None = None) -> pd.DataFrame:
@@ -125,6 +135,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--replicates", type=int, default=1000)
     p.add_argument("--variant", action="append", default=[],
                    help="NAME=key=value;key=value: the default run under these settings, beside the others")
+    p.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
+                   help="a setting for every pipeline run (the generator's size, ...); repeatable")
     args = p.parse_args(argv)
     variants = {}
     for item in args.variant:
@@ -132,15 +144,16 @@ def main(argv: list[str] | None = None) -> int:
         variants[name] = [x for x in sets.split(";") if x]
     frames, walls = {}, {}
     for seed in args.seeds:
-        workdir = Path(args.work) / f"g{seed}"
-        walls[seed] = {"pipeline": round(run_pipeline(workdir, seed), 1)}
+        workdir = Path(args.work) / (f"g{seed}" + (f"_{sets_digest(args.sets)}" if args.sets else ""))
+        walls[seed] = {"pipeline": round(run_pipeline(workdir, seed, base_sets=args.sets), 1)}
         folders = {}
         for name, sets in variants.items():
             folders[name] = workdir / f"variant_{name}"
-            walls[seed][name] = round(run_pipeline(folders[name], seed, sets), 1)
+            walls[seed][name] = round(run_pipeline(folders[name], seed, sets, args.sets), 1)
         frames[seed] = predictions(workdir, folders)
         print(f"generator seed {seed}: wall {walls[seed]} s (0: reused)", flush=True)
-    result = {**paired(frames, args.replicates), "pipeline_wall_s": walls, "variants": variants}
+    result = {**paired(frames, args.replicates), "pipeline_wall_s": walls, "variants": variants,
+              "settings": args.sets}
     write_results(f"demo_seeds_{args.tag}", result, markdown(result))
     return 0
 

@@ -289,6 +289,8 @@ def validate(cfg: dict[str, Any]) -> None:
     g = cfg["generate"]
     _check(g["rows"] >= 1 and g["days"] >= 1, "generate.rows and generate.days must be >= 1")
     _check(0 <= g["malformed_fraction"] < 0.5, "generate.malformed_fraction must be in [0, 0.5)")
+    _check(g["queries"] is None or g["queries"] >= 2, "generate.queries must be >= 2 or null (from rows)")
+    _check(g["items"] is None or g["items"] >= 10, "generate.items must be >= 10 or null (from rows)")
 
 
 def new_run_id() -> str:

@@ -223,17 +223,25 @@ def _hidden_click_model(s: SimulatorSettings) -> dict[str, Any]:
 
 def generate(rows: int, days: int, seed: int, heldout_query_fraction: float = 0.2,
              noise_click_rate: float = 0.05, malformed_fraction: float = 0.01,
-             start_date: str = "2026-01-01") -> GeneratedData:
-    """Generate ``rows`` impressions over ``days`` UTC dates; identical output for identical args."""
+             start_date: str = "2026-01-01", queries: int | None = None,
+             items: int | None = None) -> GeneratedData:
+    """Generate ``rows`` impressions over ``days`` UTC dates; identical output for identical args.
+
+    The world (catalogue ``items``, ``queries``) is sized from ``rows`` unless given (rows // 20 items,
+    rows // 40 queries: about 4 impressions a (query, item) pair). Given, more rows over the same world
+    are more sessions of the same pairs: the same seed and sizes draw the same catalogue, queries and
+    held-out pairs whatever ``rows`` is."""
     if rows < 1 or days < 1:
         raise UserError("rows and days must be >= 1")
     if not 0.0 <= heldout_query_fraction < 1.0:
         raise UserError("heldout_query_fraction must be in [0, 1)")
     if not 0.0 <= noise_click_rate <= 1.0 or not 0.0 <= malformed_fraction < 0.5:
         raise UserError("noise_click_rate must be in [0, 1] and malformed_fraction in [0, 0.5)")
+    if (queries is not None and queries < 2) or (items is not None and items < 10):
+        raise UserError("queries must be >= 2 and items >= 10 (or null: sized from rows)")
     rng = np.random.default_rng(seed)
-    w = make_world(rng, n_items=int(np.clip(rows // 20, 200, 100_000)),
-                   n_queries=int(np.clip(rows // 40, 50, 50_000)))
+    w = make_world(rng, n_items=int(np.clip(rows // 20, 200, 100_000)) if items is None else items,
+                   n_queries=int(np.clip(rows // 40, 50, 50_000)) if queries is None else queries)
     held_q, click_q = _split_queries(rng, len(w.queries), heldout_query_fraction)
     heldout = _heldout(rng, w, held_q)
     pool_items, pool_rel = _click_pools(rng, w, click_q)
@@ -260,6 +268,7 @@ def generate(rows: int, days: int, seed: int, heldout_query_fraction: float = 0.
         "seed": seed, "rows": rows, "days": days, "start_date": start_date,
         "heldout_query_fraction": heldout_query_fraction, "noise_click_rate": noise_click_rate,
         "malformed_fraction": malformed_fraction, "sessions": imp.sessions, "users": imp.users,
+        "world": {"queries": len(w.queries), "items": len(w.catalog)},
         "hidden_click_model": _hidden_click_model(clicks),
     }
     return GeneratedData(clickstream=clickstream, catalog=w.catalog, heldout=heldout, truth=truth, meta=meta)
@@ -338,11 +347,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--noise-click-rate", type=float, default=0.05)
     p.add_argument("--malformed-fraction", type=float, default=0.01)
     p.add_argument("--start-date", default="2026-01-01")
+    p.add_argument("--queries", type=int, help="distinct queries in the world (default: rows // 40)")
+    p.add_argument("--items", type=int, help="catalogue items (default: rows // 20)")
     p.add_argument("--overwrite", action="store_true", help="replace --output even if it is not a generate output")
     a = p.parse_args(argv)
     data = generate(a.rows, a.days, a.seed, heldout_query_fraction=a.heldout_query_fraction,
                     noise_click_rate=a.noise_click_rate, malformed_fraction=a.malformed_fraction,
-                    start_date=a.start_date)
+                    start_date=a.start_date, queries=a.queries, items=a.items)
     s = write(data, a.output, overwrite=a.overwrite)
     print(f"generated {s['rows']} rows ({s['malformed_rows']} malformed, {s['sessions']} sessions, "
           f"{s['distinct_queries']} queries, {s['distinct_items']} items, {s['days']} days, "

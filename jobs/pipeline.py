@@ -122,7 +122,8 @@ def run_pipeline(cfg: dict[str, Any], overwrite: bool = False) -> dict[str, Any]
     g = cfg["generate"]
     data_dir = work / "data"
     gen = write(generate(g["rows"], g["days"], g["seed"], g["heldout_query_fraction"],
-                         g["noise_click_rate"], g["malformed_fraction"]), str(data_dir))
+                         g["noise_click_rate"], g["malformed_fraction"], queries=g["queries"],
+                         items=g["items"]), str(data_dir))
     log.info("generated %s rows -> %s", g["rows"], data_dir)
     heldout = str(data_dir / "heldout.parquet")
     threshold = cfg["pipeline"]["eval_positive_threshold"]
