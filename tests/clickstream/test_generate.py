@@ -232,6 +232,18 @@ def test_heavy_duplication(small: GeneratedData) -> None:
     assert cs["query"].value_counts().iloc[0] >= 3 * 10
 
 
+def test_fixed_world_repeats_the_same_pairs() -> None:
+    """generate.queries / generate.items: more rows over the same world are more sessions of the same
+    pairs (same catalogue, queries and held-out pairs); sized from rows, the pairs grow with the rows."""
+    short, long = generate(2000, 3, 7, queries=50, items=200), generate(8000, 3, 7, queries=50, items=200)
+    assert short.catalog.equals(long.catalog) and short.heldout.equals(long.heldout)
+    assert long.meta["world"] == {"queries": 50, "items": 200}
+    per_pair = [len(cs) / len(cs[["query", "item_id"]].drop_duplicates()) for cs in (_good(short)[0], _good(long)[0])]
+    assert per_pair[1] > 2.5 * per_pair[0]
+    sized = generate(8000, 3, 7)
+    assert sized.meta["world"]["queries"] == 200 and not sized.catalog.equals(long.catalog)
+
+
 def test_rewrite_replaces_cleanly(tmp_path: Path) -> None:
     out = tmp_path / "out"
     write(generate(1200, 2, 1), str(out))
@@ -277,3 +289,5 @@ def test_bad_arguments_rejected() -> None:
         generate(0, 3, 7)
     with pytest.raises(ValueError):
         generate(100, 3, 7, heldout_query_fraction=1.0)
+    with pytest.raises(ValueError, match="queries"):
+        generate(100, 3, 7, queries=1)
