@@ -15,6 +15,7 @@ from typing import Any
 from pyspark import StorageLevel
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
+from pyspark.sql.types import StructType
 
 from jobs import config as config_mod
 from jobs import inputs, table_output, tracking
@@ -242,9 +243,10 @@ def parquet_layout(fs: HadoopFS, pattern: str) -> dict[str, int]:
 
 
 def write_pairs(scored: DataFrame, path: str, files: int, position_buckets: int,
-                inputs: DataFrame | None = None, weight_total: float | None = None) -> dict[str, Any]:
+                inputs: DataFrame | None = None, weight_total: float | None = None
+                ) -> tuple[dict[str, Any], StructType]:
     """The compacted training table (udfs/clickstream/pairs.py) in `files` Parquet files; its pairs and
-    the mean weight_sum that scales `weight` to mean 1 over pairs.
+    the mean weight_sum that scales `weight` to mean 1 over pairs, and the schema written.
     `inputs`: the token ids per pair (one row per distinct pair of the rows), when the rows do not carry
     them. `weight_total`: the rows' summed weight when known before writing (normalised weights, every
     scored pair still in the rows): the pairs are then counted from `inputs` (cached) and the table is
@@ -254,24 +256,24 @@ def write_pairs(scored: DataFrame, path: str, files: int, position_buckets: int,
         # never broadcast: a broadcast side is collected to the driver first, and this one is wide
         pairs = pairs.join(inputs.hint("merge"), list(pairs_mod.PAIR_KEY), "inner")
 
-    def write(frame: DataFrame, mean_weight_sum: float) -> None:
-        (pairs_mod.with_pair_weight(frame, mean_weight_sum or 1.0)
-              # by query: a query's pairs share a file (the listwise objective's batches need them together)
-              .repartition(files, F.xxhash64("query")).sortWithinPartitions("query", "title")
+    def write(frame: DataFrame, mean_weight_sum: float) -> StructType:
+        table = pairs_mod.with_pair_weight(frame, mean_weight_sum or 1.0)
+        # by query: a query's pairs share a file (the listwise objective's batches need them together)
+        (table.repartition(files, F.xxhash64("query")).sortWithinPartitions("query", "title")
               .write.mode("overwrite").parquet(path))
+        return table.schema
 
     if inputs is not None and weight_total is not None:
         n_pairs = inputs.count()
         totals = {"pairs": n_pairs, "mean_weight_sum": weight_total / max(n_pairs, 1), "totals_from": "rows"}
-        write(pairs, totals["mean_weight_sum"])
-        return totals
+        return totals, write(pairs, totals["mean_weight_sum"])
     pairs = pairs.persist(StorageLevel.MEMORY_AND_DISK)
     try:
         totals = {**pairs_mod.pair_totals(pairs), "totals_from": "pair aggregate"}
-        write(pairs, totals["mean_weight_sum"])
+        written = write(pairs, totals["mean_weight_sum"])
     finally:
         pairs.unpersist()
-    return totals
+    return totals, written
 
 
 def load(scored: DataFrame, quarantined: DataFrame, output: str, cfg: dict[str, Any],
@@ -315,22 +317,22 @@ def _write_and_verify(scored: DataFrame, quarantined: DataFrame, staged: str, cf
     # row sampled out every scored pair is in the rows: the pair table needs no totals pass of its own.
     weight_total = (float(summary["rows_valid"]) if cfg["weighting"]["normalize"]
                     and not summary.get("rows_sampled_out") else None)
-    summary["pairs"] = write_pairs(scored, f"{staged}/{schema.PAIRS_DIR}", pair_files,
-                                   cfg["output"]["position_buckets"], pair_inputs, weight_total)
+    summary["pairs"], pair_schema = write_pairs(scored, f"{staged}/{schema.PAIRS_DIR}", pair_files,
+                                                cfg["output"]["position_buckets"], pair_inputs, weight_total)
     timings = summary.setdefault("timings_s", {})
     timings["write"] = round(time.perf_counter() - t0, 3)
     log.info("score: written in %.1fs; reading back to reconcile counts", timings["write"])
     t0 = time.perf_counter()
     start_phase(spark, "verify")
 
+    # Each table read back with the schema it was written with: no Spark job to infer it from a footer.
     # One pass over what was written: the output's row count with the weight and signal summaries.
-    summary["weights"], summary["signals"] = output_summary(spark.read.parquet(staged))
+    rows_schema = schema.read_back_schema(scored.schema, ("event_date",))
+    summary["weights"], summary["signals"] = output_summary(spark.read.schema(rows_schema).parquet(staged))
     summary["rows_out"] = summary["weights"]["rows"]
     # One pass over the written quarantine: per-reason counts (few distinct reasons) and their total.
-    summary["quarantine_reasons"] = {
-        r["reason"]: r["count"]
-        for r in schema.read_folder(spark, f"{staged}/_quarantine").groupBy("reason").count().collect()
-    }
+    quarantine = schema.read_folder(spark, f"{staged}/_quarantine", quarantined.schema)
+    summary["quarantine_reasons"] = {r["reason"]: r["count"] for r in quarantine.groupBy("reason").count().collect()}
     summary["rows_quarantined"] = sum(summary["quarantine_reasons"].values())
     fs = HadoopFS(spark, staged)
     summary["layout"] = parquet_layout(fs, f"{staged}/event_date=*/*.parquet")
@@ -342,7 +344,7 @@ def _write_and_verify(scored: DataFrame, quarantined: DataFrame, staged: str, cf
         raise RuntimeError(f"the pair table's Parquet footers hold {pair_rows} rows but it has "
                            f"{summary['pairs']['pairs']} pairs; nothing was committed")
     # The pair table as written: its impressions must be the row table's rows.
-    written = schema.read_folder(spark, f"{staged}/{schema.PAIRS_DIR}").agg(
+    written = schema.read_folder(spark, f"{staged}/{schema.PAIRS_DIR}", pair_schema).agg(
         F.sum("impressions").alias("impressions"), exact_avg("weight").alias("mean_weight")).first()
     summary["pairs"]["impressions"] = int(written["impressions"] or 0)
     summary["pairs"]["mean_weight"] = float(written["mean_weight"] or 0.0)

@@ -50,3 +50,29 @@ def test_a_folder_of_pandas_files_is_read_whole(spark, tmp_path):
     rows(pd.to_datetime(WALL)).iloc[:1].to_parquet(folder / "a.parquet")
     rows(pd.to_datetime(WALL)).iloc[1:].to_parquet(folder / "b.parquet")
     assert event_ts(spark, folder) == EXPECTED_UTC
+
+
+def test_outputs_read_back_with_their_written_schema_as_spark_infers_it(spark, tmp_path):
+    """The score job's verify step reads its tables back with the schema it wrote (no inference job):
+    that schema must be the one Spark infers from the files, partition column included."""
+    from pyspark.sql import functions as F
+
+    from udfs.clickstream.schema import read_back_schema, read_folder
+
+    df = (spark.range(6).withColumn("query", F.concat(F.lit("q"), F.col("id").cast("string")))
+               .withColumn("event_ts", F.to_timestamp(F.lit("2026-01-02 03:04:05")))
+               .withColumn("event_date", F.to_date("event_ts") + (F.col("id") % 2).cast("int"))
+               .withColumn("position", (F.col("id") + 1).cast("int"))
+               .withColumn("clicked", (F.col("id") % 2).cast("byte"))
+               .withColumn("weight", F.col("id") / 3.0).withColumn("p_model", (F.col("id") / 7.0).cast("float"))
+               .withColumn("suspect", F.col("id") > 2)
+               .withColumn("input_ids", F.array(F.lit(101), F.col("id").cast("int"), F.lit(102)))
+               .withColumn("reason", F.when(F.col("id") > 3, F.lit("bad")).otherwise(F.lit(None))))
+    rows = str(tmp_path / "rows")
+    df.write.partitionBy("event_date").parquet(rows)
+    given = spark.read.schema(read_back_schema(df.schema, ("event_date",))).parquet(rows)
+    assert given.schema == spark.read.parquet(rows).schema
+    assert sorted(map(tuple, given.collect())) == sorted(map(tuple, spark.read.parquet(rows).collect()))
+    pairs = str(tmp_path / "_pairs")
+    df.drop("event_date").repartition(2).write.parquet(pairs)
+    assert read_folder(spark, pairs, df.drop("event_date").schema).schema == read_folder(spark, pairs).schema

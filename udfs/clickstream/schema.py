@@ -58,16 +58,28 @@ SPLIT_COLUMN = "query_bucket"  # pmod(xxhash64(lower(trim(query))), 1000): held-
 PAIRS_DIR = "_pairs"  # the compacted training table inside a score output (udfs/clickstream/pairs.py)
 
 
-def read_folder(spark, folder: str) -> DataFrame:
+def read_folder(spark, folder: str, schema: T.StructType | None = None) -> DataFrame:
     """A Parquet folder of the output (`_pairs`, `_quarantine`) read by naming its data files: given
-    a root whose own name starts with '_', Spark logs 'All paths were ignored' (it reads it anyway)."""
+    a root whose own name starts with '_', Spark logs 'All paths were ignored' (it reads it anyway).
+    `schema`: the schema it was written with (no Spark job to infer it from a footer)."""
     jvm_path = spark.sparkContext._jvm.org.apache.hadoop.fs.Path(folder)
     fs = jvm_path.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration())
     files = [st.getPath().toString() for st in fs.listStatus(jvm_path)
              if not st.getPath().getName().startswith(("_", "."))]
     if not files:
         raise FileNotFoundError(f"no data files in {folder}")
-    return spark.read.parquet(*files)
+    reader = spark.read if schema is None else spark.read.schema(read_back_schema(schema))
+    return reader.parquet(*files)
+
+
+def read_back_schema(schema: T.StructType, partition_columns: tuple[str, ...] = ()) -> T.StructType:
+    """The schema Spark reads a frame back with after writing it as Parquet: every column nullable,
+    the `partition_columns` (partitionBy) last, in their order."""
+    fields = [f for f in schema.fields if f.name not in partition_columns]
+    fields += [schema[c] for c in partition_columns]
+    return T.StructType([T.StructField(f.name, f.dataType, True, f.metadata) for f in fields])
+
+
 # What the trainer reads besides the trainee's own input columns: row table / pair table.
 ROW_TARGET_COLUMNS = ("clicked", "weight", "p_model", "query_bucket")
 PAIR_TARGET_COLUMNS = ("label", "weight", "impressions", "clicks", "p_model", "query_bucket")
