@@ -126,6 +126,22 @@ def test_normalise_on_the_driver_matches_the_spark_search(log, levels):
     assert got.min() == 0.1  # the clip binds, the mean holds
 
 
+@pytest.mark.parametrize("w_min", [0.1, 2.0])
+def test_normalise_with_known_levels_needs_no_pass_and_matches_it(log, w_min):
+    """Uniform weights (`none`, nothing sampled): the job hands normalise the one level it knows; the
+    scale and the weights are those of the search over the rows (also where the clip binds)."""
+    frame, df = log
+    ones = df.withColumn("raw_weight", df["position"] * 0 + 1.0)
+    settings = PARAMS.but(max_driver_cells=10_000, w_min=w_min)
+    known = (np.array([1.0]), np.array([float(len(frame))]))
+    jobs_before = df.sparkSession.sparkContext.statusTracker().getJobIdsForGroup()
+    out_k, scale_k = normalise(ones, settings, levels=known)
+    assert df.sparkSession.sparkContext.statusTracker().getJobIdsForGroup() == jobs_before  # no Spark job
+    out_p, scale_p = normalise(ones, settings)
+    assert scale_k == scale_p
+    np.testing.assert_array_equal(out_k.toPandas()["weight"], out_p.toPandas()["weight"])
+
+
 def test_a_log_whose_clicks_fall_with_the_cosine_keeps_the_scorers_order(log):
     """Clicks that fall as the scorer's cosine rises (a small or position-led log) would fit a negative
     Platt slope: p_model would rank against the scorer and a trainee, keeping its start's sign, would

@@ -284,12 +284,14 @@ def distinct_levels(df: DataFrame, value: Column, max_levels: int) -> tuple[np.n
     return levels["_v"].to_numpy(dtype=np.float64), levels["_k"].to_numpy(dtype=np.float64)
 
 
-def normalise(df: DataFrame, w: WeightingSettings, raw: Column | None = None) -> tuple[DataFrame, float]:
+def normalise(df: DataFrame, w: WeightingSettings, raw: Column | None = None,
+              levels: tuple[np.ndarray, np.ndarray] | None = None) -> tuple[DataFrame, float]:
     """weight = clip(s * raw, w_min, w_max) with s chosen so the global mean is 1.
 
     raw defaults to raw_weight; with importance sampling it is raw_weight / keep_prob. The search
     for s runs on the driver over the distinct raw values when they are few enough (one Spark pass),
-    else as one Spark pass per step.
+    else as one Spark pass per step. `levels`: the distinct raw values and their row counts when the
+    caller knows them (uniform weights, nothing sampled): no pass at all.
     """
     raw = F.col("raw_weight") if raw is None else raw
     lo, hi = w.w_min, w.w_max
@@ -299,7 +301,8 @@ def normalise(df: DataFrame, w: WeightingSettings, raw: Column | None = None) ->
 
     if not w.normalize:
         return df.withColumn("weight", clipped(1.0)), 1.0
-    levels = distinct_levels(df, raw, w.max_driver_cells)
+    if levels is None:
+        levels = distinct_levels(df, raw, w.max_driver_cells)
     if levels is not None:
         value, count = levels
         n = count.sum()
@@ -531,7 +534,11 @@ def _weigh(scored: DataFrame, w: WeightingSettings, sampling: SamplingSettings, 
     if sampled.is_cached:
         persisted.append(sampled)
     # Importance-sampled rows stand for 1/q rows each: that factor goes in before normalisation.
-    out, stats["scale"] = normalise(sampled, w, F.col("raw_weight") / F.col("keep_prob"))
+    # Uniform weights and no importance sampling (keep_prob 1 on every row): one level, 1.0, on every
+    # valid row, known without a pass.
+    known = ((np.array([1.0]), np.array([float(rows_valid)]))
+             if strategies.is_uniform(config) and stats["sampling"]["keep_fraction"] is None else None)
+    out, stats["scale"] = normalise(sampled, w, F.col("raw_weight") / F.col("keep_prob"), known)
     clock.done("sampling_and_normalise")
     return WeightPass(out, stats, clock.timings, tuple(persisted))
 

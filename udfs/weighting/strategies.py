@@ -186,6 +186,11 @@ def reads(weighting: Mapping[str, Any]) -> tuple[str, ...]:
     return tuple(c for c in SIGNAL_COLUMNS if c in wanted)
 
 
+def is_uniform(weighting: Mapping[str, Any]) -> bool:
+    """Every row's raw weight is exactly 1 (`none`): normalisation needs no pass over the rows."""
+    return [s.name for s in signals(weighting)] == ["none"]
+
+
 def needs_mlm(weighting: Mapping[str, Any]) -> bool:
     return any(s.needs_mlm for s in signals(weighting))
 
