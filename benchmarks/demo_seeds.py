@@ -14,7 +14,7 @@ seeds as in docs/quality.md (benchmarks.protocol).
     .venv/bin/python -m benchmarks.demo_seeds --seeds 1 2 3 --tag dev \
         --variant "pos=weighting.em_prior_groups=p_model_position"
     # the whole demo under other settings (every run: zero-shot, naive, default): a longer log of the
-    # same world, each pair in ~16 sessions instead of ~4
+    # same world: ~11 impressions a pair instead of ~4
     .venv/bin/python -m benchmarks.demo_seeds --seeds 1 2 3 --tag dev_x4 \
         --set generate.rows=80000 --set generate.queries=500 --set generate.items=1000
 
