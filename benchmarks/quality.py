@@ -476,8 +476,12 @@ def run_seed(args, pairs: pd.DataFrame, seed: int, configs: dict[str, list[str]]
     base = Path(args.work) / args.split / f"seed{seed}_q{args.train_queries}"
     base.mkdir(parents=True, exist_ok=True)
     held = base / "heldout.parquet"
+    held_cols = ["query", "item_id", "title", "relevance"]
     if not held.exists():  # a function of the seed; never rewritten under a concurrent invocation's reader
-        held_pairs[["query", "item_id", "title", "relevance"]].to_parquet(held)
+        held_pairs[held_cols].to_parquet(held)
+    elif not pd.read_parquet(held, columns=held_cols).equals(held_pairs[held_cols].reset_index(drop=True)):
+        # the folder is keyed by seed and train queries; another --heldout-queries draws other held-out queries
+        raise SystemExit(f"{held} holds another held-out set (another --heldout-queries?): use another --work")
     yield {"seed": seed, "click_model": "-", "config": "zero-shot",
            **evaluate(default_model_path(), held, eval_stem(base, "zero_shot", held))}
     followed = {loop_base(n) for n in names if loop_base(n)}  # their weights stay until their round has run

@@ -102,3 +102,20 @@ def test_every_click_model_in_the_grid_simulates(name):
     assert 0.05 < log["clicked"].mean() < 0.8
     top = log.groupby("position")["clicked"].mean()
     assert top.loc[1] > top.loc[6]   # position bias everywhere in the grid
+
+
+def test_a_run_folder_never_evaluates_on_another_held_out_set(tmp_path):
+    # the seed's folder is keyed by seed and train queries only; a second invocation with another
+    # --heldout-queries must stop, not score its models on the first one's held-out pairs
+    from types import SimpleNamespace
+
+    from benchmarks import quality
+    pairs = _pairs(200)
+    args = SimpleNamespace(split="dev", train_queries=40, heldout_queries=20, work=str(tmp_path), click_models=[])
+    held = tmp_path / "dev" / "seed0_q40" / "heldout.parquet"
+    held.parent.mkdir(parents=True)
+    _, first = protocol.sample_split(pairs, "dev", 40, 20, 0)
+    first[["query", "item_id", "title", "relevance"]].to_parquet(held)
+    args.heldout_queries = 10
+    with pytest.raises(SystemExit, match="another held-out set"):
+        next(quality.run_seed(args, pairs, 0, {}, []))

@@ -1,0 +1,63 @@
+"""benchmarks/learning_curve.py pairs the default at N/2 with naive at N on the same held-out queries,
+from quality results files made at different --sessions."""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from benchmarks import learning_curve as lc
+from training.metrics import auc
+
+QUERIES = np.repeat([f"q{i}" for i in range(40)], 5)
+RELEVANCE = np.tile([3.0, 2.67, 2.0, 1.33, 1.0], 40)   # >= 2.5 positive: two of five a query
+
+
+def _run(tmp_path, seed: int, cm: str, config: str, sessions: float, noise: float) -> dict:
+    rng = np.random.default_rng([seed, int(sessions), config == "default"])  # fixed, whatever the hash seed
+    score = RELEVANCE + noise * rng.standard_normal(len(RELEVANCE))
+    path = tmp_path / f"seed{seed}_{cm}_s{sessions:g}_{config}.parquet"
+    pd.DataFrame({"query": QUERIES, "relevance": RELEVANCE, "score": score}).to_parquet(path)
+    return {"seed": seed, "click_model": cm, "config": config, "predictions": str(path),
+            "auc": auc(RELEVANCE >= 2.5, score), "impressions": int(12_500 * sessions)}
+
+
+def _file(runs: list[dict], sessions: float, **args) -> dict:
+    return {"args": {"split": "dev", "train_queries": 2000, "heldout_queries": 1200, "sessions": sessions, **args},
+            "runs": [{"seed": 0, "click_model": "-", "config": "zero-shot", "auc": 0.5}, *runs]}
+
+
+def test_default_at_half_is_paired_with_naive_at_full_and_the_doubling(tmp_path):
+    # noise falls with the log: naive 2.0 at s4, 1.0 at s8; the default at s4 in between (1.5)
+    files = []
+    for sessions, naive_noise, default_noise in ((4, 2.0, 1.5), (8, 1.0, 0.8)):
+        runs = [_run(tmp_path, s, "flip20", c, sessions, n) for s in (0, 1)
+                for c, n in (("naive", naive_noise), ("default", default_noise))]
+        files.append(_file(runs, sessions))
+    rows = lc.curve(lc.runs_by_size(files), replicates=200)
+    assert len(rows) == 1   # N = 8 only: nothing at s2 or s16
+    r = rows[0]
+    assert r["click_model"] == "flip20" and r["sessions"] == 8 and r["seeds"] == [0, 1]
+    a = r["auc"]
+    d = r["default_half_minus_naive_full"]
+    assert d["mean"] == pytest.approx(np.mean(np.subtract(a["default_half"], a["naive_full"])))
+    assert d["lo"] <= d["hi"] and d["seeds"] == 2
+    g = r["doubling_gain_naive"]
+    assert g["mean"] == pytest.approx(np.mean(np.subtract(a["naive_full"], a["naive_half"])))
+    assert g["mean"] > 0   # less noise at N: doubling helps naive here
+    share = r["default_share_of_doubling"]
+    assert share == pytest.approx((np.mean(a["default_half"]) - np.mean(a["naive_half"])) / g["mean"])
+    assert r["impressions"] == {"full": 100_000.0, "half": 50_000.0}
+    assert "flip20" in lc.markdown(rows)
+
+
+def test_files_with_other_held_out_sets_are_refused(tmp_path):
+    a = _file([_run(tmp_path, 0, "graded", "naive", 4, 1.0)], 4)
+    b = _file([_run(tmp_path, 0, "graded", "naive", 8, 1.0)], 8, heldout_queries=800)
+    with pytest.raises(SystemExit, match="heldout_queries"):
+        lc.runs_by_size([a, b])
+
+
+def test_doubling_that_buys_nothing_has_no_share():
+    assert np.isnan(lc.doubling_share(0.71, 0.70, 0.70))
+    assert lc.doubling_share(0.705, 0.70, 0.71) == pytest.approx(0.5)
