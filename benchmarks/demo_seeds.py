@@ -4,9 +4,11 @@ The demo's own data is one draw (`generate.seed: 7`, conf/defaults.yaml); its fi
 place to choose anything. Other generator seeds give the same kind of log (20,000 rows, about 5,000
 pairs, 4 impressions a pair) with other catalogues, queries and clicks: the place to ask whether a
 result on the demo is the rule or the draw. Per seed: the pipeline as a user runs it (its own work
-folder), then every model (zero-shot, naive, default) scored on the seed's held-out queries, and the
-paired AUC difference against naive with a 95 % bootstrap interval over held-out queries, combined over
-seeds as in docs/quality.md (benchmarks.protocol).
+folder); the `truth` oracle beside it (the naive run's score output with each pair's true click
+probability as its label, from the generator's hidden relevance, trained under the naive run's own
+config: how much a perfect label could win at this size); then every model (zero-shot, naive, default,
+truth) scored on the seed's held-out queries, and the paired AUC difference against naive with a 95 %
+bootstrap interval over held-out queries, combined over seeds as in docs/quality.md (benchmarks.protocol).
 
     .venv/bin/python -m benchmarks.demo_seeds --seeds 1 2 3 --tag dev    # dev seeds: choose here
     .venv/bin/python -m benchmarks.demo_seeds --seeds 7 --tag demo       # the demo itself: a check
@@ -25,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import shutil
 import subprocess
 import sys
 import time
@@ -32,16 +35,20 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow.parquet as pq
 
 from benchmarks.bench_data import write_results
 from benchmarks.protocol import bootstrap_auc_differences, combine_seeds
+from jobs.generate import DEMO_CLICKS
 from training.metrics import auc
+from udfs.clickstream.schema import PAIRS_DIR
+from udfs.clickstream.simulate import click_probability
 from udfs.scoring.model_loader import default_model_path
 
 ROOT = Path(__file__).resolve().parent.parent
 CLI = str(Path(sys.executable).parent / "clickweight")
 POSITIVE = 2.0  # conf/defaults.yaml pipeline.eval_positive_threshold
-MODELS = ("zero-shot", "naive", "default")
+MODELS = ("zero-shot", "naive", "default", "truth")
 
 
 def run_pipeline(workdir: Path, seed: int, sets: list[str] = (), base_sets: list[str] = ()) -> float:
@@ -60,6 +67,50 @@ def run_pipeline(workdir: Path, seed: int, sets: list[str] = (), base_sets: list
     return time.time() - started
 
 
+def truth_labels(weighted: Path, data: Path) -> int:
+    """The `truth` oracle's labels (as benchmarks/quality.py's): every pair of the naive run's pair table
+    gets its true click probability given examination under the demo's click model, from the generator's
+    hidden per-row relevance (data/truth.parquet). Rewrites the pair table in place; returns its pairs."""
+    rows = pd.read_parquet(data / "clickstream", columns=["event_id", "query", "title"])
+    truth = pd.read_parquet(data / "truth.parquet", columns=["event_id", "true_relevance"])
+    rows = rows.merge(truth, on="event_id", how="inner").dropna(subset=["query", "title", "true_relevance"])
+    rows = rows.assign(query=rows["query"].str.strip(), title=rows["title"].str.strip(),
+                       p=click_probability(rows["true_relevance"].to_numpy(), DEMO_CLICKS))
+    alpha = rows.groupby(["query", "title"])["p"].mean()
+    changed = 0
+    for f in sorted((weighted / PAIRS_DIR).rglob("*.parquet")):
+        table = pq.read_table(f)
+        label = alpha.reindex(pd.MultiIndex.from_frame(table.select(["query", "title"]).to_pandas())).to_numpy()
+        if np.isnan(label).any():
+            raise RuntimeError(f"{f}: pairs without a true relevance")
+        i = table.schema.get_field_index("label")
+        table = table.set_column(i, table.schema.field(i), [label.astype(table.schema.field(i).type.to_pandas_dtype())])
+        pq.write_table(table, f)
+        changed += len(label)
+    return changed
+
+
+def run_truth(workdir: Path) -> float:
+    """The `truth` oracle beside a finished pipeline: the naive run's score output with truth_labels,
+    trained under the naive run's own config (same trainee, budget and gate); returns its wall (s)."""
+    rnd = workdir / "round_0"
+    model = rnd / "model_truth"
+    if (model / "train_summary.json").exists():
+        return 0.0
+    started, weighted = time.time(), rnd / "weighted_truth"
+    if not (weighted / "_truth_labels").exists():
+        shutil.rmtree(weighted, ignore_errors=True)
+        shutil.copytree(rnd / "weighted_naive", weighted)
+        truth_labels(weighted, workdir / "data")
+        (weighted / "_truth_labels").write_text("the pair table's labels are the true click probabilities\n")
+    proc = subprocess.run([CLI, "train", "--conf", str(rnd / "model_naive" / "train_config.yaml"),
+                           "--input", str(weighted), "--output", str(model), "--fresh", "--overwrite"],
+                          capture_output=True, text=True)
+    if proc.returncode:
+        raise RuntimeError(f"truth training in {model} failed:\n{proc.stderr[-3000:]}")
+    return time.time() - started
+
+
 def sets_digest(sets: list[str]) -> str:
     """A short name for a list of settings (their order does not matter)."""
     return hashlib.sha256("\n".join(sorted(sets)).encode()).hexdigest()[:8]
@@ -70,7 +121,7 @@ def predictions(workdir: Path, variants: dict[str, Path] | None = None) -> pd.Da
     a variant's pipeline folder (its `default` model)."""
     held = workdir / "data" / "heldout.parquet"
     paths = {"zero-shot": Path(default_model_path()), "naive": workdir / "round_0" / "model_naive",
-             "default": workdir / "round_0" / "model_default",
+             "default": workdir / "round_0" / "model_default", "truth": workdir / "round_0" / "model_truth",
              **{name: folder / "round_0" / "model_default" for name, folder in (variants or {}).items()}}
     frame = None
     for name, model in paths.items():
@@ -145,7 +196,8 @@ def main(argv: list[str] | None = None) -> int:
     frames, walls = {}, {}
     for seed in args.seeds:
         workdir = Path(args.work) / (f"g{seed}" + (f"_{sets_digest(args.sets)}" if args.sets else ""))
-        walls[seed] = {"pipeline": round(run_pipeline(workdir, seed, base_sets=args.sets), 1)}
+        walls[seed] = {"pipeline": round(run_pipeline(workdir, seed, base_sets=args.sets), 1),
+                       "truth": round(run_truth(workdir), 1)}
         folders = {}
         for name, sets in variants.items():
             folders[name] = workdir / f"variant_{name}"

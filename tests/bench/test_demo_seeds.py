@@ -35,3 +35,27 @@ def test_identical_models_differ_by_exactly_zero():
     result = demo_seeds.paired({3: f}, replicates=100)
     d = result["per_seed"][0]["minus_naive"]["default"]
     assert d["mean"] == d["lo"] == d["hi"] == 0.0
+
+
+def test_truth_labels_are_each_pairs_true_click_probability(tmp_path):
+    import pytest
+
+    from jobs.generate import DEMO_CLICKS
+    from udfs.clickstream.simulate import click_probability
+    data, pairs = tmp_path / "data", tmp_path / "weighted" / "_pairs"
+    (data / "clickstream").mkdir(parents=True)
+    pairs.mkdir(parents=True)
+    pd.DataFrame({"event_id": ["e1", "e2", "e3", "e4"], "query": [" drill", "drill", "saw", None],
+                  "title": ["bit set ", "bit set", "hand saw", "x"]}).to_parquet(data / "clickstream" / "p.parquet")
+    pd.DataFrame({"event_id": ["e1", "e2", "e3", "e4"], "true_relevance": [3.0, 3.0, 1.5, 2.0]}).to_parquet(
+        data / "truth.parquet")
+    pd.DataFrame({"query": ["drill", "saw"], "title": ["bit set", "hand saw"], "label": [0.0, 1.0],
+                  "impressions": [2, 1]}).to_parquet(pairs / "part-0.parquet")
+    assert demo_seeds.truth_labels(tmp_path / "weighted", data) == 2
+    got = pd.read_parquet(pairs / "part-0.parquet")
+    np.testing.assert_allclose(got["label"], click_probability(np.array([3.0, 1.5]), DEMO_CLICKS))
+    assert got["impressions"].tolist() == [2, 1]   # only the label changes
+    pd.DataFrame({"query": ["hammer"], "title": ["claw"], "label": [0.5], "impressions": [1]}).to_parquet(
+        pairs / "part-1.parquet")
+    with pytest.raises(RuntimeError, match="without a true relevance"):
+        demo_seeds.truth_labels(tmp_path / "weighted", data)
