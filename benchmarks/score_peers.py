@@ -22,6 +22,8 @@ start and report around them), the worker peak RSS, and the fit wall = fixed cos
 
     .venv/bin/python -m benchmarks.score_peers --rows 10000 50000 200000 --dup 1 3
     .venv/bin/python -m benchmarks.score_peers --rows 10000 --dup 3 --peers a2,c        # a quick look
+    .venv/bin/python -m benchmarks.score_peers --rows 10000 50000 200000 --dup 3 --repeat 3   # the peer table:
+        # every case and peer interleaved (a, a2, b, c, a, ...), 3 runs each, medians and spread
     .venv/bin/python -m benchmarks.score_peers --agreement --rows 10000 --dup 3         # precisions vs fp32
         [--set weighting.strategy=information_gain]                                      # weights that read p
 
@@ -188,6 +190,14 @@ def run_peer(peer: str, src: str, out: str, precision: str, overrides: tuple[str
 
 # ---------------------------------------------------------------- the comparison
 
+def median_run(results: list[dict]) -> dict:
+    """The run with the median wall (the lower middle of an even count), with every run's wall and
+    their spread beside it: one cell of the peer table."""
+    walls = [r["wall_s"] for r in results]
+    middle = sorted(range(len(results)), key=lambda k: walls[k])[(len(results) - 1) // 2]
+    return {**results[middle], "walls_s": walls, "wall_min_s": min(walls), "wall_max_s": max(walls)}
+
+
 def profile(c: dict) -> dict[str, float]:
     """(c)'s wall split into phases: the job's own timings, plus what lies around them (interpreter,
     imports, JVM and Spark start, reading the input's row count; then the report and exit)."""
@@ -259,8 +269,10 @@ def print_table(cases: list[dict]) -> None:
     print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for c in cases:
         rate = {p: c["rows"] / c[p]["wall_s"] for p in ("a", "a2", "b", "c") if p in c}
+        spread = {p: f" ({c['rows'] / c[p]['wall_max_s']:.1f}-{c['rows'] / c[p]['wall_min_s']:.1f})"
+                  if c[p].get("walls_s", [0])[1:] else "" for p in rate}
         ratios = [f"{rate['c'] / rate[p]:.2f}" if "c" in rate and p in rate else "-" for p in ("a", "a2", "b")]
-        cells = [f"{rate[p]:.1f}" if p in rate else "-" for p in ("a", "a2", "b", "c")]
+        cells = [f"{rate[p]:.1f}{spread[p]}" if p in rate else "-" for p in ("a", "a2", "b", "c")]
         rss = c["c"]["peak_rss_mib"]["python_worker_max"] if "c" in c else "-"
         floors = [f"{c[p]['wall_s']:.1f}" if p in c else "-" for p in ("f0", "f1")]
         print(f"| {c['rows']} | {c['dup']} | {c['distinct_pairs']} | {' | '.join(cells + ratios)} | {rss} "
@@ -273,6 +285,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--dup", type=int, nargs="*", default=[1, 3])
     p.add_argument("--peers", default="a,a2,b,c")
     p.add_argument("--precision", default="auto")
+    p.add_argument("--repeat", type=int, default=1,
+                   help="repetitions, interleaved over every case and peer; each cell is the median run")
     p.add_argument("--agreement", action="store_true", help="compare bf16 and int8 with fp32 instead")
     p.add_argument("--set", action="append", default=[], dest="overrides", help="key=value for (c)'s config")
     p.add_argument("--plot", action="store_true", help="write docs/performance_profile.png")
@@ -302,19 +316,26 @@ def main(argv: list[str] | None = None) -> int:
             src = bench_data.write_clickstream(frame, work / "in")
             report["agreement"] = agreement(src, work, ["bf16", "int8"], tuple(args.overrides))
         else:
-            cases = []
+            cases, sources, peers = [], [], args.peers.split(",")
             for dup in args.dup:
                 for rows in args.rows:
                     frame = bench_data.clickstream(pairs, rows, dup, seed=rows + dup)
-                    src = bench_data.write_clickstream(frame, work / f"in_{rows}_{dup}")
-                    case = {"rows": rows, "dup": dup,
-                            "distinct_pairs": int(frame[["query", "title"]].drop_duplicates().shape[0])}
-                    for peer in args.peers.split(","):
-                        case[peer] = run_peer(peer, src, str(work / f"out_{peer}_{rows}_{dup}"), args.precision,
-                                              tuple(args.overrides))
-                        print(f"rows={rows} dup={dup} ({peer}) {PEERS[peer]}: {case[peer]['wall_s']} s", flush=True)
-                    cases.append(case)
-                    shutil.rmtree(work / f"in_{rows}_{dup}", ignore_errors=True)
+                    sources.append(bench_data.write_clickstream(frame, work / f"in_{rows}_{dup}"))
+                    cases.append({"rows": rows, "dup": dup, "repeat": args.repeat,
+                                  "distinct_pairs": int(frame[["query", "title"]].drop_duplicates().shape[0])})
+            # Interleaved: each repetition runs every case and every peer once (a, a2, b, c, a, a2, ...), so a
+            # machine that drifts during the invocation moves every peer alike; each cell is the median run.
+            runs: dict[tuple[int, str], list[dict]] = {}
+            for rep in range(args.repeat):
+                for i, (case, src) in enumerate(zip(cases, sources)):
+                    for peer in peers:
+                        out = work / f"out_{peer}_{case['rows']}_{case['dup']}"
+                        runs.setdefault((i, peer), []).append(
+                            run_peer(peer, src, str(out), args.precision, tuple(args.overrides)))
+                        shutil.rmtree(out, ignore_errors=True)
+                        case[peer] = median_run(runs[(i, peer)])
+                        print(f"rep {rep + 1}/{args.repeat} rows={case['rows']} dup={case['dup']} ({peer}) "
+                              f"{PEERS[peer]}: {runs[(i, peer)][-1]['wall_s']} s", flush=True)
                     write_report({**report, "cases": cases, "partial": True}, args.json)  # kept if cut off
             report.update(cases=cases, fixed_cost=fixed_cost_fit(cases))
             print_table(cases)

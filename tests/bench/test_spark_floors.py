@@ -21,3 +21,13 @@ def test_f1_scores_nothing_and_f2_scores_every_pair_with_the_scorers_cosine(tmp_
     pairs = f2.drop_duplicates(["query", "title"])
     expected = get_scorer(_settings("fp32")[1]).cosine(pairs["query"].tolist(), pairs["title"].tolist())
     np.testing.assert_allclose(pairs["relevance"].to_numpy(), expected, atol=1e-5)
+
+
+def test_a_peer_table_cell_is_the_median_run_with_its_spread():
+    from benchmarks.score_peers import median_run
+    runs = [{"wall_s": 31.0, "k": "a"}, {"wall_s": 29.5, "k": "b"}, {"wall_s": 40.2, "k": "c"}]
+    cell = median_run(runs)
+    assert cell["k"] == "a" and cell["wall_s"] == 31.0   # the middle run, with its own details
+    assert cell["walls_s"] == [31.0, 29.5, 40.2] and (cell["wall_min_s"], cell["wall_max_s"]) == (29.5, 40.2)
+    assert median_run(runs[:2])["k"] == "b"               # an even count: the lower middle, a real run
+    assert median_run(runs[:1])["walls_s"] == [31.0]
