@@ -35,13 +35,12 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import pyarrow.parquet as pq
 
 from benchmarks.bench_data import write_results
 from benchmarks.protocol import bootstrap_auc_differences, combine_seeds
+from benchmarks.quality import set_pair_labels
 from jobs.generate import DEMO_CLICKS
 from training.metrics import auc
-from udfs.clickstream.schema import PAIRS_DIR
 from udfs.clickstream.simulate import click_probability
 from udfs.scoring.model_loader import default_model_path
 
@@ -76,18 +75,7 @@ def truth_labels(weighted: Path, data: Path) -> int:
     rows = rows.merge(truth, on="event_id", how="inner").dropna(subset=["query", "title", "true_relevance"])
     rows = rows.assign(query=rows["query"].str.strip(), title=rows["title"].str.strip(),
                        p=click_probability(rows["true_relevance"].to_numpy(), DEMO_CLICKS))
-    alpha = rows.groupby(["query", "title"])["p"].mean()
-    changed = 0
-    for f in sorted((weighted / PAIRS_DIR).rglob("*.parquet")):
-        table = pq.read_table(f)
-        label = alpha.reindex(pd.MultiIndex.from_frame(table.select(["query", "title"]).to_pandas())).to_numpy()
-        if np.isnan(label).any():
-            raise RuntimeError(f"{f}: pairs without a true relevance")
-        i = table.schema.get_field_index("label")
-        table = table.set_column(i, table.schema.field(i), [label.astype(table.schema.field(i).type.to_pandas_dtype())])
-        pq.write_table(table, f)
-        changed += len(label)
-    return changed
+    return set_pair_labels(weighted, rows.groupby(["query", "title"])["p"].mean())
 
 
 def run_truth(workdir: Path) -> float:

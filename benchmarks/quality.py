@@ -196,18 +196,22 @@ def truth_labels(weighted: Path, train: pd.DataFrame, settings: SimulatorSetting
     (its attractiveness under the click model). Rewrites the copied score output's pair table in place."""
     alpha = (train.assign(query=train["query"].str.strip(), title=train["title"].str.strip())
                   .groupby(["query", "title"])["relevance"].mean())
-    alpha = pd.Series(click_probability(alpha.to_numpy(), settings), index=alpha.index)
+    return set_pair_labels(weighted, pd.Series(click_probability(alpha.to_numpy(), settings), index=alpha.index))
+
+
+def set_pair_labels(weighted: Path, labels: pd.Series) -> int:
+    """Rewrites the `label` of every pair in a score output's pair table from `labels`, indexed by the
+    trimmed (query, title); every pair must have one. Returns the pairs rewritten."""
     changed = 0
     for f in sorted((weighted / PAIRS_DIR).rglob("*.parquet")):
         table = pq.read_table(f)
-        frame = table.select(["query", "title"]).to_pandas()
-        label = alpha.reindex(pd.MultiIndex.from_frame(frame)).to_numpy()
+        label = labels.reindex(pd.MultiIndex.from_frame(table.select(["query", "title"]).to_pandas())).to_numpy()
         if np.isnan(label).any():
-            raise RuntimeError(f"{f}: pairs without a true grade")
+            raise RuntimeError(f"{f}: pairs without a true relevance")
         i = table.schema.get_field_index("label")
         table = table.set_column(i, table.schema.field(i), [label.astype(table.schema.field(i).type.to_pandas_dtype())])
         pq.write_table(table, f)
-        changed += len(frame)
+        changed += len(label)
     return changed
 
 
