@@ -58,7 +58,7 @@ def homedepot_rows(seed: int, cm: str, sessions: float) -> pd.DataFrame:
     from benchmarks.protocol import CLICK_MODELS, sample_split
     from benchmarks.score_peers import _settings
     from udfs.clickstream.simulate import SimulatorSettings, simulate
-    from udfs.scoring.bert import PairScorer
+    from udfs.scoring.bert import get_scorer
 
     cache = ROOT / "runs" / "label_prior_likelihood" / f"hd_s{seed}_{cm}_{sessions:g}.parquet"
     if cache.exists():
@@ -69,8 +69,7 @@ def homedepot_rows(seed: int, cm: str, sessions: float) -> pd.DataFrame:
     rows = simulate(train, st, seed)[0][["event_id", "query", "title", "position", "clicked"]].copy()
     rows["query"], rows["title"] = rows["query"].str.strip(), rows["title"].str.strip()
     uniq = rows.drop_duplicates(["query", "title"])[["query", "title"]].reset_index(drop=True)
-    _, sc = _settings("auto")
-    scorer = PairScorer(sc, "cpu")
+    scorer = get_scorer(_settings("auto")[1])  # loaded once per process, not once per log
     q, t = scorer.embed(uniq["query"].tolist()), scorer.embed(uniq["title"].tolist())
     uniq["p_model"] = np.einsum("ij,ij->i", q, t)   # ranks only matter for the prior's groups
     rows = rows.merge(uniq, on=["query", "title"], how="left")
