@@ -14,6 +14,8 @@ best candidate in hindsight and the current gate. Criteria (lower is better unle
   bias, which a model trained on corrected labels does not.
 - `click_auc` (higher is better): pooled held-out click AUC.
 - `last`: no gate: the last epoch.
+- `hindsight` (a diagnostic, not a gate): the candidate with the best graded held-out AUC, i.e. chosen
+  on the test figures themselves; it measures regret and is never a `--replay` choice.
 - `<criterion>+se`: `train.select_margin_se=2` on that criterion: an epoch the criterion puts behind
   the start is still exported unless the start's lead exceeds two standard errors of their paired
   difference (over held-out queries): a gate that does not act on differences it cannot see.
@@ -90,8 +92,12 @@ def study_run(row: dict, zero_auc: float) -> dict:
 
 
 def pick(run: dict, rule: str) -> str:
+    """The candidate `rule` exports. A criterion rule is the trainer's gate (training/recipe.py
+    Trainer._select, training.metrics.gate_keeps): each epoch in turn, in epoch order, replaces the best so
+    far only if it is better by more than GATE_TOLERANCE (a tie keeps the earlier candidate); with `+se`,
+    one behind the start is still taken while the start's lead is within Z_SE standard errors."""
     names = list(run["graded_auc"])
-    epochs = [k for k in names if k != "start"]
+    epochs = sorted((k for k in names if k != "start"), key=lambda k: int(k.split("_")[1]))
     if rule == "last":
         return epochs[-1]
     if rule == "hindsight":
@@ -101,19 +107,20 @@ def pick(run: dict, rule: str) -> str:
     base, _, guard = rule.partition("+")
     v = run["criteria"][base]["value"]
     sign = -1.0 if base == "click_auc" else 1.0          # lower is better
-    if not guard:
-        return min(names, key=lambda k: sign * v[k])
-    # as the trainer's _select with train.select_margin_se: each epoch in turn against the best so far;
-    # one behind the start is still taken while the start's lead is within Z_SE standard errors
+    margin = Z_SE if guard else 0.0
+    se = run["criteria"][base].get("se_vs_start", {}) if guard else {}
     best = "start"
     for k in epochs:
-        if gate_keeps(v[k], v[best], best == "start", Z_SE, run["criteria"][base]["se_vs_start"][k]):
+        if gate_keeps(sign * v[k], sign * v[best], best == "start", margin, se.get(k)):
             best = k
     return best
 
 
 RULES = ("current", "impression_loss", "impression_loss+se", "examination_loss", "examination_loss+se",
          "click_auc", "last", "hindsight")
+# What --replay may export: a gate that could have run (hindsight chooses by the graded held-out AUC, the
+# very figure the replayed quality file would report, so it is a diagnostic column only).
+REPLAY_RULES = tuple(r for r in RULES if r != "hindsight")
 
 
 def summarise(runs: list[dict]) -> list[dict]:
@@ -148,7 +155,10 @@ def markdown(summary: list[dict], runs: list[dict]) -> str:
 def replay(rows: list[dict], runs: list[dict], rule: str) -> list[dict]:
     """The quality rows as if each training had exported what `rule` picks: its candidate's graded
     figures and held-out scores (the start: the seed's zero-shot ones), for benchmarks/quality.py
-    --tabulate-only --include."""
+    --tabulate-only --include. Raises for `hindsight` (chosen by the graded AUC itself) and for a
+    picked candidate without its own AUC and held-out scores (the exported model's must not stand in)."""
+    if rule not in REPLAY_RULES:
+        raise ValueError(f"{rule!r} cannot be replayed: choices {REPLAY_RULES}")
     picked = {(r["seed"], r["click_model"], r["config"]): pick(r, rule) for r in runs}
     zero = {r["seed"]: r for r in rows if r["config"] == "zero-shot"}
     out = []
@@ -159,8 +169,14 @@ def replay(rows: list[dict], runs: list[dict], rule: str) -> list[dict]:
             continue
         cand = row["candidates"][name]
         src = zero[row["seed"]] if cand.get("same_as") == "zero-shot" else cand
-        out.append({**{k: v for k, v in row.items() if k != "candidates"},
-                    **{k: src[k] for k in ("auc", "ndcg@10", "predictions", "scores") if k in src},
+        if "auc" not in src or not (src.get("scores") or src.get("predictions")):
+            raise RuntimeError(f"seed {row['seed']} {row['click_model']} {row['config']}: candidate {name} has no "
+                               "AUC or held-out scores of its own (rerun benchmarks.quality with --candidates on "
+                               "this build, or --include the file that persisted them); the exported model's "
+                               "scores would stand in for it")
+        figures = ("auc", "ndcg@10", "predictions", "scores")
+        out.append({**{k: v for k, v in row.items() if k != "candidates" and k not in figures},
+                    **{k: src[k] for k in figures if k in src},
                     "selected": name.replace("_", " "), "gate_rule": rule})
     return out
 
@@ -207,8 +223,10 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--results", nargs="+", required=True, help="benchmarks/quality.py results JSON (--candidates)")
     p.add_argument("--tag", default="dev")
-    p.add_argument("--replay", choices=RULES, help="also write the quality rows as this rule would have exported "
-                   "them (benchmarks/results/quality_<split>_<tag>_<rule>.json, for quality.py --include)")
+    p.add_argument("--replay", choices=REPLAY_RULES,
+                   help="also write the quality rows as this rule would have exported them "
+                   "(benchmarks/results/quality_<split>_<tag>_<rule>.json, for quality.py --include); "
+                   "not hindsight, which chooses by the graded AUC it would report")
     p.add_argument("--split", default="dev", help="names the --replay file")
     p.add_argument("--margins", action="store_true", help="--results are gate_study_*.json files: tabulate how "
                    "far examination_loss sees (each epoch's lead over its start in SE) into gate_margins_TAG.{json,md}")
@@ -220,8 +238,13 @@ def main(argv: list[str] | None = None) -> int:
         (results / f"gate_margins_{args.tag}.md").write_text(margins_markdown(m))
         print(margins_markdown(m))
         return 0
-    rows = [r for f in args.results for r in json.loads(Path(f).read_text())["runs"]]
-    rows = list({(r["seed"], r["click_model"], r["config"]): r for r in rows}.values())  # latest row wins
+    from benchmarks.quality import PROVENANCE, row_provenance  # (quality imports this module)
+
+    # each row with what it was run with (its file's arguments where the row and its path do not say),
+    # so a replayed file's rows carry it; the latest row of a (seed, click model, config, provenance) wins
+    files = [json.loads(Path(f).read_text()) for f in args.results]
+    rows = [{**r, **row_provenance(r, d.get("args"))} for d in files for r in d["runs"]]
+    rows = list({(r["seed"], r["click_model"], r["config"], *(r[k] for k in PROVENANCE)): r for r in rows}.values())
     zero = {r["seed"]: r["auc"] for r in rows if r["config"] == "zero-shot"}
     runs = [study_run(r, zero[r["seed"]]) for r in rows if r.get("candidates")]
     if not runs:

@@ -8,6 +8,17 @@ their true grades (grade >= 2.5 positive). Reported per click model: each config
 difference against naive with a 95 % bootstrap interval over held-out queries (combined over seeds),
 its share of the headroom to `truth`, and its gain over zero-shot per seed.
 
+Intervals (benchmarks/protocol.py): the seeds' held-out queries come from one pool and overlap, so the
+bootstrap over held-out queries is joint (one resample of the union of the seeds' held-out queries per
+draw, applied to every seed and every configuration); beside it, a t interval over seeds of the per-seed
+differences (training variance); the headroom share has a percentile interval from the same draws.
+
+Every result row names the run's own split, train_queries, heldout_queries and sessions (older rows:
+derived from their predictions or scores path, which encodes all but the held-out query count; that
+one from their file's arguments where the file is a run's own). Rows are deduplicated, skipped as
+finished and grouped on them; rows of different splits are never tabulated together, and a
+configuration is paired with naive only on the same held-out rows.
+
     # choose on dev (as often as you like) ...
     .venv/bin/python -m benchmarks.quality --split dev --seeds 0 1 2 3 4 \\
         --click-models graded,pbm_eta1,flip20 --configs naive,truth,clean,default --tag dev
@@ -58,9 +69,16 @@ import yaml
 
 from benchmarks.bench_data import HOMEDEPOT
 from benchmarks.gate_study import PROPENSITY_MIN, per_pair_losses
-from benchmarks.protocol import CLICK_MODELS, bootstrap_auc_differences, combine_seeds, headroom_share, sample_split
+from benchmarks.protocol import (
+    CLICK_MODELS,
+    combine_seeds,
+    headroom_share,
+    joint_bootstrap_auc_differences,
+    sample_split,
+    share_interval,
+)
 from jobs.config import NAIVE_BASELINE
-from training.metrics import SELECT_KEYS, gate_keeps, log_examination, paired_standard_error
+from training.metrics import SELECT_KEYS, auc, gate_keeps, log_examination, paired_standard_error
 from training.model import BiEncoderTrainee
 from udfs.clickstream.schema import PAIRS_DIR
 from udfs.clickstream.simulate import SimulatorSettings, click_probability, simulate
@@ -73,7 +91,12 @@ POSITIVE = 2.5
 # Each evaluated model's held-out scores, kept in the repository (float32, the held-out set's row order),
 # so a matrix that takes several sessions can be tabulated after its run folders are gone.
 SCORES = ROOT / "benchmarks" / "results" / "quality_scores"
-RUN_PATH = re.compile(r"(dev|test)/seed\d+_q\d+/(?:[^/]+/)?eval_[^/]+_h(\d+)\.parquet$")
+RUN_PATH = re.compile(r"(?P<split>dev|test)/seed(?P<seed>\d+)_q(?P<train_queries>\d+)/(?:(?P<folder>[^/]+)/)?"
+                      r"eval_[^/]+_h(?P<rows>\d+)\.parquet$")
+CLICK_MODEL_FOLDER = re.compile(r"^(?P<click_model>.+)_s(?P<sessions>[0-9.e+-]+)$")  # f"{cm}_s{sessions:g}"
+# What a result row was run with (the run's own arguments): rows are deduplicated, reused and grouped on it.
+PROVENANCE = ("split", "train_queries", "heldout_queries", "sessions")
+AUC_TOLERANCE = 1e-4  # a stored or run-folder score file must give its row's AUC to within this
 NAIVE = list(NAIVE_BASELINE)   # README: the naive baseline
 ORACLES = ("truth", "clean")
 
@@ -145,15 +168,88 @@ def scores_paths(predictions: str | Path) -> tuple[Path, Path]:
     if not m:
         raise ValueError(f"not a quality run's predictions path: {predictions}")
     rel = Path(m.group(0))
-    return SCORES / rel, SCORES / rel.parts[0] / rel.parts[1] / f"heldout_h{m.group(2)}.parquet"
+    return SCORES / rel, SCORES / rel.parts[0] / rel.parts[1] / f"heldout_h{m.group('rows')}.parquet"
+
+
+def path_provenance(path: str | Path) -> dict:
+    """What a predictions or scores path encodes: split, seed, train_queries, and for a click model's run
+    its click_model and sessions (`.../<split>/seed<S>_q<Q>/<click model>_s<sessions>/eval_...`); {} for
+    a path of another layout. The held-out query count is not in it (`_h<N>` counts held-out rows)."""
+    m = RUN_PATH.search(Path(path).as_posix())
+    if not m:
+        return {}
+    out = {"split": m.group("split"), "seed": int(m.group("seed")), "train_queries": int(m.group("train_queries"))}
+    folder = CLICK_MODEL_FOLDER.match(m.group("folder") or "")
+    if folder:
+        out.update(click_model=folder.group("click_model"), sessions=float(folder.group("sessions")))
+    return out
+
+
+def run_args_of(file_args: dict | None) -> dict | None:
+    """A results file's arguments, where they are its own run's (not a --tabulate-only call's, whose size
+    arguments were defaults it did not use, nor a gate study replay's, which has none)."""
+    if not file_args or file_args.get("tabulate_only") or any(k not in file_args for k in PROVENANCE):
+        return None
+    return file_args
+
+
+def row_provenance(row: dict, file_args: dict | None = None) -> dict:
+    """split / train_queries / heldout_queries / sessions of a result row (sessions None for zero-shot):
+    the row's own fields (rows written by this version); else what its predictions or scores path
+    encodes; else, for what the path cannot tell (the held-out query count), its results file's
+    arguments where they are a run's own (run_args_of) and agree with the path. None where unknown.
+    Raises where the row and its path disagree (a row pointing at another run's scores)."""
+    out = {k: row.get(k) for k in PROVENANCE}
+    derived: dict = {}
+    for key in ("scores", "predictions"):
+        if isinstance(row.get(key), str):
+            derived = path_provenance(row[key])
+            if derived:
+                break
+    zero = row.get("click_model") == "-"
+    where = f"seed {row.get('seed')} {row.get('click_model')} {row.get('config')}"
+    for k, v in derived.items():
+        mine = row.get(k) if k in ("seed", "click_model") else out[k]
+        if mine is not None and mine != v:
+            raise ValueError(f"{where}: its row says {k}={mine!r}, its scores path {v!r}")
+        if k in out and out[k] is None:
+            out[k] = v
+    given = run_args_of(file_args)
+    if given is not None:
+        agree = all(out[k] is None or out[k] == given[k]
+                    for k in ("split", "train_queries", *(() if zero else ("sessions",))))
+        if agree:
+            out = {k: (given[k] if out[k] is None else out[k]) for k in PROVENANCE}
+    if zero:
+        out["sessions"] = None
+    for k, cast in (("train_queries", int), ("heldout_queries", int), ("sessions", float)):
+        out[k] = None if out[k] is None else cast(out[k])
+    return out
+
+
+def run_provenance(args, zero: bool = False) -> dict:
+    """The provenance fields of a row this invocation runs (its own arguments)."""
+    return {"split": args.split, "train_queries": int(args.train_queries), "heldout_queries": int(args.heldout_queries),
+            "sessions": None if zero else float(args.sessions)}
+
+
+def check_auc(frame: pd.DataFrame, expected: float | None) -> bool:
+    """Whether held-out scores give the row's AUC (to AUC_TOLERANCE; True when the row has none)."""
+    if expected is None:
+        return True
+    got = auc(frame["relevance"].to_numpy() >= POSITIVE, frame["score"].to_numpy())
+    return got is not None and abs(got - float(expected)) <= AUC_TOLERANCE
 
 
 def persist_scores(row: dict) -> dict:
-    """Copies the row's held-out scores into SCORES (once) and names the copy in the row."""
+    """Copies the row's held-out scores into SCORES (once) and names the copy in the row. Both the run
+    folder's predictions and an existing stored copy must give the row's AUC: a stored copy is never
+    overwritten (see below)."""
     if "predictions" not in row or not Path(row["predictions"]).exists():
         return row
     scores, key = scores_paths(row["predictions"])
     frame = pd.read_parquet(row["predictions"], columns=["query", "relevance", "score"])
+    where = f"seed {row.get('seed')} {row.get('click_model')} {row.get('config')}"
     if key.exists():
         kept = pd.read_parquet(key)
         if not (kept["query"].equals(frame["query"]) and np.allclose(kept["relevance"], frame["relevance"])):
@@ -161,6 +257,24 @@ def persist_scores(row: dict) -> dict:
     else:
         key.parent.mkdir(parents=True, exist_ok=True)
         frame[["query", "relevance"]].to_parquet(key, compression="zstd")
+    # A stored score file that does not give the row's AUC is stale (a rerun under the same path with
+    # other settings) or belongs to another row: fail loudly rather than overwrite it. Overwriting is not
+    # safer: committed results rows of an earlier invocation may point at that file, and whether a run is
+    # "fresh" cannot be told reliably here (reused and copied runs, --include'd rows whose run folder was
+    # later rerun); stopping leaves both the file and the choice (another --work, or deleting the stale
+    # file deliberately) to a person.
+    stored_ok = None
+    if scores.exists():
+        stored = pd.read_parquet(key).assign(score=pd.read_parquet(scores)["score"].astype("float64").to_numpy())
+        stored_ok = check_auc(stored, row.get("auc"))
+    fresh_ok = check_auc(frame, row.get("auc"))
+    if stored_ok is False:
+        raise RuntimeError(f"{where}: the stored scores {scores} do not give the row's AUC {row.get('auc')} "
+                           f"(a rerun under the same path with other settings?); not overwritten: move or delete "
+                           "that file deliberately, or run under another --work")
+    if not fresh_ok and not stored_ok:
+        raise RuntimeError(f"{where}: {row['predictions']} does not give the row's AUC {row.get('auc')} "
+                           "(its run folder rerun since?), and no stored copy does")
     if not scores.exists():
         scores.parent.mkdir(parents=True, exist_ok=True)
         frame[["score"]].astype("float32").to_parquet(scores, compression="zstd")
@@ -170,18 +284,28 @@ def persist_scores(row: dict) -> dict:
     return out
 
 
-def load_predictions(row: pd.Series) -> pd.DataFrame:
-    """query / relevance / score of one evaluated model: the run folder's file while it exists, else
-    the copy kept under SCORES (float32 scores: a tie float64 would break may count as a tie)."""
-    path = row.get("predictions")
+def load_predictions(row: pd.Series | dict) -> pd.DataFrame:
+    """query / relevance / score of one evaluated model: the run folder's file while it exists and gives
+    the row's AUC, else the copy kept under SCORES (float32 scores: a tie float64 would break may count as
+    a tie). Raises when neither exists, or when none that exists gives the row's AUC (stale scores)."""
+    path, kept = row.get("predictions"), row.get("scores")
+    expected = row.get("auc")
+    expected = None if expected is None or expected != expected else float(expected)
+    found = []
     if isinstance(path, str) and Path(path).exists():
-        return pd.read_parquet(path, columns=["query", "relevance", "score"])
-    kept = row.get("scores")
-    if not isinstance(kept, str) or not (ROOT / kept).exists():
+        found.append((path, pd.read_parquet(path, columns=["query", "relevance", "score"])))
+    if isinstance(kept, str) and (ROOT / kept).exists():
+        scores, key = scores_paths(ROOT / kept)
+        found.append((kept, pd.read_parquet(key).assign(
+            score=pd.read_parquet(scores)["score"].astype("float64").to_numpy())))
+    if not found:
         raise FileNotFoundError(f"no held-out scores for {row.get('config')} (seed {row.get('seed')}): "
                                 f"neither {path} nor {kept}")
-    scores, key = scores_paths(ROOT / kept)
-    return pd.read_parquet(key).assign(score=pd.read_parquet(scores)["score"].astype("float64").to_numpy())
+    for _, frame in found:
+        if check_auc(frame, expected):
+            return frame
+    raise RuntimeError(f"held-out scores of {row.get('config')} (seed {row.get('seed')}, {row.get('click_model')}) "
+                       f"do not give its AUC {expected}: {[w for w, _ in found]} are stale")
 
 
 def write_clickstream(frame: pd.DataFrame, folder: Path) -> Path:
@@ -455,16 +579,14 @@ def train_and_evaluate(data: Path, clickstream: Path, held: Path, name: str, set
             "pairs": scored["pairs"]["pairs"]}
 
 
-SIZE_ARGS = ("split", "train_queries", "heldout_queries", "sessions")
-
-
 def finished_runs(included: list[tuple[dict, list[dict]]], args) -> dict[tuple[int, str, str], list[str]]:
-    """(seed, click model, config) -> settings of every trained row in an --include'd results file whose
-    split, sizes and sessions are this invocation's."""
+    """(seed, click model, config) -> settings of every trained row of the --include'd results files whose
+    own split, sizes and sessions (row_provenance: the row's, else its path's and its file's) are this
+    invocation's; a row whose held-out query count cannot be told is not counted as finished."""
     return {(r["seed"], r["click_model"], r["config"]): list(r.get("sets") or [])
             for file_args, runs in included
-            if all(file_args.get(k) == getattr(args, k) for k in SIZE_ARGS)
-            for r in runs if r.get("click_model") != "-" and "auc" in r}
+            for r in runs if r.get("click_model") != "-" and "auc" in r
+            and all(row_provenance(r, file_args)[k] == getattr(args, k) for k in PROVENANCE)}
 
 
 def click_model_finished(finished: dict[tuple[int, str, str], list[str]], seed: int, cm: str, names: list[str],
@@ -473,11 +595,26 @@ def click_model_finished(finished: dict[tuple[int, str, str], list[str]], seed: 
     return all(finished.get((seed, cm, n)) == list(configs[n]) for n in names)
 
 
+def seed_folder(args, seed: int) -> Path:
+    """A seed's run folder: `<work>/<split>/seed<S>_q<train queries>` (the held-out set in it)."""
+    return Path(args.work) / args.split / f"seed{seed}_q{args.train_queries}"
+
+
+def click_model_folder(seed_base: Path, click_model: str, sessions: float) -> Path:
+    """A click model's runs under its seed's folder: `<seed folder>/<click model>_s<sessions>`."""
+    return seed_base / f"{click_model}_s{sessions:g}"
+
+
+def loop_model(data: Path, name: str) -> Path:
+    """The trained model a `X+r1` run starts from: X's, in the same click model's folder."""
+    return data / f"m_{loop_base(name)}"
+
+
 def run_seed(args, pairs: pd.DataFrame, seed: int, configs: dict[str, list[str]], names: list[str],
              finished: dict[tuple[int, str, str], list[str]] | None = None):
     """Runs one seed, yielding each result row as it is done (so a cut-off matrix keeps what it has)."""
     train, held_pairs = sample_split(pairs, args.split, args.train_queries, args.heldout_queries, seed)
-    base = Path(args.work) / args.split / f"seed{seed}_q{args.train_queries}"
+    base = seed_folder(args, seed)
     base.mkdir(parents=True, exist_ok=True)
     held = base / "heldout.parquet"
     held_cols = ["query", "item_id", "title", "relevance"]
@@ -486,7 +623,7 @@ def run_seed(args, pairs: pd.DataFrame, seed: int, configs: dict[str, list[str]]
     elif not pd.read_parquet(held, columns=held_cols).equals(held_pairs[held_cols].reset_index(drop=True)):
         # the folder is keyed by seed and train queries; another --heldout-queries draws other held-out queries
         raise SystemExit(f"{held} holds another held-out set (another --heldout-queries?): use another --work")
-    yield {"seed": seed, "click_model": "-", "config": "zero-shot",
+    yield {"seed": seed, "click_model": "-", "config": "zero-shot", **run_provenance(args, zero=True),
            **evaluate(default_model_path(), held, eval_stem(base, "zero_shot", held))}
     followed = {loop_base(n) for n in names if loop_base(n)}  # their weights stay until their round has run
     for cm in args.click_models:
@@ -494,7 +631,7 @@ def run_seed(args, pairs: pd.DataFrame, seed: int, configs: dict[str, list[str]]
             print(f"seed {seed} {cm}: every configuration is in an --include'd file; not run again", flush=True)
             continue
         settings = SimulatorSettings(**{**CLICK_MODELS[cm].__dict__, "sessions_per_query": args.sessions})
-        data = base / f"{cm}_s{args.sessions:g}"
+        data = click_model_folder(base, cm, args.sessions)
         clickstream = write_clickstream(simulate(train, settings, seed)[0], data)
         for name in names:
             started, twin = time.time(), None
@@ -506,11 +643,13 @@ def run_seed(args, pairs: pd.DataFrame, seed: int, configs: dict[str, list[str]]
                 r = train_and_evaluate(data, cs, held, name, configs[name], None, settings, train, args.candidates,
                                        args.prune_weights)
             elif loop_base(name):
-                base = data / f"m_{loop_base(name)}"
+                # not `base` (the seed's folder): overwriting it put the next click model's folder under
+                # this one's model folder
+                previous = loop_model(data, name)
                 r = train_and_evaluate(data, clickstream, held, name, configs[name], None, settings, train,
-                                       args.candidates, args.prune_weights, previous=base)
+                                       args.candidates, args.prune_weights, previous=previous)
                 if args.prune_weights:
-                    prune_weights(base)
+                    prune_weights(previous)
             else:
                 reuse = data / "w_naive" if name != "naive" else None
                 if name == "truth" and configs[name] == NAIVE and args.candidates:
@@ -521,65 +660,130 @@ def run_seed(args, pairs: pd.DataFrame, seed: int, configs: dict[str, list[str]]
                               "the gate replayed", flush=True)
                 r = train_and_evaluate(data, clickstream, held, name, configs[name], reuse, settings, train,
                                        args.candidates, args.prune_weights and name not in followed)
-            row = {"seed": seed, "click_model": cm, "config": name, "sets": configs[name], **r,
+            row = {"seed": seed, "click_model": cm, "config": name, "sets": configs[name], **run_provenance(args), **r,
                    "wall_s": round(time.time() - started, 1), **({"reused_from": twin.name} if twin else {})}
             print(json.dumps(row), flush=True)
             yield row
 
 
-def summarise(rows: list[dict], replicates: int) -> list[dict]:
-    # a configuration rerun (or an --include'd file holding it) counts once: its latest row
-    frame = pd.DataFrame(rows).drop_duplicates(["seed", "click_model", "config"], keep="last")
-    zero = frame[frame["config"] == "zero-shot"].set_index("seed")
+def check_same_rows(ref: pd.DataFrame, other: pd.DataFrame, what: str) -> None:
+    """Refuses to pair two models' scores unless they are on the same held-out rows (query and grade of
+    every row, in order): a paired difference on other rows would be no pairing at all."""
+    if len(ref) != len(other) or not np.array_equal(ref["query"].to_numpy(), other["query"].to_numpy()) \
+            or not np.array_equal(ref["relevance"].to_numpy(), other["relevance"].to_numpy()):
+        raise RuntimeError(f"{what}: its held-out rows (query column) differ from naive's: not the same "
+                           "held-out set, so it cannot be paired with naive")
+
+
+def latest_rows(rows: list[dict]) -> list[dict]:
+    """Each row with its provenance fields (row_provenance); a configuration rerun (or an --include'd file
+    holding it) counts once per provenance: its latest row, in that row's place. Refuses rows of several
+    splits: they never share held-out queries."""
+    filled = [{**r, **row_provenance(r)} for r in rows]
+    splits = sorted({r["split"] for r in filled} - {None})
+    if len(splits) > 1:
+        raise SystemExit(f"rows of several splits ({splits}) cannot be tabulated together: tabulate each alone")
+    latest: dict[tuple, dict] = {}
+    for r in filled:
+        key = (r["seed"], r["click_model"], r["config"], *(r[k] for k in PROVENANCE))
+        latest.pop(key, None)
+        latest[key] = r
+    return list(latest.values())
+
+
+def summarise(rows: list[dict], replicates: int, seed: int = 0) -> list[dict]:
+    """Per click model and provenance (train queries, held-out queries, sessions), each configuration's
+    AUC over its seeds, its paired difference from naive (combine_seeds: the joint query bootstrap's
+    interval and the t interval over seeds), its headroom share with its interval and its gain over
+    zero-shot per seed. Deterministic given `seed` (the bootstrap's)."""
+    kept = latest_rows(rows)
+    zero: dict[tuple, dict[int, dict]] = {}
+    groups: dict[tuple, dict[str, dict[int, dict]]] = {}
+    for r in kept:
+        held = (r["train_queries"], r["heldout_queries"])
+        if r["config"] == "zero-shot":
+            zero.setdefault(held, {})[r["seed"]] = r
+        else:
+            groups.setdefault((r["click_model"], *held, r["sessions"]), {}).setdefault(r["config"], {})[r["seed"]] = r
     out = []
-    for cm, g in frame[frame["config"] != "zero-shot"].groupby("click_model", sort=False):
-        by = {name: sub.set_index("seed") for name, sub in g.groupby("config", sort=False)}
+    for (cm, train_queries, heldout_queries, sessions), by in groups.items():
         if "naive" not in by:
             continue
-        seeds = sorted(set(by["naive"].index) & set(zero.index))
-        draws: dict[str, list[np.ndarray]] = {}
+        zero_here = zero.get((train_queries, heldout_queries), {})
+        seeds = sorted(set(by["naive"]) & set(zero_here))
+        held = {}
         for s in seeds:
-            preds = {"naive": load_predictions(by["naive"].loc[s])}
-            preds["zero-shot"] = load_predictions(zero.loc[s])
-            preds.update({n: load_predictions(b.loc[s]) for n, b in by.items() if s in b.index})
-            ref = preds["naive"]
-            boot = bootstrap_auc_differences(ref["query"].to_numpy(), ref["relevance"].to_numpy() >= POSITIVE,
-                                             {n: p["score"].to_numpy() for n, p in preds.items()}, "naive",
-                                             replicates, seed=s)
-            for n, d in boot.items():
-                draws.setdefault(n, []).append(d)
+            ref = load_predictions(by["naive"][s])
+            scores = {"naive": ref["score"].to_numpy()}
+            for name, sub in [("zero-shot", zero_here), *by.items()]:
+                if name != "naive" and s in sub:
+                    p = load_predictions(sub[s])
+                    check_same_rows(ref, p, f"seed {s} {cm} {name}")
+                    scores[name] = p["score"].to_numpy()
+            held[s] = (ref["query"].to_numpy(), ref["relevance"].to_numpy() >= POSITIVE, scores)
+        draws = joint_bootstrap_auc_differences(held, "naive", replicates, seed=seed)
+        sizes = {"train_queries": train_queries, "heldout_queries": heldout_queries, "sessions": sessions}
         first = [n for n in ("naive", *ORACLES) if n in by]  # then the candidates, in the order first run
         for name in ["zero-shot", *first, *(n for n in by if n not in first)]:
-            sub = zero if name == "zero-shot" else by[name]
+            sub = zero_here if name == "zero-shot" else by[name]
             # a matrix in progress: a configuration is compared with naive (and truth) on the seeds it has
-            have = [s for s in seeds if s in sub.index]
-            aucs = sub.loc[have, "auc"].to_numpy()
-            gain = aucs - zero.loc[have, "auc"].to_numpy()
-            row = {"click_model": cm, "config": name, "seeds": have, "auc": aucs.tolist(),
-                   "auc_mean": float(aucs.mean()), "minus_zero_shot": gain.tolist()}
+            have = [s for s in seeds if s in sub]
+            aucs = np.array([sub[s]["auc"] for s in have], dtype=np.float64)
+            gain = aucs - np.array([zero_here[s]["auc"] for s in have], dtype=np.float64)
+            row = {"click_model": cm, **sizes, "config": name, "seeds": have, "auc": aucs.tolist(),
+                   "auc_mean": float(aucs.mean()) if have else float("nan"), "minus_zero_shot": gain.tolist()}
             if name != "naive" and have:
-                naive_auc = by["naive"].loc[have, "auc"].to_numpy()
-                row["vs_naive"] = combine_seeds(aucs - naive_auc, draws[name])
-                if "truth" in by and set(have) <= set(by["truth"].index) and name != "truth":
-                    row["headroom_share"] = headroom_share(aucs, naive_auc, by["truth"].loc[have, "auc"].to_numpy())
+                naive_auc = np.array([by["naive"][s]["auc"] for s in have], dtype=np.float64)
+                row["vs_naive"] = combine_seeds(aucs - naive_auc, [draws[name][s] for s in have])
+                if "truth" in by and set(have) <= set(by["truth"]) and name != "truth":
+                    truth_auc = np.array([by["truth"][s]["auc"] for s in have], dtype=np.float64)
+                    row["headroom_share"] = headroom_share(aucs, naive_auc, truth_auc)
+                    row["headroom_share_ci"] = share_interval([draws[name][s] for s in have],
+                                                              [draws["truth"][s] for s in have])
             out.append(row)
     return out
 
 
+def _share_text(r: dict) -> str:
+    share = r.get("headroom_share")
+    if share is None or share != share:
+        return "-"
+    ci = r.get("headroom_share_ci") or {}
+    if ci.get("lo") is None:
+        return f"{share:.0%} [n/a]" if ci else f"{share:.0%}"
+    return f"{share:.0%} [{round(100 * ci['lo'])}, {round(100 * ci['hi'])}]"
+
+
 def markdown(summary: list[dict]) -> str:
-    lines = ["| click model | config | seeds | AUC | − naive [95 % CI] | wins | headroom share "
-             "| − zero-shot per seed |",
-             "|---|---|---|---|---|---|---|---|"]
+    sizes = {(r.get("train_queries"), r.get("heldout_queries"), r.get("sessions")) for r in summary}
+    lines = ["| click model | config | seeds | AUC | − naive [95 % CI: held-out queries] | [95 % CI: over seeds (t)] "
+             "| wins | headroom share [95 % CI] | − zero-shot per seed |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for r in summary:
         v = r.get("vs_naive")
         diff = f"{v['mean']:+.4f} [{v['lo']:+.4f}, {v['hi']:+.4f}]" if v else "-"
+        over = f"[{v['t_lo']:+.4f}, {v['t_hi']:+.4f}]" if v and v.get("t_lo") is not None else "-"
         wins = f"{v['wins']}/{v['seeds']}" if v else "-"
-        share = f"{r['headroom_share']:.0%}" if r.get("headroom_share") == r.get("headroom_share") and \
-            r.get("headroom_share") is not None else "-"
         per = ", ".join(f"{d:+.3f}" for d in r["minus_zero_shot"])
-        lines.append(f"| {r['click_model']} | {r['config']} | {len(r['seeds'])} | {r['auc_mean']:.4f} | {diff} | "
-                     f"{wins} | {share} | {per} |")
+        cm = r["click_model"]
+        if len(sizes) > 1:  # rows of several sizes: each says which (unknown: ?)
+            q, h, n = (r.get(k) for k in ("train_queries", "heldout_queries", "sessions"))
+            cm += f" (q{'?' if q is None else q}, h{'?' if h is None else h}, s{'?' if n is None else f'{n:g}'})"
+        lines.append(f"| {cm} | {r['config']} | {len(r['seeds'])} | {r['auc_mean']:.4f} | {diff} | {over} | "
+                     f"{wins} | {_share_text(r)} | {per} |")
     return "\n".join(lines) + "\n"
+
+
+# What a --tabulate-only call does not use: it writes none of them (its rows say what they ran with).
+RUN_ONLY_ARGS = ("data", "work", "seeds", "click_models", "configs", "config", "train_queries", "heldout_queries",
+                 "sessions", "candidates", "prune_weights")
+
+
+def written_args(args) -> dict:
+    """The arguments a results file records: all of them for a run; for --tabulate-only, none that it
+    did not use (its defaults would claim sizes its rows were not run with)."""
+    given = vars(args)
+    return {k: v for k, v in given.items() if not (args.tabulate_only and k in RUN_ONLY_ARGS)}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -621,13 +825,16 @@ def main(argv: list[str] | None = None) -> int:
     results = ROOT / "benchmarks" / "results"
     stem = f"quality_{args.split}" + (f"_{args.tag}" if args.tag else "")
     included = [(d["args"], d["runs"]) for d in (json.loads(Path(f).read_text()) for f in args.include)]
-    rows = [persist_scores(r) for _, runs in included for r in runs]
+    rows = [persist_scores({**r, **row_provenance(r, file_args)}) for file_args, runs in included for r in runs]
+    other = sorted({r["split"] for r in rows} - {None, args.split})
+    if other:
+        raise SystemExit(f"--split {args.split}: the --include'd files hold rows of split {other}")
     finished = finished_runs(included, args)
     started = time.time()
 
     def write() -> list[dict]:  # after every run, so an interrupted matrix keeps what it finished
         summary = summarise(rows, args.replicates)
-        (results / f"{stem}.json").write_text(json.dumps({"args": vars(args), "runs": rows, "summary": summary,
+        (results / f"{stem}.json").write_text(json.dumps({"args": written_args(args), "runs": rows, "summary": summary,
                                                           "wall_s": round(time.time() - started)},
                                                          indent=2, default=str) + "\n")
         (results / f"{stem}.md").write_text(markdown(summary))

@@ -1,6 +1,7 @@
 """benchmarks/gate_study.py: the offline gate replay's maths (no Spark, no model)."""
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 from benchmarks import gate_study
@@ -54,3 +55,52 @@ def test_margins_count_each_epochs_lead_over_its_start_in_standard_errors():
     assert (m["lead_beyond_2se"], m["start_ahead_beyond_2se"]) == (2, 0)   # 3 SE and 5 SE
     assert [(r["config"], r["candidate"]) for r in m["worse_than_start"]] == [("el2n", "epoch_0")]
     assert "| graded | 2 | 1 |" in gate_study.margins_markdown(m)
+
+
+def test_plain_rules_follow_the_trainers_gate_with_its_tolerance():
+    """A plain criterion rule is the trainer's gate (training.metrics.gate_keeps): an epoch replaces the
+    best so far only if better by more than GATE_TOLERANCE, so a tie keeps the earlier candidate. The
+    old `min` over all candidates took an epoch ahead of the start by 5e-7, which the trainer never does."""
+    from benchmarks import quality
+    from training.metrics import GATE_TOLERANCE
+
+    tiny = _run(0.5390, [0.5390 - GATE_TOLERANCE / 2, 0.5400], se=0.0003, graded=[0.69, 0.70, 0.71])
+    assert gate_study.pick(tiny, "impression_loss") == "start"
+    clear = _run(0.5390, [0.5390 - 2 * GATE_TOLERANCE, 0.5390 - 2.5 * GATE_TOLERANCE], se=0.0003,
+                 graded=[0.69, 0.70, 0.71])
+    assert gate_study.pick(clear, "impression_loss") == "epoch_0"   # epoch_1 is not ahead of it by the tolerance
+    rng = np.random.default_rng(0)
+    for _ in range(200):   # the trainer's rule as benchmarks.quality replays it (patience never reached)
+        values = 0.5 + rng.integers(-3, 4, 4) * GATE_TOLERANCE * rng.choice([0.3, 1.0, 3.0])
+        run = _run(values[0], values[1:].tolist(), se=0.0003, graded=[0.7] * 4)
+        want = quality.replay_selection(dict(zip(run["graded_auc"], values)), patience=10)
+        assert gate_study.pick(run, "examination_loss") == want
+    # click AUC: higher is better, with the same tolerance
+    higher = _run(0.5, [0.5, 0.5], se=0.0003, graded=[0.69, 0.70, 0.71])
+    higher["criteria"]["click_auc"]["value"] = {"start": 0.6, "epoch_0": 0.6 + GATE_TOLERANCE / 2, "epoch_1": 0.61}
+    assert gate_study.pick(higher, "click_auc") == "epoch_1"
+
+
+def test_hindsight_is_a_diagnostic_never_a_replay():
+    assert "hindsight" in gate_study.RULES and "hindsight" not in gate_study.REPLAY_RULES
+    run = {**_run(0.5390, [0.5393, 0.5394], se=0.0003, graded=[0.69, 0.70, 0.71]),
+           "seed": 0, "click_model": "flip20", "config": "truth"}
+    with pytest.raises(ValueError, match="hindsight"):
+        gate_study.replay([], [run], "hindsight")
+    with pytest.raises(SystemExit):   # argparse: not a choice
+        gate_study.main(["--results", "none.json", "--replay", "hindsight"])
+
+
+def test_replay_refuses_a_candidate_without_its_own_scores():
+    run = {**_run(0.5390, [0.5380, 0.5394], se=0.0003, graded=[0.69, 0.70, 0.71]),
+           "seed": 0, "click_model": "flip20", "config": "truth"}
+    rows = [{"seed": 0, "click_model": "-", "config": "zero-shot", "auc": 0.69, "scores": "z.parquet"},
+            {"seed": 0, "click_model": "flip20", "config": "truth", "auc": 0.71, "selected": "epoch 1",
+             "scores": "e1.parquet", "predictions": "/runs/e1.parquet",
+             "candidates": {"start": {"same_as": "zero-shot"}, "epoch_0": {"auc": 0.70},
+                            "epoch_1": {"auc": 0.71, "scores": "e1.parquet"}}}]
+    with pytest.raises(RuntimeError, match="epoch_0 has no AUC or held-out scores"):
+        gate_study.replay(rows, [run], "impression_loss")
+    rows[1]["candidates"]["epoch_0"]["predictions"] = "/runs/e0.parquet"   # its own, not yet persisted
+    moved = gate_study.replay(rows, [run], "impression_loss")[1]
+    assert moved["predictions"] == "/runs/e0.parquet" and "scores" not in moved   # not epoch 1's kept scores

@@ -61,3 +61,36 @@ def test_files_with_other_held_out_sets_are_refused(tmp_path):
 def test_doubling_that_buys_nothing_has_no_share():
     assert np.isnan(lc.doubling_share(0.71, 0.70, 0.70))
     assert lc.doubling_share(0.705, 0.70, 0.71) == pytest.approx(0.5)
+
+
+def test_each_row_is_sized_by_its_own_sessions_not_its_files_claim(tmp_path):
+    """A file whose arguments claim 8 sessions but whose rows ran at 4 (a --tabulate-only file, or one
+    holding --include'd rows) once labelled every row 8; the row's own `sessions` (or its scores path's
+    `<click model>_s<sessions>` folder) is what counts."""
+    own = {"split": "dev", "train_queries": 2000, "heldout_queries": 1200}   # as rows are written now
+    runs4 = [{**_run(tmp_path, s, "flip20", c, 4, n), **own, "sessions": 4.0} for s in (0, 1)
+             for c, n in (("naive", 2.0), ("default", 1.5))]
+    runs8 = [{**_run(tmp_path, s, "flip20", "naive", 8, 1.0), **own, "sessions": 8.0} for s in (0, 1)]
+    frame = lc.runs_by_size([_file(runs4, 8), _file(runs8, 8)])
+    assert sorted(frame["sessions"].unique()) == [4.0, 8.0]
+    rows = lc.curve(frame, replicates=100)
+    assert [r["sessions"] for r in rows] == [8.0]
+    r = rows[0]["default_half_minus_naive_full"]
+    assert r["t_lo"] is not None and r["t_lo"] <= r["mean"] <= r["t_hi"]
+    text = lc.markdown(rows)
+    assert "over seeds (t)" in text and f"[{r['t_lo']:+.4f}, {r['t_hi']:+.4f}]" in text
+    ci = rows[0]["default_share_of_doubling_ci"]
+    assert ci["replicates"] == 100 and (ci["lo"] is None or ci["lo"] <= ci["hi"])
+    # a row on other held-out rows than naive@N's is not paired with it
+    other = tmp_path / "other.parquet"
+    pd.read_parquet(runs4[1]["predictions"]).assign(query=np.roll(QUERIES, 5)).to_parquet(other)
+    runs4[1] = {**runs4[1], "predictions": str(other)}
+    with pytest.raises(RuntimeError, match="query column"):
+        lc.curve(lc.runs_by_size([_file(runs4, 8), _file(runs8, 8)]), replicates=10)
+
+
+def test_rows_whose_query_counts_differ_are_refused_even_in_one_file(tmp_path):
+    a = {**_run(tmp_path, 0, "graded", "naive", 4, 1.0), "heldout_queries": 1200}
+    b = {**_run(tmp_path, 0, "graded", "naive", 8, 1.0), "heldout_queries": 800, "sessions": 8.0}
+    with pytest.raises(SystemExit, match="heldout_queries"):
+        lc.runs_by_size([_file([a, b], 4)])

@@ -54,14 +54,134 @@ def test_paired_bootstrap_of_identical_models_is_exactly_zero_and_a_better_model
     point = auc(positive, better) - auc(positive, base)
     combined = protocol.combine_seeds([point], [draws["better"]])
     assert combined["lo"] > 0 and combined["lo"] < combined["mean"] < combined["hi"]
-    # two seeds: the interval of the mean is narrower than one seed's
-    two = protocol.combine_seeds([point, point], [draws["better"], draws["better"][::-1]])
-    assert two["hi"] - two["lo"] < combined["hi"] - combined["lo"]
+    assert combined["t_lo"] is None and combined["t_hi"] is None   # one seed: no interval over seeds
+
+
+def _seed(queries: list[str], rng: np.random.Generator, per_query: int = 6, noise: float = 1.0):
+    """One seed's held-out rows: naive (noisy), better (less noisy), same (naive's scores)."""
+    q = np.repeat(np.array(queries, dtype=object), per_query)
+    positive = rng.random(len(q)) < 0.4
+    naive = positive + rng.normal(0, 1.5 * noise, len(q))
+    return q, positive, {"naive": naive, "better": positive + rng.normal(0, 0.7 * noise, len(q)),
+                         "same": naive.copy()}
+
+
+def test_joint_draws_repeat_each_drawn_query_on_every_seed_that_holds_it():
+    """Draw b is one resample of the union of the seeds' held-out queries: recomputed by hand (the
+    union's queries drawn with replacement, each seed's rows of a query repeated by its count, plain
+    AUC on the repeated rows), it is the same on both seeds' shared queries and for every configuration."""
+    rng = np.random.default_rng(3)
+    held = {0: _seed([f"q{i}" for i in range(0, 30)], rng), 1: _seed([f"q{i}" for i in range(15, 45)], rng)}
+    got = protocol.joint_bootstrap_auc_differences(held, "naive", 5, seed=11)
+    assert set(got) == {"better", "same"} and set(got["better"]) == {0, 1}
+    assert all(np.all(d == 0.0) for d in got["same"].values())
+    union = sorted({f"q{i}" for i in range(45)})
+    draw = np.random.default_rng(11)
+    for b in range(5):
+        counts = np.bincount(draw.integers(0, len(union), len(union)), minlength=len(union))
+        for s, (q, positive, scores) in held.items():
+            repeat = counts[[union.index(x) for x in q]]
+            want = (auc(np.repeat(positive, repeat), np.repeat(scores["better"], repeat))
+                    - auc(np.repeat(positive, repeat), np.repeat(scores["naive"], repeat)))
+            assert got["better"][s][b] == pytest.approx(want, abs=1e-12)
+    again = protocol.joint_bootstrap_auc_differences(held, "naive", 5, seed=11)
+    assert all(np.array_equal(again["better"][s], got["better"][s]) for s in held)   # deterministic
+    other = protocol.joint_bootstrap_auc_differences(held, "naive", 5, seed=12)
+    assert not np.array_equal(other["better"][0], got["better"][0])
+
+
+def test_counted_auc_is_the_plain_auc_with_ties_and_of_repeated_rows():
+    rng = np.random.default_rng(0)
+    score = rng.integers(0, 5, 300).astype(float)          # many ties
+    positive = rng.random(300) < 0.3
+    groups = protocol._tie_groups(score)
+    ones = np.ones(300)
+    assert protocol._counted_auc(*groups, np.where(positive, ones, 0), np.where(positive, 0, ones)) == \
+        pytest.approx(auc(positive, score), abs=1e-12)
+    w = rng.integers(0, 3, 300).astype(float)
+    assert protocol._counted_auc(*groups, np.where(positive, w, 0), np.where(positive, 0, w)) == \
+        pytest.approx(auc(np.repeat(positive, w.astype(int)), np.repeat(score, w.astype(int))), abs=1e-12)
+
+
+def test_seeds_sharing_their_held_out_queries_do_not_narrow_the_query_interval():
+    """Four seeds on the SAME held-out queries and the same scores: averaging them adds no information
+    about the queries, so the combined query interval must be as wide as one seed's. The old per-seed
+    independent draws, averaged, gave about half the width (1/sqrt(4))."""
+    rng = np.random.default_rng(5)
+    one = _seed([f"q{i}" for i in range(120)], rng)
+    held = dict.fromkeys(range(4), one)
+    draws = protocol.joint_bootstrap_auc_differences(held, "naive", 400, seed=2)
+    point = auc(one[1], one[2]["better"]) - auc(one[1], one[2]["naive"])
+    single = protocol.combine_seeds([point], [draws["better"][0]])
+    four = protocol.combine_seeds([point] * 4, [draws["better"][s] for s in range(4)])
+    assert four["hi"] - four["lo"] == pytest.approx(single["hi"] - single["lo"], rel=1e-9)
+    independent = [protocol.bootstrap_auc_differences(one[0], one[1], one[2], "naive", 400, seed=s)["better"]
+                   for s in range(4)]
+    old = protocol.combine_seeds([point] * 4, independent)
+    assert old["hi"] - old["lo"] < 0.7 * (four["hi"] - four["lo"])   # what the old combination claimed
+    # disjoint held-out sets are independent: there, averaging does narrow the interval
+    disjoint = {s: _seed([f"s{s}q{i}" for i in range(120)], rng) for s in range(4)}
+    d = protocol.joint_bootstrap_auc_differences(disjoint, "naive", 400, seed=2)
+    pts = [auc(h[1], h[2]["better"]) - auc(h[1], h[2]["naive"]) for h in disjoint.values()]
+    wide = protocol.combine_seeds(pts[:1], [d["better"][0]])
+    narrow = protocol.combine_seeds(pts, [d["better"][s] for s in range(4)])
+    assert narrow["hi"] - narrow["lo"] < 0.75 * (wide["hi"] - wide["lo"])
+
+
+def test_a_configuration_on_fewer_seeds_is_drawn_on_the_seeds_it_has():
+    rng = np.random.default_rng(1)
+    a, b = _seed([f"q{i}" for i in range(30)], rng), _seed([f"q{i}" for i in range(20, 50)], rng)
+    b = (b[0], b[1], {k: v for k, v in b[2].items() if k != "better"})
+    got = protocol.joint_bootstrap_auc_differences({0: a, 1: b}, "naive", 3, seed=0)
+    assert set(got["better"]) == {0} and set(got["same"]) == {0, 1}
+    with pytest.raises(ValueError, match="naive"):
+        protocol.joint_bootstrap_auc_differences({0: (a[0], a[1], {"better": a[2]["better"]})}, "naive", 3)
+
+
+def test_t_interval_over_seeds():
+    got = protocol.combine_seeds([0.01, 0.02, 0.03], [np.zeros(10)] * 3)
+    half = 4.3027 * 0.01 / np.sqrt(3)
+    assert (got["t_lo"], got["t_hi"]) == (pytest.approx(0.02 - half), pytest.approx(0.02 + half))
+    assert protocol.t_interval([0.01]) == (None, None)
+    assert protocol.t_interval([0.02, 0.02]) == (pytest.approx(0.02), pytest.approx(0.02))
+
+
+def _t_cdf_above_zero(q: float, df: int) -> float:
+    """P(0 < T < q) for Student's t, by the trapezoid rule on its density."""
+    import math
+    x = np.linspace(0.0, q, 400_001)
+    c = math.exp(math.lgamma((df + 1) / 2) - math.lgamma(df / 2)) / math.sqrt(df * math.pi)
+    y = c * (1 + x ** 2 / df) ** (-(df + 1) / 2)
+    return float(np.sum((y[1:] + y[:-1]) / 2) * (x[1] - x[0]))
+
+
+@pytest.mark.parametrize("df", [1, 2, 3, 4, 7, 12, 19, 30, 31, 45, 120])
+def test_t_quantiles_give_97_5_percent(df):
+    assert 0.5 + _t_cdf_above_zero(protocol.t_quantile_975(df), df) == pytest.approx(0.975, abs=5e-5)
 
 
 def test_headroom_share():
     assert protocol.headroom_share([0.72], [0.70], [0.75]) == pytest.approx(0.4)
     assert np.isnan(protocol.headroom_share([0.72], [0.70], [0.69]))
+
+
+def test_headroom_share_interval_from_the_same_draws_and_undefined_draws():
+    rng = np.random.default_rng(0)
+    truth = [0.010 + 0.002 * rng.standard_normal(1000) for _ in range(2)]
+    config = [0.5 * t + 0.0005 * rng.standard_normal(1000) for t in truth]
+    ci = protocol.share_interval(config, truth)
+    share = (config[0] + config[1]) / (truth[0] + truth[1])
+    assert (ci["lo"], ci["hi"]) == (pytest.approx(np.quantile(share, 0.025)), pytest.approx(np.quantile(share, 0.975)))
+    assert ci["lo"] < 0.5 < ci["hi"] and ci["undefined"] == 0
+    # a denominator <= 0 leaves that draw's share undefined: up to 2.5 % of the draws, the interval is
+    # taken over the others; beyond, it is unbounded
+    few, many = np.full(1000, 0.01), np.full(1000, 0.01)
+    few[:25], many[:26] = 0.0, -0.01
+    num = [np.linspace(0.0, 0.01, 1000)]
+    assert protocol.share_interval(num, [few])["undefined"] == 25
+    assert protocol.share_interval(num, [few])["lo"] is not None
+    unbounded = protocol.share_interval(num, [many])
+    assert (unbounded["lo"], unbounded["hi"], unbounded["undefined"]) == (None, None, 26)
 
 
 def test_pbm_click_probability_is_the_literature_formula():

@@ -51,29 +51,198 @@ def test_a_second_model_on_other_held_out_rows_is_refused(tmp_path, monkeypatch)
         quality.persist_scores({"predictions": other})
 
 
+QUERIES = np.repeat([f"q{i}" for i in range(20)], 5)
+
+
+def _scored_row(tmp_path, seed: int, config: str, quality_: float, cm: str = "flip20", rng=None,
+                queries: np.ndarray = QUERIES, **extra) -> dict:
+    """A row whose held-out scores are written to a predictions file and whose AUC is theirs."""
+    from training.metrics import auc
+
+    rng = rng if rng is not None else np.random.default_rng([seed, len(config)])
+    relevance = np.tile([3.0, 1.0, 2.67, 1.0, 1.33], len(queries) // 5)
+    score = quality_ * (relevance >= 2.5) + rng.normal(size=len(queries))
+    path = tmp_path / f"{seed}_{cm}_{config}_{len(list(tmp_path.iterdir()))}.parquet"
+    pd.DataFrame({"query": queries, "relevance": relevance, "score": score}).to_parquet(path)
+    return {"seed": seed, "click_model": "-" if config == "zero-shot" else cm, "config": config,
+            "auc": auc(relevance >= 2.5, score), "predictions": str(path), **extra}
+
+
 def test_summary_of_a_matrix_in_progress_where_truth_has_not_reached_every_seed(tmp_path):
     """Naive and a candidate have run on seeds 0 and 1, truth on seed 1 only: the table still builds (a
     multi-seed invocation once crashed here after its first naive run); truth is compared with naive on
     the seed it has, and the candidate gets no headroom share until truth covers its seeds."""
     rng = np.random.default_rng(0)
-    auc = {"zero-shot": 0.55, "naive": 0.60, "truth": 0.65, "cand": 0.62}
-    rows = []
-    for seed in (0, 1):
-        for config in ("zero-shot", "naive", "truth", "cand"):
-            if config == "truth" and seed == 0:
-                continue
-            path = tmp_path / f"{seed}_{config}.parquet"
-            pd.DataFrame({"query": np.repeat([f"q{i}" for i in range(20)], 5),
-                          "relevance": rng.choice([1.0, 3.0], 100), "score": rng.normal(size=100)}).to_parquet(path)
-            rows.append({"seed": seed, "click_model": "-" if config == "zero-shot" else "flip20", "config": config,
-                         "auc": auc[config] + (0.01 * seed if config == "naive" else 0.0), "predictions": str(path)})
+    quality_ = {"zero-shot": 0.2, "naive": 0.6, "truth": 1.5, "cand": 1.0}
+    rows = [_scored_row(tmp_path, seed, config, quality_[config], rng=rng)
+            for seed in (0, 1) for config in ("zero-shot", "naive", "truth", "cand")
+            if not (config == "truth" and seed == 0)]
+    a = {(r["seed"], r["config"]): r["auc"] for r in rows}
     summary = {r["config"]: r for r in quality.summarise(rows, replicates=20)}
     assert summary["naive"]["seeds"] == [0, 1] and summary["truth"]["seeds"] == [1]
     assert summary["truth"]["vs_naive"]["seeds"] == 1
-    assert summary["truth"]["vs_naive"]["mean"] == pytest.approx(0.65 - 0.61)  # seed 1's naive, not the mean
+    assert summary["truth"]["vs_naive"]["mean"] == pytest.approx(a[1, "truth"] - a[1, "naive"])  # seed 1's naive
+    assert summary["truth"]["vs_naive"]["t_lo"] is None                      # one seed: no t interval
     assert summary["cand"]["vs_naive"]["seeds"] == 2
-    assert summary["cand"]["vs_naive"]["mean"] == pytest.approx((0.62 - 0.60 + 0.62 - 0.61) / 2)
+    assert summary["cand"]["vs_naive"]["mean"] == pytest.approx((a[0, "cand"] - a[0, "naive"] + a[1, "cand"]
+                                                                  - a[1, "naive"]) / 2)
+    cand = summary["cand"]["vs_naive"]
+    assert cand["t_lo"] < cand["mean"] < cand["t_hi"]
     assert "headroom_share" not in summary["cand"] and "headroom_share" not in summary["truth"]
+
+
+def test_the_table_shows_the_t_interval_and_the_headroom_shares_interval(tmp_path):
+    rng = np.random.default_rng(1)
+    quality_ = {"zero-shot": 0.2, "naive": 0.5, "truth": 1.5, "cand": 1.0}
+    rows = [_scored_row(tmp_path, seed, config, quality_[config], rng=rng)
+            for seed in (0, 1, 2) for config in quality_]
+    summary = {r["config"]: r for r in quality.summarise(rows, replicates=200)}
+    cand = summary["cand"]
+    assert cand["headroom_share_ci"]["lo"] <= cand["headroom_share"] <= cand["headroom_share_ci"]["hi"]
+    assert cand["vs_naive"]["t_lo"] is not None
+    text = quality.markdown(quality.summarise(rows, replicates=200))
+    assert "over seeds (t)" in text
+    line = next(x for x in text.splitlines() if "| cand |" in x)
+    lo, hi = cand["headroom_share_ci"]["lo"], cand["headroom_share_ci"]["hi"]
+    assert f"{cand['headroom_share']:.0%} [{round(100 * lo)}, {round(100 * hi)}]" in line
+    assert f"[{cand['vs_naive']['t_lo']:+.4f}, {cand['vs_naive']['t_hi']:+.4f}]" in line
+    one = quality.markdown(quality.summarise([r for r in rows if r["seed"] == 0], replicates=20))
+    cells = [c.strip() for c in next(x for x in one.splitlines() if "| cand |" in x).split("|")]
+    assert cells[3] == "1" and cells[5].startswith(("+", "-0")) and cells[6] == "-"   # one seed: a dash
+
+
+def test_the_summary_is_deterministic_and_pairs_seeds_jointly(tmp_path):
+    rng = np.random.default_rng(2)
+    rows = [_scored_row(tmp_path, seed, config, q, rng=rng)
+            for seed in (0, 1) for config, q in (("zero-shot", 0.2), ("naive", 0.5), ("cand", 1.0))]
+    a, b = quality.summarise(rows, replicates=50), quality.summarise(rows, replicates=50)
+    assert a == b
+
+
+def test_rows_of_other_sizes_are_neither_deduplicated_nor_pooled_together(tmp_path):
+    """The same (seed, click model, config) run with another held-out query count is another experiment:
+    the old dedup on (seed, click model, config) kept only the later one and pooled it with the rest."""
+    rng = np.random.default_rng(3)
+    small = {"split": "dev", "train_queries": 40, "heldout_queries": 20, "sessions": 16.0}
+    large = {**small, "heldout_queries": 30}
+    rows = []
+    for sizes, q in ((small, QUERIES), (large, np.repeat([f"q{i}" for i in range(30)], 5))):
+        for seed in (0, 1):
+            for config, strength in (("zero-shot", 0.2), ("naive", 0.5), ("cand", 1.0)):
+                extra = {**sizes, "sessions": None} if config == "zero-shot" else sizes
+                rows.append(_scored_row(tmp_path, seed, config, strength, rng=rng, queries=q, **extra))
+    summary = quality.summarise(rows, replicates=20)
+    cands = [r for r in summary if r["config"] == "cand"]
+    assert sorted(r["heldout_queries"] for r in cands) == [20, 30] and all(r["seeds"] == [0, 1] for r in cands)
+    assert "(q40, h20, s16)" in quality.markdown(summary) and "(q40, h30, s16)" in quality.markdown(summary)
+    with pytest.raises(SystemExit, match="several splits"):
+        quality.summarise([*rows, {**rows[-1], "split": "test", "seed": 5}], replicates=20)
+
+
+def test_a_configuration_on_other_held_out_rows_is_not_paired_with_naive(tmp_path):
+    rng = np.random.default_rng(4)
+    rows = [_scored_row(tmp_path, 0, c, q, rng=rng) for c, q in (("zero-shot", 0.2), ("naive", 0.5))]
+    shuffled = np.array([f"q{(i + 1) % 20}" for i in range(20)]).repeat(5)
+    rows.append(_scored_row(tmp_path, 0, "cand", 1.0, rng=rng, queries=shuffled))
+    with pytest.raises(RuntimeError, match="query column"):
+        quality.summarise(rows, replicates=5)
+
+
+def test_provenance_from_the_row_its_path_and_only_a_runs_own_arguments():
+    path = "/w/runs/quality/test/seed4_q2000/pbm_eta0.5_s16/eval_default_h12787.parquet"
+    assert quality.path_provenance(path) == {"split": "test", "seed": 4, "train_queries": 2000,
+                                             "click_model": "pbm_eta0.5", "sessions": 16.0}
+    assert quality.path_provenance("benchmarks/results/quality_scores/dev/seed0_q1000/eval_zero_shot_h7325.parquet") \
+        == {"split": "dev", "seed": 0, "train_queries": 1000}
+    row = {"seed": 4, "click_model": "pbm_eta0.5", "config": "default", "predictions": path}
+    run_args = {"split": "test", "train_queries": 2000, "heldout_queries": 2000, "sessions": 16.0,
+                "tabulate_only": False}
+    want = {"split": "test", "train_queries": 2000, "heldout_queries": 2000, "sessions": 16.0}
+    assert quality.row_provenance(row, run_args) == want
+    # a --tabulate-only call's arguments are defaults it did not use, and a replay's have no sizes
+    unknown = {**want, "heldout_queries": None}
+    assert quality.row_provenance(row, {**run_args, "heldout_queries": 800, "tabulate_only": True}) == unknown
+    assert quality.row_provenance(row, {"split": "test", "replay": "examination_loss+se"}) == unknown
+    # a run's arguments that disagree with the path are another invocation's (an --include'd row)
+    assert quality.row_provenance(row, {**run_args, "train_queries": 1000}) == unknown
+    # the row's own fields first; a row that contradicts its own path is refused
+    assert quality.row_provenance({**row, "heldout_queries": 1500}, run_args)["heldout_queries"] == 1500
+    with pytest.raises(ValueError, match="sessions"):
+        quality.row_provenance({**row, "sessions": 4.0})
+    with pytest.raises(ValueError, match="seed"):
+        quality.row_provenance({**row, "seed": 3})
+    zero = {"seed": 4, "click_model": "-", "config": "zero-shot",
+            "scores": "benchmarks/results/quality_scores/test/seed4_q2000/eval_zero_shot_h12787.parquet"}
+    assert quality.row_provenance(zero, run_args) == {**want, "sessions": None}
+
+
+def test_a_tabulation_writes_no_size_arguments_it_did_not_use():
+    import argparse
+
+    args = argparse.Namespace(split="test", tag="x", tabulate_only=True, include=["a.json"], replicates=1000,
+                              train_queries=2000, heldout_queries=800, sessions=16.0, seeds=[0, 1, 2, 3, 4],
+                              click_models=["graded"], configs="naive", config=[], candidates=False,
+                              prune_weights=False, data="d", work="w")
+    written = quality.written_args(args)
+    assert not {"train_queries", "heldout_queries", "sessions", "seeds"} & set(written)
+    assert quality.run_args_of(written) is None   # so its rows' own fields are what a later --include reads
+    ran = quality.written_args(argparse.Namespace(**{**vars(args), "tabulate_only": False}))
+    assert ran["heldout_queries"] == 800 and quality.run_args_of(ran) == ran
+
+
+def test_a_stored_score_file_that_is_not_the_rows_fails_loudly_and_a_stale_run_folder_is_skipped(tmp_path, monkeypatch):
+    repo, work = tmp_path / "repo", tmp_path / "runs"
+    monkeypatch.setattr(quality, "ROOT", repo)
+    monkeypatch.setattr(quality, "SCORES", repo / "quality_scores")
+    rel = "test/seed0_q10/flip20_s16/eval_naive_h3.parquet"
+    first = np.array([0.9, 0.1, 0.5])            # AUC 1.0 against relevance 3, 1, 2.67
+    row = {"seed": 0, "click_model": "flip20", "config": "naive", "auc": 1.0,
+           "predictions": _predictions(work, rel, first)}
+    kept = quality.persist_scores(row)
+    # a rerun under the same path with other settings: new predictions, the stored file is stale
+    rerun = {**row, "auc": 0.0, "predictions": _predictions(work, rel, -first)}
+    with pytest.raises(RuntimeError, match="do not give the row's AUC"):
+        quality.persist_scores(rerun)
+    assert quality.load_predictions(pd.Series(kept))["score"].tolist() == pytest.approx(first.tolist())  # stored
+    with pytest.raises(RuntimeError, match="stale"):
+        quality.load_predictions(pd.Series({**kept, "auc": 0.5}))
+
+
+def test_a_loop_round_after_one_click_model_leaves_the_next_click_models_folder_alone(tmp_path, monkeypatch):
+    """run_seed once overwrote the seed folder `base` with the loop round's start model, so with several
+    click models and an `X+r1` config the next click model's runs landed under the previous one's model
+    folder (and persist_scores raised after a full training). No training here: the training and
+    evaluation are recorded, not run."""
+    from types import SimpleNamespace
+
+    from conftest import graded_pairs
+
+    calls = []
+
+    def fake_train(data, clickstream, held, name, sets, reuse, *a, previous=None, **k):
+        calls.append((data, name, previous))
+        return {"auc": 0.7, "predictions": str(data / f"eval_{name}_h1.parquet")}
+
+    monkeypatch.setattr(quality, "train_and_evaluate", fake_train)
+    monkeypatch.setattr(quality, "evaluate", lambda model, held, out: {"auc": 0.6, "predictions": str(out)})
+    monkeypatch.setattr(quality, "default_model_path", lambda: "zero-shot")
+    monkeypatch.setattr(quality, "prune_weights", lambda model: calls.append(("pruned", model)) or 0)
+    args = SimpleNamespace(split="dev", train_queries=40, heldout_queries=20, work=str(tmp_path), sessions=2.0,
+                           click_models=["graded", "flip20"], candidates=False, prune_weights=True)
+    configs = quality.named_configs([])
+    names = quality.with_loop_rounds(configs, ["naive", "default", "default+r1"])
+    rows = list(quality.run_seed(args, graded_pairs(200, 4, 0, query="query {}"), 0, configs, names))
+    seed_dir = tmp_path / "dev" / "seed0_q40"
+    assert quality.seed_folder(args, 0) == seed_dir
+    trained = [(d, n, p) for d, n, p in (c for c in calls if c[0] != "pruned")]
+    for cm in ("graded", "flip20"):
+        data = quality.click_model_folder(seed_dir, cm, 2.0)
+        assert data == seed_dir / f"{cm}_s2"
+        assert [(n, p) for d, n, p in trained if d == data] == \
+            [("naive", None), ("default", None), ("default+r1", data / "m_default")]
+    assert ("pruned", seed_dir / "flip20_s2" / "m_default") in calls
+    assert [r["split"] for r in rows] == ["dev"] * 7 and {r["heldout_queries"] for r in rows} == {20}
+    assert rows[0]["sessions"] is None and rows[1]["sessions"] == 2.0
 
 
 def test_pruning_a_run_deletes_its_weights_and_keeps_what_reuse_and_the_gate_study_read(tmp_path):
@@ -183,6 +352,16 @@ def test_a_click_model_is_skipped_only_when_every_config_finished_with_the_same_
     assert not quality.click_model_finished(finished, 3, "graded", names, configs)   # another seed
     smaller = quality.finished_runs([({**same, "sessions": 4.0}, runs)], args)      # another log size
     assert not quality.click_model_finished(smaller, 2, "graded", names, configs)
+    # a row's own provenance, not its file's claim: a --tabulate-only file wrote default sizes, a
+    # replay none; a row whose path says another train size is not this invocation's
+    tabulated = quality.finished_runs([({**same, "tabulate_only": True}, runs)], args)
+    assert not quality.click_model_finished(tabulated, 2, "graded", names, configs)
+    own = [{**r, **same} for r in runs]
+    assert quality.click_model_finished(quality.finished_runs([({}, own)], args), 2, "graded", names, configs)
+    elsewhere = [{**r, "predictions": f"/w/test/seed2_q1000/{r['click_model']}_s16/eval_{r['config']}_h9.parquet"}
+                 for r in runs]
+    assert not quality.click_model_finished(quality.finished_runs([(same, elsewhere)], args), 2, "graded",
+                                            names, configs)
 
 
 def test_a_loop_round_takes_its_bases_settings_and_runs_after_it():
