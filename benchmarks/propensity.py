@@ -33,6 +33,7 @@ VARIANTS = {
     "floor + monotone": {"em_noise_floor": True, "em_monotone": True},
     "floor + power": {"em_noise_floor": True, "em_examination": "power"},
     "power": {"em_examination": "power"},
+    "marginal: floor + monotone": {"em_noise_floor": True, "em_monotone": True, "em_shared_fit": "marginal"},
 }
 
 
@@ -47,6 +48,12 @@ def cells_of(log: pd.DataFrame, p_model: pd.Series) -> pd.DataFrame:
                 .agg(n=("c", "size"), c=("c", "sum")).reset_index())
     cells["pm"] = pm[cells["_bucket"].to_numpy()]
     return C.sorted_cells(cells)
+
+
+def cell(row: dict) -> str:
+    """A table cell: the MAE, and the fitted noise floor where one was fitted."""
+    eps = row["noise_floor"]
+    return f"{row['mae']:.3f}" + ("" if eps is None else f" (eps {eps:.3f})")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -85,7 +92,7 @@ def main(argv: list[str] | None = None) -> int:
              "|---|---|" + "---|" * len(VARIANTS)]
     for name in names:
         got = [r for r in rows if r["click_model"] == name]
-        lines.append(f"| {name} | {got[0]['impressions']} | " + " | ".join(f"{r['mae']:.3f}" for r in got) + " |")
+        lines.append(f"| {name} | {got[0]['impressions']} | " + " | ".join(cell(r) for r in got) + " |")
     table = "\n".join(lines) + "\n"
     stem = "propensity" + (f"_{args.tag}" if args.tag else "")
     results = ROOT / "benchmarks" / "results"

@@ -192,6 +192,7 @@ def validate(cfg: dict[str, Any]) -> None:
     _check(w["pair_label"] != "click_model" or w["propensity_estimator"] == "em",
            "weighting.pair_label=click_model needs weighting.propensity_estimator=em")
     _check(w["em_examination"] in ("free", "power"), "weighting.em_examination: free | power")
+    _check(w["em_shared_fit"] in ("joint", "marginal"), "weighting.em_shared_fit: joint | marginal")
     _check(w["em_prior_groups"] in ("p_model", "p_model_position", "position"),
            "weighting.em_prior_groups: p_model | p_model_position | position")
     _check(w["em_prior_fit"] in ("fixed", "empirical_bayes"), "weighting.em_prior_fit: fixed | empirical_bayes")

@@ -66,6 +66,7 @@ def test_shuffle_partitions_grow_with_rows_past_the_configured_value_and_shrink_
     ("pipeline.strategies=naive,magic", "'magic' is not naive, default or a strategy"),
     ("pipeline.strategies=naive,naive", "distinct names"),
     ("weighting.pair_label=magic", "pair_label: auto | click_model | clicks"),
+    ("weighting.em_shared_fit=both", "em_shared_fit: joint | marginal"),
 ])
 def test_bad_values_fail_with_a_clear_message(override, message):
     with pytest.raises(config.ConfigError, match=message):

@@ -155,13 +155,15 @@ def test_loss_strategy_at_a_small_temperature_stays_finite(spark, raw_dir, tiny_
     assert big["raw_weight"].is_monotonic_increasing and len(big) > 10
 
 
-def test_pair_label_from_the_click_model(spark, raw_dir, tiny_model_dir, tmp_path):
+@pytest.mark.parametrize("shared_fit", ["joint", "marginal"])
+def test_pair_label_from_the_click_model(spark, raw_dir, tiny_model_dir, tmp_path, shared_fit):
     """weighting.pair_label=click_model: each pair's label is the EM's gamma (refitted here on the
-    driver from the output rows' cells, with the job's own settings), not its click rate."""
+    driver from the output rows' cells, with the job's own settings), not its click rate; with theta and
+    the floor fitted either way (weighting.em_shared_fit)."""
     from udfs.weighting import cells as C
 
     sets = ["weighting.strategy=none", "weighting.pair_label=click_model", "weighting.em_noise_floor=true",
-            "weighting.em_monotone=true"]
+            "weighting.em_monotone=true", f"weighting.em_shared_fit={shared_fit}"]
     cfg = config.load_config(overrides=tiny_overrides(tiny_model_dir, *sets))
     summary = run_score(spark, f"{raw_dir}/clickstream", str(tmp_path / "out"), cfg)
     fit = summary["propensity_fit"]

@@ -477,3 +477,58 @@ def test_the_em_with_an_empirical_prior_refits_at_the_estimated_strength():
     # the stronger prior pulls each pair's relevance toward its group's: less spread than the fixed fit
     assert np.var(fitted[1]) < np.var(fixed[1])
     assert W.propensity_em_with_prior(k, j, np.ones_like(c), c, 10, 2000, None, 1.0, "empirical_bayes")[4] == 1.0
+
+
+def _ranked_flip_log(seed: int, flip: float, n_pairs: int = 1500, impressions: int = 16, positions: int = 10):
+    """Cells of a log like the benchmark's: each pair seen `impressions` times near the position a
+    noisy ranker gives it (not at every position), examination 1/k^1.2, a `flip` share of impressions
+    whose click is a coin flip (P(click) = flip / 2 + (1 - flip) theta gamma)."""
+    rng = np.random.default_rng(seed)
+    gamma = rng.beta(0.6, 1.6, n_pairs)
+    rank = np.argsort(np.argsort(-3.0 * gamma + rng.normal(0.0, 1.5, n_pairs))) / n_pairs * positions
+    k = np.clip((rank[:, None] + rng.normal(0.0, 1.0, (n_pairs, impressions))).astype(int), 0, positions - 1)
+    theta = 1.0 / np.arange(1, positions + 1) ** 1.2
+    real = rng.random(k.shape) < theta[k] * gamma[:, None]
+    clicked = np.where(rng.random(k.shape) < flip, rng.random(k.shape) < 0.5, real)
+    cell = np.repeat(np.arange(n_pairs), impressions) * positions + k.ravel()
+    uniq, inv = np.unique(cell, return_inverse=True)
+    n = np.bincount(inv).astype(float)
+    c = np.bincount(inv, weights=clicked.ravel().astype(float))
+    return uniq % positions, uniq // positions, n, c, theta
+
+
+def test_joint_fit_loses_the_noise_floor_that_the_marginal_fit_recovers():
+    """With ~16 impressions a pair at the positions a ranker gives it, the joint fit (a free gamma per
+    pair) puts the floor at 0 and flattens theta; with gamma integrated over the pairs' shared
+    distribution, eps comes back near flip / 2 = 0.1 and theta / theta_1 within 0.05 on average."""
+    k, j, n, c, theta = _ranked_flip_log(0, flip=0.2)
+    args = (k, j, n, c, 10, int(j.max()) + 1)
+    group = np.zeros(int(j.max()) + 1, dtype=np.int64)
+    err = lambda t: np.abs(t / t[0] - theta).mean()  # noqa: E731
+    joint, _, _, eps_joint = W.propensity_em(*args, bucket_group=group, prior_rows=1.0, noise_floor=True,
+                                             monotone=True)
+    marg, gamma, _, eps_marg = W.propensity_em(*args, bucket_group=group, prior_rows=1.0, noise_floor=True,
+                                               monotone=True, shared_fit="marginal")
+    assert eps_joint < 0.005 and err(joint) > 0.15
+    assert 0.06 < eps_marg < 0.12 and err(marg) < 0.05
+    assert np.all(np.diff(marg) <= 1e-12) and np.all((gamma > 0) & (gamma < 1))
+
+
+def test_marginal_fit_finds_no_floor_where_there_is_no_noise():
+    k, j, n, c, theta = _ranked_flip_log(1, flip=0.0)
+    est, eps, steps = W.shared_fit_marginal(k, j, n, c, 10, monotone=True, max_iter=500, tol=1e-5)
+    assert eps < 0.01 and np.abs(est / est[0] - theta).mean() < 0.05 and steps <= 500
+
+
+def test_marginal_fit_samples_pairs_past_its_cell_budget_deterministically():
+    k, j, n, c, _ = _ranked_flip_log(2, flip=0.2, n_pairs=800)
+    full = W.shared_fit_marginal(k, j, n, c, 10, monotone=True, max_iter=300, tol=1e-5)
+    a = W.shared_fit_marginal(k, j, n, c, 10, monotone=True, max_iter=300, tol=1e-5, max_cells=len(k) // 2)
+    b = W.shared_fit_marginal(k, j, n, c, 10, monotone=True, max_iter=300, tol=1e-5, max_cells=len(k) // 2)
+    np.testing.assert_array_equal(a[0], b[0])
+    assert a[1] == b[1] and abs(a[1] - full[1]) < 0.03
+
+
+def test_propensity_em_refuses_an_unknown_shared_fit():
+    with pytest.raises(ValueError, match="shared_fit"):
+        W.propensity_em(np.array([0]), np.array([0]), np.array([2.0]), np.array([1.0]), 1, 1, shared_fit="both")

@@ -125,7 +125,7 @@ def em_propensity(cells: pd.DataFrame, kind: str, w: WeightingSettings
     n, c = cells["n"].to_numpy(), cells["c"].to_numpy()
     theta, gamma, iters, eps, prior = weights.propensity_em_with_prior(
         pos_idx, bucket_idx, n, c, len(fitted), len(uniques), group, prior, w.em_prior_fit,
-        noise_floor=w.em_noise_floor, monotone=w.em_monotone,
+        noise_floor=w.em_noise_floor, monotone=w.em_monotone, shared_fit=w.em_shared_fit,
         power_positions=fitted.astype(np.float64) if w.em_examination == "power" else None)
     info.update(n_buckets=int(len(uniques)), iterations=iters, noise_floor=eps, prior_rows=prior)
     r, n_b, m = weights.em_bucket_evidence(pos_idx, bucket_idx, n, c, theta, gamma, len(uniques),

@@ -116,7 +116,7 @@ def shared_from_sample(k: np.ndarray, pair: np.ndarray, n: np.ndarray, c: np.nda
     grouped = pair_group if n_groups else None
     theta, gamma, iterations, eps, prior_rows = weights.propensity_em_with_prior(
         k, pair, n, c, len(positions), n_pairs, grouped, w.em_prior_rows, w.em_prior_fit,
-        noise_floor=w.em_noise_floor, monotone=w.em_monotone,
+        noise_floor=w.em_noise_floor, monotone=w.em_monotone, shared_fit=w.em_shared_fit,
         power_positions=np.asarray(positions, dtype=np.float64) if w.em_examination == "power" else None)
     group_relevance = np.zeros(0)
     if n_groups:

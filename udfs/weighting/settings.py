@@ -33,6 +33,7 @@ class WeightingSettings(ConfigSection):
     em_noise_floor: bool
     em_monotone: bool
     em_examination: str                # free | power
+    em_shared_fit: str                 # joint | marginal (weights.propensity_em)
     pair_label: str                    # auto | click_model | clicks
     denoise_weight: float
     denoise_mode: str                  # hard | soft

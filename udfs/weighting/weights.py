@@ -7,7 +7,7 @@ all rows to a global mean of 1 and clips to [w_min, w_max] (see `normalise_scale
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import numpy as np
@@ -340,7 +340,7 @@ def propensity_em(
     position_idx: np.ndarray, bucket_idx: np.ndarray, rows: np.ndarray, clicks: np.ndarray,
     n_positions: int, n_buckets: int, max_iter: int = 2000, tol: float = 1e-7,
     bucket_group: np.ndarray | None = None, prior_rows: float = 0.0, noise_floor: bool = False,
-    monotone: bool = False, power_positions: np.ndarray | None = None,
+    monotone: bool = False, power_positions: np.ndarray | None = None, shared_fit: str = "joint",
 ) -> tuple[np.ndarray, np.ndarray, int, float]:
     """Position-based click model P(click) = theta_k * gamma_j fitted by EM (Wang et al. 2018).
 
@@ -363,6 +363,9 @@ def propensity_em(
     power_positions: the 1-based position of each index: theta_k = theta_1 k^-eta, two parameters
     (`power_examination`); with a noise floor this is what makes the floor identifiable on a log
     whose ranker shows each pair at similar positions.
+    shared_fit: "joint" fits theta, eps and every gamma together (above); "marginal" fits theta and eps
+    with each pair's gamma integrated out (shared_fit_marginal: with a gamma per pair the joint fit's
+    floor goes to 0), then each gamma with theta and eps held.
     Positions are the indices 0..n_positions-1 in rank order.
     Returns (theta, gamma, iterations, eps). theta is identified only up to a common scale (theta
     gamma is what the data see), so callers report theta_k / theta_1.
@@ -375,6 +378,16 @@ def propensity_em(
     n_j = np.maximum(np.bincount(j, weights=n, minlength=n_buckets), EPS)
     ctr_k = np.bincount(k, weights=c, minlength=n_positions) / n_k
     ctr_j = np.bincount(j, weights=c, minlength=n_buckets) / n_j
+    if shared_fit == "marginal":
+        # tol 1e-5 on theta and eps, at most 500 steps: the histogram and theta's common scale (which
+        # gamma absorbs) crawl on long after theta's shape and the floor have settled
+        theta, eps, steps = shared_fit_marginal(k, j, n, c, n_positions, bucket_group, noise_floor, monotone,
+                                                power_positions, max_iter=min(max_iter, 500), tol=max(tol, 1e-5))
+        fit = _em_from(k, j, n, c, n_k, n_j, ctr_k, ctr_j, eps, max_iter, tol, bucket_group, prior_rows, monotone,
+                       power_positions, frozen=(theta, eps))
+        return fit[0], fit[1], steps + fit[2], fit[3]
+    if shared_fit != "joint":
+        raise ValueError(f"shared_fit must be joint or marginal, not {shared_fit!r}")
     if not noise_floor:
         return (*_em_from(k, j, n, c, n_k, n_j, ctr_k, ctr_j, None, max_iter, tol, bucket_group, prior_rows,
                           monotone, power_positions)[:3], 0.0)
@@ -392,6 +405,94 @@ def propensity_em(
 
 
 NOISE_FLOOR_STARTS = (0.0, 0.02, 0.05, 0.1, 0.2)
+MARGINAL_GRID = 32              # the relevance values a pair's gamma is integrated over (shared_fit_marginal)
+MARGINAL_MAX_CELLS = 60_000     # past this many cells the marginal fit runs on a fixed sample of pairs
+
+
+def shared_fit_marginal(position_idx: np.ndarray, bucket_idx: np.ndarray, rows: np.ndarray, clicks: np.ndarray,
+                        n_positions: int, bucket_group: np.ndarray | None = None, noise_floor: bool = True,
+                        monotone: bool = False, power_positions: np.ndarray | None = None, max_iter: int = 2000,
+                        tol: float = 1e-6, grid: int = MARGINAL_GRID, max_cells: int = MARGINAL_MAX_CELLS
+                        ) -> tuple[np.ndarray, float, int]:
+    """theta per position and the noise floor eps of P(click) = eps + (1 - eps) theta_k gamma_j that
+    maximise the *marginal* likelihood of the clicks: each pair's gamma integrated over its group's
+    distribution of relevance (a histogram on `grid` values in (0, 1), fitted by the same EM: the
+    nonparametric maximum likelihood prior of Kiefer and Wolfowitz), not maximised pair by pair.
+    Returns (theta, eps, EM steps).
+
+    Why: with a free gamma for every pair (the joint fit, propensity_em), a pair seen a few times
+    explains its own noise clicks with its own gamma, the likelihood is highest at eps = 0 whatever the
+    log's noise, and theta flattens at deep positions where the noise clicks pile up (every score run
+    of docs/quality.md fitted eps = 0, flip20's included). Integrated over a distribution the pairs of a
+    group share, a pair cannot absorb its noise clicks alone, and the floor is told from examination by
+    clicks where examination is low. Pairs are the buckets; `bucket_group` (one per bucket) gives each
+    group its own distribution (one for all without it). Past `max_cells` cells, the pairs of a fixed
+    sample (seeded, so a rerun fits the same) up to that many cells."""
+    k = np.asarray(position_idx, dtype=np.int64)
+    j = np.asarray(bucket_idx, dtype=np.int64)
+    n = np.asarray(rows, dtype=np.float64)
+    c = np.asarray(clicks, dtype=np.float64)
+    if len(k) > max_cells:
+        pairs = np.unique(j)
+        counts = np.bincount(j)[pairs]
+        order = np.random.default_rng(0).permutation(len(pairs))
+        keep_pairs = pairs[order[np.cumsum(counts[order]) <= max_cells]]
+        keep = np.isin(j, keep_pairs)
+        k, j, n, c = k[keep], j[keep], n[keep], c[keep]
+    order = np.argsort(j, kind="stable")
+    k, j, n, c = k[order], j[order], n[order], c[order]
+    starts = np.r_[0, np.flatnonzero(np.diff(j)) + 1]
+    pair_of_cell = np.repeat(np.arange(len(starts)), np.diff(np.r_[starts, len(j)]))
+    groups = (np.zeros(len(starts), dtype=np.int64) if bucket_group is None
+              else pd_factorize(np.asarray(bucket_group, dtype=np.int64)[j[starts]]))
+    n_groups = int(groups.max()) + 1
+    u = (np.arange(grid) + 0.5) / grid
+    n_k = np.maximum(np.bincount(k, weights=n, minlength=n_positions), EPS)
+    ctr_k = np.bincount(k, weights=c, minlength=n_positions) / n_k
+    theta0 = np.clip(0.9 * ctr_k / max(ctr_k.max(), EPS), 0.02, 0.9)
+    eps_floor = 1e-6 if noise_floor else 0.0   # eps = 0 is a fixed point of the EM: start and stay above it
+
+    def step(x: np.ndarray) -> np.ndarray:
+        th, ep = x[:n_positions], float(x[n_positions])
+        prior = x[n_positions + 1:].reshape(n_groups, grid)
+        tg = th[k][:, None] * u[None, :]
+        p_click = np.clip(ep + (1.0 - ep) * tg, EPS, 1.0 - EPS)
+        loglik = c[:, None] * np.log(p_click) + (n - c)[:, None] * np.log1p(-p_click)
+        post = np.add.reduceat(loglik, starts, axis=0) + np.log(np.maximum(prior[groups], 1e-300))
+        post = np.exp(post - post.max(axis=1, keepdims=True))
+        post /= post.sum(axis=1, keepdims=True)                 # each pair's posterior over the grid
+        w = post[pair_of_cell]
+        z = ep / p_click
+        examined = c[:, None] * ((1.0 - z) + z * th[k][:, None]) + \
+            (n - c)[:, None] * th[k][:, None] * (1.0 - u[None, :]) / np.maximum(1.0 - tg, EPS)
+        e_k = np.bincount(k, weights=(w * examined).sum(axis=1), minlength=n_positions)
+        if power_positions is not None:
+            new_theta = power_examination(e_k, n_k, power_positions)
+        else:
+            new_theta = e_k / n_k
+            if monotone:
+                new_theta = non_increasing(new_theta, n_k)
+        new_eps = (float(np.clip((w * (c[:, None] * z)).sum() / n.sum(), eps_floor, 0.5)) if noise_floor else 0.0)
+        new_prior = np.stack([np.bincount(groups, weights=post[:, g], minlength=n_groups) for g in range(grid)], 1)
+        new_prior /= np.maximum(new_prior.sum(axis=1, keepdims=True), EPS)
+        return np.concatenate([np.clip(new_theta, EPS, 1.0 - EPS), [new_eps], new_prior.ravel()])
+
+    def clip(jump: np.ndarray) -> np.ndarray:
+        jump[:n_positions] = np.clip(jump[:n_positions], EPS, 1.0 - EPS)
+        jump[n_positions] = np.clip(jump[n_positions], eps_floor, 0.5) if noise_floor else 0.0
+        prior = np.maximum(jump[n_positions + 1:].reshape(n_groups, grid), 0.0)
+        jump[n_positions + 1:] = (prior / np.maximum(prior.sum(axis=1, keepdims=True), EPS)).ravel()
+        return jump
+
+    x0 = np.concatenate([theta0, [0.05 if noise_floor else 0.0], np.full(n_groups * grid, 1.0 / grid)])
+    x, iterations = squarem(step, x0, max_iter, tol, clip, watched=n_positions + 1)
+    return x[:n_positions], float(x[n_positions]), iterations
+
+
+def pd_factorize(values: np.ndarray) -> np.ndarray:
+    """Dense codes 0..G-1 of integer labels, in sorted label order."""
+    return np.unique(values, return_inverse=True)[1].astype(np.int64)
+
 
 
 def power_examination(e_k: np.ndarray, n_k: np.ndarray, positions: np.ndarray) -> np.ndarray:
@@ -410,7 +511,7 @@ def power_examination(e_k: np.ndarray, n_k: np.ndarray, positions: np.ndarray) -
 
 def _em_from(k, j, n, c, n_k, n_j, ctr_k, ctr_j, eps0: float | None, max_iter: int, tol: float,
              bucket_group, prior_rows: float, monotone: bool, positions: np.ndarray | None,
-             accelerate: bool = True):
+             accelerate: bool = True, frozen: tuple[np.ndarray, float] | None = None):
     """One EM run from a start derived from the CTRs (and noise floor eps0; None: no floor fitted).
     Returns (theta, gamma, EM steps taken, eps, log-likelihood of the clicks).
 
@@ -428,6 +529,9 @@ def _em_from(k, j, n, c, n_k, n_j, ctr_k, ctr_j, eps0: float | None, max_iter: i
     theta = np.clip(0.9 * above / max(above.max(), EPS), 0.02, 0.9)
     gamma = np.clip(np.maximum(ctr_j - floor, 0.0) / max(1.0 - floor, EPS) / theta.mean(), 0.01, 0.99)
     eps = floor
+    if frozen is not None:
+        theta, eps = np.asarray(frozen[0], dtype=np.float64), float(frozen[1])
+        gamma = np.clip(np.maximum(ctr_j - eps, 0.0) / max(1.0 - eps, EPS) / theta.mean(), 0.01, 0.99)
     n_theta = len(n_k)
 
     def step(x: np.ndarray) -> np.ndarray:
@@ -444,12 +548,38 @@ def _em_from(k, j, n, c, n_k, n_j, ctr_k, ctr_j, eps0: float | None, max_iter: i
         r_j = np.bincount(j, weights=r1, minlength=len(n_j))
         m_j = _group_prior(r_j, n_j, bucket_group, prior_rows)
         new_gamma = r_j / n_j if m_j is None else (r_j + prior_rows * m_j) / (n_j + prior_rows)
+        if frozen is not None:  # theta and eps fitted elsewhere (shared_fit_marginal): gamma alone moves
+            new_theta, new_eps = frozen[0], frozen[1]
         return np.concatenate([new_theta, np.clip(new_gamma, EPS, 1.0 - EPS), [new_eps]])
 
-    def moved(a: np.ndarray, b: np.ndarray) -> bool:
-        return not np.abs(a - b).max() < tol
+    def clip(jump: np.ndarray) -> np.ndarray:
+        jump[:-1] = np.clip(jump[:-1], EPS, 1.0 - EPS)
+        # A jump may put the floor at 0, a fixed point of the EM (no noise click, no evidence for one);
+        # of the five starts, the fit with the best likelihood is the one kept (propensity_em).
+        jump[-1] = np.clip(jump[-1], 0.0, 0.5)
+        return jump
 
-    x = np.concatenate([theta, gamma, [eps]])
+    x, iterations = squarem(step, np.concatenate([theta, gamma, [eps]]), max_iter, tol, clip, accelerate)
+    theta, gamma, eps = x[:n_theta], x[n_theta:-1], float(x[-1])
+    return theta, gamma, iterations, eps, _em_loglik(k, j, n, c, theta, gamma, eps)
+
+
+def _em_loglik(k, j, n, c, theta: np.ndarray, gamma: np.ndarray, eps: float) -> float:
+    p = np.clip(eps + (1.0 - eps) * theta[k] * gamma[j], EPS, 1.0 - EPS)
+    return float(np.sum(c * np.log(p) + (n - c) * np.log1p(-p)))
+
+
+def squarem(step: Callable[[np.ndarray], np.ndarray], x: np.ndarray, max_iter: int, tol: float,
+            clip: Callable[[np.ndarray], np.ndarray], accelerate: bool = True, watched: int | None = None
+            ) -> tuple[np.ndarray, int]:
+    """The fixed point of an EM map `step` from `x`, and the steps taken: plain EM, or SQUAREM (Varadhan
+    and Roland 2008, scheme S3): from two EM steps r = F(x) - x and v = F(F(x)) - 2 F(x) + x, jump to
+    x - 2 a r + a^2 v with a = -|r|/|v| (a = -1 is the two plain steps), `clip` the jump back into the
+    parameter space, then one EM step from there. Stops where one EM step moves no parameter by `tol`
+    (with `watched`, none of the first `watched`: the rest are nuisance parameters)."""
+    def moved(a: np.ndarray, b: np.ndarray) -> bool:
+        return not np.abs(a[:watched] - b[:watched]).max() < tol
+
     iterations = 0
     while iterations < max_iter:
         x1 = step(x)
@@ -470,11 +600,7 @@ def _em_from(k, j, n, c, n_k, n_j, ctr_k, ctr_j, eps0: float | None, max_iter: i
         if alpha == -1.0:
             x = x2
             continue
-        jump = x - 2.0 * alpha * r + alpha * alpha * v
-        jump[:-1] = np.clip(jump[:-1], EPS, 1.0 - EPS)
-        # A jump may put the floor at 0, a fixed point of the EM (no noise click, no evidence for one);
-        # of the five starts, the fit with the best likelihood is the one kept (propensity_em).
-        jump[-1] = np.clip(jump[-1], 0.0, 0.5)
+        jump = clip(x - 2.0 * alpha * r + alpha * alpha * v)
         x3 = step(jump)
         iterations += 1
         # A jump is kept unless it lands where one EM step moves the parameters 10x more than at the
@@ -487,13 +613,7 @@ def _em_from(k, j, n, c, n_k, n_j, ctr_k, ctr_j, eps0: float | None, max_iter: i
         converged, x = not moved(x3, jump), x3
         if converged:
             break
-    theta, gamma, eps = x[:n_theta], x[n_theta:-1], float(x[-1])
-    return theta, gamma, iterations, eps, _em_loglik(k, j, n, c, theta, gamma, eps)
-
-
-def _em_loglik(k, j, n, c, theta: np.ndarray, gamma: np.ndarray, eps: float) -> float:
-    p = np.clip(eps + (1.0 - eps) * theta[k] * gamma[j], EPS, 1.0 - EPS)
-    return float(np.sum(c * np.log(p) + (n - c) * np.log1p(-p)))
+    return x, iterations
 
 
 def em_bucket_evidence(
