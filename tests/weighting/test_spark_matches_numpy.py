@@ -8,8 +8,16 @@ import pytest
 
 from jobs.config import load_config
 from udfs.weighting import weights as W
+from udfs.weighting.cells import MIN_ROWS_PER_POSITION
+from udfs.weighting.pair_relevance import SharedParameters, click_model_probability, click_probability
 from udfs.weighting.settings import WeightingSettings
-from udfs.weighting.spark import estimate_propensity, noise_thresholds, normalise, with_click_probability
+from udfs.weighting.spark import (
+    collect_cells,
+    estimate_propensity,
+    noise_thresholds,
+    normalise,
+    with_click_probability,
+)
 
 # max_driver_cells=0: the Spark path (one pass per step); tests that want the driver path raise it
 PARAMS = WeightingSettings.from_config(load_config()).but(
@@ -54,21 +62,66 @@ def test_noise_thresholds_match_confident_thresholds(log):
         W.confident_thresholds(frame["p_model"].to_numpy(), frame["clicked"].to_numpy()), rel=1e-12)
 
 
-def test_leave_one_out_click_probability_matches_click_model_probability(log, spark):
-    frame, df = log
-    _, info, cm = estimate_propensity(df, PARAMS)
-    assert info["buckets"] == "query_title_pairs" and cm is not None
-    got = with_click_probability(df, cm, spark).toPandas()
-    # The numpy reference on the same fitted click model: theta by position, the pair's EM evidence.
-    keyed = got.merge(spark.createDataFrame(frame).withColumn(
-        "_bucket", cm.bucket).select("query", "title", "_bucket").distinct().toPandas(), on=["query", "title"])
-    ev = _evidence(cm).set_index("_bucket").loc[keyed["_bucket"]]
-    theta = keyed["position"].map(cm.theta).to_numpy()
-    expected = W.click_model_probability(theta, ev["_gamma"].to_numpy(), ev["_r"].to_numpy(), ev["_n"].to_numpy(),
-                                         ev["_m"].to_numpy(), cm.prior_rows, keyed["clicked"].to_numpy(), cm.eps)
-    np.testing.assert_allclose(keyed["p_click"].to_numpy(), expected, rtol=1e-9)
+def _click_model_reference(rows: pd.DataFrame, cm) -> np.ndarray:
+    """pair_relevance.click_model_probability on the rows (with _bucket) and the fitted model's shared
+    parameters: theta of the fitted positions, the prior's m per pair (its group's), the noise floor."""
+    ev = _evidence(cm)
+    per_pos = rows.groupby("position").size()
+    fitted = np.sort(per_pos.index[per_pos >= MIN_ROWS_PER_POSITION].to_numpy())
+    cells = (rows[rows["position"].isin(fitted)].groupby(["_bucket", "position"])["clicked"]
+                 .agg(n="size", c="sum").reset_index())   # a pair's cells by position, as both paths hold them
+    pair = np.searchsorted(ev["_bucket"].to_numpy(), cells["_bucket"].to_numpy())
+    group, m = pd.factorize(ev["_m"]) if cm.prior_rows > 0 else (None, np.zeros(0))
+    shared = SharedParameters(np.array([cm.theta[int(x)] for x in fitted]), cm.eps, np.asarray(m, dtype=float),
+                              cm.prior_rows, float(ev["_r"].sum() / ev["_n"].sum()))
+    cell_of = {key: i for i, key in enumerate(zip(cells["_bucket"], cells["position"]))}
+    row_cell = np.array([cell_of.get(key, -1) for key in zip(rows["_bucket"], rows["position"])])
+    seen = rows["_bucket"].isin(ev["_bucket"]).to_numpy()
+    row_pair = np.searchsorted(ev["_bucket"].to_numpy(), rows["_bucket"].to_numpy()).clip(0, len(ev) - 1)
+    p = click_model_probability(rows["position"].map(cm.theta).to_numpy(), row_pair, row_cell,
+                                rows["clicked"].to_numpy(), np.searchsorted(fitted, cells["position"].to_numpy()),
+                                pair, cells["n"].to_numpy(float), cells["c"].to_numpy(float), len(ev), group, shared)
+    return np.where(seen, p, rows["p_model"].to_numpy())
+
+
+@pytest.mark.parametrize("path, prior_rows", [("spark", 5.0), ("driver", 5.0), ("spark", 0.0), ("driver", 0.0)])
+def test_leave_one_out_click_probability_matches_click_model_probability(log, spark, path, prior_rows):
+    """p_click on both paths (cells on the driver; past max_driver_cells, held-out relevance solved and
+    joined in Spark) is the numpy reference's exact leave-one-out P(click): also for rows at a position
+    too rare to fit (the pair's fitted gamma, nothing taken out), a pair seen only there (p_model) and,
+    without a prior, a pair's only impression (the pooled relevance)."""
+    frame, _ = log
+    extra = pd.DataFrame({"query": ["q0", "q0", "q1", "q1", "q2", "q9", "q9"],
+                          "title": ["t0", "t1", "t4", "t5", "t8", "rare", "solo"],
+                          "position": np.array([6, 6, 6, 6, 6, 6, 1], dtype=np.int32),
+                          "clicked": np.array([1, 0, 1, 1, 0, 1, 1], dtype=np.int32),
+                          "p_model": 0.3, "raw_weight": 1.0})
+    rows = pd.concat([frame, extra], ignore_index=True)
+    df = spark.createDataFrame(rows)
+    settings = PARAMS.but(em_prior_rows=prior_rows)
+    cells = None
+    if path == "driver":
+        cells = collect_cells(df.withColumn("relevance", df["p_model"]), 10_000)
+        cells["pm"] = cells["p_raw"]
+    _, info, cm = estimate_propensity(df, settings, cells)
+    assert info["buckets"] == "query_title_pairs" and cm is not None and cm.theta[6] == cm.theta[5]  # carried
+    got = with_click_probability(df, cm, spark)
+    assert got.columns == rows.columns.tolist() + ["p_click"]   # the joins keep the rows' columns and order
+    got = got.withColumn("_bucket", cm.bucket).toPandas()
+    np.testing.assert_allclose(got["p_click"].to_numpy(), _click_model_reference(got, cm), rtol=1e-6, atol=1e-9)
     # And it is leave-one-out: a pair's click and skip at one position get different probabilities.
-    assert keyed.groupby(["query", "title", "position"])["p_click"].nunique().max() == 2
+    fit = got[got["position"] < 6]
+    assert fit.groupby(["query", "title", "position"])["p_click"].nunique().max() == 2
+    rare = got[got["position"] == 6].set_index("title")
+    gamma = _evidence(cm).set_index("_bucket")["_gamma"]
+    for title in ("t0", "t1", "t4"):   # outside the fit: theta x the pair's gamma, click or not
+        expected = click_probability(cm.theta[6], gamma[rare.loc[title, "_bucket"]], cm.eps)
+        assert rare.loc[title, "p_click"] == pytest.approx(expected, rel=1e-9)
+    assert rare.loc["rare", "p_click"] == 0.3
+    if prior_rows == 0.0:
+        ev = _evidence(cm)
+        solo = got[got["title"] == "solo"]["p_click"].iloc[0]
+        assert solo == pytest.approx(cm.eps + (1 - cm.eps) * cm.theta[1] * ev["_r"].sum() / ev["_n"].sum(), rel=1e-6)
 
 
 def test_driver_cells_give_the_spark_passes_statistics(log):

@@ -12,12 +12,14 @@ not depend on how Spark happened to return the groups.
 """
 from __future__ import annotations
 
+from functools import partial
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from udfs.weighting import calibration, weights
+from udfs.weighting.pair_relevance import SharedParameters, pair_held_out, pooled_relevance
 from udfs.weighting.settings import WeightingSettings
 
 MIN_ROWS_PER_POSITION = 20  # positions seen less often inherit the previous position's propensity
@@ -100,11 +102,21 @@ def prior_groups(p_model: pd.Series, mean_position: pd.Series, w: WeightingSetti
     return group
 
 
+def held_out_table(buckets: np.ndarray, position: np.ndarray, k: np.ndarray, pair: np.ndarray, n: np.ndarray,
+                   c: np.ndarray, pair_group: np.ndarray | None, shared: SharedParameters) -> pd.DataFrame:
+    """Per fitted cell (_bucket, _position): its pair's relevance without one of its clicks (_g_click) and
+    without one of its skips (_g_skip), pair_relevance.pair_held_out's; rows join it for p_click."""
+    g_click, g_skip = pair_held_out(k, pair, n, c, len(buckets), pair_group, shared)
+    return pd.DataFrame({"_bucket": buckets[pair], "_position": np.asarray(position, dtype=np.int64),
+                         "_g_click": g_click, "_g_skip": g_skip})
+
+
 def em_propensity(cells: pd.DataFrame, kind: str, w: WeightingSettings
                   ) -> tuple[dict[int, float], dict[str, Any], dict[str, Any] | None]:
     """Regression-EM over sorted cells (position, _bucket, n, c, pm): the relative propensity per seen
     position, the fit's description, and the click model's parts (theta per position on the absolute
-    scale, the per-bucket evidence, the prior) or None when nothing could be fitted."""
+    scale, the per-bucket evidence, the prior, a callable giving the per-cell held-out relevance
+    table held_out_table) or None when nothing could be fitted."""
     per_pos = cells.groupby("position")["n"].sum()
     fitted = np.sort(per_pos.index[per_pos >= MIN_ROWS_PER_POSITION].to_numpy())
     info: dict[str, Any] = {"estimator": "em", "buckets": kind, "cells": len(cells)}
@@ -130,10 +142,20 @@ def em_propensity(cells: pd.DataFrame, kind: str, w: WeightingSettings
     info.update(n_buckets=int(len(uniques)), iterations=iters, noise_floor=eps, prior_rows=prior)
     r, n_b, m = weights.em_bucket_evidence(pos_idx, bucket_idx, n, c, theta, gamma, len(uniques),
                                            bucket_group=group, prior_rows=prior, eps=eps)
-    evidence = pd.DataFrame({"_bucket": np.asarray(uniques).astype(np.int64), "_r": r, "_n": n_b, "_m": m,
-                             "_gamma": gamma})
+    buckets = np.asarray(uniques).astype(np.int64)
+    evidence = pd.DataFrame({"_bucket": buckets, "_r": r, "_n": n_b, "_m": m, "_gamma": gamma})
     theta_abs = {int(k): float(t) for k, t in zip(fitted, theta)}
+    has_prior = group is not None and prior > 0
+    n_groups = int(group.max()) + 1 if has_prior else 0
+    group_relevance = (np.bincount(group, weights=r, minlength=n_groups)
+                       / np.maximum(np.bincount(group, weights=n_b, minlength=n_groups), weights.EPS)
+                       if has_prior else np.zeros(0))
+    shared = SharedParameters(np.asarray(theta, dtype=np.float64), float(eps), group_relevance,
+                              float(prior) if has_prior else 0.0, pooled_relevance(r, n_b))
+    # Lazy: only p_click reads it, and it solves up to two pseudo-pairs a cell.
+    held_out = partial(held_out_table, buckets, cells["position"].to_numpy(), pos_idx, bucket_idx, n, c,
+                       group if has_prior else None, shared)
     model = {"theta": carry_forward(per_pos.index, theta_abs, float(theta[0])), "evidence": evidence,
-             "prior_rows": prior, "eps": eps}
+             "prior_rows": prior, "eps": eps, "held_out": held_out, "cells": len(cells)}
     theta_rel = weights.propensity_from_em(fitted, theta, w.propensity_min)
     return carry_forward(per_pos.index, theta_rel, 1.0), info, model

@@ -12,6 +12,10 @@ penalised likelihood
 (concave in gamma; its stationary point is the EM's gamma update gamma = (R + a m) / (n + a)). So a
 fit of the shared parameters on a sample of pairs (udfs/weighting/spark_em.py) labels every other
 pair from that pair's cells alone, inside the partition that holds it.
+
+The same solve gives a row's leave-one-out relevance exactly (held_out_relevance): the pair's gamma
+re-solved from its cells with the row taken out of its (pair, position) cell, theta, eps and m held.
+Rows of a cell share the answer, one for its clicks and one for its skips.
 """
 from __future__ import annotations
 
@@ -30,11 +34,14 @@ NEWTON_TOL = 1e-12
 @dataclass(frozen=True)
 class SharedParameters:
     """The click model's parameters shared by pairs: theta per position index, the noise floor, the
-    regression prior's pooled relevance per group (empty: no prior) and its strength in rows."""
+    regression prior's pooled relevance per group (empty: no prior), its strength in rows, and the
+    fitted pairs' pooled relevance sum R / sum n (what a held-out relevance with no evidence left
+    falls back to without a prior)."""
     theta: np.ndarray
     eps: float
     group_relevance: np.ndarray
     prior_rows: float
+    pooled_relevance: float
 
 
 def solve_pair_relevance(k: np.ndarray, pair: np.ndarray, n: np.ndarray, c: np.ndarray, n_pairs: int,
@@ -119,9 +126,99 @@ def shared_from_sample(k: np.ndarray, pair: np.ndarray, n: np.ndarray, c: np.nda
         noise_floor=w.em_noise_floor, monotone=w.em_monotone, shared_fit=w.em_shared_fit,
         power_positions=np.asarray(positions, dtype=np.float64) if w.em_examination == "power" else None)
     group_relevance = np.zeros(0)
+    r_j, n_j, _ = weights.em_bucket_evidence(k, pair, n, c, theta, gamma, n_pairs, eps=eps)
     if n_groups:
-        r_j, n_j, _ = weights.em_bucket_evidence(k, pair, n, c, theta, gamma, n_pairs, eps=eps)
         group_relevance = (np.bincount(pair_group, weights=r_j, minlength=n_groups)
                            / np.maximum(np.bincount(pair_group, weights=n_j, minlength=n_groups), EPS))
     return (SharedParameters(np.asarray(theta, dtype=np.float64), float(eps), group_relevance,
-                             float(prior_rows) if n_groups else 0.0), iterations)
+                             float(prior_rows) if n_groups else 0.0, pooled_relevance(r_j, n_j)), iterations)
+
+
+def pooled_relevance(r_j: np.ndarray, n_j: np.ndarray) -> float:
+    """The pairs' pooled relevance sum R / sum n: a held-out relevance's fallback without a prior."""
+    return float(np.sum(r_j) / max(float(np.sum(n_j)), EPS))
+
+
+HELD_OUT_CHUNK_CELLS = 1 << 18   # pseudo-pair cells solved at once: ~50 MB peak whatever the pairs' sizes
+
+
+def held_out_relevance(k: np.ndarray, pair: np.ndarray, n: np.ndarray, c: np.ndarray, n_pairs: int,
+                       theta: np.ndarray, eps: float, prior_m: np.ndarray | None, prior_rows: float,
+                       fallback: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per cell (position index k, pair, n impressions, c clicks): the pair's gamma re-solved
+    (solve_pair_relevance, theta, eps and the pair's m held) with one of the cell's clicks left out,
+    and with one of its skips left out; NaN where the cell has none. A pair left with no evidence
+    (n - 1 + a <= 0: the row was its only impression and there is no prior) gets `fallback` (per pair),
+    never its own click rate.
+
+    Each (cell, kind) is a pseudo-pair holding all its pair's cells, the one cell decremented: at most
+    2 x cells pseudo-pairs of their pair's size, solved HELD_OUT_CHUNK_CELLS cells at a time. Each
+    pseudo-pair stops at its own convergence, so neither the chunks nor the pairs solved alongside
+    move a bit."""
+    k, pair = np.asarray(k, dtype=np.int64), np.asarray(pair, dtype=np.int64)
+    n, c = np.asarray(n, dtype=np.float64), np.asarray(c, dtype=np.float64)
+    a = prior_rows if prior_m is not None else 0.0
+    order = np.argsort(pair, kind="stable")   # a pair's cells in their given (position) order
+    size = np.bincount(pair, minlength=n_pairs)
+    start = np.cumsum(size) - size
+    cell = np.arange(len(k))
+    task_cell = np.concatenate([cell[c > 0], cell[n - c > 0]])
+    task_click = np.concatenate([np.ones(int((c > 0).sum()), dtype=bool), np.zeros(int((n - c > 0).sum()), dtype=bool)])
+    task_pair = pair[task_cell]
+    task_size = size[task_pair]
+    ends = np.cumsum(task_size)
+    solved = np.empty(len(task_cell))
+    lo = 0
+    while lo < len(task_cell):
+        base = ends[lo - 1] if lo else 0
+        hi = max(lo + 1, int(np.searchsorted(ends, base + HELD_OUT_CHUNK_CELLS, side="right")))
+        sz = task_size[lo:hi]
+        pseudo = np.repeat(np.arange(hi - lo), sz)
+        offset = np.arange(int(sz.sum())) - np.repeat(np.cumsum(sz) - sz, sz)
+        members = order[np.repeat(start[task_pair[lo:hi]], sz) + offset]
+        own = members == task_cell[lo:hi][pseudo]
+        solved[lo:hi] = solve_pair_relevance(
+            k[members], pseudo, n[members] - own, c[members] - (own & task_click[lo:hi][pseudo]), hi - lo, theta,
+            eps, None if prior_m is None else prior_m[task_pair[lo:hi]], prior_rows)
+        lo = hi
+    left = np.bincount(pair, weights=n, minlength=n_pairs)[task_pair] - 1.0 + a
+    solved = np.where(left > EPS, solved, np.asarray(fallback, dtype=np.float64)[task_pair])
+    g_click, g_skip = np.full(len(k), np.nan), np.full(len(k), np.nan)
+    g_click[task_cell[task_click]] = solved[task_click]
+    g_skip[task_cell[~task_click]] = solved[~task_click]
+    return g_click, g_skip
+
+
+def pair_held_out(k: np.ndarray, pair: np.ndarray, n: np.ndarray, c: np.ndarray, n_pairs: int,
+                  pair_group: np.ndarray | None, shared: SharedParameters) -> tuple[np.ndarray, np.ndarray]:
+    """held_out_relevance with the shared parameters: each pair's m its group's pooled relevance (the
+    fallback too); without a prior no m, and the fallback is the pooled relevance of all fitted pairs."""
+    has_prior = len(shared.group_relevance) > 0 and pair_group is not None and shared.prior_rows > 0
+    prior_m = shared.group_relevance[pair_group] if has_prior else None
+    fallback = prior_m if prior_m is not None else np.full(n_pairs, shared.pooled_relevance)
+    return held_out_relevance(k, pair, n, c, n_pairs, shared.theta, shared.eps, prior_m,
+                              shared.prior_rows if has_prior else 0.0, fallback)
+
+
+def click_probability(theta: np.ndarray, gamma: np.ndarray, eps: float) -> np.ndarray:
+    """eps + (1 - eps) theta gamma, gamma clipped to [EPS, 1 - EPS] and the result as clip_prob."""
+    g = np.clip(np.asarray(gamma, dtype=np.float64), EPS, 1.0 - EPS)
+    return weights.clip_prob(eps + (1.0 - eps) * np.asarray(theta, dtype=np.float64) * g)
+
+
+def click_model_probability(row_theta: np.ndarray, row_pair: np.ndarray, row_cell: np.ndarray, clicked: np.ndarray,
+                            k: np.ndarray, pair: np.ndarray, n: np.ndarray, c: np.ndarray, n_pairs: int,
+                            pair_group: np.ndarray | None, shared: SharedParameters) -> np.ndarray:
+    """Leave-one-out P(click) of rows under the position-based click model: eps + (1 - eps) theta_k
+    gamma_-i, gamma_-i the pair's relevance re-solved without the row (a noise click cannot vouch for
+    itself; confident learning and RHO-LOSS's irreducible loss need such out-of-sample probabilities).
+    Rows: theta of the row's position (carried down to positions too rare to fit), its pair, its cell
+    among the fitted cells (k, pair, n, c) or -1 when its position was not fitted (its pair's gamma
+    never saw it: the fitted gamma as is), its click. The numpy reference of the score job's p_click
+    (udfs/weighting/spark.py with_click_probability)."""
+    row_cell = np.asarray(row_cell, dtype=np.int64)
+    gamma = pair_evidence(k, pair, n, c, n_pairs, pair_group, shared)[0]
+    g_click, g_skip = pair_held_out(k, pair, n, c, n_pairs, pair_group, shared)
+    cell = np.maximum(row_cell, 0)
+    held = np.where(np.asarray(clicked) > 0, g_click[cell], g_skip[cell])
+    return click_probability(row_theta, np.where(row_cell >= 0, held, gamma[np.asarray(row_pair)]), shared.eps)

@@ -73,6 +73,9 @@ class ClickModel:
     prior_rows: float
     eps: float = 0.0               # the fitted noise floor: P(click) = eps + (1 - eps) theta gamma
     buckets: int = 0               # the evidence's rows (a Spark frame's, counted when it was fitted)
+    held_out: Callable[[], pd.DataFrame | DataFrame] | None = None  # per fitted cell: _bucket, _position,
+                                   # _g_click, _g_skip (cells.held_out_table; spark_em.held_out in Spark)
+    cells: int = 0                 # the held-out table's rows
 
 
 def pair_bucket() -> Column:
@@ -107,7 +110,8 @@ def estimate_propensity(df: DataFrame, w: WeightingSettings, cells: pd.DataFrame
                            .agg(F.count("*").alias("n"), F.sum("clicked").alias("c"), F.min("p_model").alias("pm")))
             propensity, info, model = spark_em.fit(frame, w, persisted if persisted is not None else [])
             click_model = None if model is None else ClickModel(bucket, model["theta"], model["evidence"],
-                                                                model["prior_rows"], model["eps"], info["n_buckets"])
+                                                                model["prior_rows"], model["eps"], info["n_buckets"],
+                                                                model["held_out"], model["cells"])
             return propensity, info, click_model
     else:
         b = w.em_buckets
@@ -120,8 +124,9 @@ def estimate_propensity(df: DataFrame, w: WeightingSettings, cells: pd.DataFrame
               .agg(F.count("*").alias("n"), F.sum("clicked").alias("c"), exact_avg("p_model").alias("pm"))
               .toPandas())
     propensity, info, model = cells_mod.em_propensity(cells, kind, w)
-    click_model = None if model is None else ClickModel(bucket, model["theta"], model["evidence"],
-                                                        model["prior_rows"], model.get("eps", 0.0))
+    click_model = None if model is None else ClickModel(
+        bucket, model["theta"], model["evidence"], model["prior_rows"], model.get("eps", 0.0),
+        len(model["evidence"]), model["held_out"], model["cells"])
     return propensity, info, click_model
 
 
@@ -155,25 +160,38 @@ def _evidence(cm: ClickModel, spark_session: SparkSession, columns: list[str]) -
     return F.broadcast(frame) if cm.buckets <= BROADCAST_EVIDENCE_ROWS else frame
 
 
+def _held_out(cm: ClickModel, spark_session: SparkSession) -> DataFrame:
+    """The click model's per-cell held-out relevance as a frame to join the rows with, broadcast as
+    _evidence's is (a Spark EM's table past BROADCAST_EVIDENCE_ROWS cells shuffle-joins)."""
+    if cm.held_out is None:
+        raise ValueError("the click model carries no held-out relevance")
+    table = cm.held_out()
+    if isinstance(table, pd.DataFrame):
+        return F.broadcast(spark_session.createDataFrame(table))
+    return F.broadcast(table) if cm.cells <= BROADCAST_EVIDENCE_ROWS else table
+
+
 def with_click_probability(df: DataFrame, cm: ClickModel, spark_session: SparkSession) -> DataFrame:
-    """Adds p_click: the row's leave-one-out P(click) = theta_k * gamma_-i (weights.click_model_probability,
-    as column expressions). Rows whose bucket the EM did not see (positions too rare to fit) keep p_model."""
-    ev = _evidence(cm, spark_session, ["_bucket", "_r", "_n", "_m", "_gamma"])
+    """Adds p_click: the row's leave-one-out P(click) = eps + (1 - eps) theta_k gamma_-i
+    (pair_relevance.click_model_probability), gamma_-i its pair's relevance re-solved without the row:
+    the held-out table's for the row's (pair, position) cell and its click. A row at a position too rare
+    to fit was never in the fit: its pair's fitted gamma, with theta carried down. Rows whose pair the EM
+    did not see (all its positions too rare to fit) keep p_model."""
+    ev = _evidence(cm, spark_session, ["_bucket", "_gamma"])
+    held = _held_out(cm, spark_session)
     theta = F.create_map(*[F.lit(x) for k, t in sorted(cm.theta.items()) for x in (k, t)])
-    th, ga = F.col("_theta"), F.col("_gamma")
+    th = F.col("_theta")
     eps, floor = F.lit(weights.EPS), F.lit(float(cm.eps))
-    z = floor / F.greatest(floor + (1 - floor) * th * ga, eps)  # P(noise | click) (0 without a floor)
-    own = F.when(F.col("clicked") == 1, 1 - z + z * ga).otherwise((1 - th) * ga / F.greatest(1 - th * ga, eps))
-    a = F.lit(float(cm.prior_rows))
-    denom = F.col("_n") - 1 + a
-    loo = F.when(denom > weights.EPS, (F.col("_r") - own + a * F.col("_m")) / denom).otherwise(F.col("_m"))
-    p = floor + (1 - floor) * th * F.least(F.greatest(loo, F.lit(weights.EPS)), F.lit(1 - weights.EPS))
-    p = F.least(F.greatest(p, F.lit(weights.EPS)), F.lit(1 - weights.EPS))
-    return (df.withColumn("_bucket", cm.bucket).join(ev, "_bucket", "left")
+    held_row = F.when(F.col("clicked") == 1, F.col("_g_click")).otherwise(F.col("_g_skip"))
+    gamma = F.coalesce(held_row, F.col("_gamma"))   # null: the row's cell was not in the fit
+    p = floor + (1 - floor) * th * F.least(F.greatest(gamma, eps), F.lit(1 - weights.EPS))
+    p = F.least(F.greatest(p, eps), F.lit(1 - weights.EPS))
+    return (df.withColumn("_bucket", cm.bucket).withColumn("_position", F.col("position").cast("long"))
+              .join(ev, "_bucket", "left").join(held, ["_bucket", "_position"], "left")
               .withColumn("_theta", F.element_at(theta, F.col("position")))
               .withColumn("p_click", F.when(F.col("_gamma").isNotNull() & F.col("_theta").isNotNull(), p)
                                       .otherwise(F.col("p_model")))
-              .drop("_bucket", "_r", "_n", "_m", "_gamma", "_theta"))
+              .drop("_bucket", "_position", "_gamma", "_g_click", "_g_skip", "_theta"))
 
 
 def with_pair_relevance(df: DataFrame, cm: ClickModel, spark_session: SparkSession) -> DataFrame:

@@ -2,9 +2,10 @@
 weighting.max_driver_cells): the EM's shared parameters (theta per position, the noise floor, the
 regression prior's pooled relevance per p_model group) are fitted on the driver from the cells of a
 hash sample of pairs, about max_driver_cells of them; then one Spark pass solves every pair's
-relevance from its own cells (udfs/weighting/pair_relevance.py). The driver's memory stays bounded by
-the sample whatever the log's size; the per-position parameters rest on hundreds of thousands of
-impressions a position even so.
+relevance from its own cells (udfs/weighting/pair_relevance.py), and, when p_click is read, another
+solves each cell's leave-one-out relevance from its pair's cells (held_out), joined back to the rows
+by (pair, position) in Spark. The driver's memory stays bounded by the sample whatever the log's size;
+the per-position parameters rest on hundreds of thousands of impressions a position even so.
 
 Bits: pairs are sampled by a hash of the pair and sorted by pair on the driver, and each pair's
 relevance is solved with its own stopping point (pair_relevance.solve_pair_relevance), so neither the
@@ -14,6 +15,7 @@ laptop, a cluster and a rerun fit the same parameters and labels.
 from __future__ import annotations
 
 import logging
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -23,7 +25,7 @@ from pyspark.sql import functions as F
 
 from udfs.weighting import weights
 from udfs.weighting.cells import MIN_ROWS_PER_POSITION, carry_forward, prior_group_counts
-from udfs.weighting.pair_relevance import SharedParameters, pair_evidence, shared_from_sample
+from udfs.weighting.pair_relevance import SharedParameters, pair_evidence, pair_held_out, shared_from_sample
 from udfs.weighting.settings import WeightingSettings
 
 log = logging.getLogger("clickweight")
@@ -67,6 +69,31 @@ def _evidence(pairs: DataFrame, shared: SharedParameters) -> DataFrame:
                                              names=["_bucket", "_r", "_n", "_m", "_gamma"])
 
     return pairs.mapInArrow(per_pair, "_bucket long, _r double, _n double, _m double, _gamma double")
+
+
+def held_out(pairs: DataFrame, shared: SharedParameters, positions: np.ndarray,
+             persisted: list[DataFrame] | None = None) -> DataFrame:
+    """Per fitted cell: _bucket, _position, _g_click, _g_skip, as udfs/weighting/cells.py held_out_table
+    holds them; solved where each pair's cells are (a pair's answer depends on its cells alone, never on
+    the batch), nothing collected. Persisted (appended to `persisted`) when given: several passes read
+    p_click, and each cell costs up to two solves."""
+    import pyarrow as pa
+
+    def per_cell(batches):
+        for batch in batches:
+            k, pair, n, c, group, n_pairs = _flat_cells(batch)
+            g_click, g_skip = pair_held_out(k, pair, n, c, n_pairs, group, shared)
+            bucket = batch.column("_bucket").to_numpy(zero_copy_only=False)[pair]
+            yield pa.RecordBatch.from_arrays(
+                [pa.array(bucket, type=pa.int64()), pa.array(positions[k], type=pa.int64()),
+                 pa.array(g_click, mask=np.isnan(g_click)), pa.array(g_skip, mask=np.isnan(g_skip))],
+                names=["_bucket", "_position", "_g_click", "_g_skip"])
+
+    frame = pairs.mapInArrow(per_cell, "_bucket long, _position long, _g_click double, _g_skip double")
+    if persisted is not None:
+        frame = frame.persist(StorageLevel.MEMORY_AND_DISK)
+        persisted.append(frame)
+    return frame
 
 
 def _quantile_bin(pairs: DataFrame, column: str, bins: int) -> Column:
@@ -145,7 +172,9 @@ def fit(frame: DataFrame, w: WeightingSettings, persisted: list[DataFrame]
     log.info("click model: EM on a sample of %d of %d pairs (%d of %d cells), every pair's relevance in Spark",
              s_pairs, n_pairs, len(k), n_cells)
     theta_abs = {int(p): float(t) for p, t in zip(fitted, theta)}
+    # Built only when p_click is read (a join by pair and position, in Spark).
     model = {"theta": carry_forward(positions, theta_abs, float(theta[0])), "evidence": evidence,
-             "prior_rows": shared.prior_rows, "eps": float(eps)}
+             "prior_rows": shared.prior_rows, "eps": float(eps),
+             "held_out": partial(held_out, pairs, shared, fitted.astype(np.int64), persisted), "cells": n_cells}
     return (carry_forward(positions, weights.propensity_from_em(fitted, theta, w.propensity_min), 1.0), info,
             model)

@@ -33,7 +33,7 @@ SIGNAL_COLUMNS: dict[str, str] = {
     "noise_score": "confident learning on P(click): how strongly the other label wins",
     "suspect": "confident learning: the row's label is a suspected error",
     "mlm_pll": "masked LM: mean per-token pseudo-log-likelihood of the title",
-    "p_click": "click model: the row's leave-one-out P(click), from its pair's other impressions",
+    "p_click": "click model: the row's leave-one-out P(click), its pair's relevance re-fitted without it",
 }
 
 
@@ -129,14 +129,16 @@ STRATEGIES: dict[str, Strategy] = {s.name: s for s in (
                                          p["action_values"], p["long_dwell_ms"]),
              _action_row),
     Strategy("denoise", "confident learning on P(click) (`denoise_model`: the EM click model's leave-one-out "
-             "θ_k·γ, or the scorer's p); `hard`: suspects × `denoise_weight`; `soft`: "
+             "ε + (1 − ε)·θ_k·γ₋ᵢ, γ₋ᵢ the pair's relevance re-fitted without the row, or the scorer's p); "
+             "`hard`: suspects × `denoise_weight`; `soft`: "
              "1 − (1 − `denoise_weight`)·noise_score", "Northcutt et al. 2021", ("noise_score", "suspect"),
              lambda c, p: W.denoise_weight(c["noise_score"], c["suspect"], p["denoise_weight"], p["denoise_mode"]),
              _denoise_row, uses_click_model=True),
     # RHO-LOSS's reducible forms: the signal under the scorer minus the same signal under a model that
     # did not see the row (the click model's leave-one-out P(click)), as exp(difference / T).
     Strategy("loss_reducible", "exp((BCE(p, y) − BCE(p₋ᵢ, y)) / `temperature`); p₋ᵢ the click model's "
-             "leave-one-out P(click)", "seed 000; Mindermann et al. 2022 (RHO-LOSS)", ("p_model", "p_click", "clicked"),
+             "leave-one-out P(click), as `denoise`'s", "seed 000; Mindermann et al. 2022 (RHO-LOSS)",
+             ("p_model", "p_click", "clicked"),
              lambda c, p: W.reducible(W.bce(c["p_model"], c["clicked"]), W.bce(c["p_click"], c["clicked"]),
                                       p["temperature"]),
              lambda r, p: (f"exp((BCE(p_model {fmt(r['p_model'])}, {r['clicked']}) - BCE(p_click "

@@ -623,7 +623,9 @@ def em_bucket_evidence(
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Per bucket (R_j, n_j, m_j) of a fitted EM: expected relevant impressions, impressions, and
     the regression prior m_j of its group (R_j / n_j without a prior), so that
-    gamma_j = (R_j + a m_j) / (n_j + a). The parts a leave-one-out relevance needs."""
+    gamma_j = (R_j + a m_j) / (n_j + a). (A row's leave-one-out relevance re-solves its pair without it:
+    pair_relevance.held_out_relevance; taking its E-step share out of R_j alone would keep the other
+    rows' posteriors at the gamma fitted with it.)"""
     k = np.asarray(position_idx, dtype=np.int64)
     j = np.asarray(bucket_idx, dtype=np.int64)
     n = np.asarray(rows, dtype=np.float64)
@@ -633,29 +635,6 @@ def em_bucket_evidence(
     n_j = np.bincount(j, weights=n, minlength=n_buckets)
     m_j = _group_prior(r_j, n_j, bucket_group, prior_rows)
     return r_j, n_j, (r_j / np.maximum(n_j, EPS) if m_j is None else m_j)
-
-
-def click_model_probability(theta: np.ndarray, gamma: np.ndarray, r_pair: np.ndarray, n_pair: np.ndarray,
-                            prior: np.ndarray, prior_rows: float, clicked: np.ndarray, eps: float = 0.0
-                            ) -> np.ndarray:
-    """Leave-one-out P(click) of a row under the position-based click model: theta_k * gamma_-i.
-
-    gamma_-i is the pair's relevance with the row's own evidence taken out of the EM's sums
-    (a click adds 1 to R, a skip adds (1 - theta) gamma / (1 - theta gamma)), so a noise click
-    cannot vouch for itself. A pair with no other evidence (n - 1 + a <= 0) falls back to its prior.
-    Confident learning needs exactly such out-of-sample probabilities (Northcutt et al. 2021).
-    The Spark job computes the same with column expressions; this is the reference for tests.
-    """
-    th, ga = np.asarray(theta, dtype=np.float64), np.asarray(gamma, dtype=np.float64)
-    y = np.asarray(clicked, dtype=np.float64) > 0
-    # With a noise floor eps a click is real with P = 1 - z (z = eps / P(click)); its own evidence is
-    # then 1 - z + z gamma (a noise click says gamma, as a priori), as in em_bucket_evidence's E-step.
-    z = eps / np.maximum(eps + (1.0 - eps) * th * ga, EPS)
-    own = np.where(y, 1.0 - z + z * ga, (1.0 - th) * ga / np.maximum(1.0 - th * ga, EPS))
-    denom = np.asarray(n_pair, dtype=np.float64) - 1.0 + prior_rows
-    num = np.asarray(r_pair, dtype=np.float64) - own + prior_rows * np.asarray(prior, dtype=np.float64)
-    loo = np.where(denom > EPS, num / np.where(denom > EPS, denom, 1.0), prior)
-    return clip_prob(eps + (1.0 - eps) * th * np.clip(loo, EPS, 1.0 - EPS))
 
 
 def propensity_from_em(positions: np.ndarray, theta: np.ndarray, floor: float) -> dict[int, float]:
