@@ -83,7 +83,7 @@ def compare(cells: pd.DataFrame, w: WeightingSettings) -> dict[str, Any]:
     defaults = weights._em_from.__defaults__
     try:
         for name, accelerate in (("plain", False), ("squarem", True)):
-            weights._em_from.__defaults__ = (accelerate,)
+            weights._em_from.__defaults__ = (accelerate, *defaults[1:])  # accelerate is the first default
             t0 = time.perf_counter()
             prop, info, model = cells_mod.em_propensity(cells, "query_title_pairs", w)
             runs[name] = {"seconds": round(time.perf_counter() - t0, 3), "em_steps": info["iterations"],
