@@ -444,7 +444,7 @@ def shared_fit_marginal(position_idx: np.ndarray, bucket_idx: np.ndarray, rows: 
     starts = np.r_[0, np.flatnonzero(np.diff(j)) + 1]
     pair_of_cell = np.repeat(np.arange(len(starts)), np.diff(np.r_[starts, len(j)]))
     groups = (np.zeros(len(starts), dtype=np.int64) if bucket_group is None
-              else pd_factorize(np.asarray(bucket_group, dtype=np.int64)[j[starts]]))
+              else np.unique(np.asarray(bucket_group, dtype=np.int64)[j[starts]], return_inverse=True)[1])
     n_groups = int(groups.max()) + 1
     u = (np.arange(grid) + 0.5) / grid
     n_k = np.maximum(np.bincount(k, weights=n, minlength=n_positions), EPS)
@@ -487,12 +487,6 @@ def shared_fit_marginal(position_idx: np.ndarray, bucket_idx: np.ndarray, rows: 
     x0 = np.concatenate([theta0, [0.05 if noise_floor else 0.0], np.full(n_groups * grid, 1.0 / grid)])
     x, iterations = squarem(step, x0, max_iter, tol, clip, watched=n_positions + 1)
     return x[:n_positions], float(x[n_positions]), iterations
-
-
-def pd_factorize(values: np.ndarray) -> np.ndarray:
-    """Dense codes 0..G-1 of integer labels, in sorted label order."""
-    return np.unique(values, return_inverse=True)[1].astype(np.int64)
-
 
 
 def power_examination(e_k: np.ndarray, n_k: np.ndarray, positions: np.ndarray) -> np.ndarray:
