@@ -147,9 +147,7 @@ def em_propensity(cells: pd.DataFrame, kind: str, w: WeightingSettings
     theta_abs = {int(k): float(t) for k, t in zip(fitted, theta)}
     has_prior = group is not None and prior > 0
     n_groups = int(group.max()) + 1 if has_prior else 0
-    group_relevance = (np.bincount(group, weights=r, minlength=n_groups)
-                       / np.maximum(np.bincount(group, weights=n_b, minlength=n_groups), weights.EPS)
-                       if has_prior else np.zeros(0))
+    group_relevance = weights.pooled_group_relevance(group, r, n_b, n_groups) if has_prior else np.zeros(0)
     shared = SharedParameters(np.asarray(theta, dtype=np.float64), float(eps), group_relevance,
                               float(prior) if has_prior else 0.0, pooled_relevance(r, n_b))
     # Lazy: only p_click reads it, and it solves up to two pseudo-pairs a cell.

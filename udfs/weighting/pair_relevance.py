@@ -128,8 +128,7 @@ def shared_from_sample(k: np.ndarray, pair: np.ndarray, n: np.ndarray, c: np.nda
     group_relevance = np.zeros(0)
     r_j, n_j, _ = weights.em_bucket_evidence(k, pair, n, c, theta, gamma, n_pairs, eps=eps)
     if n_groups:
-        group_relevance = (np.bincount(pair_group, weights=r_j, minlength=n_groups)
-                           / np.maximum(np.bincount(pair_group, weights=n_j, minlength=n_groups), EPS))
+        group_relevance = weights.pooled_group_relevance(pair_group, r_j, n_j, n_groups)
     return (SharedParameters(np.asarray(theta, dtype=np.float64), float(eps), group_relevance,
                              float(prior_rows) if n_groups else 0.0, pooled_relevance(r_j, n_j)), iterations)
 

@@ -281,7 +281,7 @@ def propensity_em_with_prior(
         return theta, gamma, steps, eps, prior_rows
     group = np.asarray(bucket_group, dtype=np.int64)
     r_j, n_j, _ = em_bucket_evidence(position_idx, bucket_idx, rows, clicks, theta, gamma, n_buckets, eps=eps)
-    m_g = np.bincount(group, weights=r_j) / np.maximum(np.bincount(group, weights=n_j), EPS)
+    m_g = pooled_group_relevance(group, r_j, n_j)
     a = empirical_prior_rows(position_idx, bucket_idx, rows, clicks, theta, eps, group, m_g)
     theta, gamma, more, eps = propensity_em(position_idx, bucket_idx, rows, clicks, n_positions, n_buckets,
                                             bucket_group=bucket_group, prior_rows=a, **em)
@@ -326,14 +326,21 @@ def empirical_prior_rows(position_idx: np.ndarray, bucket_idx: np.ndarray, rows:
     return float(np.clip(1.0 / rho - 1.0, *bounds))
 
 
+def pooled_group_relevance(group: np.ndarray, r_j: np.ndarray, n_j: np.ndarray, n_groups: int = 0) -> np.ndarray:
+    """Each group's pooled relevance m_g: its pairs' relevance evidence over their impressions (the prior
+    a pair's gamma is shrunk toward)."""
+    g = np.asarray(group, dtype=np.int64)
+    return (np.bincount(g, weights=r_j, minlength=n_groups)
+            / np.maximum(np.bincount(g, weights=n_j, minlength=n_groups), EPS))
+
+
 def _group_prior(r_j: np.ndarray, n_j: np.ndarray, bucket_group: np.ndarray | None,
                  prior_rows: float) -> np.ndarray | None:
     """Per bucket, its group's pooled relevance m_g (the regression prior), or None without one."""
     if bucket_group is None or prior_rows <= 0:
         return None
     grp = np.asarray(bucket_group, dtype=np.int64)
-    m_g = np.bincount(grp, weights=r_j) / np.maximum(np.bincount(grp, weights=n_j), EPS)
-    return m_g[grp]
+    return pooled_group_relevance(grp, r_j, n_j)[grp]
 
 
 def propensity_em(
