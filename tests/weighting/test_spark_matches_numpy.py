@@ -106,9 +106,18 @@ def test_leave_one_out_click_probability_matches_click_model_probability(log, sp
     _, info, cm = estimate_propensity(df, settings, cells)
     assert info["buckets"] == "query_title_pairs" and cm is not None and cm.theta[6] == cm.theta[5]  # carried
     got = with_click_probability(df, cm, spark)
-    assert got.columns == rows.columns.tolist() + ["p_click"]   # the joins keep the rows' columns and order
+    # the joins keep the rows' columns and order
+    assert got.columns == rows.columns.tolist() + ["p_click", "p_scorer_click"]
     got = got.withColumn("_bucket", cm.bucket).toPandas()
     np.testing.assert_allclose(got["p_click"].to_numpy(), _click_model_reference(got, cm), rtol=1e-6, atol=1e-9)
+    # The scorer's P(click) at the row's position: theta_k x its pair's group relevance (the prior's m), or
+    # p_model without a prior or outside the fit.
+    ev = _evidence(cm).set_index("_bucket")
+    fitted = got["_bucket"].isin(ev.index).to_numpy()
+    m = ev["_m"].reindex(got["_bucket"]).to_numpy()
+    scorer = click_probability(got["position"].map(cm.theta).to_numpy(), np.nan_to_num(m), cm.eps)
+    expected = np.where(fitted & (prior_rows > 0), scorer, got["p_model"].to_numpy())
+    np.testing.assert_allclose(got["p_scorer_click"].to_numpy(), expected, rtol=1e-6, atol=1e-9)
     # And it is leave-one-out: a pair's click and skip at one position get different probabilities.
     fit = got[got["position"] < 6]
     assert fit.groupby(["query", "title", "position"])["p_click"].nunique().max() == 2

@@ -199,8 +199,11 @@ def test_reducible_signals_use_the_click_models_leave_one_out_probability(spark,
                                                       "weighting.temperature=0.5", "weighting.w_max=100"))
     run_score(spark, f"{raw_dir}/clickstream", str(tmp_path / "out"), cfg)
     f = pd.read_parquet(tmp_path / "out")
-    p, q, y = f["p_model"].to_numpy(), f["p_click"].to_numpy(), f["clicked"].to_numpy()
+    p, q, y = f["p_scorer_click"].to_numpy(), f["p_click"].to_numpy(), f["clicked"].to_numpy()
     assert not np.allclose(p, q)  # the click model is another model than the scorer
+    # the scorer's side is at the row's position: one pair's rows at two positions differ
+    per_pair = f.groupby(["query", "title"]).agg(k=("position", "nunique"), p=("p_scorer_click", "nunique"))
+    assert (per_pair.loc[per_pair["k"] > 1, "p"] > 1).any()
     signal = {"loss_reducible": (weights.bce(p, y), weights.bce(q, y)),
               "el2n_reducible": (weights.el2n(p, y), weights.el2n(q, y)),
               "information_gain_reducible": (weights.binary_entropy(q), weights.binary_entropy(p))}[strategy]

@@ -50,7 +50,8 @@ def signal_columns(n: int, seed: int = 0) -> dict[str, np.ndarray]:
             "propensity": rng.uniform(0.1, 1.0, n), "added_to_cart": clicked * (rng.random(n) < 0.3),
             "purchased": np.zeros(n), "dwell_ms": clicked * rng.integers(0, 60_000, n),
             "noise_score": rng.uniform(0.0, 1.0, n), "suspect": rng.random(n) < 0.2,
-            "mlm_pll": rng.uniform(-8.0, -0.5, n), "p_click": rng.uniform(0.01, 0.99, n)}
+            "mlm_pll": rng.uniform(-8.0, -0.5, n), "p_click": rng.uniform(0.01, 0.99, n),
+            "p_scorer_click": rng.uniform(0.01, 0.99, n)}
 
 
 @pytest.mark.parametrize("name", list(strategies.STRATEGIES))
@@ -64,7 +65,7 @@ def test_a_strategy_reads_exactly_what_it_declares(name):
     for col in s.reads:
         moved = dict(cols)
         moved[col] = (1.0 - cols[col]) if col not in ("suspect",) else ~cols[col]
-        if col in ("p_model", "p_click"):
+        if col in ("p_model", "p_click", "p_scorer_click"):
             moved[col] = cols[col] * 0.5  # 1 - p would leave entropy unchanged
         if col == "mlm_pll":
             moved[col] = cols[col] - 1.0

@@ -176,8 +176,12 @@ def with_click_probability(df: DataFrame, cm: ClickModel, spark_session: SparkSe
     (pair_relevance.click_model_probability), gamma_-i its pair's relevance re-solved without the row:
     the held-out table's for the row's (pair, position) cell and its click. A row at a position too rare
     to fit was never in the fit: its pair's fitted gamma, with theta carried down. Rows whose pair the EM
-    did not see (all its positions too rare to fit) keep p_model."""
-    ev = _evidence(cm, spark_session, ["_bucket", "_gamma"])
+    did not see (all its positions too rare to fit) keep p_model.
+    Also p_scorer_click, the scorer's P(click) at the row's position, eps + (1 - eps) theta_k m: m the
+    prior's relevance of the pair's p_model group (what the click model makes of the scorer's rating);
+    p_model without a prior (em_prior_rows 0: m is then the pair's own rate, not the scorer's) and where
+    p_click keeps it."""
+    ev = _evidence(cm, spark_session, ["_bucket", "_gamma", "_m"])
     held = _held_out(cm, spark_session)
     theta = F.create_map(*[F.lit(x) for k, t in sorted(cm.theta.items()) for x in (k, t)])
     th = F.col("_theta")
@@ -186,12 +190,15 @@ def with_click_probability(df: DataFrame, cm: ClickModel, spark_session: SparkSe
     gamma = F.coalesce(held_row, F.col("_gamma"))   # null: the row's cell was not in the fit
     p = floor + (1 - floor) * th * F.least(F.greatest(gamma, eps), F.lit(1 - weights.EPS))
     p = F.least(F.greatest(p, eps), F.lit(1 - weights.EPS))
+    fitted = F.col("_gamma").isNotNull() & F.col("_theta").isNotNull()
+    scorer = floor + (1 - floor) * th * F.least(F.greatest(F.col("_m"), eps), F.lit(1 - weights.EPS))
+    scorer = F.least(F.greatest(scorer, eps), F.lit(1 - weights.EPS)) if cm.prior_rows > 0 else F.col("p_model")
     return (df.withColumn("_bucket", cm.bucket).withColumn("_position", F.col("position").cast("long"))
               .join(ev, "_bucket", "left").join(held, ["_bucket", "_position"], "left")
               .withColumn("_theta", F.element_at(theta, F.col("position")))
-              .withColumn("p_click", F.when(F.col("_gamma").isNotNull() & F.col("_theta").isNotNull(), p)
-                                      .otherwise(F.col("p_model")))
-              .drop("_bucket", "_position", "_gamma", "_g_click", "_g_skip", "_theta"))
+              .withColumn("p_click", F.when(fitted, p).otherwise(F.col("p_model")))
+              .withColumn("p_scorer_click", F.when(fitted, scorer).otherwise(F.col("p_model")))
+              .drop("_bucket", "_position", "_gamma", "_m", "_g_click", "_g_skip", "_theta"))
 
 
 def with_pair_relevance(df: DataFrame, cm: ClickModel, spark_session: SparkSession) -> DataFrame:
@@ -278,12 +285,13 @@ def make_signal_mapper(strategy: str, params: dict[str, Any], propensity: dict[i
 
 def with_signals(df: DataFrame, strategy: str, params: dict[str, Any], propensity: dict[int, float],
                  p_noise: str) -> DataFrame:
-    """df plus loss, info_gain, propensity, noise_score, suspect, raw_weight. p_click stays only where
-    the strategy reads it, so `clickweight explain` can put the row's numbers into the formula."""
+    """df plus loss, info_gain, propensity, noise_score, suspect, raw_weight. p_click and p_scorer_click
+    stay only where the strategy reads them, so `clickweight explain` can put the row's numbers into the
+    formula."""
     from pyspark.sql.types import StructField, StructType, _parse_datatype_string
 
     read = strategies.reads({"strategy": strategy, "combined": params.get("combined", {})})
-    drop = () if "p_click" in read else ("p_click",)
+    drop = tuple(c for c in ("p_click", "p_scorer_click") if c not in read)
     fields = [f for f in df.schema.fields if f.name not in drop]
     fields += [StructField(n, _parse_datatype_string(t), True) for n, t in SIGNAL_FIELDS]
     return df.mapInArrow(make_signal_mapper(strategy, params, propensity, p_noise, drop), StructType(fields))

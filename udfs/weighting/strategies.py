@@ -34,6 +34,8 @@ SIGNAL_COLUMNS: dict[str, str] = {
     "suspect": "confident learning: the row's label is a suspected error",
     "mlm_pll": "masked LM: mean per-token pseudo-log-likelihood of the title",
     "p_click": "click model: the row's leave-one-out P(click), its pair's relevance re-fitted without it",
+    "p_scorer_click": "the scorer's P(click) at the row's position: ε + (1 − ε)·θ_k·m, m the click model's "
+                      "relevance of the pairs the scorer rates alike (p_model without the click model's prior)",
 }
 
 
@@ -135,25 +137,27 @@ STRATEGIES: dict[str, Strategy] = {s.name: s for s in (
              lambda c, p: W.denoise_weight(c["noise_score"], c["suspect"], p["denoise_weight"], p["denoise_mode"]),
              _denoise_row, uses_click_model=True),
     # RHO-LOSS's reducible forms: the signal under the scorer minus the same signal under a model that
-    # did not see the row (the click model's leave-one-out P(click)), as exp(difference / T).
-    Strategy("loss_reducible", "exp((BCE(p, y) − BCE(p₋ᵢ, y)) / `temperature`); p₋ᵢ the click model's "
-             "leave-one-out P(click), as `denoise`'s", "seed 000; Mindermann et al. 2022 (RHO-LOSS)",
-             ("p_model", "p_click", "clicked"),
-             lambda c, p: W.reducible(W.bce(c["p_model"], c["clicked"]), W.bce(c["p_click"], c["clicked"]),
+    # did not see the row (the click model's leave-one-out P(click)), as exp(difference / T). Both predict
+    # the row's click at its position: against the scorer's position-blind p_model, every deep skip would
+    # read as reducible and every deep click as irreducible, a position weight nobody asked for.
+    Strategy("loss_reducible", "exp((BCE(p_k, y) − BCE(p₋ᵢ, y)) / `temperature`); p_k the scorer's P(click) at "
+             "the row's position (`p_scorer_click`), p₋ᵢ the click model's leave-one-out P(click), as `denoise`'s",
+             "seed 000; Mindermann et al. 2022 (RHO-LOSS)", ("p_scorer_click", "p_click", "clicked"),
+             lambda c, p: W.reducible(W.bce(c["p_scorer_click"], c["clicked"]), W.bce(c["p_click"], c["clicked"]),
                                       p["temperature"]),
-             lambda r, p: (f"exp((BCE(p_model {fmt(r['p_model'])}, {r['clicked']}) - BCE(p_click "
+             lambda r, p: (f"exp((BCE(p_scorer_click {fmt(r['p_scorer_click'])}, {r['clicked']}) - BCE(p_click "
                            f"{fmt(r['p_click'])}, {r['clicked']})) / T {fmt(p['temperature'])})")),
-    Strategy("el2n_reducible", "exp((\\|p − y\\| − \\|p₋ᵢ − y\\|) / `temperature`)",
-             "Paul et al. 2021; Mindermann et al. 2022", ("p_model", "p_click", "clicked"),
-             lambda c, p: W.reducible(W.el2n(c["p_model"], c["clicked"]), W.el2n(c["p_click"], c["clicked"]),
+    Strategy("el2n_reducible", "exp((\\|p_k − y\\| − \\|p₋ᵢ − y\\|) / `temperature`)",
+             "Paul et al. 2021; Mindermann et al. 2022", ("p_scorer_click", "p_click", "clicked"),
+             lambda c, p: W.reducible(W.el2n(c["p_scorer_click"], c["clicked"]), W.el2n(c["p_click"], c["clicked"]),
                                       p["temperature"]),
-             lambda r, p: (f"exp((|{fmt(r['p_model'])} - {r['clicked']}| - |{fmt(r['p_click'])} - {r['clicked']}|)"
-                           f" / T {fmt(p['temperature'])})")),
-    Strategy("information_gain_reducible", "exp((H(p₋ᵢ) − H(p)) / `temperature`): the scorer's certainty "
-             "beyond the click model's", "seed 001; Mindermann et al. 2022", ("p_model", "p_click"),
-             lambda c, p: W.reducible(W.binary_entropy(c["p_click"]), W.binary_entropy(c["p_model"]),
+             lambda r, p: (f"exp((|{fmt(r['p_scorer_click'])} - {r['clicked']}| - |{fmt(r['p_click'])} - "
+                           f"{r['clicked']}|) / T {fmt(p['temperature'])})")),
+    Strategy("information_gain_reducible", "exp((H(p₋ᵢ) − H(p_k)) / `temperature`): the scorer's certainty "
+             "beyond the click model's", "seed 001; Mindermann et al. 2022", ("p_scorer_click", "p_click"),
+             lambda c, p: W.reducible(W.binary_entropy(c["p_click"]), W.binary_entropy(c["p_scorer_click"]),
                                       p["temperature"]),
-             lambda r, p: (f"exp((H(p_click {fmt(r['p_click'])}) - H(p_model {fmt(r['p_model'])}))"
+             lambda r, p: (f"exp((H(p_click {fmt(r['p_click'])}) - H(p_scorer_click {fmt(r['p_scorer_click'])}))"
                            f" / T {fmt(p['temperature'])})")),
     Strategy("mlm_quality", "exp(mean per-token pseudo-log-likelihood of the title) under a masked LM "
              "(`weighting.mlm_model`, needs an MLM head)", "seed 004; Salazar et al. 2020", ("mlm_pll",),
