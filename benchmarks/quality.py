@@ -187,7 +187,14 @@ def path_provenance(path: str | Path) -> dict:
 
 def run_args_of(file_args: dict | None) -> dict | None:
     """A results file's arguments, where they are its own run's (not a --tabulate-only call's, whose size
-    arguments were defaults it did not use, nor a gate study replay's, which has none)."""
+    arguments were defaults it did not use). A gate study replay has none of its own: its rows are those
+    of the one results file it replayed (`results`), whose arguments are used."""
+    if file_args and file_args.get("replay") and len(file_args.get("results") or []) == 1:
+        src = Path(file_args["results"][0])
+        src = src if src.is_absolute() else ROOT / src
+        if not src.exists():   # written on another checkout: the same file name here
+            src = ROOT / "benchmarks" / "results" / src.name
+        return run_args_of(json.loads(src.read_text()).get("args")) if src.exists() else None
     if not file_args or file_args.get("tabulate_only") or any(k not in file_args for k in PROVENANCE):
         return None
     return file_args

@@ -2,6 +2,8 @@
 run over several sessions (whose run folders do not survive) can still be tabulated and bootstrapped."""
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -174,6 +176,29 @@ def test_provenance_from_the_row_its_path_and_only_a_runs_own_arguments():
     zero = {"seed": 4, "click_model": "-", "config": "zero-shot",
             "scores": "benchmarks/results/quality_scores/test/seed4_q2000/eval_zero_shot_h12787.parquet"}
     assert quality.row_provenance(zero, run_args) == {**want, "sessions": None}
+
+
+def test_a_gate_study_replay_takes_the_sizes_of_the_results_file_it_replayed(tmp_path, monkeypatch):
+    """A replay written before replays carried provenance has no size arguments of its own: its rows are
+    the replayed file's, so that file's run arguments give them (found by name where the recorded path
+    was another checkout's); an unknown source gives none."""
+    monkeypatch.setattr(quality, "ROOT", tmp_path)
+    results = tmp_path / "benchmarks" / "results"
+    results.mkdir(parents=True)
+    run_args = {"split": "test", "train_queries": 2000, "heldout_queries": 2000, "sessions": 16.0,
+                "tabulate_only": False}
+    (results / "quality_test_test_s0.json").write_text(json.dumps({"args": run_args, "runs": []}))
+    row = {"seed": 0, "click_model": "graded", "config": "default",
+           "scores": "benchmarks/results/quality_scores/test/seed0_q2000/graded_s16/eval_default_h1.parquet"}
+    name = "quality_test_test_s0.json"
+    for recorded in (f"benchmarks/results/{name}", f"/elsewhere/benchmarks/results/{name}"):
+        replay = {"results": [recorded], "tag": "test_s0", "replay": "examination_loss+se"}
+        assert quality.row_provenance(row, replay)["heldout_queries"] == 2000
+    missing = {"results": ["/elsewhere/missing.json"], "replay": "x"}
+    assert quality.row_provenance(row, missing)["heldout_queries"] is None
+    # the replayed run's sizes must still agree with the row's path
+    (results / "quality_test_test_s0.json").write_text(json.dumps({"args": {**run_args, "train_queries": 1000}}))
+    assert quality.row_provenance(row, {"results": [name], "replay": "x"})["heldout_queries"] is None
 
 
 def test_a_tabulation_writes_no_size_arguments_it_did_not_use():
