@@ -38,7 +38,8 @@ rescored with X's trained model as scorer, then fine-tuned from that model, unde
 Writes benchmarks/results/quality_TAG.{json,md}; run folders under --work. Each evaluated model's
 held-out scores are also kept under benchmarks/results/quality_scores/ (float32, a few tens of kB), so
 a matrix that spans sessions is tabulated with `--tabulate-only --include <earlier results>` after its
-run folders are gone. Run from the repository root.
+run folders are gone. `--against NAME` adds each configuration's paired difference from NAME (a screen
+that compares with today's default label) on the same bootstrap draws. Run from the repository root.
 
 Nothing is computed twice: a `clean` run whose log is byte-identical to a finished one's of the same
 seed (click models that share their attractiveness) is copied; a `truth` run whose training columns are
@@ -698,11 +699,18 @@ def latest_rows(rows: list[dict]) -> list[dict]:
     return list(latest.values())
 
 
-def summarise(rows: list[dict], replicates: int, seed: int = 0) -> list[dict]:
+def _minus_naive(draws: dict, name: str, seed: int) -> np.ndarray:
+    """A configuration's bootstrap draws of its AUC minus naive's on one seed; naive's own are 0."""
+    return draws[name][seed] if name != "naive" else np.zeros_like(draws["zero-shot"][seed])
+
+
+def summarise(rows: list[dict], replicates: int, seed: int = 0, against: str | None = None) -> list[dict]:
     """Per click model and provenance (train queries, held-out queries, sessions), each configuration's
     AUC over its seeds, its paired difference from naive (combine_seeds: the joint query bootstrap's
     interval and the t interval over seeds), its headroom share with its interval and its gain over
-    zero-shot per seed. Deterministic given `seed` (the bootstrap's)."""
+    zero-shot per seed; with `against`, also its paired difference from that configuration (a screen's
+    rule against today's default), on the seeds both have, from the same draws. Deterministic given
+    `seed` (the bootstrap's)."""
     kept = latest_rows(rows)
     zero: dict[tuple, dict[int, dict]] = {}
     groups: dict[tuple, dict[str, dict[int, dict]]] = {}
@@ -729,6 +737,7 @@ def summarise(rows: list[dict], replicates: int, seed: int = 0) -> list[dict]:
                     scores[name] = p["score"].to_numpy()
             held[s] = (ref["query"].to_numpy(), ref["relevance"].to_numpy() >= POSITIVE, scores)
         draws = joint_bootstrap_auc_differences(held, "naive", replicates, seed=seed)
+
         sizes = {"train_queries": train_queries, "heldout_queries": heldout_queries, "sessions": sessions}
         first = [n for n in ("naive", *ORACLES) if n in by]  # then the candidates, in the order first run
         for name in ["zero-shot", *first, *(n for n in by if n not in first)]:
@@ -747,6 +756,13 @@ def summarise(rows: list[dict], replicates: int, seed: int = 0) -> list[dict]:
                     row["headroom_share"] = headroom_share(aucs, naive_auc, truth_auc)
                     row["headroom_share_ci"] = share_interval([draws[name][s] for s in have],
                                                               [draws["truth"][s] for s in have])
+            both = [s for s in have if against in by and s in by[against]]
+            if against and name not in (against, "zero-shot") and both:
+                # draws are differences from naive on one resample per draw: naive cancels
+                ref = np.array([by[against][s]["auc"] for s in both], dtype=np.float64)
+                mine = np.array([sub[s]["auc"] for s in both], dtype=np.float64)
+                row["vs_against"] = {"config": against, **combine_seeds(
+                    mine - ref, [_minus_naive(draws, name, s) - _minus_naive(draws, against, s) for s in both])}
             out.append(row)
     return out
 
@@ -761,11 +777,21 @@ def _share_text(r: dict) -> str:
     return f"{share:.0%} [{round(100 * ci['lo'])}, {round(100 * ci['hi'])}]"
 
 
+def _against_text(r: dict) -> str:
+    v = r.get("vs_against")
+    if not v:
+        return "-"
+    t = f"; t [{v['t_lo']:+.4f}, {v['t_hi']:+.4f}]" if v.get("t_lo") is not None else ""
+    return f"{v['mean']:+.4f} [{v['lo']:+.4f}, {v['hi']:+.4f}]{t}"
+
+
 def markdown(summary: list[dict]) -> str:
     sizes = {(r.get("train_queries"), r.get("heldout_queries"), r.get("sessions")) for r in summary}
+    against = next((r["vs_against"]["config"] for r in summary if r.get("vs_against")), None)
     lines = ["| click model | config | seeds | AUC | − naive [95 % CI: held-out queries] | [95 % CI: over seeds (t)] "
-             "| wins | headroom share [95 % CI] | − zero-shot per seed |",
-             "|---|---|---|---|---|---|---|---|---|"]
+             "| wins | headroom share [95 % CI] | − zero-shot per seed |"
+             + (f" − {against} [95 % CI: queries; t] |" if against else ""),
+             "|---|---|---|---|---|---|---|---|---|" + ("---|" if against else "")]
     for r in summary:
         v = r.get("vs_naive")
         diff = f"{v['mean']:+.4f} [{v['lo']:+.4f}, {v['hi']:+.4f}]" if v else "-"
@@ -777,7 +803,7 @@ def markdown(summary: list[dict]) -> str:
             q, h, n = (r.get(k) for k in ("train_queries", "heldout_queries", "sessions"))
             cm += f" (q{'?' if q is None else q}, h{'?' if h is None else h}, s{'?' if n is None else f'{n:g}'})"
         lines.append(f"| {cm} | {r['config']} | {len(r['seeds'])} | {r['auc_mean']:.4f} | {diff} | {over} | "
-                     f"{wins} | {_share_text(r)} | {per} |")
+                     f"{wins} | {_share_text(r)} | {per} |" + (f" {_against_text(r)} |" if against else ""))
     return "\n".join(lines) + "\n"
 
 
@@ -814,6 +840,8 @@ def main(argv: list[str] | None = None) -> int:
                    "seed's 24 runs would not fit the disk otherwise); summaries and gate data stay")
     p.add_argument("--tag", default="")
     p.add_argument("--include", action="append", default=[], help="an earlier results JSON to tabulate with this one")
+    p.add_argument("--against", default=None,
+                   help="also each configuration's paired difference from this one (e.g. today's default label)")
     p.add_argument("--tabulate-only", action="store_true",
                    help="run nothing: tabulate the --include files together (into quality_<split>_<tag>.*)")
     args = p.parse_args(argv)
@@ -840,7 +868,7 @@ def main(argv: list[str] | None = None) -> int:
     started = time.time()
 
     def write() -> list[dict]:  # after every run, so an interrupted matrix keeps what it finished
-        summary = summarise(rows, args.replicates)
+        summary = summarise(rows, args.replicates, against=args.against)
         (results / f"{stem}.json").write_text(json.dumps({"args": written_args(args), "runs": rows, "summary": summary,
                                                           "wall_s": round(time.time() - started)},
                                                          indent=2, default=str) + "\n")

@@ -93,6 +93,33 @@ def test_summary_of_a_matrix_in_progress_where_truth_has_not_reached_every_seed(
     assert "headroom_share" not in summary["cand"] and "headroom_share" not in summary["truth"]
 
 
+def test_against_pairs_each_configuration_with_a_reference_on_the_same_draws(tmp_path):
+    """--against REF: each configuration's difference from REF (a screen's rule compares with today's
+    default) on the seeds both have; its bootstrap is the same resample as the naive column's, so a
+    configuration identical to REF is exactly 0 in every draw."""
+    rng = np.random.default_rng(2)
+    quality_ = {"zero-shot": 0.2, "naive": 0.5, "ref": 1.0, "better": 1.6}
+    rows = [_scored_row(tmp_path, seed, config, quality_[config], rng=rng)
+            for seed in (0, 1, 2) for config in quality_]
+    twin = [{**r, "config": "ref_twin"} for r in rows if r["config"] == "ref"]
+    a = {(r["seed"], r["config"]): r["auc"] for r in rows}
+    summary = {r["config"]: r for r in quality.summarise([*rows, *twin], replicates=200, against="ref")}
+    better = summary["better"]["vs_against"]
+    assert better["config"] == "ref" and better["seeds"] == 3
+    assert better["mean"] == pytest.approx(np.mean([a[s, "better"] - a[s, "ref"] for s in (0, 1, 2)]))
+    assert better["lo"] < better["mean"] < better["hi"] and better["t_lo"] is not None
+    assert summary["ref_twin"]["vs_against"]["lo"] == summary["ref_twin"]["vs_against"]["hi"] == 0.0
+    assert "vs_against" not in summary["ref"] and "vs_against" not in summary["zero-shot"]
+    naive = summary["naive"]["vs_against"]     # naive against ref: minus ref's own difference from naive
+    assert naive["mean"] == pytest.approx(-summary["ref"]["vs_naive"]["mean"])
+    text = quality.markdown(list(summary.values()))
+    assert "− ref [95 % CI: queries; t]" in text.splitlines()[0]
+    line = next(x for x in text.splitlines() if "| better |" in x)
+    assert line.rstrip().endswith(f"{better['mean']:+.4f} [{better['lo']:+.4f}, {better['hi']:+.4f}]; "
+                                  f"t [{better['t_lo']:+.4f}, {better['t_hi']:+.4f}] |")
+    assert "− ref" not in quality.markdown(quality.summarise(rows, replicates=20))   # without --against: none
+
+
 def test_the_table_shows_the_t_interval_and_the_headroom_shares_interval(tmp_path):
     rng = np.random.default_rng(1)
     quality_ = {"zero-shot": 0.2, "naive": 0.5, "truth": 1.5, "cand": 1.0}
