@@ -880,6 +880,9 @@ def main(argv: list[str] | None = None) -> int:
         rows.append(persist_scores(row))
         write()
     summary = write()
+    if args.against and not any(r.get("vs_against") for r in summary):
+        print(f"--against {args.against}: no click model has that configuration beside others; no column",
+              file=sys.stderr)
     print(markdown(summary))
     print(f"wall time {time.time() - started:.0f} s")
     return 0

@@ -27,7 +27,7 @@ from udfs.weighting import weights as W
 ROW_FIELDS = ("event_id", "event_ts", "query", "title", "position", "clicked", "added_to_cart", "purchased",
               "dwell_ms")
 SIGNALS = ("relevance", "p_model", "propensity", "loss", "info_gain", "noise_score", "suspect", "mlm_pll",
-           "keep_prob", "raw_weight", "weight")
+           "p_click", "p_scorer_click", "keep_prob", "raw_weight", "weight")   # each shown where the row has it
 
 
 def find_row(folder: str, event_id: str) -> dict[str, Any] | None:

@@ -13,13 +13,15 @@ from jobs.generate import generate, write
 from jobs.score import run_score
 
 
-@pytest.mark.parametrize("strategy,extra", [
-    ("combined", ["weighting.w_max=3.0"]),
-    ("loss", ["weighting.temperature=0.5", "sampling.keep_fraction=0.7"]),
+@pytest.mark.parametrize("strategy,extra,rows", [
+    ("combined", ["weighting.w_max=3.0"], 300),
+    ("loss", ["weighting.temperature=0.5", "sampling.keep_fraction=0.7"], 300),
+    # reads the click model's p_click and p_scorer_click: a log the EM can fit
+    ("loss_reducible", ["weighting.temperature=0.5"], 2000),
 ])
-def test_explain_recomputes_the_stored_weight(spark, tiny_model_dir, tmp_path, capsys, strategy, extra):
+def test_explain_recomputes_the_stored_weight(spark, tiny_model_dir, tmp_path, capsys, strategy, extra, rows):
     raw = tmp_path / "raw"
-    write(generate(rows=300, days=1, seed=4, malformed_fraction=0.03), str(raw))
+    write(generate(rows=rows, days=1, seed=4, malformed_fraction=0.03), str(raw))
     out = tmp_path / "w"
     run_score(spark, f"{raw}/clickstream", str(out), config.load_config(
         overrides=tiny_overrides(tiny_model_dir, f"weighting.strategy={strategy}", *extra)))

@@ -13,6 +13,7 @@ from udfs.weighting.pair_relevance import (
     held_out_relevance,
     pair_evidence,
     pair_held_out,
+    shared_from_sample,
     solve_pair_relevance,
 )
 
@@ -163,3 +164,18 @@ def test_leave_one_out_matches_a_solve_per_row_and_not_the_batch(monkeypatch):
     for whole, got, piece in zip((g_click, g_skip), small, part):
         np.testing.assert_array_equal(got, whole)
         np.testing.assert_array_equal(piece, whole[first])
+
+
+def test_a_group_no_sampled_pair_fell_in_gets_the_pooled_relevance_not_zero():
+    """Past max_driver_cells the shared parameters come from a sample of pairs: a p_model group the sample
+    missed has no evidence of its own, and its prior is the pooled relevance (0 would pull its pairs'
+    labels to 0 and put the scorer's P(click) there at the floor)."""
+    from jobs.config import load_config
+    from udfs.weighting.settings import WeightingSettings
+
+    k, j, n, c = _log(np.random.default_rng(5), 60, 30)
+    group = (np.arange(60) % 3).astype(np.int64)        # groups 0-2 sampled; group 3 holds no sampled pair
+    w = WeightingSettings.from_config(load_config()).but(em_prior_rows=1.0)
+    shared, _ = shared_from_sample(k, j, n, c, 60, group, 4, np.arange(1, 11), w)
+    assert np.all(shared.group_relevance[:3] > 0)
+    assert shared.group_relevance[3] == pytest.approx(shared.pooled_relevance) and shared.pooled_relevance > 0

@@ -133,6 +133,16 @@ def test_leave_one_out_click_probability_matches_click_model_probability(log, sp
         assert solo == pytest.approx(cm.eps + (1 - cm.eps) * cm.theta[1] * ev["_r"].sum() / ev["_n"].sum(), rel=1e-6)
 
 
+
+def test_the_scorers_position_matched_probability_needs_the_scorer_in_the_prior(log, spark):
+    """em_prior_groups=position pools relevance by the logging ranker's positions, not by the scorer: its m
+    is no prediction of the scorer's, so p_scorer_click keeps p_model there."""
+    _, df = log
+    _, info, cm = estimate_propensity(df, PARAMS.but(em_prior_rows=5.0, em_prior_groups="position"))
+    assert cm is not None and cm.prior_rows > 0 and not cm.scorer_prior
+    got = with_click_probability(df, cm, spark).toPandas()
+    np.testing.assert_array_equal(got["p_scorer_click"].to_numpy(), got["p_model"].to_numpy())
+
 def test_driver_cells_give_the_spark_passes_statistics(log):
     """The score job's driver path (one aggregate to (position, pair) cells, then numpy) and its Spark
     path (one pass per Newton step, EM aggregate, thresholds, max loss) agree."""

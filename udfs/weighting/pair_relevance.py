@@ -129,6 +129,10 @@ def shared_from_sample(k: np.ndarray, pair: np.ndarray, n: np.ndarray, c: np.nda
     r_j, n_j, _ = weights.em_bucket_evidence(k, pair, n, c, theta, gamma, n_pairs, eps=eps)
     if n_groups:
         group_relevance = weights.pooled_group_relevance(pair_group, r_j, n_j, n_groups)
+        # a group no sampled pair fell in: the log's pooled relevance, not 0 (its pairs' labels shrink
+        # toward it, and p_scorer_click is theta_k times it)
+        unseen = np.bincount(pair_group, weights=n_j, minlength=n_groups) <= 0
+        group_relevance[unseen] = pooled_relevance(r_j, n_j)
     return (SharedParameters(np.asarray(theta, dtype=np.float64), float(eps), group_relevance,
                              float(prior_rows) if n_groups else 0.0, pooled_relevance(r_j, n_j)), iterations)
 

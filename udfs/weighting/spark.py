@@ -76,6 +76,7 @@ class ClickModel:
     held_out: Callable[[], pd.DataFrame | DataFrame] | None = None  # per fitted cell: _bucket, _position,
                                    # _g_click, _g_skip (cells.held_out_table; spark_em.held_out in Spark)
     cells: int = 0                 # the held-out table's rows
+    scorer_prior: bool = True      # the prior's groups hold the scorer's p_model (not em_prior_groups=position)
 
 
 def pair_bucket() -> Column:
@@ -111,7 +112,8 @@ def estimate_propensity(df: DataFrame, w: WeightingSettings, cells: pd.DataFrame
             propensity, info, model = spark_em.fit(frame, w, persisted if persisted is not None else [])
             click_model = None if model is None else ClickModel(bucket, model["theta"], model["evidence"],
                                                                 model["prior_rows"], model["eps"], info["n_buckets"],
-                                                                model["held_out"], model["cells"])
+                                                                model["held_out"], model["cells"],
+                                                                w.em_prior_groups != "position")
             return propensity, info, click_model
     else:
         b = w.em_buckets
@@ -126,7 +128,7 @@ def estimate_propensity(df: DataFrame, w: WeightingSettings, cells: pd.DataFrame
     propensity, info, model = cells_mod.em_propensity(cells, kind, w)
     click_model = None if model is None else ClickModel(
         bucket, model["theta"], model["evidence"], model["prior_rows"], model.get("eps", 0.0),
-        len(model["evidence"]), model["held_out"], model["cells"])
+        len(model["evidence"]), model["held_out"], model["cells"], w.em_prior_groups != "position")
     return propensity, info, click_model
 
 
@@ -179,8 +181,9 @@ def with_click_probability(df: DataFrame, cm: ClickModel, spark_session: SparkSe
     did not see (all its positions too rare to fit) keep p_model.
     Also p_scorer_click, the scorer's P(click) at the row's position, eps + (1 - eps) theta_k m: m the
     prior's relevance of the pair's p_model group (what the click model makes of the scorer's rating);
-    p_model without a prior (em_prior_rows 0: m is then the pair's own rate, not the scorer's) and where
-    p_click keeps it."""
+    p_model without a prior (em_prior_rows 0: m is then the pair's own rate, not the scorer's), without
+    p_model in the prior's groups (em_prior_groups=position: m is the logging ranker's) and where p_click
+    keeps it."""
     ev = _evidence(cm, spark_session, ["_bucket", "_gamma", "_m"])
     held = _held_out(cm, spark_session)
     theta = F.create_map(*[F.lit(x) for k, t in sorted(cm.theta.items()) for x in (k, t)])
@@ -192,7 +195,8 @@ def with_click_probability(df: DataFrame, cm: ClickModel, spark_session: SparkSe
     p = F.least(F.greatest(p, eps), F.lit(1 - weights.EPS))
     fitted = F.col("_gamma").isNotNull() & F.col("_theta").isNotNull()
     scorer = floor + (1 - floor) * th * F.least(F.greatest(F.col("_m"), eps), F.lit(1 - weights.EPS))
-    scorer = F.least(F.greatest(scorer, eps), F.lit(1 - weights.EPS)) if cm.prior_rows > 0 else F.col("p_model")
+    scorer = (F.least(F.greatest(scorer, eps), F.lit(1 - weights.EPS)) if cm.prior_rows > 0 and cm.scorer_prior
+              else F.col("p_model"))
     return (df.withColumn("_bucket", cm.bucket).withColumn("_position", F.col("position").cast("long"))
               .join(ev, "_bucket", "left").join(held, ["_bucket", "_position"], "left")
               .withColumn("_theta", F.element_at(theta, F.col("position")))

@@ -35,7 +35,8 @@ SIGNAL_COLUMNS: dict[str, str] = {
     "mlm_pll": "masked LM: mean per-token pseudo-log-likelihood of the title",
     "p_click": "click model: the row's leave-one-out P(click), its pair's relevance re-fitted without it",
     "p_scorer_click": "the scorer's P(click) at the row's position: ε + (1 − ε)·θ_k·m, m the click model's "
-                      "relevance of the pairs the scorer rates alike (p_model without the click model's prior)",
+                      "relevance of the pairs the scorer rates alike (p_model where the prior does not group by it: "
+                      "em_prior_rows 0 or em_prior_groups position)",
 }
 
 
