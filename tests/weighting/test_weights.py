@@ -24,7 +24,8 @@ def cols(n: int = 6, seed: int = 0) -> dict[str, np.ndarray]:
             "relevance": rng.uniform(-0.3, 1.0, n), "propensity": rng.uniform(0.1, 1.0, n),
             "added_to_cart": np.zeros(n), "purchased": np.zeros(n), "dwell_ms": np.zeros(n),
             "noise_score": rng.uniform(0.0, 1.0, n), "suspect": rng.random(n) < 0.2,
-            "mlm_pll": rng.uniform(-8.0, -0.5, n), "p_click": rng.uniform(0.01, 0.99, n)}
+            "mlm_pll": rng.uniform(-8.0, -0.5, n), "p_click": rng.uniform(0.01, 0.99, n),
+            "p_scorer_click": rng.uniform(0.01, 0.99, n)}
 
 
 def test_bce_and_el2n_by_hand():
