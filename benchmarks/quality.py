@@ -737,7 +737,6 @@ def summarise(rows: list[dict], replicates: int, seed: int = 0, against: str | N
                     scores[name] = p["score"].to_numpy()
             held[s] = (ref["query"].to_numpy(), ref["relevance"].to_numpy() >= POSITIVE, scores)
         draws = joint_bootstrap_auc_differences(held, "naive", replicates, seed=seed)
-
         sizes = {"train_queries": train_queries, "heldout_queries": heldout_queries, "sessions": sessions}
         first = [n for n in ("naive", *ORACLES) if n in by]  # then the candidates, in the order first run
         for name in ["zero-shot", *first, *(n for n in by if n not in first)]:
