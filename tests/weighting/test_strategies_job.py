@@ -208,3 +208,7 @@ def test_reducible_signals_use_the_click_models_leave_one_out_probability(spark,
               "el2n_reducible": (weights.el2n(p, y), weights.el2n(q, y)),
               "information_gain_reducible": (weights.binary_entropy(q), weights.binary_entropy(p))}[strategy]
     np.testing.assert_allclose(f["raw_weight"], weights.reducible(*signal, 0.5), rtol=1e-9)
+    # the run summary describes both sides of the comparison
+    summarised = json.loads((tmp_path / "out" / "_summary.json").read_text())["signals"]
+    assert summarised["p_click"]["mean"] == pytest.approx(q.mean(), rel=1e-6)
+    assert summarised["p_scorer_click"]["mean"] == pytest.approx(p.mean(), rel=1e-6)

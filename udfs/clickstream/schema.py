@@ -48,8 +48,6 @@ INPUT_COLUMNS: tuple[ColumnSpec, ...] = (
 COLUMN_BY_NAME = {c.name: c for c in INPUT_COLUMNS}
 REQUIRED = tuple(c.name for c in INPUT_COLUMNS if c.required)
 
-# Output columns added by the score job (documented in docs/data_contract.md; one place for the names).
-SIGNAL_COLUMNS = ("relevance", "p_model", "loss", "info_gain", "propensity", "raw_weight", "weight")
 # Tokenised trainee input: the cross-encoder's pair, and the bi-encoder's query and title apart.
 MODEL_INPUT_COLUMNS = ("input_ids", "token_type_ids", "input_len", "query_ids", "query_len", "title_ids",
                        "title_len")

@@ -575,8 +575,9 @@ def _weigh(scored: DataFrame, w: WeightingSettings, sampling: SamplingSettings, 
 
 # ---------------------------------------------------------------- summaries
 
-SIGNAL_COLUMNS = ("relevance", "p_model", "loss", "info_gain", "propensity", "noise_score", "mlm_pll",
-                  "raw_weight", "keep_prob")
+# The numeric output columns the run summary describes, where present (docs/data_contract.md lists them).
+SUMMARISED_COLUMNS = ("relevance", "p_model", "loss", "info_gain", "propensity", "noise_score", "mlm_pll",
+                      "p_click", "p_scorer_click", "raw_weight", "keep_prob")
 WEIGHT_QUANTILES = [0.0, 0.01, 0.1, 0.5, 0.9, 0.99, 1.0]
 SIGNAL_QUANTILES = [0.0, 0.1, 0.5, 0.9, 1.0]
 
@@ -584,7 +585,7 @@ SIGNAL_QUANTILES = [0.0, 0.1, 0.5, 0.9, 1.0]
 def output_summary(df: DataFrame) -> tuple[dict[str, Any], dict[str, Any]]:
     """The weights' summary (count, mean, quantiles, effective sample size) and every importance
     signal's mean and quantiles plus the share of noise suspects, in one Spark pass."""
-    present = [c for c in SIGNAL_COLUMNS if c in df.columns]
+    present = [c for c in SUMMARISED_COLUMNS if c in df.columns]
     aggs = [F.count("*").alias("n"), F.avg("weight").alias("mean"), F.sum("weight").alias("sum"),
             F.sum(F.col("weight") ** 2).alias("sum_sq"),
             F.percentile_approx("weight", WEIGHT_QUANTILES, 10000).alias("q"),
