@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from conftest import tiny_overrides
+from signal_columns import synthetic_signal_columns
 
 from udfs.weighting import strategies
 from udfs.weighting.strategies import Strategy
@@ -43,21 +44,14 @@ class OnlyTheseColumns(Mapping):
         return len(self.allowed)
 
 
-def signal_columns(n: int, seed: int = 0) -> dict[str, np.ndarray]:
-    rng = np.random.default_rng(seed)
-    clicked = rng.integers(0, 2, n).astype(float)
-    return {"clicked": clicked, "p_model": rng.uniform(0.01, 0.99, n), "relevance": rng.uniform(-0.3, 1.0, n),
-            "propensity": rng.uniform(0.1, 1.0, n), "added_to_cart": clicked * (rng.random(n) < 0.3),
-            "purchased": np.zeros(n), "dwell_ms": clicked * rng.integers(0, 60_000, n),
-            "noise_score": rng.uniform(0.0, 1.0, n), "suspect": rng.random(n) < 0.2,
-            "mlm_pll": rng.uniform(-8.0, -0.5, n), "p_click": rng.uniform(0.01, 0.99, n),
-            "p_scorer_click": rng.uniform(0.01, 0.99, n)}
+def test_the_synthetic_columns_cover_every_signal_a_strategy_may_read():
+    assert set(synthetic_signal_columns(3)) == set(strategies.SIGNAL_COLUMNS)
 
 
 @pytest.mark.parametrize("name", list(strategies.STRATEGIES))
 def test_a_strategy_reads_exactly_what_it_declares(name):
     s = strategies.get(name)
-    cols = signal_columns(200, seed=1)
+    cols = synthetic_signal_columns(200, seed=1)
     w = strategies.raw_weights(name, OnlyTheseColumns(cols, s.reads), PARAMS, rows=200)
     assert w.shape == (200,) and np.all(np.isfinite(w)) and np.all(w > 0)
     # ... and each declared column matters to some row, or declaring it is a lie
@@ -85,7 +79,7 @@ def test_a_strategy_reads_exactly_what_it_declares(name):
 
 @pytest.mark.parametrize("name", strategies.names())
 def test_explain_text_comes_from_the_registry_for_every_strategy(name):
-    cols = signal_columns(1, seed=2)
+    cols = synthetic_signal_columns(1, seed=2)
     row = {k: (bool(v[0]) if k == "suspect" else float(v[0])) for k, v in cols.items()}
     row["clicked"], row["position"] = 1, 3
     text = strategies.explain_row(name, row, PARAMS)

@@ -5,6 +5,7 @@ import math
 
 import numpy as np
 import pytest
+from signal_columns import synthetic_signal_columns
 
 from udfs.weighting import strategies
 from udfs.weighting import weights as W
@@ -19,13 +20,7 @@ PARAMS = {"base_rate": 0.2, "temperature": 1.0, "propensity_min": 0.05,
 
 
 def cols(n: int = 6, seed: int = 0) -> dict[str, np.ndarray]:
-    rng = np.random.default_rng(seed)
-    return {"clicked": rng.integers(0, 2, n).astype(float), "p_model": rng.uniform(0.01, 0.99, n),
-            "relevance": rng.uniform(-0.3, 1.0, n), "propensity": rng.uniform(0.1, 1.0, n),
-            "added_to_cart": np.zeros(n), "purchased": np.zeros(n), "dwell_ms": np.zeros(n),
-            "noise_score": rng.uniform(0.0, 1.0, n), "suspect": rng.random(n) < 0.2,
-            "mlm_pll": rng.uniform(-8.0, -0.5, n), "p_click": rng.uniform(0.01, 0.99, n),
-            "p_scorer_click": rng.uniform(0.01, 0.99, n)}
+    return synthetic_signal_columns(n, seed)
 
 
 def test_bce_and_el2n_by_hand():
