@@ -45,6 +45,28 @@ CLICK_MODELS: dict[str, SimulatorSettings] = {
     "flip20": SimulatorSettings(noise_share=0.0, flip_rate=0.20, eta=1.2, cart_low=0.0, cart_high=0.0),
 }
 
+# Probes of generality, outside the grid (not in `--click-models all`): click models whose examination is
+# not the position-based one that clickweight's own click model fits. `cascade`: the user reads down and
+# may stop after a click (the online-LTR literature's "informational" instantiation, Hofmann et al. 2011,
+# on the 1..3 scale: click 0.4 to 0.9, stop 0.1 to 0.5), so a row's examination depends on the rows above
+# it. `trust`: trust bias with Vardasbi et al. 2020's parameters (false clicks 0.65/k, examination 1/k), a
+# noise floor that falls with position where clickweight fits one floor for all. Both added 2026-12-06,
+# before any run of them; docs/quality.md "Generality probes" has their rule.
+PROBE_CLICK_MODELS: dict[str, SimulatorSettings] = {
+    "cascade": SimulatorSettings(click_model="cascade", noise_share=0.0, click_low=0.4, click_high=0.9,
+                                 click_curve=1.0, stop_low=0.1, stop_high=0.5),
+    "trust": SimulatorSettings(click_model="trust", noise_share=0.0, eta=1.0, trust_false_top=0.65),
+}
+
+
+def click_model_settings(name: str) -> SimulatorSettings:
+    """A click model of the grid or a probe, by name."""
+    known = {**CLICK_MODELS, **PROBE_CLICK_MODELS}
+    if name not in known:
+        raise ValueError(f"unknown click model {name!r}: the grid {list(CLICK_MODELS)}, "
+                         f"the probes {list(PROBE_CLICK_MODELS)}")
+    return known[name]
+
 
 def query_split(query: str) -> str:
     """`dev` or `test` for a query, from a hash of its normalised text (fixed forever)."""

@@ -72,6 +72,8 @@ from benchmarks.bench_data import HOMEDEPOT
 from benchmarks.gate_study import PROPENSITY_MIN, per_pair_losses
 from benchmarks.protocol import (
     CLICK_MODELS,
+    PROBE_CLICK_MODELS,
+    click_model_settings,
     combine_seeds,
     headroom_share,
     joint_bootstrap_auc_differences,
@@ -638,7 +640,7 @@ def run_seed(args, pairs: pd.DataFrame, seed: int, configs: dict[str, list[str]]
         if click_model_finished(finished or {}, seed, cm, names, configs):
             print(f"seed {seed} {cm}: every configuration is in an --include'd file; not run again", flush=True)
             continue
-        settings = SimulatorSettings(**{**CLICK_MODELS[cm].__dict__, "sessions_per_query": args.sessions})
+        settings = SimulatorSettings(**{**click_model_settings(cm).__dict__, "sessions_per_query": args.sessions})
         data = click_model_folder(base, cm, args.sessions)
         clickstream = write_clickstream(simulate(train, settings, seed)[0], data)
         for name in names:
@@ -825,7 +827,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--split", choices=("dev", "test"), required=True)
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
     p.add_argument("--click-models", default="graded,pbm_eta1,flip20",
-                   help=f"comma-separated, or all: {list(CLICK_MODELS)}")
+                   help=f"comma-separated, or all (the grid): {list(CLICK_MODELS)}; or the probes "
+                   f"outside it, by name: {list(PROBE_CLICK_MODELS)}")
     p.add_argument("--configs", default="naive,truth,clean,default")
     p.add_argument("--config", action="append", default=[], help="NAME=key=value;key=value (a new configuration)")
     p.add_argument("--train-queries", type=int, default=2000)
@@ -845,7 +848,7 @@ def main(argv: list[str] | None = None) -> int:
                    help="run nothing: tabulate the --include files together (into quality_<split>_<tag>.*)")
     args = p.parse_args(argv)
     args.click_models = list(CLICK_MODELS) if args.click_models == "all" else args.click_models.split(",")
-    unknown = [c for c in args.click_models if c not in CLICK_MODELS]
+    unknown = [c for c in args.click_models if c not in CLICK_MODELS and c not in PROBE_CLICK_MODELS]
     configs = named_configs(args.config)
     names = [c for c in args.configs.split(",") if c]
     unknown += [c for c in names if c not in configs and not loop_base(c)]

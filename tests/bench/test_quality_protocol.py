@@ -9,7 +9,13 @@ from conftest import graded_pairs
 
 from benchmarks import protocol
 from training.metrics import auc
-from udfs.clickstream.simulate import SimulatorSettings, click_probability, simulate
+from udfs.clickstream.simulate import (
+    SimulatorSettings,
+    click_probability,
+    examination_probability,
+    simulate,
+    simulate_sessions,
+)
 
 
 def _pairs(n_queries: int = 60, per_query: int = 8, seed: int = 0) -> pd.DataFrame:
@@ -216,9 +222,9 @@ def test_clean_settings_drop_noise_and_position_bias_only():
     assert truth["examined"].all() and not truth["is_noise_click"].any()
 
 
-@pytest.mark.parametrize("name", list(protocol.CLICK_MODELS))
+@pytest.mark.parametrize("name", [*protocol.CLICK_MODELS, *protocol.PROBE_CLICK_MODELS])
 def test_every_click_model_in_the_grid_simulates(name):
-    log, truth = simulate(_pairs(40), protocol.CLICK_MODELS[name], seed=1)
+    log, truth = simulate(_pairs(40), protocol.click_model_settings(name), seed=1)
     assert 0.05 < log["clicked"].mean() < 0.8
     top = log.groupby("position")["clicked"].mean()
     assert top.loc[1] > top.loc[6]   # position bias everywhere in the grid
@@ -239,3 +245,71 @@ def test_a_run_folder_never_evaluates_on_another_held_out_set(tmp_path):
     args.heldout_queries = 10
     with pytest.raises(SystemExit, match="another held-out set"):
         next(quality.run_seed(args, pairs, 0, {}, []))
+
+
+def test_the_probes_are_outside_the_grid_and_named_apart():
+    assert not set(protocol.PROBE_CLICK_MODELS) & set(protocol.CLICK_MODELS)
+    assert protocol.click_model_settings("cascade").click_model == "cascade"
+    with pytest.raises(ValueError, match="unknown click model"):
+        protocol.click_model_settings("dbn")
+
+
+def _sessions(relevance: float, n_sess: int = 20000, width: int = 8):
+    pool = np.full((1, width), relevance)
+    return np.zeros(n_sess, dtype=np.int64), np.full(n_sess, width), pool
+
+
+def test_cascade_reads_down_and_stops_only_after_a_click():
+    s = protocol.PROBE_CLICK_MODELS["cascade"]
+    sess_q, sess_len, pool = _sessions(2.0, n_sess=3000)
+    pool[0, :] = np.linspace(3.0, 1.0, pool.shape[1])      # a good ranker: relevance falls with position
+    imp = simulate_sessions(pool, sess_q, sess_len, s, np.random.default_rng(0))
+    ex = imp.examined.reshape(3000, -1)
+    cl = (imp.clicked & ~imp.noise).reshape(3000, -1)
+    # examination is a prefix of each session: once the user stops, nothing below is read
+    assert (np.diff(ex.astype(int), axis=1) <= 0).all()
+    assert ex[:, 0].all() and not (cl & ~ex).any()
+    # a session stops right after a click, never after a skip
+    last = ex.sum(axis=1) - 1
+    stopped = last < ex.shape[1] - 1
+    assert cl[np.arange(3000)[stopped], last[stopped]].all()
+    # examination falls below the top (so the log has a position bias) and is not (1/k)^eta: eta is unused
+    assert ex.mean(axis=0)[-1] < 0.9 * ex.mean(axis=0)[0]
+    with pytest.raises(ValueError, match="rows above"):
+        examination_probability(np.array([1, 2]), s)
+
+
+def test_cascade_with_every_click_stopping_clicks_at_most_once_a_session():
+    from dataclasses import replace
+    s = replace(protocol.PROBE_CLICK_MODELS["cascade"], stop_low=1.0, stop_high=1.0)
+    sess_q, sess_len, pool = _sessions(2.0, n_sess=2000)
+    imp = simulate_sessions(pool, sess_q, sess_len, s, np.random.default_rng(1))
+    assert imp.clicked.reshape(2000, -1).sum(axis=1).max() == 1
+
+
+def test_trust_bias_clicks_irrelevant_items_near_the_top_at_the_literature_rates():
+    s = protocol.PROBE_CLICK_MODELS["trust"]
+    sess_q, sess_len, pool = _sessions(1.0)                # every item irrelevant: gain 0
+    imp = simulate_sessions(pool, sess_q, sess_len, s, np.random.default_rng(2))
+    frame = pd.DataFrame({"k": imp.position, "ex": imp.examined, "c": imp.clicked})
+    given_exam = frame[frame["ex"]].groupby("k")["c"].mean()
+    np.testing.assert_allclose(given_exam.to_numpy(), 0.65 / np.arange(1, 9), atol=0.02)
+    np.testing.assert_allclose(frame.groupby("k")["ex"].mean().to_numpy(), 1 / np.arange(1, 9), atol=0.02)
+    # a perfect item: eps+_k = 1 - (min(k, 20) + 1) / 100
+    sess_q, sess_len, pool = _sessions(3.0)
+    imp = simulate_sessions(pool, sess_q, sess_len, s, np.random.default_rng(3))
+    at_top = imp.examined & (imp.position == 1)
+    assert imp.clicked[at_top].mean() == pytest.approx(0.98, abs=0.01)
+    # the truth label is the gain, without the false clicks
+    assert click_probability(np.array([1.0, 2.0, 3.0]), s).tolist() == pytest.approx([0.0, 1 / 3, 1.0])
+
+
+@pytest.mark.parametrize("name", list(protocol.PROBE_CLICK_MODELS))
+def test_the_probes_clean_oracle_reads_every_row_and_clicks_by_attractiveness(name):
+    s = protocol.PROBE_CLICK_MODELS[name].clean()
+    sess_q, sess_len, pool = _sessions(2.0, n_sess=5000)
+    imp = simulate_sessions(pool, sess_q, sess_len, s, np.random.default_rng(4))
+    assert imp.examined.all()
+    frame = pd.DataFrame({"k": imp.position, "c": imp.clicked})
+    want = click_probability(np.array([2.0]), s)[0]
+    np.testing.assert_allclose(frame.groupby("k")["c"].mean().to_numpy(), want, atol=0.03)

@@ -10,6 +10,16 @@ benchmarks (benchmarks/*, real graded (query, title) pairs through `simulate`):
 - Click: needs examination, then (click_model "graded") P = click_low + (click_high - click_low) *
   ((rel - 1) / 2)**click_curve, or (click_model "pbm", the unbiased-LTR literature's standard
   position-based model) P = epsilon + (1 - epsilon) * (2**g - 1) / (2**g_max - 1), g = rel - 1, g_max = 2.
+- Two click models outside the position-based family that clickweight's own click model assumes:
+  "cascade" (Craswell et al. 2008, with the satisfaction of Chapelle and Zhang's DBN): the user reads
+  from the top, clicks an item with the graded P above, and after a click stops with probability
+  stop_low..stop_high (linear in (rel - 1) / 2); examination of a row then depends on the rows above
+  it, not on its position alone (eta is not used). "trust" (trust bias, Agarwal et al. 2019, with the
+  parameters of Vardasbi et al. 2020): examination (1/k)**eta, then P = eps-_k + (eps+_k - eps-_k) *
+  (2**g - 1) / (2**g_max - 1), eps+_k = 1 - (min(k, 20) + 1) / 100, eps-_k = trust_false_top / k:
+  users click more irrelevant items near the top, a noise floor that falls with position.
+  Without position bias (the `clean` oracle) every row is examined and clicked with the P above
+  (cascade: nobody stops; trust: P = (2**g - 1) / (2**g_max - 1), no false clicks).
 - Cart and purchase follow real clicks on items with relevance >= cart_min_relevance, likelier the
   more relevant the item (linear in (rel - 1) / 2).
 - Noise clicks: extra clicks on rows drawn uniformly from the unclicked ones (whatever their
@@ -31,6 +41,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 import pandas as pd
 
+CLICK_MODEL_KINDS = ("graded", "pbm", "cascade", "trust")
 CLICKSTREAM_COLUMNS = ("event_id", "event_ts", "user_id", "session_id", "query", "item_id", "title",
                        "position", "clicked", "added_to_cart", "purchased", "dwell_ms")
 
@@ -57,8 +68,11 @@ class SimulatorSettings:
     dwell_sd: float = 0.5             # sd of log dwell
     noise_dwell_log_ms: float | None = None   # noise clicks' mean log dwell; None: as real clicks
     position_bias: bool = True        # False: every position is examined (the unbiased reference)
-    click_model: str = "graded"       # graded (click_low..click_high) | pbm (pbm_epsilon + gain curve)
+    click_model: str = "graded"       # graded | pbm | cascade | trust (the module's docstring)
     pbm_epsilon: float = 0.1          # pbm: click probability of an examined, irrelevant item
+    stop_low: float = 0.1             # cascade: P(stop after a click) on an irrelevant (1.0) item
+    stop_high: float = 0.5            # ... on a perfect (3.0) item
+    trust_false_top: float = 0.65     # trust: P(click | examined, irrelevant) at position 1; / k below
     flip_rate: float = 0.0            # share of impressions whose click is a fair coin flip
     start_date: str = "2026-02-01"
     days: int = 3
@@ -70,8 +84,8 @@ class SimulatorSettings:
             raise ValueError("noise_rate must be in [0, 1]")
         if self.days < 1:
             raise ValueError("days must be >= 1")
-        if self.click_model not in ("graded", "pbm"):
-            raise ValueError("click_model must be graded or pbm")
+        if self.click_model not in CLICK_MODEL_KINDS:
+            raise ValueError(f"click_model must be one of {CLICK_MODEL_KINDS}")
         if not 0.0 <= self.flip_rate <= 1.0 or not 0.0 <= self.pbm_epsilon < 1.0:
             raise ValueError("flip_rate must be in [0, 1] and pbm_epsilon in [0, 1)")
 
@@ -107,18 +121,61 @@ def _graded(relevance: np.ndarray, low: float, high: float, curve: float = 1.0) 
     return low + (high - low) * frac ** curve
 
 
+def _gain(relevance: np.ndarray) -> np.ndarray:
+    """(2**g - 1) / (2**g_max - 1), g = rel - 1 on the 1..3 scale: the literature's graded gain in [0, 1]."""
+    g = np.clip(np.asarray(relevance, dtype=np.float64), 1.0, 3.0) - 1.0
+    return (2.0 ** g - 1.0) / (2.0 ** 2.0 - 1.0)
+
+
 def click_probability(relevance: np.ndarray, s: SimulatorSettings) -> np.ndarray:
-    """P(click | examined) of items with this true relevance (their attractiveness)."""
+    """P(click | examined) of items with this true relevance (their attractiveness; the `truth`
+    oracle's label). For trust bias, the position-free part: the gain, without the false clicks."""
     if s.click_model == "pbm":
-        g = np.clip(np.asarray(relevance, dtype=np.float64), 1.0, 3.0) - 1.0
-        return s.pbm_epsilon + (1.0 - s.pbm_epsilon) * (2.0 ** g - 1.0) / (2.0 ** 2.0 - 1.0)
+        return s.pbm_epsilon + (1.0 - s.pbm_epsilon) * _gain(relevance)
+    if s.click_model == "trust":
+        return _gain(relevance)
     return _graded(relevance, s.click_low, s.click_high, s.click_curve)
 
 
 def examination_probability(position: np.ndarray, s: SimulatorSettings) -> np.ndarray:
-    """P(examined | position) (1-based positions)."""
+    """P(examined | position) (1-based positions). Not a function of position under the cascade."""
     position = np.asarray(position, dtype=np.float64)
+    if s.click_model == "cascade" and s.position_bias:
+        raise ValueError("under the cascade model examination depends on the rows above, not on the position")
     return 1.0 / position ** s.eta if s.position_bias else np.ones_like(position)
+
+
+def trust_click_probability(relevance: np.ndarray, position: np.ndarray, s: SimulatorSettings) -> np.ndarray:
+    """Trust bias: P(click | examined, position k) = eps-_k + (eps+_k - eps-_k) * gain (Vardasbi et al.
+    2020's eps+_k = 1 - (min(k, 20) + 1) / 100, eps-_k = trust_false_top / k)."""
+    k = np.asarray(position, dtype=np.float64)
+    eps_plus = 1.0 - (np.minimum(k, 20.0) + 1.0) / 100.0
+    eps_minus = s.trust_false_top / k
+    return eps_minus + (eps_plus - eps_minus) * _gain(relevance)
+
+
+def _examine_and_click(rng: np.random.Generator, rel: np.ndarray, position: np.ndarray, s_idx: np.ndarray,
+                       n_sess: int, s: SimulatorSettings) -> tuple[np.ndarray, np.ndarray]:
+    """(examined, clicked) per row; rows are session-major in position order."""
+    n = len(rel)
+    if s.click_model == "cascade" and s.position_bias:
+        u_click, u_stop = rng.random(n), rng.random(n)
+        attract = click_probability(rel, s)
+        stop = _graded(rel, s.stop_low, s.stop_high)
+        examined, clicked = np.zeros(n, dtype=bool), np.zeros(n, dtype=bool)
+        reading = np.ones(n_sess, dtype=bool)            # the session's user has not stopped yet
+        for k in range(1, int(position.max(initial=0)) + 1):
+            at = np.flatnonzero(position == k)            # one row per session that shows position k
+            who = s_idx[at]
+            examined[at] = reading[who]
+            clicked[at] = examined[at] & (u_click[at] < attract[at])
+            reading[who] &= ~(clicked[at] & (u_stop[at] < stop[at]))
+        return examined, clicked
+    examined = rng.random(n) < examination_probability(position, s)
+    if s.click_model == "trust":
+        p = trust_click_probability(rel, position, s) if s.position_bias else click_probability(rel, s)
+        return examined, examined & (rng.random(n) < p)
+    return examined, examined & (rng.random(n) < click_probability(rel, s))
 
 
 def _session_clock(rng: np.random.Generator, n_sess: int, s: SimulatorSettings) -> np.ndarray:
@@ -175,8 +232,7 @@ def simulate_sessions(pool_rel: np.ndarray, sess_q: np.ndarray, sess_len: np.nda
     position = (p_idx + 1).astype(np.int32)
     n = len(rel)
 
-    examined = rng.random(n) < examination_probability(position, s)
-    clicked = examined & (rng.random(n) < click_probability(rel, s))
+    examined, clicked = _examine_and_click(rng, rel, position, s_idx, n_sess, s)
     noise = _noise_clicks(rng, clicked, s)
     cart = clicked & (rel >= s.cart_min_relevance) & (rng.random(n) < _graded(rel, s.cart_low, s.cart_high))
     bought = cart & (rng.random(n) < _graded(rel, s.buy_low, s.buy_high))
