@@ -313,3 +313,11 @@ def test_the_probes_clean_oracle_reads_every_row_and_clicks_by_attractiveness(na
     frame = pd.DataFrame({"k": imp.position, "c": imp.clicked})
     want = click_probability(np.array([2.0]), s)[0]
     np.testing.assert_allclose(frame.groupby("k")["c"].mean().to_numpy(), want, atol=0.03)
+
+
+def test_the_good_ranker_probe_shows_relevant_items_higher_than_the_grids_ranker():
+    def mean_position_of_relevant(settings):
+        log, truth = simulate(_pairs(60), settings, seed=3)
+        return log.loc[truth["true_relevance"].to_numpy() >= 2.5, "position"].mean()
+    assert mean_position_of_relevant(protocol.PROBE_CLICK_MODELS["good_ranker"]) < \
+        mean_position_of_relevant(protocol.CLICK_MODELS["graded"]) - 0.3
