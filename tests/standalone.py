@@ -106,7 +106,7 @@ class StandaloneCluster:
         try:
             with urllib.request.urlopen(f"http://127.0.0.1:{self.ui}/json/", timeout=2) as r:
                 return int(json.load(r).get("aliveworkers", 0))
-        except OSError:
+        except (OSError, ValueError):  # not up yet; while the master starts, /json/ can answer with an HTML page
             return 0
 
     def wait_workers(self, n: int, timeout: float = 90) -> None:
