@@ -67,10 +67,20 @@ def test_shuffle_partitions_grow_with_rows_past_the_configured_value_and_shrink_
     ("pipeline.strategies=naive,naive", "distinct names"),
     ("weighting.pair_label=magic", "pair_label: auto | click_model | clicks"),
     ("weighting.em_shared_fit=both", "em_shared_fit: joint | marginal"),
+    ("weighting.em_click_context=-1", "em_click_context is a whole number from 0 to 8"),
+    ("weighting.em_click_context=1.5", "em_click_context. must be int"),
+    ("weighting.em_click_context=9", "em_click_context is a whole number from 0 to 8"),
 ])
 def test_bad_values_fail_with_a_clear_message(override, message):
     with pytest.raises(config.ConfigError, match=message):
         config.load_config(overrides=[override])
+
+
+@pytest.mark.parametrize("other", ["weighting.em_examination=power", "weighting.propensity_estimator=ratio"])
+def test_the_click_context_needs_one_free_examination_curve_per_context(other):
+    with pytest.raises(config.ConfigError, match="em_click_context > 0 needs weighting.propensity_estimator=em"):
+        config.load_config(overrides=["weighting.em_click_context=2", other])
+    assert config.load_config(overrides=["weighting.em_click_context=2"])["weighting"]["em_click_context"] == 2
 
 
 def test_pipeline_runs_are_the_naive_baseline_the_defaults_or_a_strategy():

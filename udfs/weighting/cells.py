@@ -21,6 +21,7 @@ import pandas as pd
 from udfs.weighting import calibration, weights
 from udfs.weighting.pair_relevance import SharedParameters, pair_held_out, pooled_relevance
 from udfs.weighting.settings import WeightingSettings
+from udfs.weighting.slots import SLOT_STRIDE, position_theta, slot_context, slot_position, theta_by_context
 
 MIN_ROWS_PER_POSITION = 20  # positions seen less often inherit the previous position's propensity
 
@@ -59,11 +60,19 @@ def max_loss(p: np.ndarray, n: np.ndarray, c: np.ndarray) -> float:
 
 
 def carry_forward(positions, fitted: dict[int, float], first: float) -> dict[int, float]:
-    """Every seen position gets its fitted value, or the previous position's when too rare to fit."""
+    """Every seen position gets its fitted value, or the previous position's when too rare to fit. An
+    examination slot past context 0 too rare to fit, before any fitted slot of its context, gets the
+    same position's value one context down."""
     out: dict[int, float] = {}
-    prev = first
+    prev: float | None = None
+    block = 0
     for k in sorted(int(x) for x in positions):
-        prev = fitted.get(k, prev)
+        if k // SLOT_STRIDE != block:
+            block, prev = k // SLOT_STRIDE, None
+        if k in fitted:
+            prev = fitted[k]
+        elif prev is None:
+            prev = out.get(k - SLOT_STRIDE, first) if block > 0 else first
         out[k] = prev
     return out
 
@@ -121,7 +130,7 @@ def em_propensity(cells: pd.DataFrame, kind: str, w: WeightingSettings
     fitted = np.sort(per_pos.index[per_pos >= MIN_ROWS_PER_POSITION].to_numpy())
     info: dict[str, Any] = {"estimator": "em", "buckets": kind, "cells": len(cells)}
     if not len(fitted) or cells.loc[cells["position"].isin(fitted), "c"].sum() <= 0:
-        return carry_forward(per_pos.index, {}, 1.0), info, None
+        return position_theta(carry_forward(per_pos.index, {}, 1.0)), info, None
     cells = cells[cells["position"].isin(fitted)]
     pos_idx = np.searchsorted(fitted, cells["position"].to_numpy())
     bucket_idx, uniques = pd.factorize(cells["_bucket"])
@@ -129,7 +138,7 @@ def em_propensity(cells: pd.DataFrame, kind: str, w: WeightingSettings
     if kind == "query_title_pairs":
         # Regression step: a pair's relevance is shrunk toward that of pairs the scorer rates alike
         # (same p_model quantile bin), so pairs seen once do not flatten the curve.
-        by_pair = cells.assign(kn=cells["position"] * cells["n"]).groupby(bucket_idx)
+        by_pair = cells.assign(kn=slot_position(cells["position"]) * cells["n"]).groupby(bucket_idx)
         pm = by_pair["pm"].first().sort_index()
         mean_position = (by_pair["kn"].sum() / by_pair["n"].sum()).sort_index()
         group = prior_groups(pm, mean_position, w)
@@ -138,7 +147,8 @@ def em_propensity(cells: pd.DataFrame, kind: str, w: WeightingSettings
     theta, gamma, iters, eps, prior = weights.propensity_em_with_prior(
         pos_idx, bucket_idx, n, c, len(fitted), len(uniques), group, prior, w.em_prior_fit,
         noise_floor=w.em_noise_floor, monotone=w.em_monotone, shared_fit=w.em_shared_fit,
-        power_positions=fitted.astype(np.float64) if w.em_examination == "power" else None)
+        power_positions=fitted.astype(np.float64) if w.em_examination == "power" else None,
+        blocks=slot_context(fitted) if w.em_click_context else None)
     info.update(n_buckets=int(len(uniques)), iterations=iters, noise_floor=eps, prior_rows=prior)
     r, n_b, m = weights.em_bucket_evidence(pos_idx, bucket_idx, n, c, theta, gamma, len(uniques),
                                            bucket_group=group, prior_rows=prior, eps=eps)
@@ -153,7 +163,17 @@ def em_propensity(cells: pd.DataFrame, kind: str, w: WeightingSettings
     # Lazy: only p_click reads it, and it solves up to two pseudo-pairs a cell.
     held_out = partial(held_out_table, buckets, cells["position"].to_numpy(), pos_idx, bucket_idx, n, c,
                        group if has_prior else None, shared)
-    model = {"theta": carry_forward(per_pos.index, theta_abs, float(theta[0])), "evidence": evidence,
+    theta_all = carry_forward(per_pos.index, theta_abs, float(theta[0]))
+    model = {"theta": theta_all, "evidence": evidence,
              "prior_rows": prior, "eps": eps, "held_out": held_out, "cells": len(cells)}
+    return examination_answer(per_pos.index, fitted, theta, theta_all, info, w), info, model
+
+
+def examination_answer(slots, fitted: np.ndarray, theta: np.ndarray, theta_all: dict[int, float],
+                       info: dict[str, Any], w: WeightingSettings) -> dict[int, float]:
+    """The relative propensity per seen position (context 0's slots, relative to position 1's theta); with
+    em_click_context, the fit's description gains every context's absolute examination by position."""
     theta_rel = weights.propensity_from_em(fitted, theta, w.propensity_min)
-    return carry_forward(per_pos.index, theta_rel, 1.0), info, model
+    if w.em_click_context:
+        info["examination_by_click_context"] = theta_by_context(theta_all)
+    return position_theta(carry_forward(slots, theta_rel, 1.0))

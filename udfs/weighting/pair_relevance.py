@@ -25,6 +25,7 @@ import numpy as np
 
 from udfs.weighting import weights
 from udfs.weighting.settings import WeightingSettings
+from udfs.weighting.slots import SLOT_STRIDE
 from udfs.weighting.weights import EPS, _e_step
 
 NEWTON_STEPS = 100     # safeguarded Newton per pair: quadratic near the root, bisection where it strays
@@ -124,7 +125,8 @@ def shared_from_sample(k: np.ndarray, pair: np.ndarray, n: np.ndarray, c: np.nda
     theta, gamma, iterations, eps, prior_rows = weights.propensity_em_with_prior(
         k, pair, n, c, len(positions), n_pairs, grouped, w.em_prior_rows, w.em_prior_fit,
         noise_floor=w.em_noise_floor, monotone=w.em_monotone, shared_fit=w.em_shared_fit,
-        power_positions=np.asarray(positions, dtype=np.float64) if w.em_examination == "power" else None)
+        power_positions=np.asarray(positions, dtype=np.float64) if w.em_examination == "power" else None,
+        blocks=np.asarray(positions, dtype=np.int64) // SLOT_STRIDE if w.em_click_context else None)
     group_relevance = np.zeros(0)
     r_j, n_j, _ = weights.em_bucket_evidence(k, pair, n, c, theta, gamma, n_pairs, eps=eps)
     if n_groups:

@@ -34,6 +34,7 @@ class WeightingSettings(ConfigSection):
     em_monotone: bool
     em_examination: str                # free | power
     em_shared_fit: str                 # joint | marginal (weights.propensity_em)
+    em_click_context: int              # 0: examination by position | C: by position and clicks above (0..C)
     pair_label: str                    # auto | click_model | clicks
     denoise_weight: float
     denoise_mode: str                  # hard | soft
@@ -45,7 +46,7 @@ class WeightingSettings(ConfigSection):
 
     SECTION = "weighting"
     FLOATS = ("w_min", "w_max", "temperature", "propensity_min", "em_prior_rows", "denoise_weight", "long_dwell_ms")
-    INTS = ("max_driver_cells", "em_max_pairs", "em_buckets")
+    INTS = ("max_driver_cells", "em_max_pairs", "em_buckets", "em_click_context")
 
     @classmethod
     def _converted(cls, values: dict[str, Any]) -> dict[str, Any]:

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 from pyspark import StorageLevel
-from pyspark.sql import Column, DataFrame, SparkSession
+from pyspark.sql import Column, DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 
 from udfs.aggregates import exact_avg, exact_sum
@@ -29,6 +29,7 @@ from udfs.scoring import model_loader
 from udfs.weighting import calibration, spark_em, strategies, weights
 from udfs.weighting import cells as cells_mod
 from udfs.weighting.settings import SamplingSettings, WeightingSettings
+from udfs.weighting.slots import SLOT_STRIDE
 
 log = logging.getLogger("clickweight")
 
@@ -77,6 +78,29 @@ class ClickModel:
                                    # _g_click, _g_skip (cells.held_out_table; spark_em.held_out in Spark)
     cells: int = 0                 # the held-out table's rows
     scorer_prior: bool = True      # the prior's groups hold the scorer's p_model (not em_prior_groups=position)
+    click_context: int = 0         # theta's keys are examination slots (udfs/weighting/slots.py) when > 0
+
+
+CLICKS_ABOVE = "_clicks_above"  # the rows' clicks above them in their search, while the click model reads it
+
+
+def with_clicks_above(df: DataFrame) -> DataFrame:
+    """Adds CLICKS_ABOVE: the clicks at higher positions of the row's search (its session_id and query):
+    the click context of weighting.em_click_context. One window over the rows (a shuffle by search). A row
+    without a session_id (optional in the data contract) has no known search: 0, the position-based read."""
+    search = (Window.partitionBy("session_id", "query").orderBy("position", "event_id")
+              .rowsBetween(Window.unboundedPreceding, -1))  # event_id: ties in position keep one order
+    above = F.coalesce(F.sum("clicked").over(search), F.lit(0))
+    return df.withColumn(CLICKS_ABOVE, F.when(F.col("session_id").isNull(), F.lit(0)).otherwise(above).cast("long"))
+
+
+def examination_slot(click_context: int) -> Column:
+    """The EM's key for a row's examination: its position, or with click_context C > 0 its position plus
+    SLOT_STRIDE x min(clicks above it, C) (udfs/weighting/slots.py; needs with_clicks_above)."""
+    position = F.col("position").cast("long")
+    if not click_context:
+        return position
+    return position + F.lit(SLOT_STRIDE) * F.least(F.col(CLICKS_ABOVE), F.lit(int(click_context)))
 
 
 def pair_bucket() -> Column:
@@ -107,13 +131,13 @@ def estimate_propensity(df: DataFrame, w: WeightingSettings, cells: pd.DataFrame
         bucket, kind = pair_bucket(), "query_title_pairs"
         if cells is None:   # the cells stay in Spark: so does the EM
             if frame is None:
-                frame = (df.groupBy("position", bucket.alias("_bucket"))
+                frame = (df.groupBy(examination_slot(w.em_click_context).alias("position"), bucket.alias("_bucket"))
                            .agg(F.count("*").alias("n"), F.sum("clicked").alias("c"), F.min("p_model").alias("pm")))
             propensity, info, model = spark_em.fit(frame, w, persisted if persisted is not None else [])
             click_model = None if model is None else ClickModel(bucket, model["theta"], model["evidence"],
                                                                 model["prior_rows"], model["eps"], info["n_buckets"],
                                                                 model["held_out"], model["cells"],
-                                                                w.em_prior_groups != "position")
+                                                                w.em_prior_groups != "position", w.em_click_context)
             return propensity, info, click_model
     else:
         b = w.em_buckets
@@ -122,30 +146,32 @@ def estimate_propensity(df: DataFrame, w: WeightingSettings, cells: pd.DataFrame
         kind, cells = "p_model_quantiles", None
     if cells is None:
         cells = cells_mod.sorted_cells(
-            df.groupBy("position", bucket.alias("_bucket"))
+            df.groupBy(examination_slot(w.em_click_context).alias("position"), bucket.alias("_bucket"))
               .agg(F.count("*").alias("n"), F.sum("clicked").alias("c"), exact_avg("p_model").alias("pm"))
               .toPandas())
     propensity, info, model = cells_mod.em_propensity(cells, kind, w)
     click_model = None if model is None else ClickModel(
         bucket, model["theta"], model["evidence"], model["prior_rows"], model.get("eps", 0.0),
-        len(model["evidence"]), model["held_out"], model["cells"], w.em_prior_groups != "position")
+        len(model["evidence"]), model["held_out"], model["cells"], w.em_prior_groups != "position",
+        w.em_click_context)
     return propensity, info, click_model
 
 
-def cell_frame(scored: DataFrame) -> DataFrame:
+def cell_frame(scored: DataFrame, click_context: int = 0) -> DataFrame:
     """The scored rows aggregated to (position, pair) cells: rows n, clicks c, the pair's relevance and
-    p_model (p_raw)."""
-    return (scored.groupBy("position", pair_bucket().alias("_bucket"))
+    p_model (p_raw). With click_context > 0 a cell's `position` is its examination slot (examination_slot)."""
+    return (scored.groupBy(examination_slot(click_context).alias("position"), pair_bucket().alias("_bucket"))
                   .agg(F.count("*").alias("n"), F.sum("clicked").alias("c"),
                        F.min("relevance").alias("relevance"), F.min("p_model").alias("p_raw")))
 
 
-def collect_cells(scored: DataFrame | None, max_cells: int, frame: DataFrame | None = None) -> pd.DataFrame | None:
+def collect_cells(scored: DataFrame | None, max_cells: int, frame: DataFrame | None = None,
+                  click_context: int = 0) -> pd.DataFrame | None:
     """The (position, pair) cells (cell_frame; `frame` when already built) on the driver, sorted, when
     there are at most max_cells, else None."""
     if max_cells <= 0:
         return None
-    cells = (cell_frame(scored) if frame is None else frame).limit(max_cells + 1).toPandas()
+    cells = (cell_frame(scored, click_context) if frame is None else frame).limit(max_cells + 1).toPandas()
     return None if len(cells) > max_cells else cells_mod.sorted_cells(cells)
 
 
@@ -197,9 +223,9 @@ def with_click_probability(df: DataFrame, cm: ClickModel, spark_session: SparkSe
     scorer = floor + (1 - floor) * th * F.least(F.greatest(F.col("_m"), eps), F.lit(1 - weights.EPS))
     scorer = (F.least(F.greatest(scorer, eps), F.lit(1 - weights.EPS)) if cm.prior_rows > 0 and cm.scorer_prior
               else F.col("p_model"))
-    return (df.withColumn("_bucket", cm.bucket).withColumn("_position", F.col("position").cast("long"))
+    return (df.withColumn("_bucket", cm.bucket).withColumn("_position", examination_slot(cm.click_context))
               .join(ev, "_bucket", "left").join(held, ["_bucket", "_position"], "left")
-              .withColumn("_theta", F.element_at(theta, F.col("position")))
+              .withColumn("_theta", F.element_at(theta, F.col("_position")))
               .withColumn("p_click", F.when(fitted, p).otherwise(F.col("p_model")))
               .withColumn("p_scorer_click", F.when(fitted, scorer).otherwise(F.col("p_model")))
               .drop("_bucket", "_position", "_gamma", "_m", "_g_click", "_g_skip", "_theta"))
@@ -487,7 +513,17 @@ def _weigh(scored: DataFrame, w: WeightingSettings, sampling: SamplingSettings, 
            scorer_is_cross: bool, persisted: list[DataFrame]) -> WeightPass:
     clock = _PhaseClock(scored.sparkSession, ("calibration", "propensity", "weights", "sampling_and_normalise"))
     stats: dict[str, Any] = {}
-    frame = cell_frame(scored).persist(StorageLevel.MEMORY_AND_DISK)
+    if w.em_click_context:
+        # the click context (udfs/weighting/slots.py): computed once, read by the cells and by p_click's join
+        scored = with_clicks_above(scored).persist(StorageLevel.MEMORY_AND_DISK)
+        persisted.append(scored)
+        no_session = scored.filter(F.col("session_id").isNull()).count()
+        stats["click_context"] = {"levels": w.em_click_context, "rows_without_session": no_session}
+        if no_session:
+            log.warning("weighting.em_click_context=%d: %d of %d rows have no session_id; they are read "
+                        "with no click above them (the position-based model)", w.em_click_context,
+                        no_session, rows_valid)
+    frame = cell_frame(scored, w.em_click_context).persist(StorageLevel.MEMORY_AND_DISK)
     persisted.append(frame)
     # More rows than max_driver_cells may still be few cells (pairs repeat): count them first, so that a
     # log past the cap never ships max_driver_cells cells to the driver just to find it out.
@@ -554,6 +590,7 @@ def _weigh(scored: DataFrame, w: WeightingSettings, sampling: SamplingSettings, 
     if any(s.name == "loss" for s in strategies.signals(config)):
         fitted["loss_shift"] = stats["loss_max"] = (cells_mod.max_loss(cells["pm"], cells["n"], cells["c"])
                                                     if cells is not None else max_loss(joined))
+    joined = joined.drop(CLICKS_ABOVE)  # read by the click model only (a no-op without the click context)
     weighted = (with_signals(joined, w.strategy, w.formula_params(**fitted), propensity, p_noise)
                 .persist(StorageLevel.MEMORY_AND_DISK))
     persisted.append(weighted)

@@ -23,10 +23,10 @@ from pyspark import StorageLevel
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
-from udfs.weighting import weights
-from udfs.weighting.cells import MIN_ROWS_PER_POSITION, carry_forward, prior_group_counts
+from udfs.weighting.cells import MIN_ROWS_PER_POSITION, carry_forward, examination_answer, prior_group_counts
 from udfs.weighting.pair_relevance import SharedParameters, pair_evidence, pair_held_out, shared_from_sample
 from udfs.weighting.settings import WeightingSettings
+from udfs.weighting.slots import SLOT_STRIDE, position_theta
 
 log = logging.getLogger("clickweight")
 
@@ -130,11 +130,11 @@ def fit(frame: DataFrame, w: WeightingSettings, persisted: list[DataFrame]
     fitted = np.array([k for k in positions if per_pos[k][0] >= MIN_ROWS_PER_POSITION], dtype=np.int64)
     info: dict[str, Any] = {"estimator": "em", "buckets": "query_title_pairs"}
     if not len(fitted) or sum(per_pos[int(k)][1] for k in fitted) <= 0:
-        return carry_forward(positions, {}, 1.0), info, None
+        return position_theta(carry_forward(positions, {}, 1.0)), info, None
     index = F.create_map(*[F.lit(int(x)) for i, k in enumerate(fitted) for x in (k, i)])
     cells = (frame.filter(F.col("position").isin([int(k) for k in fitted]))
                   .select("_bucket", F.element_at(index, F.col("position")).alias("k"), "n", "c", "pm",
-                          (F.col("position") * F.col("n")).alias("kn")))
+                          ((F.col("position") % F.lit(SLOT_STRIDE)) * F.col("n")).alias("kn")))
     by_pair = (cells.groupBy("_bucket")
                     .agg(F.sort_array(F.collect_list(F.struct("k", "n", "c"))).alias("cells"),
                          F.min("pm").alias("pm"), F.count("*").alias("n_cells"),
@@ -173,8 +173,8 @@ def fit(frame: DataFrame, w: WeightingSettings, persisted: list[DataFrame]
              s_pairs, n_pairs, len(k), n_cells)
     theta_abs = {int(p): float(t) for p, t in zip(fitted, theta)}
     # Built only when p_click is read (a join by pair and position, in Spark).
-    model = {"theta": carry_forward(positions, theta_abs, float(theta[0])), "evidence": evidence,
+    theta_all = carry_forward(positions, theta_abs, float(theta[0]))
+    model = {"theta": theta_all, "evidence": evidence,
              "prior_rows": shared.prior_rows, "eps": float(eps),
              "held_out": partial(held_out, pairs, shared, fitted.astype(np.int64), persisted), "cells": n_cells}
-    return (carry_forward(positions, weights.propensity_from_em(fitted, theta, w.propensity_min), 1.0), info,
-            model)
+    return examination_answer(positions, fitted, theta, theta_all, info, w), info, model

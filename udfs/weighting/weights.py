@@ -267,6 +267,20 @@ def non_increasing(values: np.ndarray, weights_: np.ndarray) -> np.ndarray:
     return np.concatenate([np.full(int(k), m) for m, _, k in blocks]) if blocks else np.array([])
 
 
+def monotone_theta(theta: np.ndarray, n_k: np.ndarray, blocks: np.ndarray | None = None) -> np.ndarray:
+    """theta made non-increasing in position (non_increasing), separately within each block of indices
+    sharing a `blocks` value (examination by position and click context: one chain per context;
+    the indices of a block are contiguous and in rank order). None: one chain."""
+    if blocks is None:
+        return non_increasing(theta, n_k)
+    out = np.asarray(theta, dtype=np.float64).copy()
+    blocks = np.asarray(blocks)
+    for b in np.unique(blocks):
+        sel = blocks == b
+        out[sel] = non_increasing(out[sel], np.asarray(n_k)[sel])
+    return out
+
+
 def propensity_em_with_prior(
     position_idx: np.ndarray, bucket_idx: np.ndarray, rows: np.ndarray, clicks: np.ndarray,
     n_positions: int, n_buckets: int, bucket_group: np.ndarray | None, prior_rows: float, prior_fit: str,
@@ -348,6 +362,7 @@ def propensity_em(
     n_positions: int, n_buckets: int, max_iter: int = 2000, tol: float = 1e-7,
     bucket_group: np.ndarray | None = None, prior_rows: float = 0.0, noise_floor: bool = False,
     monotone: bool = False, power_positions: np.ndarray | None = None, shared_fit: str = "joint",
+    blocks: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray, int, float]:
     """Position-based click model P(click) = theta_k * gamma_j fitted by EM (Wang et al. 2018).
 
@@ -366,7 +381,8 @@ def propensity_em(
     whatever the position and the item (misclicks, flipped labels). Without it they pile up where
     theta gamma is small and flatten theta at deep positions (Vardasbi et al. 2020's affine model).
     monotone: each M-step projects theta onto non-increasing in position (weighted by rows), which
-    also pools sparse deep positions with their neighbours.
+    also pools sparse deep positions with their neighbours; with `blocks` (per index), separately within
+    each block (an examination per position and click context: each context its own chain).
     power_positions: the 1-based position of each index: theta_k = theta_1 k^-eta, two parameters
     (`power_examination`); with a noise floor this is what makes the floor identifiable on a log
     whose ranker shows each pair at similar positions.
@@ -389,22 +405,23 @@ def propensity_em(
         # tol 1e-5 on theta and eps, at most 500 steps: the histogram and theta's common scale (which
         # gamma absorbs) crawl on long after theta's shape and the floor have settled
         theta, eps, steps = shared_fit_marginal(k, j, n, c, n_positions, bucket_group, noise_floor, monotone,
-                                                power_positions, max_iter=min(max_iter, 500), tol=max(tol, 1e-5))
+                                                power_positions, max_iter=min(max_iter, 500), tol=max(tol, 1e-5),
+                                                blocks=blocks)
         fit = _em_from(k, j, n, c, n_k, n_j, ctr_k, ctr_j, eps, max_iter, tol, bucket_group, prior_rows, monotone,
-                       power_positions, frozen=(theta, eps))
+                       power_positions, frozen=(theta, eps), blocks=blocks)
         return fit[0], fit[1], steps + fit[2], fit[3]
     if shared_fit != "joint":
         raise ValueError(f"shared_fit must be joint or marginal, not {shared_fit!r}")
     if not noise_floor:
         return (*_em_from(k, j, n, c, n_k, n_j, ctr_k, ctr_j, None, max_iter, tol, bucket_group, prior_rows,
-                          monotone, power_positions)[:3], 0.0)
+                          monotone, power_positions, blocks=blocks)[:3], 0.0)
     # With a noise floor the likelihood has a poor local optimum at eps -> 0 with theta flat at deep
     # positions (the plain model's answer), which a start from the CTR shape walks straight into.
     # Start from several floors and keep the fit the data like best.
     best = None
     for eps0 in NOISE_FLOOR_STARTS:
         fit = _em_from(k, j, n, c, n_k, n_j, ctr_k, ctr_j, eps0, max_iter, tol, bucket_group, prior_rows, monotone,
-                       power_positions)
+                       power_positions, blocks=blocks)
         if best is None or fit[4] > best[4]:
             best = fit
     theta, gamma, iterations, eps, _ = best
@@ -419,8 +436,8 @@ MARGINAL_MAX_CELLS = 60_000     # past this many cells the marginal fit runs on 
 def shared_fit_marginal(position_idx: np.ndarray, bucket_idx: np.ndarray, rows: np.ndarray, clicks: np.ndarray,
                         n_positions: int, bucket_group: np.ndarray | None = None, noise_floor: bool = True,
                         monotone: bool = False, power_positions: np.ndarray | None = None, max_iter: int = 2000,
-                        tol: float = 1e-6, grid: int = MARGINAL_GRID, max_cells: int = MARGINAL_MAX_CELLS
-                        ) -> tuple[np.ndarray, float, int]:
+                        tol: float = 1e-6, grid: int = MARGINAL_GRID, max_cells: int = MARGINAL_MAX_CELLS,
+                        blocks: np.ndarray | None = None) -> tuple[np.ndarray, float, int]:
     """theta per position and the noise floor eps of P(click) = eps + (1 - eps) theta_k gamma_j that
     maximise the *marginal* likelihood of the clicks: each pair's gamma integrated over its group's
     distribution of relevance (a histogram on `grid` values in (0, 1), fitted by the same EM: the
@@ -478,7 +495,7 @@ def shared_fit_marginal(position_idx: np.ndarray, bucket_idx: np.ndarray, rows: 
         else:
             new_theta = e_k / n_k
             if monotone:
-                new_theta = non_increasing(new_theta, n_k)
+                new_theta = monotone_theta(new_theta, n_k, blocks)
         new_eps = (float(np.clip((w * (c[:, None] * z)).sum() / n.sum(), eps_floor, 0.5)) if noise_floor else 0.0)
         new_prior = np.stack([np.bincount(groups, weights=post[:, g], minlength=n_groups) for g in range(grid)], 1)
         new_prior /= np.maximum(new_prior.sum(axis=1, keepdims=True), EPS)
@@ -512,7 +529,8 @@ def power_examination(e_k: np.ndarray, n_k: np.ndarray, positions: np.ndarray) -
 
 def _em_from(k, j, n, c, n_k, n_j, ctr_k, ctr_j, eps0: float | None, max_iter: int, tol: float,
              bucket_group, prior_rows: float, monotone: bool, positions: np.ndarray | None,
-             accelerate: bool = True, frozen: tuple[np.ndarray, float] | None = None):
+             accelerate: bool = True, frozen: tuple[np.ndarray, float] | None = None,
+             blocks: np.ndarray | None = None):
     """One EM run from a start derived from the CTRs (and noise floor eps0; None: no floor fitted).
     Returns (theta, gamma, EM steps taken, eps, log-likelihood of the clicks).
 
@@ -543,7 +561,7 @@ def _em_from(k, j, n, c, n_k, n_j, ctr_k, ctr_j, eps0: float | None, max_iter: i
         if positions is not None:
             new_theta = power_examination(np.bincount(k, weights=e1, minlength=n_theta), n_k, positions)
         elif monotone:
-            new_theta = non_increasing(new_theta, n_k)
+            new_theta = monotone_theta(new_theta, n_k, blocks)
         new_theta = np.clip(new_theta, EPS, 1.0 - EPS)
         new_eps = float(np.clip(z1.sum() / max(n.sum(), EPS), 0.0, 0.5)) if eps0 is not None else 0.0
         r_j = np.bincount(j, weights=r1, minlength=len(n_j))

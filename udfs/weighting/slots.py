@@ -1,0 +1,40 @@
+"""Examination slots: the click model's "position" when examination depends on the click context.
+
+With weighting.em_click_context > 0 the EM's cells are keyed by an examination slot, position +
+SLOT_STRIDE x the number of clicks above the row in its search (capped at em_click_context), so that each
+click context has its own examination curve: the user browsing model of Dupret and Piwowarski (2008),
+coarsened to the count of clicks above. A cascade user who stops after a click examines little below it;
+a position-based model averages that over queries, under-correcting the pairs below a click in good
+queries and over-correcting those deep in poor ones. Context 0's slots are the positions themselves, so
+a log read position by position (em_click_context 0) keeps its keys. Logged positions must be below
+SLOT_STRIDE.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+SLOT_STRIDE = 1_000_000
+
+
+def slot_context(slots) -> np.ndarray:
+    """The click context of each examination slot (0: no click above the row in its search)."""
+    return np.asarray(slots, dtype=np.int64) // SLOT_STRIDE
+
+
+def slot_position(slots) -> np.ndarray:
+    """The logged position of each examination slot."""
+    return np.asarray(slots, dtype=np.int64) % SLOT_STRIDE
+
+
+def position_theta(theta: dict[int, float]) -> dict[int, float]:
+    """Context 0's part of a per-slot table (the examination of a row with no click above it), by position:
+    what the per-position propensity (ipw, the summary) reads."""
+    return {k: v for k, v in theta.items() if k < SLOT_STRIDE}
+
+
+def theta_by_context(theta: dict[int, float]) -> dict[str, dict[int, float]]:
+    """A per-slot table as {context: {position: value}} (the run summary's description)."""
+    out: dict[str, dict[int, float]] = {}
+    for k, v in sorted(theta.items()):
+        out.setdefault(str(k // SLOT_STRIDE), {})[k % SLOT_STRIDE] = v
+    return out
