@@ -17,7 +17,7 @@ from udfs.weighting import cells as C
 from udfs.weighting import spark_em
 from udfs.weighting import weights as W
 from udfs.weighting.settings import WeightingSettings
-from udfs.weighting.slots import SLOT_STRIDE
+from udfs.weighting.slots import SLOT_STRIDE, marginal_by_position
 from udfs.weighting.spark import (
     CLICKS_ABOVE,
     collect_cells,
@@ -89,8 +89,14 @@ def test_the_click_context_reads_the_cascade_and_labels_pairs_better(cascade, sp
     c1 = np.array([curves["1"][k] for k in range(2, 9)])
     assert c0.min() / c0.max() > 0.85
     assert (c1 < 0.75 * c0[1:]).all()
-    # The position-based fit blames position for what the clicks above did: its curve falls.
-    assert prop0[8] < 0.8 and prop1[8] > 0.85
+    # The per-position propensity (ipw, the gate) is each position's examination over its contexts,
+    # weighted by their rows: about what the position-based fit finds, falling with position.
+    rows = frame.assign(above=np.minimum(log.select(CLICKS_ABOVE).toPandas()[CLICKS_ABOVE], 1))
+    share = rows.groupby(["position", "above"]).size().unstack(fill_value=0)
+    for k in range(2, 9):
+        mean = (share.loc[k, 0] * curves["0"][k] + share.loc[k, 1] * curves["1"][k]) / share.loc[k].sum()
+        assert prop1[k] == pytest.approx(min(1.0, mean / curves["0"][1]), rel=1e-9)
+    assert prop0[8] < 0.8 and prop1[8] < 0.8
     # Every pair's label ranks the true attractiveness better with the context than without.
     truth = _truth_by_bucket(log)
     rank = {}
@@ -182,6 +188,13 @@ def test_carry_forward_falls_back_one_context_down():
     fitted = {1: 1.0, 2: 0.8, 3: 0.6, SLOT_STRIDE + 3: 0.3}
     out = C.carry_forward(slots, fitted, 1.0)
     assert out == {1: 1.0, 2: 0.8, 3: 0.6, SLOT_STRIDE + 2: 0.8, SLOT_STRIDE + 3: 0.3, 2 * SLOT_STRIDE + 3: 0.3}
+
+
+def test_the_marginal_by_position_weighs_each_context_by_its_rows():
+    theta = {1: 1.0, 2: 0.9, SLOT_STRIDE + 2: 0.3, 3: 0.8, SLOT_STRIDE + 3: 0.2, 2 * SLOT_STRIDE + 3: 0.1}
+    rows = {1: 10, 2: 6, SLOT_STRIDE + 2: 4, 3: 1, SLOT_STRIDE + 3: 0, 2 * SLOT_STRIDE + 3: 3}
+    got = marginal_by_position(theta, rows)
+    assert got == pytest.approx({1: 1.0, 2: (6 * 0.9 + 4 * 0.3) / 10, 3: (0.8 + 3 * 0.1) / 4})
 
 
 def test_monotone_theta_is_one_chain_per_context():

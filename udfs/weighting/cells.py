@@ -12,6 +12,7 @@ not depend on how Spark happened to return the groups.
 """
 from __future__ import annotations
 
+from collections.abc import Mapping
 from functools import partial
 from typing import Any
 
@@ -21,7 +22,14 @@ import pandas as pd
 from udfs.weighting import calibration, weights
 from udfs.weighting.pair_relevance import SharedParameters, pair_held_out, pooled_relevance
 from udfs.weighting.settings import WeightingSettings
-from udfs.weighting.slots import SLOT_STRIDE, position_theta, slot_context, slot_position, theta_by_context
+from udfs.weighting.slots import (
+    SLOT_STRIDE,
+    marginal_by_position,
+    position_theta,
+    slot_context,
+    slot_position,
+    theta_by_context,
+)
 
 MIN_ROWS_PER_POSITION = 20  # positions seen less often inherit the previous position's propensity
 
@@ -166,14 +174,20 @@ def em_propensity(cells: pd.DataFrame, kind: str, w: WeightingSettings
     theta_all = carry_forward(per_pos.index, theta_abs, float(theta[0]))
     model = {"theta": theta_all, "evidence": evidence,
              "prior_rows": prior, "eps": eps, "held_out": held_out, "cells": len(cells)}
-    return examination_answer(per_pos.index, fitted, theta, theta_all, info, w), info, model
+    return examination_answer(per_pos.to_dict(), fitted, theta, theta_all, info, w), info, model
 
 
-def examination_answer(slots, fitted: np.ndarray, theta: np.ndarray, theta_all: dict[int, float],
-                       info: dict[str, Any], w: WeightingSettings) -> dict[int, float]:
-    """The relative propensity per seen position (context 0's slots, relative to position 1's theta); with
-    em_click_context, the fit's description gains every context's absolute examination by position."""
-    theta_rel = weights.propensity_from_em(fitted, theta, w.propensity_min)
-    if w.em_click_context:
-        info["examination_by_click_context"] = theta_by_context(theta_all)
-    return position_theta(carry_forward(slots, theta_rel, 1.0))
+def examination_answer(rows_per_slot: Mapping[int, float], fitted: np.ndarray, theta: np.ndarray,
+                       theta_all: dict[int, float], info: dict[str, Any], w: WeightingSettings) -> dict[int, float]:
+    """The relative propensity per seen position, relative to the first position's. With em_click_context
+    it is each position's examination averaged over its click contexts, weighted by their rows (what a
+    row at that position is examined with, not knowing the clicks above it: what the per-position
+    readers, ipw and the gate's examination_loss, ask), and the fit's description gains every context's
+    absolute examination by position."""
+    slots = sorted(int(k) for k in rows_per_slot)
+    if not w.em_click_context:
+        return carry_forward(slots, weights.propensity_from_em(fitted, theta, w.propensity_min), 1.0)
+    info["examination_by_click_context"] = theta_by_context(theta_all)
+    marginal = marginal_by_position(theta_all, {k: float(rows_per_slot[k]) for k in slots})
+    first = marginal[min(marginal)]
+    return {k: float(np.clip(v / max(first, weights.EPS), w.propensity_min, 1.0)) for k, v in marginal.items()}

@@ -27,9 +27,21 @@ def slot_position(slots) -> np.ndarray:
 
 
 def position_theta(theta: dict[int, float]) -> dict[int, float]:
-    """Context 0's part of a per-slot table (the examination of a row with no click above it), by position:
-    what the per-position propensity (ipw, the summary) reads."""
+    """Context 0's part of a per-slot table (the examination of a row with no click above it), by position."""
     return {k: v for k, v in theta.items() if k < SLOT_STRIDE}
+
+
+def marginal_by_position(theta: dict[int, float], rows: dict[int, float]) -> dict[int, float]:
+    """Each position's examination averaged over its click contexts, weighted by the rows of each slot
+    (a slot without rows, or absent from `theta`, counts for nothing)."""
+    num: dict[int, float] = {}
+    den: dict[int, float] = {}
+    for slot, n in rows.items():
+        if slot in theta and n > 0:
+            k = slot % SLOT_STRIDE
+            num[k] = num.get(k, 0.0) + n * theta[slot]
+            den[k] = den.get(k, 0.0) + n
+    return {k: num[k] / den[k] for k in sorted(num)}
 
 
 def theta_by_context(theta: dict[int, float]) -> dict[str, dict[int, float]]:

@@ -177,4 +177,4 @@ def fit(frame: DataFrame, w: WeightingSettings, persisted: list[DataFrame]
     model = {"theta": theta_all, "evidence": evidence,
              "prior_rows": shared.prior_rows, "eps": float(eps),
              "held_out": partial(held_out, pairs, shared, fitted.astype(np.int64), persisted), "cells": n_cells}
-    return examination_answer(positions, fitted, theta, theta_all, info, w), info, model
+    return examination_answer({k: n for k, (n, _) in per_pos.items()}, fitted, theta, theta_all, info, w), info, model
