@@ -76,11 +76,15 @@ def test_bad_values_fail_with_a_clear_message(override, message):
         config.load_config(overrides=[override])
 
 
-@pytest.mark.parametrize("other", ["weighting.em_examination=power", "weighting.propensity_estimator=ratio"])
-def test_the_click_context_needs_one_free_examination_curve_per_context(other):
-    with pytest.raises(config.ConfigError, match="em_click_context > 0 needs weighting.propensity_estimator=em"):
-        config.load_config(overrides=["weighting.em_click_context=2", other])
-    assert config.load_config(overrides=["weighting.em_click_context=2"])["weighting"]["em_click_context"] == 2
+@pytest.mark.parametrize(("other", "why"), [("weighting.em_examination=power", "one examination curve"),
+                                            ("weighting.propensity_estimator=ratio", "fits no click model")])
+def test_the_click_context_applies_to_the_free_em_examination_only(other, why):
+    from udfs.weighting.settings import WeightingSettings
+
+    used = WeightingSettings.from_config(config.load_config(overrides=["weighting.em_click_context=2"]))
+    assert used.click_context == 2 and used.click_context_unused() is None
+    w = WeightingSettings.from_config(config.load_config(overrides=["weighting.em_click_context=2", other]))
+    assert w.click_context == 0 and why in w.click_context_unused()
 
 
 def test_pipeline_runs_are_the_naive_baseline_the_defaults_or_a_strategy():

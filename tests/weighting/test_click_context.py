@@ -27,7 +27,7 @@ from udfs.weighting.spark import (
     with_clicks_above,
 )
 
-SETTINGS = WeightingSettings.from_config(config.load_config())
+SETTINGS = WeightingSettings.from_config(config.load_config()).but(em_click_context=0)
 
 
 def cascade_frame(seed: int = 5, queries: int = 150, sessions: int = 30, shown: int = 8,
@@ -212,10 +212,13 @@ def raw_dir(tmp_path_factory) -> str:
     return str(folder)
 
 
-def test_the_score_job_labels_pairs_with_the_click_context(spark, raw_dir, tiny_model_dir, tmp_path):
+@pytest.mark.parametrize("shared_fit", ["joint", "marginal"])
+def test_the_score_job_labels_pairs_with_the_click_context(spark, raw_dir, tiny_model_dir, tmp_path, shared_fit):
     """End to end: the job's pair labels are the driver's EM on (examination slot, pair) cells rebuilt from
-    the output rows; the run summary describes each context's curve; the rows keep their columns."""
-    sets = ["weighting.strategy=none", "weighting.pair_label=click_model", "weighting.em_click_context=1"]
+    the output rows, with theta fitted either way; the run summary describes each context's curve; the
+    rows keep their columns."""
+    sets = ["weighting.strategy=none", "weighting.pair_label=click_model", "weighting.em_click_context=1",
+            f"weighting.em_shared_fit={shared_fit}"]
     cfg = config.load_config(overrides=tiny_overrides(tiny_model_dir, *sets))
     summary = run_score(spark, f"{raw_dir}/clickstream", str(tmp_path / "out"), cfg)
     assert sorted(summary["propensity_fit"]["examination_by_click_context"]) == ["0", "1"]

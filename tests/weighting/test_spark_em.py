@@ -11,7 +11,8 @@ from udfs.weighting import spark_em
 from udfs.weighting.settings import WeightingSettings
 from udfs.weighting.spark import collect_cells, estimate_propensity
 
-SETTINGS = WeightingSettings.from_config(load_config())
+# the position-based model: these logs have no sessions (the click context: tests/weighting/test_click_context.py)
+SETTINGS = WeightingSettings.from_config(load_config()).but(em_click_context=0)
 
 
 @pytest.fixture(scope="module")

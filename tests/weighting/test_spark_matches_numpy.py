@@ -22,7 +22,7 @@ from udfs.weighting.spark import (
 # max_driver_cells=0: the Spark path (one pass per step); tests that want the driver path raise it
 PARAMS = WeightingSettings.from_config(load_config()).but(
     normalize=True, w_min=0.1, w_max=10.0, propensity_estimator="em", propensity_min=0.05, max_driver_cells=0,
-    em_max_pairs=10_000, em_buckets=4, em_prior_rows=5.0)
+    em_max_pairs=10_000, em_buckets=4, em_prior_rows=5.0, em_click_context=0)  # no sessions in these logs
 
 
 @pytest.fixture(scope="module")

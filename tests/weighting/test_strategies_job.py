@@ -77,6 +77,9 @@ def test_score_mlm_quality_in_spark(spark, raw_dir, tiny_model_dir, tiny_mlm_dir
                                                       "weighting.propensity_estimator=ratio"))
     summary = run_score(spark, f"{raw_dir}/clickstream", str(tmp_path / "out"), cfg)
     assert summary["propensity_fit"] == {"estimator": "ratio"}
+    # the default click context needs the EM: the summary says it was not used, and why
+    assert summary["click_context"] == {"levels": 0, "requested": 2,
+                                        "not_used": "propensity_estimator=ratio fits no click model"}
     assert summary["rows_in"] == summary["rows_out"] + summary["rows_quarantined"]
     assert summary["mlm_model"].startswith(Path(tiny_mlm_dir).name)
     frame = pd.read_parquet(tmp_path / "out")
@@ -163,7 +166,8 @@ def test_pair_label_from_the_click_model(spark, raw_dir, tiny_model_dir, tmp_pat
     from udfs.weighting import cells as C
 
     sets = ["weighting.strategy=none", "weighting.pair_label=click_model", "weighting.em_noise_floor=true",
-            "weighting.em_monotone=true", f"weighting.em_shared_fit={shared_fit}"]
+            "weighting.em_monotone=true", f"weighting.em_shared_fit={shared_fit}",
+            "weighting.em_click_context=0"]  # by position: cells rebuilt below (the context: test_click_context.py)
     cfg = config.load_config(overrides=tiny_overrides(tiny_model_dir, *sets))
     summary = run_score(spark, f"{raw_dir}/clickstream", str(tmp_path / "out"), cfg)
     fit = summary["propensity_fit"]

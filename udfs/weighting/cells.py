@@ -156,7 +156,7 @@ def em_propensity(cells: pd.DataFrame, kind: str, w: WeightingSettings
         pos_idx, bucket_idx, n, c, len(fitted), len(uniques), group, prior, w.em_prior_fit,
         noise_floor=w.em_noise_floor, monotone=w.em_monotone, shared_fit=w.em_shared_fit,
         power_positions=fitted.astype(np.float64) if w.em_examination == "power" else None,
-        blocks=slot_context(fitted) if w.em_click_context else None)
+        blocks=slot_context(fitted) if w.click_context else None)
     info.update(n_buckets=int(len(uniques)), iterations=iters, noise_floor=eps, prior_rows=prior)
     r, n_b, m = weights.em_bucket_evidence(pos_idx, bucket_idx, n, c, theta, gamma, len(uniques),
                                            bucket_group=group, prior_rows=prior, eps=eps)
@@ -185,7 +185,7 @@ def examination_answer(rows_per_slot: Mapping[int, float], fitted: np.ndarray, t
     readers, ipw and the gate's examination_loss, ask), and the fit's description gains every context's
     absolute examination by position."""
     slots = sorted(int(k) for k in rows_per_slot)
-    if not w.em_click_context:
+    if not w.click_context:
         return carry_forward(slots, weights.propensity_from_em(fitted, theta, w.propensity_min), 1.0)
     info["examination_by_click_context"] = theta_by_context(theta_all)
     marginal = marginal_by_position(theta_all, {k: float(rows_per_slot[k]) for k in slots})

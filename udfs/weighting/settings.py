@@ -54,6 +54,20 @@ class WeightingSettings(ConfigSection):
             values[key] = {k: float(v) for k, v in values[key].items()}
         return values
 
+    @property
+    def click_context(self) -> int:
+        """The click contexts the EM reads (em_click_context), or 0 where it does not apply: the ratio
+        estimator fits no click model, and em_examination power one curve over positions."""
+        return self.em_click_context if self.propensity_estimator == "em" and self.em_examination == "free" else 0
+
+    def click_context_unused(self) -> str | None:
+        """Why a requested em_click_context is not used (None when it is, or none is requested)."""
+        if not self.em_click_context or self.click_context:
+            return None
+        if self.propensity_estimator != "em":
+            return f"propensity_estimator={self.propensity_estimator} fits no click model"
+        return f"em_examination={self.em_examination} fits one examination curve over positions"
+
     def as_config(self) -> dict[str, Any]:
         """Back to the config's plain `weighting` section (YAML, hashing)."""
         out = asdict(self)

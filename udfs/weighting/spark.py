@@ -131,13 +131,13 @@ def estimate_propensity(df: DataFrame, w: WeightingSettings, cells: pd.DataFrame
         bucket, kind = pair_bucket(), "query_title_pairs"
         if cells is None:   # the cells stay in Spark: so does the EM
             if frame is None:
-                frame = (df.groupBy(examination_slot(w.em_click_context).alias("position"), bucket.alias("_bucket"))
+                frame = (df.groupBy(examination_slot(w.click_context).alias("position"), bucket.alias("_bucket"))
                            .agg(F.count("*").alias("n"), F.sum("clicked").alias("c"), F.min("p_model").alias("pm")))
             propensity, info, model = spark_em.fit(frame, w, persisted if persisted is not None else [])
             click_model = None if model is None else ClickModel(bucket, model["theta"], model["evidence"],
                                                                 model["prior_rows"], model["eps"], info["n_buckets"],
                                                                 model["held_out"], model["cells"],
-                                                                w.em_prior_groups != "position", w.em_click_context)
+                                                                w.em_prior_groups != "position", w.click_context)
             return propensity, info, click_model
     else:
         b = w.em_buckets
@@ -146,14 +146,14 @@ def estimate_propensity(df: DataFrame, w: WeightingSettings, cells: pd.DataFrame
         kind, cells = "p_model_quantiles", None
     if cells is None:
         cells = cells_mod.sorted_cells(
-            df.groupBy(examination_slot(w.em_click_context).alias("position"), bucket.alias("_bucket"))
+            df.groupBy(examination_slot(w.click_context).alias("position"), bucket.alias("_bucket"))
               .agg(F.count("*").alias("n"), F.sum("clicked").alias("c"), exact_avg("p_model").alias("pm"))
               .toPandas())
     propensity, info, model = cells_mod.em_propensity(cells, kind, w)
     click_model = None if model is None else ClickModel(
         bucket, model["theta"], model["evidence"], model["prior_rows"], model.get("eps", 0.0),
         len(model["evidence"]), model["held_out"], model["cells"], w.em_prior_groups != "position",
-        w.em_click_context)
+        w.click_context)
     return propensity, info, click_model
 
 
@@ -513,17 +513,20 @@ def _weigh(scored: DataFrame, w: WeightingSettings, sampling: SamplingSettings, 
            scorer_is_cross: bool, persisted: list[DataFrame]) -> WeightPass:
     clock = _PhaseClock(scored.sparkSession, ("calibration", "propensity", "weights", "sampling_and_normalise"))
     stats: dict[str, Any] = {}
-    if w.em_click_context:
+    if w.click_context:
         # the click context (udfs/weighting/slots.py): computed once, read by the cells and by p_click's join
         scored = with_clicks_above(scored).persist(StorageLevel.MEMORY_AND_DISK)
         persisted.append(scored)
         no_session = scored.filter(F.col("session_id").isNull()).count()
-        stats["click_context"] = {"levels": w.em_click_context, "rows_without_session": no_session}
+        stats["click_context"] = {"levels": w.click_context, "rows_without_session": no_session}
         if no_session:
             log.warning("weighting.em_click_context=%d: %d of %d rows have no session_id; they are read "
-                        "with no click above them (the position-based model)", w.em_click_context,
+                        "with no click above them (the position-based model)", w.click_context,
                         no_session, rows_valid)
-    frame = cell_frame(scored, w.em_click_context).persist(StorageLevel.MEMORY_AND_DISK)
+    elif w.click_context_unused():
+        stats["click_context"] = {"levels": 0, "requested": w.em_click_context, "not_used": w.click_context_unused()}
+        log.info("weighting.em_click_context=%d not used: %s", w.em_click_context, w.click_context_unused())
+    frame = cell_frame(scored, w.click_context).persist(StorageLevel.MEMORY_AND_DISK)
     persisted.append(frame)
     # More rows than max_driver_cells may still be few cells (pairs repeat): count them first, so that a
     # log past the cap never ships max_driver_cells cells to the driver just to find it out.
