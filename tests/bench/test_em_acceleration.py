@@ -24,6 +24,6 @@ def test_compare_runs_plain_and_squarem_and_restores_the_default(tmp_path):
     cells = ea.output_cells(str(tmp_path))
     assert cells["n"].sum() == n and cells["_bucket"].nunique() == 300   # trimmed texts: one bucket a pair
     r = ea.compare(cells, WeightingSettings.from_config(config.load_config()))
-    assert weights._em_from.__defaults__ == (True, None)   # accelerate, frozen: restored
+    assert weights._em_from.__defaults__ == (True, None, None)   # accelerate, frozen, blocks: restored
     assert r["em_steps_squarem"] > 0 and r["em_steps_plain"] > 0 and r["speedup"] > 0
     assert r["max_abs_diff_propensity"] < 1e-4 and r["max_abs_diff_label"] < 1e-4
