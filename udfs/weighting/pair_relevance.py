@@ -25,7 +25,7 @@ import numpy as np
 
 from udfs.weighting import weights
 from udfs.weighting.settings import WeightingSettings
-from udfs.weighting.slots import SLOT_STRIDE
+from udfs.weighting.slots import slot_context
 from udfs.weighting.weights import EPS, _e_step
 
 NEWTON_STEPS = 100     # safeguarded Newton per pair: quadratic near the root, bisection where it strays
@@ -126,7 +126,7 @@ def shared_from_sample(k: np.ndarray, pair: np.ndarray, n: np.ndarray, c: np.nda
         k, pair, n, c, len(positions), n_pairs, grouped, w.em_prior_rows, w.em_prior_fit,
         noise_floor=w.em_noise_floor, monotone=w.em_monotone, shared_fit=w.em_shared_fit,
         power_positions=np.asarray(positions, dtype=np.float64) if w.em_examination == "power" else None,
-        blocks=np.asarray(positions, dtype=np.int64) // SLOT_STRIDE if w.click_context else None)
+        blocks=slot_context(positions) if w.click_context else None)
     group_relevance = np.zeros(0)
     r_j, n_j, _ = weights.em_bucket_evidence(k, pair, n, c, theta, gamma, n_pairs, eps=eps)
     if n_groups:
