@@ -602,7 +602,22 @@ def finished_runs(included: list[tuple[dict, list[dict]]], args) -> dict[tuple[i
 def click_model_finished(finished: dict[tuple[int, str, str], list[str]], seed: int, cm: str, names: list[str],
                          configs: dict[str, list[str]]) -> bool:
     """Every requested configuration of this seed and click model is a finished row with the same settings."""
-    return all(finished.get((seed, cm, n)) == list(configs[n]) for n in names)
+    return not runs_to_do(finished, seed, cm, names, configs)
+
+
+def runs_to_do(finished: dict[tuple[int, str, str], list[str]], seed: int, cm: str, names: list[str],
+               configs: dict[str, list[str]]) -> list[str]:
+    """The configurations of this seed and click model to run, in names' order: those not finished with the
+    same settings in an --include'd file, and what they start from: naive's run for a `truth` oracle (its
+    score output, copied) and a loop round's base (its trained model). A finished naive is not retrained
+    for a configuration that only reuses its BERT scores: that one scores the log itself."""
+    todo = {n for n in names if finished.get((seed, cm, n)) != list(configs[n])}
+    for n in list(todo):
+        if oracle_of(n) == "truth":
+            todo.add("naive")
+        if loop_base(n):
+            todo.add(loop_base(n))
+    return [n for n in names if n in todo]
 
 
 def seed_folder(args, seed: int) -> Path:
@@ -637,13 +652,17 @@ def run_seed(args, pairs: pd.DataFrame, seed: int, configs: dict[str, list[str]]
            **evaluate(default_model_path(), held, eval_stem(base, "zero_shot", held))}
     followed = {loop_base(n) for n in names if loop_base(n)}  # their weights stay until their round has run
     for cm in args.click_models:
-        if click_model_finished(finished or {}, seed, cm, names, configs):
+        todo = runs_to_do(finished or {}, seed, cm, names, configs)
+        if not todo:
             print(f"seed {seed} {cm}: every configuration is in an --include'd file; not run again", flush=True)
             continue
+        if len(todo) < len(names):
+            print(f"seed {seed} {cm}: {sorted(set(names) - set(todo))} finished in an --include'd file; "
+                  f"running {todo}", flush=True)
         settings = SimulatorSettings(**{**click_model_settings(cm).__dict__, "sessions_per_query": args.sessions})
         data = click_model_folder(base, cm, args.sessions)
         clickstream = write_clickstream(simulate(train, settings, seed)[0], data)
-        for name in names:
+        for name in todo:
             started, twin = time.time(), None
             if oracle_of(name) == "clean":
                 cs = write_clickstream(simulate(train, settings.clean(), seed)[0], data / "clean_log")
@@ -661,7 +680,9 @@ def run_seed(args, pairs: pd.DataFrame, seed: int, configs: dict[str, list[str]]
                 if args.prune_weights:
                     prune_weights(previous)
             else:
-                reuse = data / "w_naive" if name != "naive" else None
+                # naive's BERT scores when its score output is here (a naive finished elsewhere: score anew)
+                reuse = data / "w_naive" if name != "naive" and (data / "w_naive" / "_clickweight.json").exists() \
+                    else None
                 if name == "truth" and configs[name] == NAIVE and args.candidates:
                     truth_table(data / f"w_{name}", reuse, train, settings)
                     twin = reuse_truth_training(data, name, held)

@@ -425,3 +425,24 @@ def test_a_loop_round_takes_its_bases_settings_and_runs_after_it():
     for bad in ("truth+r1", "nosuch+r1", "default+r1+r1"):
         with pytest.raises(SystemExit):
             quality.with_loop_rounds(quality.named_configs([]), ["naive", bad])
+
+
+def test_only_the_unfinished_configurations_run_with_what_they_start_from():
+    import argparse
+
+    args = argparse.Namespace(split="test", train_queries=2000, heldout_queries=2000, sessions=16.0)
+    same = {"split": "test", "train_queries": 2000, "heldout_queries": 2000, "sessions": 16.0}
+    configs = {"naive": ["weighting.pair_label=clicks"], "truth": ["weighting.pair_label=clicks"], "default": [],
+               "ctx": ["weighting.em_click_context=2"], "default+r1": []}
+    runs = [{"seed": 0, "click_model": "graded", "config": n, "sets": configs[n], "auc": 0.7}
+            for n in ("naive", "truth", "default")]
+    finished = quality.finished_runs([(same, runs)], args)
+    assert quality.runs_to_do(finished, 0, "graded", ["naive", "default", "ctx"], configs) == ["ctx"]
+    assert quality.runs_to_do(finished, 0, "graded", ["naive", "truth", "default"], configs) == []
+    # a truth oracle copies naive's score output, a loop round starts from its base's model: both come back
+    unfinished_truth = quality.finished_runs([(same, runs[:1] + runs[2:])], args)
+    assert quality.runs_to_do(unfinished_truth, 0, "graded", ["naive", "truth", "ctx"], configs) == \
+        ["naive", "truth", "ctx"]
+    assert quality.runs_to_do(finished, 0, "graded", ["naive", "default", "default+r1"], configs) == \
+        ["default", "default+r1"]
+    assert quality.runs_to_do(finished, 1, "graded", ["naive", "ctx"], configs) == ["naive", "ctx"]
