@@ -21,6 +21,7 @@ from udfs.config_hash import config_hash  # noqa: F401  (jobs read it here)
 from udfs.errors import UserError
 from udfs.scoring.device import PRECISIONS, SCORER_PRECISIONS
 from udfs.weighting import strategies
+from udfs.weighting.slots import SLOT_STRIDE
 
 DEFAULTS_PATH = Path(conf.__file__).with_name("defaults.yaml")
 
@@ -269,6 +270,11 @@ def validate(cfg: dict[str, Any]) -> None:
            f"scorer.device must be auto | cpu | cuda | cuda:N, got {sc['device']!r}")
     inp = cfg["input"]
     _check(inp["max_position"] >= 1, "input.max_position must be >= 1")
+    clicks_above = w["em_click_context"] and w["propensity_estimator"] == "em" and w["em_examination"] == "free"
+    _check(not clicks_above or inp["max_position"] < SLOT_STRIDE,
+           f"input.max_position must be below {SLOT_STRIDE} while the click model reads the click context "
+           "(weighting.em_click_context > 0): its examination slots are position + "
+           f"{SLOT_STRIDE} x clicks above; set weighting.em_click_context=0 for deeper positions")
     _check(inp["max_title_chars"] >= 1 and inp["max_query_chars"] >= 1,
            "input.max_title_chars and input.max_query_chars must be >= 1")
     try:

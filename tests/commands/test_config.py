@@ -51,6 +51,7 @@ def test_shuffle_partitions_grow_with_rows_past_the_configured_value_and_shrink_
     ("train.use_gpu=1", "must be true/false"),
     ("novalue", "key=value"),
     ("input.max_position=0", "max_position must be >= 1"),
+    ("input.max_position=1000000", "below 1000000 while the click model reads the click context"),
     ("input.min_event_ts=notadate", "min_event_ts is not a timestamp"),
     ("output.files_per_date=0", "files_per_date"),
     ("output.row_model_inputs=sometimes", "row_model_inputs must be auto, true or false"),
@@ -149,3 +150,8 @@ def test_score_partitions_depend_on_the_config_and_the_input_only():
     assert score_partitions(8, 800, 5000) == 2 and score_partitions(8, 10_000, 5000) == 2
     assert score_partitions(8, 10_001, 5000) == 3 and score_partitions(8, 40_000, 5000) == 8
     assert score_partitions(8, 10_000_000, 5000) == 8 and score_partitions(1, 10_000, 5000) == 1
+
+
+def test_positions_past_the_slot_stride_load_when_the_click_model_reads_position_alone():
+    for extra in ("weighting.em_click_context=0", "weighting.propensity_estimator=ratio"):
+        assert config.load_config(overrides=["input.max_position=1000000", extra])["input"]["max_position"] == 1_000_000

@@ -7,8 +7,8 @@ coarsened to the count of clicks above. A cascade user who stops after a click e
 a position-based model averages that over queries, under-correcting the pairs below a click in good
 queries and over-correcting those deep in poor ones. Context 0's slots are the positions themselves, so
 a log read position by position (em_click_context 0) keeps its keys. Logged positions must be below
-SLOT_STRIDE: validation quarantines rows past input.max_position (default 1000); a max_position raised
-to SLOT_STRIDE or more is not guarded here.
+SLOT_STRIDE: validation quarantines rows past input.max_position (default 1000), and the config check
+refuses a max_position of SLOT_STRIDE or more while the click context is read (jobs/config.py).
 """
 from __future__ import annotations
 
