@@ -54,6 +54,7 @@ from udfs.weighting.spark import (  # noqa: F401  (importance_sample, normalise:
     normalise,
     output_summary,
     weigh,
+    with_clicks_above,
 )
 
 # ---------------------------------------------------------------- extract
@@ -203,13 +204,15 @@ def transform(df: DataFrame, cfg: dict[str, Any], run_id: str, catalog: DataFram
     stats: dict[str, Any] = {"scorer_model": scorer_id(settings.scorer_path)}
     started = time.perf_counter()
     try:
+        weighting = WeightingSettings.from_config(cfg)
+        # the click context's window runs before the scores join the rows: one persisted copy carries it
         scored, scoring_stats, kept_pairs = score_rows(valid, cfg, settings, config_mod.row_model_inputs(cfg),
-                                                       rows_in)
+                                                       rows_in, with_clicks_above if weighting.click_context else None)
         cached.extend([f for f in (kept_pairs, scored) if f is not None])
         stats.update(scoring_stats)
         stats["timings_s"] = {"validate_and_score_pairs": round(time.perf_counter() - started, 3)}
         log.info("score: validate and score pairs done in %.1fs", stats["timings_s"]["validate_and_score_pairs"])
-        weights = weigh(scored, WeightingSettings.from_config(cfg), SamplingSettings.from_config(cfg),
+        weights = weigh(scored, weighting, SamplingSettings.from_config(cfg),
                         stats["rows_valid"], model_loader.is_cross_encoder(settings.scorer_path))
     except BaseException:
         release(cached)

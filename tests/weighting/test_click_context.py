@@ -243,3 +243,22 @@ def test_the_score_job_labels_pairs_with_the_click_context(spark, raw_dir, tiny_
     expected = pd.Series(gamma.to_numpy(), index=np.asarray(uniques)[gamma.index.to_numpy()])
     got = pairs.set_index(pairs["query"] + "\x00" + pairs["title"])["label"]
     np.testing.assert_allclose(got.loc[expected.index], expected, rtol=1e-6, atol=1e-9)
+
+
+def test_the_score_job_keeps_one_persisted_copy_of_the_rows_with_the_click_context(spark, raw_dir, tiny_model_dir):
+    """The clicks above are computed before the scored rows are persisted, not on a second persisted copy:
+    at a data lake's size that copy is the rows again, in memory or on the executors' disks."""
+    from jobs import score
+
+    cfg = config.load_config(overrides=tiny_overrides(tiny_model_dir, "weighting.strategy=none"))
+    assert WeightingSettings.from_config(cfg).click_context == 2   # the default
+    rows, _ = score.extract(spark, f"{raw_dir}/clickstream", None)
+    out, _, stats, cached, _ = score.transform(rows, cfg, "run-test")
+    try:
+        row_copies = [f for f in cached if {"event_id", "p_model"} <= set(f.columns)
+                      and not {"weight", "raw_weight"} & set(f.columns)]   # the rows before their weights
+        assert len(row_copies) == 1 and CLICKS_ABOVE in row_copies[0].columns
+        assert stats["click_context"] == {"levels": 2, "rows_without_session": 0}
+        assert CLICKS_ABOVE not in out.columns
+    finally:
+        score.release(cached)

@@ -4,6 +4,7 @@ BERT pandas UDF (udfs/scoring/bert.py), title quality for mlm_quality, joined ba
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -118,14 +119,17 @@ def cached_scores(spark, path: str | None, settings: ScoringSettings, stats: dic
 
 
 def score_rows(valid: DataFrame, cfg: dict[str, Any], settings: ScoringSettings, row_inputs: bool = True,
-               rows_in: int | None = None) -> tuple[DataFrame, dict[str, Any], DataFrame | None]:
+               rows_in: int | None = None, row_columns: Callable[[DataFrame], DataFrame] | None = None
+               ) -> tuple[DataFrame, dict[str, Any], DataFrame | None]:
     """Valid rows with their pair's scores (persisted: every weighting pass reads it), what scoring
     them used (scoring key, reused scores, masked LM, valid rows), and the scored pairs.
 
     row_inputs: the trainee's token ids go onto every row (a row trainer streams them), and the third
     value is None. Otherwise they stay with the distinct pairs: the third value is the scored pairs,
     persisted, token ids included (the pair table takes them from there), and the rows, which every
-    weighting pass reads, are a fraction of the width (on a Zipf log, ~15 rows a pair)."""
+    weighting pass reads, are a fraction of the width (on a Zipf log, ~15 rows a pair).
+    row_columns: adds per-row columns the weighting reads (the click context's clicks above) to the
+    valid rows before the scores join them, so that the one persisted copy of the rows carries them."""
     stats: dict[str, Any] = {}
     # From the config and the input's size, not the session's value (which the job fits to the cores):
     # the pairs' partitions fix the scoring batches, hence the last bits of each score, so they are the
@@ -152,7 +156,8 @@ def score_rows(valid: DataFrame, cfg: dict[str, Any], settings: ScoringSettings,
         # A shuffle join, as with the UDF's output before: a cached side small enough to broadcast would
         # be collected to the driver first (tests/commands/test_driver_result_size.py).
         scored_pairs = kept_pairs.drop(*MODEL_INPUT_COLUMNS).hint("merge")
-    joined = (valid.withColumn("_q", F.trim("query")).withColumn("_t", F.trim("title"))
+    rows = row_columns(valid) if row_columns is not None else valid
+    joined = (rows.withColumn("_q", F.trim("query")).withColumn("_t", F.trim("title"))
                    .join(scored_pairs, ["_q", "_t"], "inner").drop("_q", "_t")
                    .persist(StorageLevel.MEMORY_AND_DISK))
     stats["rows_valid"] = joined.count()

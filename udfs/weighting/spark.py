@@ -514,9 +514,11 @@ def _weigh(scored: DataFrame, w: WeightingSettings, sampling: SamplingSettings, 
     clock = _PhaseClock(scored.sparkSession, ("calibration", "propensity", "weights", "sampling_and_normalise"))
     stats: dict[str, Any] = {}
     if w.click_context:
-        # the click context (udfs/weighting/slots.py): computed once, read by the cells and by p_click's join
-        scored = with_clicks_above(scored).persist(StorageLevel.MEMORY_AND_DISK)
-        persisted.append(scored)
+        # the click context (udfs/weighting/slots.py): computed once, read by the cells and by p_click's join;
+        # the score job adds it before persisting its rows (udfs/scoring/spark.score_rows), else here
+        if CLICKS_ABOVE not in scored.columns:
+            scored = with_clicks_above(scored).persist(StorageLevel.MEMORY_AND_DISK)
+            persisted.append(scored)
         no_session = scored.filter(F.col("session_id").isNull()).count()
         stats["click_context"] = {"levels": w.click_context, "rows_without_session": no_session}
         if no_session:
