@@ -262,3 +262,25 @@ def test_the_score_job_keeps_one_persisted_copy_of_the_rows_with_the_click_conte
         assert CLICKS_ABOVE not in out.columns
     finally:
         score.release(cached)
+
+
+def test_a_log_without_session_ids_reads_as_the_position_based_model(spark, raw_dir, tiny_model_dir, tmp_path):
+    """session_id is optional in the data contract: a log without the column scores under the default
+    (em_click_context 2), says how many rows had no session, and labels its pairs exactly as the
+    position-based model does (every row in context 0)."""
+    folder = tmp_path / "no_session"
+    pd.read_parquet(f"{raw_dir}/clickstream").drop(columns=["session_id"]).to_parquet(folder.with_suffix(".parquet"))
+    source = str(folder.with_suffix(".parquet"))
+    summaries, labels = {}, {}
+    for context in (2, 0):
+        sets = ["weighting.strategy=none", "weighting.pair_label=click_model", f"weighting.em_click_context={context}"]
+        cfg = config.load_config(overrides=tiny_overrides(tiny_model_dir, *sets))
+        out = tmp_path / f"out{context}"
+        summaries[context] = run_score(spark, source, str(out), cfg)
+        pairs = pd.read_parquet(out / "_pairs")
+        labels[context] = pairs.set_index(["query", "title"])["label"].sort_index()
+    rows = summaries[2]["rows_valid"]
+    assert summaries[2]["click_context"] == {"levels": 2, "rows_without_session": rows} and rows > 500
+    assert "click_context" not in summaries[0]
+    assert summaries[2]["propensity"] == pytest.approx(summaries[0]["propensity"])
+    np.testing.assert_allclose(labels[2].to_numpy(), labels[0].to_numpy(), rtol=1e-9)
