@@ -209,11 +209,13 @@ def transform(df: DataFrame, cfg: dict[str, Any], run_id: str, catalog: DataFram
         scored, scoring_stats, kept_pairs = score_rows(valid, cfg, settings, config_mod.row_model_inputs(cfg),
                                                        rows_in, with_clicks_above if weighting.click_context else None)
         cached.extend([f for f in (kept_pairs, scored) if f is not None])
+        rows_without_session = scoring_stats.pop("rows_without_session")
         stats.update(scoring_stats)
         stats["timings_s"] = {"validate_and_score_pairs": round(time.perf_counter() - started, 3)}
         log.info("score: validate and score pairs done in %.1fs", stats["timings_s"]["validate_and_score_pairs"])
         weights = weigh(scored, weighting, SamplingSettings.from_config(cfg),
-                        stats["rows_valid"], model_loader.is_cross_encoder(settings.scorer_path))
+                        stats["rows_valid"], model_loader.is_cross_encoder(settings.scorer_path),
+                        rows_without_session)
     except BaseException:
         release(cached)
         raise

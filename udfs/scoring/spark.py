@@ -160,7 +160,10 @@ def score_rows(valid: DataFrame, cfg: dict[str, Any], settings: ScoringSettings,
     joined = (rows.withColumn("_q", F.trim("query")).withColumn("_t", F.trim("title"))
                    .join(scored_pairs, ["_q", "_t"], "inner").drop("_q", "_t")
                    .persist(StorageLevel.MEMORY_AND_DISK))
-    stats["rows_valid"] = joined.count()
+    # one pass counts the rows and those without a session (the click context reports them): no second job
+    counts = joined.agg(F.count(F.lit(1)).alias("rows"),
+                        F.sum(F.col("session_id").isNull().cast("long")).alias("no_session")).first()
+    stats["rows_valid"], stats["rows_without_session"] = int(counts["rows"]), int(counts["no_session"] or 0)
     if stats["rows_valid"] == 0:
         joined.unpersist()
         if kept_pairs is not None:

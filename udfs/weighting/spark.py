@@ -497,12 +497,14 @@ class _PhaseClock:
 
 
 def weigh(scored: DataFrame, w: WeightingSettings, sampling: SamplingSettings, rows_valid: int,
-          scorer_is_cross: bool) -> WeightPass:
+          scorer_is_cross: bool, rows_without_session: int | None = None) -> WeightPass:
     """Scored rows (persisted) -> weighted rows: calibration, propensities, signals, raw weights,
-    importance sampling, normalisation. If a phase fails, the frames persisted so far are released."""
+    importance sampling, normalisation. If a phase fails, the frames persisted so far are released.
+    rows_without_session: the valid rows with no session_id, where the caller counted them (else a pass
+    counts them when the click context is read)."""
     persisted: list[DataFrame] = []
     try:
-        return _weigh(scored, w, sampling, rows_valid, scorer_is_cross, persisted)
+        return _weigh(scored, w, sampling, rows_valid, scorer_is_cross, persisted, rows_without_session)
     except BaseException:
         for frame in reversed(persisted):
             frame.unpersist()
@@ -510,7 +512,7 @@ def weigh(scored: DataFrame, w: WeightingSettings, sampling: SamplingSettings, r
 
 
 def _weigh(scored: DataFrame, w: WeightingSettings, sampling: SamplingSettings, rows_valid: int,
-           scorer_is_cross: bool, persisted: list[DataFrame]) -> WeightPass:
+           scorer_is_cross: bool, persisted: list[DataFrame], no_session: int | None = None) -> WeightPass:
     clock = _PhaseClock(scored.sparkSession, ("calibration", "propensity", "weights", "sampling_and_normalise"))
     stats: dict[str, Any] = {}
     if w.click_context:
@@ -519,7 +521,8 @@ def _weigh(scored: DataFrame, w: WeightingSettings, sampling: SamplingSettings, 
         if CLICKS_ABOVE not in scored.columns:
             scored = with_clicks_above(scored).persist(StorageLevel.MEMORY_AND_DISK)
             persisted.append(scored)
-        no_session = scored.filter(F.col("session_id").isNull()).count()
+        if no_session is None:
+            no_session = scored.filter(F.col("session_id").isNull()).count()
         stats["click_context"] = {"levels": w.click_context, "rows_without_session": no_session}
         if no_session:
             log.warning("weighting.em_click_context=%d: %d of %d rows have no session_id; they are read "
