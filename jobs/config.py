@@ -196,6 +196,8 @@ def validate(cfg: dict[str, Any]) -> None:
     _check(w["em_shared_fit"] in ("joint", "marginal"), "weighting.em_shared_fit: joint | marginal")
     _check(isinstance(w["em_click_context"], int) and not isinstance(w["em_click_context"], bool)
            and 0 <= w["em_click_context"] <= 8, "weighting.em_click_context is a whole number from 0 to 8")
+    _check(w["em_click_context_by"] in ("clicks_above", "last_click_distance"),
+           "weighting.em_click_context_by: clicks_above | last_click_distance")
     _check(w["em_prior_groups"] in ("p_model", "p_model_position", "position"),
            "weighting.em_prior_groups: p_model | p_model_position | position")
     _check(w["em_prior_fit"] in ("fixed", "empirical_bayes"), "weighting.em_prior_fit: fixed | empirical_bayes")

@@ -23,6 +23,7 @@ from udfs.weighting.spark import (
     collect_cells,
     estimate_propensity,
     pair_bucket,
+    with_click_context,
     with_click_probability,
     with_clicks_above,
 )
@@ -183,6 +184,38 @@ def test_clicks_above_count_the_higher_positions_of_the_same_search(spark):
     assert got[CLICKS_ABOVE].tolist() == [1, 0, 1, 0, 0, 0, 0, 0]
 
 
+def test_last_click_distance_counts_the_positions_below_the_last_click_above(spark):
+    frame = pd.DataFrame({"session_id": ["a", "a", "a", "a", "b", "b", None, "a"],
+                          "event_id": list("12345678"), "query": ["x", "x", "x", "y", "x", "x", "x", "x"],
+                          "position": [3, 1, 2, 1, 1, 2, 2, 5], "clicked": [1, 1, 0, 1, 0, 1, 1, 0]})
+    got = with_click_context(spark.createDataFrame(frame), "last_click_distance").toPandas().sort_values("event_id")
+    # search (a, x): 1 (click), 2, 3 (click), 5: the last click above 2 and 3 is at 1, above 5 at 3;
+    # (a, y) and (b, x)'s first rows have no click above; a row without a session reads as none
+    assert got[CLICKS_ABOVE].tolist() == [2, 0, 1, 0, 0, 0, 0, 2]
+    with pytest.raises(ValueError, match="one of"):
+        with_click_context(spark.createDataFrame(frame), "clicks_below")
+
+
+def test_the_last_click_distance_recovers_the_cascades_continuation(cascade, spark):
+    """By distance from the last click the cascade's examination is what the simulator does: 1 with no
+    click above, 1 - stop = 0.4 right below a click at every position, falling with the distance (a user
+    still reading far below a click is one who did not stop), each curve flat in position; the labels
+    rank the attractiveness as well as by the clicks above."""
+    frame, _ = cascade
+    log = with_click_context(spark.createDataFrame(frame), "last_click_distance").cache()
+    w = SETTINGS.but(em_noise_floor=False, em_click_context=4, em_click_context_by="last_click_distance")
+    _, info, cm = _driver_fit(log, w)
+    curves = info["examination_by_click_context"]
+    assert sorted(curves) == ["0", "1", "2", "3", "4"]
+    assert min(curves["0"].values()) > 0.95
+    assert all(abs(v - 0.4) < 0.03 for v in curves["1"].values()), curves["1"]
+    means = [np.mean(list(curves[str(d)].values())) for d in range(1, 5)]
+    assert means == sorted(means, reverse=True) and means[3] < 0.6 * means[0]
+    truth = _truth_by_bucket(log)
+    ev = cm.evidence.set_index("_bucket")["_gamma"]
+    assert pd.Series(ev).rank().corr(truth.reindex(ev.index).rank()) > 0.885   # 0.894 (seed 5), as clicks_above
+
+
 def test_carry_forward_falls_back_one_context_down():
     slots = [1, 2, 3, SLOT_STRIDE + 2, SLOT_STRIDE + 3, 2 * SLOT_STRIDE + 3]
     fitted = {1: 1.0, 2: 0.8, 3: 0.6, SLOT_STRIDE + 3: 0.3}
@@ -212,17 +245,19 @@ def raw_dir(tmp_path_factory) -> str:
     return str(folder)
 
 
-@pytest.mark.parametrize("shared_fit", ["joint", "marginal"])
-def test_the_score_job_labels_pairs_with_the_click_context(spark, raw_dir, tiny_model_dir, tmp_path, shared_fit):
+@pytest.mark.parametrize("shared_fit, by, levels", [("joint", "clicks_above", 1), ("marginal", "clicks_above", 1),
+                                                    ("joint", "last_click_distance", 2)])
+def test_the_score_job_labels_pairs_with_the_click_context(spark, raw_dir, tiny_model_dir, tmp_path, shared_fit, by,
+                                                           levels):
     """End to end: the job's pair labels are the driver's EM on (examination slot, pair) cells rebuilt from
     the output rows, with theta fitted either way; the run summary describes each context's curve; the
     rows keep their columns."""
-    sets = ["weighting.strategy=none", "weighting.pair_label=click_model", "weighting.em_click_context=1",
-            f"weighting.em_shared_fit={shared_fit}"]
+    sets = ["weighting.strategy=none", "weighting.pair_label=click_model", f"weighting.em_click_context={levels}",
+            f"weighting.em_shared_fit={shared_fit}", f"weighting.em_click_context_by={by}"]
     cfg = config.load_config(overrides=tiny_overrides(tiny_model_dir, *sets))
     summary = run_score(spark, f"{raw_dir}/clickstream", str(tmp_path / "out"), cfg)
-    assert sorted(summary["propensity_fit"]["examination_by_click_context"]) == ["0", "1"]
-    assert summary["click_context"] == {"levels": 1, "rows_without_session": 0}
+    assert sorted(summary["propensity_fit"]["examination_by_click_context"]) == [str(c) for c in range(levels + 1)]
+    assert summary["click_context"] == {"levels": levels, "by": by, "rows_without_session": 0}
     assert all(int(k) < SLOT_STRIDE for k in summary["propensity"])
     stored = json.loads((tmp_path / "out" / "_summary.json").read_text())
     assert "examination_by_click_context" in stored["propensity_fit"]
@@ -230,8 +265,13 @@ def test_the_score_job_labels_pairs_with_the_click_context(spark, raw_dir, tiny_
     assert CLICKS_ABOVE not in rows.columns
     pairs = pd.read_parquet(tmp_path / "out" / "_pairs")
     rows = rows.sort_values(["session_id", "query", "position", "event_id"])
-    above = rows.groupby(["session_id", "query"])["clicked"].cumsum() - rows["clicked"]
-    slot = rows["position"].astype(np.int64) + SLOT_STRIDE * np.minimum(above, 1)
+    if by == "clicks_above":
+        context = rows.groupby(["session_id", "query"])["clicked"].cumsum() - rows["clicked"]
+    else:   # positions below the last click above (0 with none): any row after a click in its search is >= 1
+        clicked_at = rows["position"].where(rows["clicked"] == 1)
+        last = clicked_at.groupby([rows["session_id"], rows["query"]]).transform(lambda x: x.shift().ffill())
+        context = (rows["position"] - last).fillna(0).astype(np.int64)
+    slot = rows["position"].astype(np.int64) + SLOT_STRIDE * np.minimum(context, levels)
     key = rows["query"].str.strip() + "\x00" + rows["title"].str.strip()
     codes, uniques = pd.factorize(key, sort=True)
     cells = (rows.assign(_bucket=codes, c=rows["clicked"], position=slot).groupby(["position", "_bucket"])
@@ -258,7 +298,7 @@ def test_the_score_job_keeps_one_persisted_copy_of_the_rows_with_the_click_conte
         row_copies = [f for f in cached if {"event_id", "p_model"} <= set(f.columns)
                       and not {"weight", "raw_weight"} & set(f.columns)]   # the rows before their weights
         assert len(row_copies) == 1 and CLICKS_ABOVE in row_copies[0].columns
-        assert stats["click_context"] == {"levels": 2, "rows_without_session": 0}
+        assert stats["click_context"] == {"levels": 2, "by": "clicks_above", "rows_without_session": 0}
         assert CLICKS_ABOVE not in out.columns
     finally:
         score.release(cached)
@@ -280,7 +320,8 @@ def test_a_log_without_session_ids_reads_as_the_position_based_model(spark, raw_
         pairs = pd.read_parquet(out / "_pairs")
         labels[context] = pairs.set_index(["query", "title"])["label"].sort_index()
     rows = summaries[2]["rows_valid"]
-    assert summaries[2]["click_context"] == {"levels": 2, "rows_without_session": rows} and rows > 500
+    assert summaries[2]["click_context"] == {"levels": 2, "by": "clicks_above", "rows_without_session": rows}
+    assert rows > 500
     assert "click_context" not in summaries[0]
     assert summaries[2]["propensity"] == pytest.approx(summaries[0]["propensity"])
     np.testing.assert_allclose(labels[2].to_numpy(), labels[0].to_numpy(), rtol=1e-9)

@@ -34,7 +34,8 @@ class WeightingSettings(ConfigSection):
     em_monotone: bool
     em_examination: str                # free | power
     em_shared_fit: str                 # joint | marginal (weights.propensity_em)
-    em_click_context: int              # 0: examination by position | C: by position and clicks above (0..C)
+    em_click_context: int              # 0: examination by position | C: by position and click context (0..C)
+    em_click_context_by: str           # clicks_above | last_click_distance (udfs/weighting/spark.py with_click_context)
     pair_label: str                    # auto | click_model | clicks
     denoise_weight: float
     denoise_mode: str                  # hard | soft

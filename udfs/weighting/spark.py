@@ -81,17 +81,33 @@ class ClickModel:
     click_context: int = 0         # theta's keys are examination slots (udfs/weighting/slots.py) when > 0
 
 
-CLICKS_ABOVE = "_clicks_above"  # the rows' clicks above them in their search, while the click model reads it
+CLICKS_ABOVE = "_click_context"  # each row's click context (before the cap), while the click model reads it
+CLICK_CONTEXTS = ("clicks_above", "last_click_distance")
+
+
+def with_click_context(df: DataFrame, by: str = "clicks_above") -> DataFrame:
+    """Adds CLICKS_ABOVE, the row's click context within its search (its session_id and query), rows in
+    position order (event_id breaking ties): `clicks_above`, the clicks at higher positions; or
+    `last_click_distance`, how many positions below the last click above it the row is (0 with no click
+    above), the user browsing model's context (Dupret and Piwowarski 2008): under a cascade a user still
+    reading a row far below a click is one who did not stop there. One window over the rows (a shuffle by
+    search). A row without a session_id (optional in the data contract) has no known search: 0, the
+    position-based read."""
+    if by not in CLICK_CONTEXTS:
+        raise ValueError(f"click context by {by!r}: one of {CLICK_CONTEXTS}")
+    search = (Window.partitionBy("session_id", "query").orderBy("position", "event_id")
+              .rowsBetween(Window.unboundedPreceding, -1))  # event_id: ties in position keep one order
+    if by == "clicks_above":
+        context = F.coalesce(F.sum("clicked").over(search), F.lit(0))
+    else:
+        last_click = F.max(F.when(F.col("clicked") == 1, F.col("position"))).over(search)
+        context = F.coalesce(F.col("position") - last_click, F.lit(0))
+    return df.withColumn(CLICKS_ABOVE, F.when(F.col("session_id").isNull(), F.lit(0)).otherwise(context).cast("long"))
 
 
 def with_clicks_above(df: DataFrame) -> DataFrame:
-    """Adds CLICKS_ABOVE: the clicks at higher positions of the row's search (its session_id and query):
-    the click context of weighting.em_click_context. One window over the rows (a shuffle by search). A row
-    without a session_id (optional in the data contract) has no known search: 0, the position-based read."""
-    search = (Window.partitionBy("session_id", "query").orderBy("position", "event_id")
-              .rowsBetween(Window.unboundedPreceding, -1))  # event_id: ties in position keep one order
-    above = F.coalesce(F.sum("clicked").over(search), F.lit(0))
-    return df.withColumn(CLICKS_ABOVE, F.when(F.col("session_id").isNull(), F.lit(0)).otherwise(above).cast("long"))
+    """with_click_context by the clicks above (the default context)."""
+    return with_click_context(df, "clicks_above")
 
 
 def examination_slot(click_context: int) -> Column:
@@ -519,11 +535,12 @@ def _weigh(scored: DataFrame, w: WeightingSettings, sampling: SamplingSettings, 
         # the click context (udfs/weighting/slots.py): computed once, read by the cells and by p_click's join;
         # the score job adds it before persisting its rows (udfs/scoring/spark.score_rows), else here
         if CLICKS_ABOVE not in scored.columns:
-            scored = with_clicks_above(scored).persist(StorageLevel.MEMORY_AND_DISK)
+            scored = with_click_context(scored, w.em_click_context_by).persist(StorageLevel.MEMORY_AND_DISK)
             persisted.append(scored)
         if no_session is None:
             no_session = scored.filter(F.col("session_id").isNull()).count()
-        stats["click_context"] = {"levels": w.click_context, "rows_without_session": no_session}
+        stats["click_context"] = {"levels": w.click_context, "by": w.em_click_context_by,
+                                  "rows_without_session": no_session}
         if no_session:
             log.warning("weighting.em_click_context=%d: %d of %d rows have no session_id; they are read "
                         "with no click above them (the position-based model)", w.click_context,
