@@ -291,14 +291,16 @@ def test_the_score_job_keeps_one_persisted_copy_of_the_rows_with_the_click_conte
     from jobs import score
 
     cfg = config.load_config(overrides=tiny_overrides(tiny_model_dir, "weighting.strategy=none"))
-    assert WeightingSettings.from_config(cfg).click_context == 2   # the default
+    default = WeightingSettings.from_config(cfg)
+    assert default.click_context > 0   # the default reads the click context
     rows, _ = score.extract(spark, f"{raw_dir}/clickstream", None)
     out, _, stats, cached, _ = score.transform(rows, cfg, "run-test")
     try:
         row_copies = [f for f in cached if {"event_id", "p_model"} <= set(f.columns)
                       and not {"weight", "raw_weight"} & set(f.columns)]   # the rows before their weights
         assert len(row_copies) == 1 and CLICKS_ABOVE in row_copies[0].columns
-        assert stats["click_context"] == {"levels": 2, "by": "clicks_above", "rows_without_session": 0}
+        assert stats["click_context"] == {"levels": default.click_context, "by": default.em_click_context_by,
+                                          "rows_without_session": 0}
         assert CLICKS_ABOVE not in out.columns
     finally:
         score.release(cached)
@@ -306,22 +308,25 @@ def test_the_score_job_keeps_one_persisted_copy_of_the_rows_with_the_click_conte
 
 def test_a_log_without_session_ids_reads_as_the_position_based_model(spark, raw_dir, tiny_model_dir, tmp_path):
     """session_id is optional in the data contract: a log without the column scores under the default
-    (em_click_context 2), says how many rows had no session, and labels its pairs exactly as the
-    position-based model does (every row in context 0)."""
+    click context, says how many rows had no session, and labels its pairs exactly as the position-based
+    model does (every row in context 0)."""
     folder = tmp_path / "no_session"
     pd.read_parquet(f"{raw_dir}/clickstream").drop(columns=["session_id"]).to_parquet(folder.with_suffix(".parquet"))
     source = str(folder.with_suffix(".parquet"))
     summaries, labels = {}, {}
-    for context in (2, 0):
+    default = WeightingSettings.from_config(config.load_config())
+    for context in (default.em_click_context, 0):
         sets = ["weighting.strategy=none", "weighting.pair_label=click_model", f"weighting.em_click_context={context}"]
         cfg = config.load_config(overrides=tiny_overrides(tiny_model_dir, *sets))
         out = tmp_path / f"out{context}"
         summaries[context] = run_score(spark, source, str(out), cfg)
         pairs = pd.read_parquet(out / "_pairs")
         labels[context] = pairs.set_index(["query", "title"])["label"].sort_index()
-    rows = summaries[2]["rows_valid"]
-    assert summaries[2]["click_context"] == {"levels": 2, "by": "clicks_above", "rows_without_session": rows}
+    c = default.em_click_context
+    rows = summaries[c]["rows_valid"]
+    assert summaries[c]["click_context"] == {"levels": c, "by": default.em_click_context_by,
+                                             "rows_without_session": rows}
     assert rows > 500
     assert "click_context" not in summaries[0]
-    assert summaries[2]["propensity"] == pytest.approx(summaries[0]["propensity"])
-    np.testing.assert_allclose(labels[2].to_numpy(), labels[0].to_numpy(), rtol=1e-9)
+    assert summaries[c]["propensity"] == pytest.approx(summaries[0]["propensity"])
+    np.testing.assert_allclose(labels[c].to_numpy(), labels[0].to_numpy(), rtol=1e-9)

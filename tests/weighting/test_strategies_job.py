@@ -78,7 +78,7 @@ def test_score_mlm_quality_in_spark(spark, raw_dir, tiny_model_dir, tiny_mlm_dir
     summary = run_score(spark, f"{raw_dir}/clickstream", str(tmp_path / "out"), cfg)
     assert summary["propensity_fit"] == {"estimator": "ratio"}
     # the default click context needs the EM: the summary says it was not used, and why
-    assert summary["click_context"] == {"levels": 0, "requested": 2,
+    assert summary["click_context"] == {"levels": 0, "requested": cfg["weighting"]["em_click_context"],
                                         "not_used": "propensity_estimator=ratio fits no click model"}
     assert summary["rows_in"] == summary["rows_out"] + summary["rows_quarantined"]
     assert summary["mlm_model"].startswith(Path(tiny_mlm_dir).name)
