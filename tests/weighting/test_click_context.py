@@ -185,13 +185,14 @@ def test_clicks_above_count_the_higher_positions_of_the_same_search(spark):
 
 
 def test_last_click_distance_counts_the_positions_below_the_last_click_above(spark):
-    frame = pd.DataFrame({"session_id": ["a", "a", "a", "a", "b", "b", None, "a"],
-                          "event_id": list("12345678"), "query": ["x", "x", "x", "y", "x", "x", "x", "x"],
-                          "position": [3, 1, 2, 1, 1, 2, 2, 5], "clicked": [1, 1, 0, 1, 0, 1, 1, 0]})
+    frame = pd.DataFrame({"session_id": ["a", "a", "a", "a", "b", "b", None, "a", "a"],
+                          "event_id": list("123456789"), "query": ["x", "x", "x", "y", "x", "x", "x", "x", "x"],
+                          "position": [3, 1, 2, 1, 1, 2, 2, 5, 5], "clicked": [1, 1, 0, 1, 0, 1, 1, 1, 0]})
     got = with_click_context(spark.createDataFrame(frame), "last_click_distance").toPandas().sort_values("event_id")
-    # search (a, x): 1 (click), 2, 3 (click), 5: the last click above 2 and 3 is at 1, above 5 at 3;
-    # (a, y) and (b, x)'s first rows have no click above; a row without a session reads as none
-    assert got[CLICKS_ABOVE].tolist() == [2, 0, 1, 0, 0, 0, 0, 2]
+    # search (a, x): 1 (click), 2, 3 (click), 5 (click), 5: the last click above 2 and 3 is at 1, above the
+    # first 5 at 3; the second 5 shares its position with the click before it (event order): 1 below it,
+    # not "no click"; (a, y) and (b, x)'s first rows have no click above; a row without a session reads as none
+    assert got[CLICKS_ABOVE].tolist() == [2, 0, 1, 0, 0, 0, 0, 2, 1]
     with pytest.raises(ValueError, match="one of"):
         with_click_context(spark.createDataFrame(frame), "clicks_below")
 

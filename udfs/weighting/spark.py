@@ -101,7 +101,9 @@ def with_click_context(df: DataFrame, by: str = "clicks_above") -> DataFrame:
         context = F.coalesce(F.sum("clicked").over(search), F.lit(0))
     else:
         last_click = F.max(F.when(F.col("clicked") == 1, F.col("position"))).over(search)
-        context = F.coalesce(F.col("position") - last_click, F.lit(0))
+        # at least 1 below a click above it, a row logged at the clicked row's own position included
+        # (greatest skips nulls: "no click above" is tested first)
+        context = F.when(last_click.isNull(), F.lit(0)).otherwise(F.greatest(F.col("position") - last_click, F.lit(1)))
     return df.withColumn(CLICKS_ABOVE, F.when(F.col("session_id").isNull(), F.lit(0)).otherwise(context).cast("long"))
 
 
