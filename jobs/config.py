@@ -276,7 +276,7 @@ def validate(cfg: dict[str, Any]) -> None:
     _check(not clicks_above or inp["max_position"] < SLOT_STRIDE,
            f"input.max_position must be below {SLOT_STRIDE} while the click model reads the click context "
            "(weighting.em_click_context > 0): its examination slots are position + "
-           f"{SLOT_STRIDE} x clicks above; set weighting.em_click_context=0 for deeper positions")
+           f"{SLOT_STRIDE} x the click context; set weighting.em_click_context=0 for deeper positions")
     _check(inp["max_title_chars"] >= 1 and inp["max_query_chars"] >= 1,
            "input.max_title_chars and input.max_query_chars must be >= 1")
     try:
