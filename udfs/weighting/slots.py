@@ -1,9 +1,10 @@
 """Examination slots: the click model's "position" when examination depends on the click context.
 
 With weighting.em_click_context > 0 the EM's cells are keyed by an examination slot, position +
-SLOT_STRIDE x the number of clicks above the row in its search (capped at em_click_context), so that each
-click context has its own examination curve: the user browsing model of Dupret and Piwowarski (2008),
-coarsened to the count of clicks above. A cascade user who stops after a click examines little below it;
+SLOT_STRIDE x the row's click context in its search, capped at em_click_context (em_click_context_by:
+how many positions below the last click above it, 0 with none, the user browsing model of Dupret and
+Piwowarski (2008); or the count of clicks above it), so that each click context has its own examination
+curve. A cascade user who stops after a click examines little below it;
 a position-based model averages that over queries, under-correcting the pairs below a click in good
 queries and over-correcting those deep in poor ones. Context 0's slots are the positions themselves, so
 a log read position by position (em_click_context 0) keeps its keys. Logged positions must be below

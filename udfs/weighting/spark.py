@@ -114,7 +114,7 @@ def with_clicks_above(df: DataFrame) -> DataFrame:
 
 def examination_slot(click_context: int) -> Column:
     """The EM's key for a row's examination: its position, or with click_context C > 0 its position plus
-    SLOT_STRIDE x min(clicks above it, C) (udfs/weighting/slots.py; needs with_clicks_above)."""
+    SLOT_STRIDE x min(its click context, C) (udfs/weighting/slots.py; needs with_click_context)."""
     position = F.col("position").cast("long")
     if not click_context:
         return position
