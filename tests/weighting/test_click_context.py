@@ -19,7 +19,7 @@ from udfs.weighting import weights as W
 from udfs.weighting.settings import WeightingSettings
 from udfs.weighting.slots import SLOT_STRIDE, marginal_by_position
 from udfs.weighting.spark import (
-    CLICKS_ABOVE,
+    CLICK_CONTEXT,
     collect_cells,
     estimate_propensity,
     pair_bucket,
@@ -92,7 +92,7 @@ def test_the_click_context_reads_the_cascade_and_labels_pairs_better(cascade, sp
     assert (c1 < 0.75 * c0[1:]).all()
     # The per-position propensity (ipw, the gate) is each position's examination over its contexts,
     # weighted by their rows: about what the position-based fit finds, falling with position.
-    rows = frame.assign(above=np.minimum(log.select(CLICKS_ABOVE).toPandas()[CLICKS_ABOVE], 1))
+    rows = frame.assign(above=np.minimum(log.select(CLICK_CONTEXT).toPandas()[CLICK_CONTEXT], 1))
     share = rows.groupby(["position", "above"]).size().unstack(fill_value=0)
     for k in range(2, 9):
         mean = (share.loc[k, 0] * curves["0"][k] + share.loc[k, 1] * curves["1"][k]) / share.loc[k].sum()
@@ -163,13 +163,13 @@ def test_each_rows_click_probability_reads_its_own_slot(cascade, spark):
     _, _, cm = _driver_fit(log, w)
     out = with_click_probability(log.withColumn("b", pair_bucket()), cm, spark).toPandas()
     assert out["p_click"].notna().all() and "_position" not in out.columns
-    slot = out["position"].astype(np.int64) + SLOT_STRIDE * np.minimum(out[CLICKS_ABOVE], 1)
+    slot = out["position"].astype(np.int64) + SLOT_STRIDE * np.minimum(out[CLICK_CONTEXT], 1)
     held = cm.held_out().set_index(["_bucket", "_position"])
     cell = held.loc[list(zip(out["b"], slot))]
     gamma = np.where(out["clicked"] == 1, cell["_g_click"], cell["_g_skip"])
     expected = cm.eps + (1 - cm.eps) * slot.map(cm.theta).to_numpy() * np.clip(gamma, W.EPS, 1 - W.EPS)
     np.testing.assert_allclose(out["p_click"], np.clip(expected, W.EPS, 1 - W.EPS), rtol=1e-9)
-    below = out[CLICKS_ABOVE] > 0   # the rows whose slot is not their position: context 1's theta is lower
+    below = out[CLICK_CONTEXT] > 0   # the rows whose slot is not their position: context 1's theta is lower
     assert below.mean() > 0.2
     assert (slot[below].map(cm.theta) < 0.8 * out.loc[below, "position"].map(cm.theta)).all()
 
@@ -181,7 +181,7 @@ def test_clicks_above_count_the_higher_positions_of_the_same_search(spark):
     got = with_clicks_above(spark.createDataFrame(frame)).toPandas().sort_values("event_id")
     # search (a, x): positions 1 (click), 2, 3 (click); (a, y) alone; (b, x): 1, 2 (click); rows without a
     # session have no known search, so no click above (not each other's)
-    assert got[CLICKS_ABOVE].tolist() == [1, 0, 1, 0, 0, 0, 0, 0]
+    assert got[CLICK_CONTEXT].tolist() == [1, 0, 1, 0, 0, 0, 0, 0]
 
 
 def test_last_click_distance_counts_the_positions_below_the_last_click_above(spark):
@@ -192,7 +192,7 @@ def test_last_click_distance_counts_the_positions_below_the_last_click_above(spa
     # search (a, x): 1 (click), 2, 3 (click), 5 (click), 5: the last click above 2 and 3 is at 1, above the
     # first 5 at 3; the second 5 shares its position with the click before it (event order): 1 below it,
     # not "no click"; (a, y) and (b, x)'s first rows have no click above; a row without a session reads as none
-    assert got[CLICKS_ABOVE].tolist() == [2, 0, 1, 0, 0, 0, 0, 2, 1]
+    assert got[CLICK_CONTEXT].tolist() == [2, 0, 1, 0, 0, 0, 0, 2, 1]
     with pytest.raises(ValueError, match="one of"):
         with_click_context(spark.createDataFrame(frame), "clicks_below")
 
@@ -263,7 +263,7 @@ def test_the_score_job_labels_pairs_with_the_click_context(spark, raw_dir, tiny_
     stored = json.loads((tmp_path / "out" / "_summary.json").read_text())
     assert "examination_by_click_context" in stored["propensity_fit"]
     rows = pd.read_parquet(tmp_path / "out")
-    assert CLICKS_ABOVE not in rows.columns
+    assert CLICK_CONTEXT not in rows.columns
     pairs = pd.read_parquet(tmp_path / "out" / "_pairs")
     rows = rows.sort_values(["session_id", "query", "position", "event_id"])
     if by == "clicks_above":
@@ -299,10 +299,10 @@ def test_the_score_job_keeps_one_persisted_copy_of_the_rows_with_the_click_conte
     try:
         row_copies = [f for f in cached if {"event_id", "p_model"} <= set(f.columns)
                       and not {"weight", "raw_weight"} & set(f.columns)]   # the rows before their weights
-        assert len(row_copies) == 1 and CLICKS_ABOVE in row_copies[0].columns
+        assert len(row_copies) == 1 and CLICK_CONTEXT in row_copies[0].columns
         assert stats["click_context"] == {"levels": default.click_context, "by": default.em_click_context_by,
                                           "rows_without_session": 0}
-        assert CLICKS_ABOVE not in out.columns
+        assert CLICK_CONTEXT not in out.columns
     finally:
         score.release(cached)
 

@@ -81,12 +81,12 @@ class ClickModel:
     click_context: int = 0         # theta's keys are examination slots (udfs/weighting/slots.py) when > 0
 
 
-CLICKS_ABOVE = "_click_context"  # each row's click context (before the cap), while the click model reads it
+CLICK_CONTEXT = "_click_context"  # each row's click context (before the cap), while the click model reads it
 CLICK_CONTEXTS = ("clicks_above", "last_click_distance")
 
 
 def with_click_context(df: DataFrame, by: str = "clicks_above") -> DataFrame:
-    """Adds CLICKS_ABOVE, the row's click context within its search (its session_id and query), rows in
+    """Adds CLICK_CONTEXT, the row's click context within its search (its session_id and query), rows in
     position order (event_id breaking ties): `clicks_above`, the clicks at higher positions; or
     `last_click_distance`, how many positions below the last click above it the row is (0 with no click
     above), the user browsing model's context (Dupret and Piwowarski 2008): under a cascade a user still
@@ -104,7 +104,7 @@ def with_click_context(df: DataFrame, by: str = "clicks_above") -> DataFrame:
         # at least 1 below a click above it, a row logged at the clicked row's own position included
         # (greatest skips nulls: "no click above" is tested first)
         context = F.when(last_click.isNull(), F.lit(0)).otherwise(F.greatest(F.col("position") - last_click, F.lit(1)))
-    return df.withColumn(CLICKS_ABOVE, F.when(F.col("session_id").isNull(), F.lit(0)).otherwise(context).cast("long"))
+    return df.withColumn(CLICK_CONTEXT, F.when(F.col("session_id").isNull(), F.lit(0)).otherwise(context).cast("long"))
 
 
 def with_clicks_above(df: DataFrame) -> DataFrame:
@@ -118,7 +118,7 @@ def examination_slot(click_context: int) -> Column:
     position = F.col("position").cast("long")
     if not click_context:
         return position
-    return position + F.lit(SLOT_STRIDE) * F.least(F.col(CLICKS_ABOVE), F.lit(int(click_context)))
+    return position + F.lit(SLOT_STRIDE) * F.least(F.col(CLICK_CONTEXT), F.lit(int(click_context)))
 
 
 def pair_bucket() -> Column:
@@ -536,7 +536,7 @@ def _weigh(scored: DataFrame, w: WeightingSettings, sampling: SamplingSettings, 
     if w.click_context:
         # the click context (udfs/weighting/slots.py): computed once, read by the cells and by p_click's join;
         # the score job adds it before persisting its rows (udfs/scoring/spark.score_rows), else here
-        if CLICKS_ABOVE not in scored.columns:
+        if CLICK_CONTEXT not in scored.columns:
             scored = with_click_context(scored, w.em_click_context_by).persist(StorageLevel.MEMORY_AND_DISK)
             persisted.append(scored)
         if no_session is None:
@@ -617,7 +617,7 @@ def _weigh(scored: DataFrame, w: WeightingSettings, sampling: SamplingSettings, 
     if any(s.name == "loss" for s in strategies.signals(config)):
         fitted["loss_shift"] = stats["loss_max"] = (cells_mod.max_loss(cells["pm"], cells["n"], cells["c"])
                                                     if cells is not None else max_loss(joined))
-    joined = joined.drop(CLICKS_ABOVE)  # read by the click model only (a no-op without the click context)
+    joined = joined.drop(CLICK_CONTEXT)  # read by the click model only (a no-op without the click context)
     weighted = (with_signals(joined, w.strategy, w.formula_params(**fitted), propensity, p_noise)
                 .persist(StorageLevel.MEMORY_AND_DISK))
     persisted.append(weighted)
