@@ -42,14 +42,21 @@ def held_out_pairs(table: str, world: int, eval_fraction: float) -> pd.DataFrame
     return pd.concat(parts, ignore_index=True)
 
 
-def slot_counts(log: pd.DataFrame, held: pd.DataFrame, buckets: int, levels: int) -> tuple[np.ndarray, np.ndarray]:
+def slot_counts(log: pd.DataFrame, held: pd.DataFrame, buckets: int, levels: int,
+                by: str = "clicks_above") -> tuple[np.ndarray, np.ndarray]:
     """Impressions and clicks of each held-out pair per slot (context c, position bucket k at column
-    c * buckets + k - 1; positions past `buckets` pooled, contexts past `levels` pooled): the clicks
-    above a row counted in its (session_id, query) search, ordered by position then event_id, as the
-    score job does (udfs/weighting/spark.py with_clicks_above)."""
+    c * buckets + k - 1; positions past `buckets` pooled, contexts past `levels` pooled): a row's click
+    context in its (session_id, query) search, ordered by position then event_id, as the score job
+    reads it (udfs/weighting/spark.py with_click_context): the clicks above it, or `last_click_distance`,
+    the positions below the last click above it (at least 1; 0 with none)."""
     log = log.sort_values(["session_id", "query", "position", "event_id"])
-    above = log.groupby(["session_id", "query"])["clicked"].cumsum() - log["clicked"]
-    slot = np.minimum(above, levels) * buckets + np.minimum(log["position"], buckets) - 1
+    search = [log["session_id"], log["query"]]
+    if by == "clicks_above":
+        context = log.groupby(search)["clicked"].cumsum() - log["clicked"]
+    else:
+        last = log["position"].where(log["clicked"] == 1).groupby(search).transform(lambda x: x.shift().ffill())
+        context = np.maximum(log["position"] - last, 1).fillna(0).astype(np.int64)
+    slot = np.minimum(context, levels) * buckets + np.minimum(log["position"], buckets) - 1
     key = pd.DataFrame({"query": log["query"].str.strip(), "title": log["title"].str.strip(),
                         "slot": slot.to_numpy(), "clicked": log["clicked"].to_numpy()})
     rows = key.merge(held[["query", "title"]].reset_index(), on=["query", "title"])
@@ -71,7 +78,7 @@ def replay(run: Path, config: str, world: int, eval_fraction: float, buckets: in
     held = held_out_pairs(str(run / f"w_{config}" / "_pairs"), world, eval_fraction)
     log = pd.read_parquet(run / "clickstream", columns=["event_id", "session_id", "query", "title", "position",
                                                        "clicked"])
-    n, c = slot_counts(log, held, buckets, levels)
+    n, c = slot_counts(log, held, buckets, levels, summary.get("click_context", {}).get("by", "clicks_above"))
     query = held["query_bucket"].to_numpy()
     readings = {
         "position": (n.reshape(len(n), levels + 1, buckets).sum(1), c.reshape(len(c), levels + 1, buckets).sum(1),

@@ -1,4 +1,5 @@
 """benchmarks/gate_by_slot.py: the held-out pairs' clicks per slot (position x clicks above)."""
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -33,3 +34,13 @@ def test_rows_that_do_not_reconcile_with_the_pair_table_stop_the_replay():
     held = pd.DataFrame({"query": ["q"], "title": ["a"], "impressions": [2], "clicks": [1]})
     with pytest.raises(SystemExit, match="reconcile"):
         slot_counts(log, held, buckets=10, levels=1)
+
+
+def test_by_distance_a_row_lands_in_how_far_below_the_last_click_above_it_it_is():
+    log = pd.DataFrame({"event_id": ["e1", "e2", "e3", "e4"], "session_id": ["s1"] * 4, "query": ["q"] * 4,
+                        "title": ["a", "b", "c", "d"], "position": [1, 2, 3, 4], "clicked": [1, 0, 0, 1]})
+    held = pd.DataFrame({"query": ["q"] * 4, "title": ["a", "b", "c", "d"], "impressions": [1] * 4,
+                         "clicks": [1, 0, 0, 1]})
+    n, _ = slot_counts(log, held, buckets=10, levels=2, by="last_click_distance")
+    # a: no click above (context 0); b: 1 below the click at 1; c and d: 2 and 3 below it, pooled at 2
+    assert [int(np.argmax(row)) for row in n] == [0, 10 + 1, 20 + 2, 20 + 3]
