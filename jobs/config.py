@@ -272,8 +272,8 @@ def validate(cfg: dict[str, Any]) -> None:
            f"scorer.device must be auto | cpu | cuda | cuda:N, got {sc['device']!r}")
     inp = cfg["input"]
     _check(inp["max_position"] >= 1, "input.max_position must be >= 1")
-    clicks_above = w["em_click_context"] and w["propensity_estimator"] == "em" and w["em_examination"] == "free"
-    _check(not clicks_above or inp["max_position"] < SLOT_STRIDE,
+    reads_context = w["em_click_context"] and w["propensity_estimator"] == "em" and w["em_examination"] == "free"
+    _check(not reads_context or inp["max_position"] < SLOT_STRIDE,
            f"input.max_position must be below {SLOT_STRIDE} while the click model reads the click context "
            "(weighting.em_click_context > 0): its examination slots are position + "
            f"{SLOT_STRIDE} x the click context; set weighting.em_click_context=0 for deeper positions")

@@ -10,6 +10,7 @@ import datetime as dt
 import json
 import os
 import time
+from functools import partial
 from typing import Any
 
 from pyspark import StorageLevel
@@ -205,12 +206,10 @@ def transform(df: DataFrame, cfg: dict[str, Any], run_id: str, catalog: DataFram
     started = time.perf_counter()
     try:
         weighting = WeightingSettings.from_config(cfg)
-
-        def click_context(rows: DataFrame) -> DataFrame:
-            return with_click_context(rows, weighting.em_click_context_by)
         # the click context's window runs before the scores join the rows: one persisted copy carries it
+        context = partial(with_click_context, by=weighting.em_click_context_by) if weighting.click_context else None
         scored, scoring_stats, kept_pairs = score_rows(valid, cfg, settings, config_mod.row_model_inputs(cfg),
-                                                       rows_in, click_context if weighting.click_context else None)
+                                                       rows_in, context)
         cached.extend([f for f in (kept_pairs, scored) if f is not None])
         rows_without_session = scoring_stats.pop("rows_without_session")
         stats.update(scoring_stats)

@@ -128,7 +128,7 @@ def score_rows(valid: DataFrame, cfg: dict[str, Any], settings: ScoringSettings,
     value is None. Otherwise they stay with the distinct pairs: the third value is the scored pairs,
     persisted, token ids included (the pair table takes them from there), and the rows, which every
     weighting pass reads, are a fraction of the width (on a Zipf log, ~15 rows a pair).
-    row_columns: adds per-row columns the weighting reads (the click context's clicks above) to the
+    row_columns: adds per-row columns the weighting reads (the click context) to the
     valid rows before the scores join them, so that the one persisted copy of the rows carries them."""
     stats: dict[str, Any] = {}
     # From the config and the input's size, not the session's value (which the job fits to the cores):

@@ -108,7 +108,7 @@ def with_click_context(df: DataFrame, by: str = "clicks_above") -> DataFrame:
 
 
 def with_clicks_above(df: DataFrame) -> DataFrame:
-    """with_click_context by the clicks above (the default context)."""
+    """with_click_context by the count of clicks above."""
     return with_click_context(df, "clicks_above")
 
 
