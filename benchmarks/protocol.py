@@ -51,7 +51,7 @@ CLICK_MODELS: dict[str, SimulatorSettings] = {
 # on the 1..3 scale: click 0.4 to 0.9, stop 0.1 to 0.5), so a row's examination depends on the rows above
 # it. `trust`: trust bias with Vardasbi et al. 2020's parameters (false clicks 0.65/k, examination 1/k), a
 # noise floor that falls with position where clickweight fits one floor for all. Both added 2026-12-06,
-# before any run of them; docs/quality.md "Generality probes" has their rule. `good_ranker` (added the
+# before any run of them; docs/quality_screens.md "Generality probes" has their rule. `good_ranker` (added the
 # same day, after the first two's seed 0 and before any run of it): today's simulator with a logging
 # ranker three times as sharp (noise sd 0.2 instead of 0.6 on the 1..3 scale), so a pair's position says
 # much of its relevance and the position correction has more to take out with the bias (the demo's
