@@ -391,6 +391,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     sizes = args.rows or DEFAULT_ROWS[args.source]
     json_path = Path(args.json) if args.json else DEFAULT_JSON[args.source]
+    if args.work:  # a --work folder that does not exist yet is made, not a traceback
+        Path(args.work).mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix="cw-scaling-", dir=args.work))
     cases = []
     try:
