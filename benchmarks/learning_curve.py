@@ -17,6 +17,9 @@ path's `<click model>_s<sessions>` folder, else its file's arguments); nothing i
     .venv/bin/python -m benchmarks.learning_curve --tag dev_s0 \\
         --include $R/quality_dev_lc_s2_s0.json --include $R/quality_dev_lc_s4_s0.json \\
         --include $R/quality_dev_lc_s8_s0.json --include $R/quality_dev_lc_s16_s0.json
+    # the test form: today's default is `default_ubm` in the test files (beside the position-based `default`)
+    .venv/bin/python -m benchmarks.learning_curve --tag test_s01 --candidate default_ubm \
+        --include $R/quality_test_test_ubm_s0.json --include $R/quality_test_lc_test_s8_s0.json ...
 
 Writes benchmarks/results/learning_curve_TAG.{json,md}.
 """
@@ -64,15 +67,17 @@ def doubling_share(default_half: float, naive_half: float, naive_full: float) ->
     return float((default_half - naive_half) / gain) if gain > 0 else float("nan")
 
 
-def curve(frame: pd.DataFrame, replicates: int, seed: int = 0) -> list[dict]:
-    """Per click model and size N (naive's sessions) with default at N/2 on at least one seed.
-    Deterministic given `seed` (the joint bootstrap's)."""
+def curve(frame: pd.DataFrame, replicates: int, seed: int = 0, candidate: str = CANDIDATE) -> list[dict]:
+    """Per click model and size N (naive's sessions) with the candidate (the default) at N/2 on at least one
+    seed. `candidate`: the configuration that stands for the default (on the test split today's default is
+    `default_ubm`, beside the position-based `default` it replaced). Deterministic given `seed` (the joint
+    bootstrap's)."""
     out = []
     by = {k: g.set_index("seed") for k, g in frame.groupby(["click_model", "config", "sessions"])}
     for cm in dict.fromkeys(frame["click_model"]):
         for n in sorted(frame.loc[(frame["click_model"] == cm) & (frame["config"] == BASELINE), "sessions"].unique()):
             full, half = by.get((cm, BASELINE, n)), by.get((cm, BASELINE, n / 2))
-            cand = by.get((cm, CANDIDATE, n / 2))
+            cand = by.get((cm, candidate, n / 2))
             if cand is None or half is None:
                 continue
             seeds = sorted(set(full.index) & set(half.index) & set(cand.index))
@@ -94,7 +99,7 @@ def curve(frame: pd.DataFrame, replicates: int, seed: int = 0) -> list[dict]:
             a_full, a_half = full.loc[seeds, "auc"].to_numpy(), half.loc[seeds, "auc"].to_numpy()
             a_cand = cand.loc[seeds, "auc"].to_numpy()
             out.append({
-                "click_model": cm, "sessions": n, "seeds": seeds,
+                "click_model": cm, "sessions": n, "seeds": seeds, "candidate": candidate,
                 "impressions": {"full": float(full.loc[seeds, "impressions"].mean()),
                                 "half": float(half.loc[seeds, "impressions"].mean())},
                 "auc": {"naive_full": a_full.tolist(), "naive_half": a_half.tolist(), "default_half": a_cand.tolist()},
@@ -141,11 +146,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--include", action="append", required=True, help="a benchmarks.quality results JSON")
     p.add_argument("--tag", required=True)
     p.add_argument("--replicates", type=int, default=1000, help="bootstrap draws per seed")
+    p.add_argument("--candidate", default=CANDIDATE,
+                   help="the configuration standing for the default at N/2 (test files: default_ubm, today's default)")
     args = p.parse_args(argv)
     files = [json.loads(Path(f).read_text()) for f in args.include]
-    rows = curve(runs_by_size(files), args.replicates)
+    rows = curve(runs_by_size(files), args.replicates, candidate=args.candidate)
     if not rows:
-        raise SystemExit("no size N with naive at N and N/2 and the default at N/2 in the included files")
+        raise SystemExit(f"no size N with naive at N and N/2 and {args.candidate} at N/2 in the included files")
     stem = ROOT / "benchmarks" / "results" / f"learning_curve_{args.tag}"
     stem.with_suffix(".json").write_text(json.dumps({"args": vars(args), "rows": rows}, indent=2) + "\n")
     stem.with_suffix(".md").write_text(markdown(rows))

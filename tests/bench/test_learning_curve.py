@@ -94,3 +94,19 @@ def test_rows_whose_query_counts_differ_are_refused_even_in_one_file(tmp_path):
     b = {**_run(tmp_path, 0, "graded", "naive", 8, 1.0), "heldout_queries": 800, "sessions": 8.0}
     with pytest.raises(SystemExit, match="heldout_queries"):
         lc.runs_by_size([_file([a, b], 4)])
+
+
+def test_candidate_names_the_configuration_that_stands_for_the_default(tmp_path):
+    # test files hold the position-based `default` beside today's `default_ubm`: --candidate picks which pairs
+    runs = [_run(tmp_path, 0, "graded", c, s, n) for s, c, n in ((8, "naive", 1.0), (4, "naive", 2.0),
+                                                                   (4, "default", 3.0), (4, "default_ubm", 0.5))]
+    files = [_file(runs, 8)]
+    for r in files[0]["runs"][1:]:
+        r["sessions"] = 8 if r["predictions"].endswith("s8_naive.parquet") else 4
+    frame = lc.runs_by_size(files)
+    old = lc.curve(frame, replicates=100)
+    new = lc.curve(frame, replicates=100, candidate="default_ubm")
+    assert [r["candidate"] for r in old + new] == ["default", "default_ubm"]
+    assert new[0]["auc"]["default_half"] == [runs[3]["auc"]] and old[0]["auc"]["default_half"] == [runs[2]["auc"]]
+    assert new[0]["default_half_minus_naive_full"]["mean"] > old[0]["default_half_minus_naive_full"]["mean"]
+    assert lc.curve(frame, replicates=100, candidate="absent") == []
