@@ -100,10 +100,7 @@ def test_candidate_names_the_configuration_that_stands_for_the_default(tmp_path)
     # test files hold the position-based `default` beside today's `default_ubm`: --candidate picks which pairs
     runs = [_run(tmp_path, 0, "graded", c, s, n) for s, c, n in ((8, "naive", 1.0), (4, "naive", 2.0),
                                                                    (4, "default", 3.0), (4, "default_ubm", 0.5))]
-    files = [_file(runs, 8)]
-    for r in files[0]["runs"][1:]:
-        r["sessions"] = 8 if r["predictions"].endswith("s8_naive.parquet") else 4
-    frame = lc.runs_by_size(files)
+    frame = lc.runs_by_size([_file(runs[:1], 8), _file(runs[1:], 4)])
     old = lc.curve(frame, replicates=100)
     new = lc.curve(frame, replicates=100, candidate="default_ubm")
     assert [r["candidate"] for r in old + new] == ["default", "default_ubm"]
