@@ -48,8 +48,16 @@ def main(argv: list[str] | None = None) -> int:
 
     for module in (job_phase, score, weighting_spark):   # each binds start_phase by name
         module.start_phase = traced
+    write_report = score.write_report_quietly
+
+    def traced_report(*args, **kwargs):   # the report (after the commit) as a phase of its own
+        close(f"{current[0]} (to the report: summary, commit)")
+        current[0] = "report"
+        return write_report(*args, **kwargs)
+
+    score.write_report_quietly = traced_report
     rc = score.main(sys.argv[1:] if argv is None else argv)
-    close(f"{current[0]} (to the end: summary, commit, report)")
+    close(current[0] if current[0] == "report" else f"{current[0]} (to the end: summary, commit, report)")
     print(json.dumps({"benchmark": "driver_rss_by_phase", "rc": rc, "phases": phases}))
     return int(rc or 0)
 
