@@ -27,6 +27,6 @@ def test_prints_each_phases_driver_peak(tmp_path, tiny_model_dir):
     names = [p["phase"] for p in result["phases"]]
     expected = ["validate and score pairs", "calibration", "propensity", "weights", "write rows"]
     assert [n for n in names if n in expected] == expected
-    assert names[-1].startswith("verify (to the end")
+    assert names[-2].startswith("verify (to the report") and names[-1] == "report"   # the report on its own
     assert all(p["peak_mib"] >= p["end_mib"] > 0 for p in result["phases"])
     assert (tmp_path / "out" / "_SUCCESS").exists()
