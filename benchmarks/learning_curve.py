@@ -18,7 +18,7 @@ path's `<click model>_s<sessions>` folder, else its file's arguments); nothing i
         --include $R/quality_dev_lc_s2_s0.json --include $R/quality_dev_lc_s4_s0.json \\
         --include $R/quality_dev_lc_s8_s0.json --include $R/quality_dev_lc_s16_s0.json
     # the test form: today's default is `default_ubm` in the test files (beside the position-based `default`)
-    .venv/bin/python -m benchmarks.learning_curve --tag test_s01 --candidate default_ubm \
+    .venv/bin/python -m benchmarks.learning_curve --tag test_s01 --candidate default_ubm \\
         --include $R/quality_test_test_ubm_s0.json --include $R/quality_test_lc_test_s8_s0.json ...
 
 Writes benchmarks/results/learning_curve_TAG.{json,md}.
