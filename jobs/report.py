@@ -5,8 +5,8 @@ names start with `_` so that Spark (and pyarrow) readers of a score output skip 
 metadata.
 
 Numbers come from the run's own records (_summary.json, train_summary.json, pipeline_results.json);
-the plots read the written rows with pyarrow (up to MAX_ROWS of them, no Spark). Rendering lives here,
-never in the maths modules.
+the plots read a sample of the written rows with pyarrow (up to MAX_ROWS, from every file; no Spark).
+Rendering lives here, never in the maths modules.
 """
 from __future__ import annotations
 
@@ -28,6 +28,7 @@ from jobs import inputs
 
 MAX_ROWS = 500_000
 READ_BATCH_ROWS = 65_536
+READ_BUFFER_BYTES = 1 << 20
 HTML, MARKDOWN, FIGURES = "_report.html", "_report.md", "_report_figures"
 ROW_COLUMNS = ("event_id", "query", "title", "position", "clicked", "added_to_cart", "purchased", "dwell_ms",
                "relevance", "p_model", "propensity", "noise_score", "suspect", "keep_prob", "raw_weight", "weight")
@@ -110,27 +111,56 @@ def output_dataset(folder: str | Path):
     return ds.dataset(str(folder), format="parquet", partitioning="hive", ignore_prefixes=["_", "."])
 
 
-def read_rows(folder: Path) -> pd.DataFrame:
-    """Up to MAX_ROWS of a score output's rows (the first files'), with ROW_COLUMNS, as pandas."""
+def file_shares(rows_per_file: list[int], total: int) -> list[int]:
+    """Rows to take from each file for a sample of `total` (or every row, if fewer): equal shares, what a
+    small file cannot fill passed on to the larger ones."""
+    shares, left = [0] * len(rows_per_file), total
+    order = sorted(range(len(rows_per_file)), key=rows_per_file.__getitem__)
+    for done, i in enumerate(order):
+        shares[i] = min(rows_per_file[i], -(-left // (len(order) - done)))
+        left -= shares[i]
+    return shares
+
+
+def read_rows(folder: Path, max_rows: int = MAX_ROWS) -> pd.DataFrame:
+    """A sample of a score output's rows with ROW_COLUMNS, as pandas: up to max_rows, the first rows of
+    every file in equal shares (so every date and file is in it). Strings stay Arrow-backed: as Python
+    objects they cost several times Arrow's bytes."""
     import pyarrow as pa
+    import pyarrow.parquet as pq
 
     data = output_dataset(folder)
     columns = [c for c in ROW_COLUMNS if c in data.schema.names]
-    batches, n = [], 0
-    # No read-ahead: by default the scanner decodes 4 files and 16 batches ahead, and a 10M-row output's
-    # files are large enough that this held a GB on the driver (benchmarks/score_scaling.py). Arrow
-    # batches, converted once: pandas' strings cost several times Arrow's.
-    for batch in data.to_batches(columns=columns, batch_size=READ_BATCH_ROWS, batch_readahead=0,
-                                 fragment_readahead=0):
-        batches.append(batch.slice(0, MAX_ROWS - n))
-        n += batches[-1].num_rows
-        if n >= MAX_ROWS:
-            break
+    fs = data.filesystem
+
+    def open_file(path: str):
+        # A buffered stream, nothing pre-buffered: a row group is decoded a buffer at a time, not read
+        # whole. Through the dataset scanner, 262k rows of one 3M-row row group held 0.95 to 1.2 GB even
+        # without read-ahead; this way 0.11 GB (docs/performance.md).
+        return pq.ParquetFile(fs.open_input_file(path), buffer_size=READ_BUFFER_BYTES, pre_buffer=False)
+
+    files = list(data.files)
+    counts = []
+    for path in files:
+        with open_file(path) as f:
+            counts.append(f.metadata.num_rows)
+    batches = []
+    for path, share in zip(files, file_shares(counts, max_rows)):
+        if not share:
+            continue
+        with open_file(path) as f:
+            n = 0
+            for batch in f.iter_batches(batch_size=min(READ_BATCH_ROWS, share), columns=columns):
+                batches.append(batch.slice(0, share - n))
+                n += batches[-1].num_rows
+                if n >= share:
+                    break
     if not batches:
         return pd.DataFrame(columns=columns)
-    table = pa.Table.from_batches(batches)
+    table = pa.Table.from_batches(batches, schema=batches[0].schema)
     del batches
-    return table.to_pandas(split_blocks=True, self_destruct=True)
+    strings = {pa.string(): pd.ArrowDtype(pa.string()), pa.large_string(): pd.ArrowDtype(pa.large_string())}
+    return table.to_pandas(split_blocks=True, self_destruct=True, types_mapper=strings.get)
 
 
 # ---------------------------------------------------------------- score output

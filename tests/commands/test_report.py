@@ -67,3 +67,45 @@ def test_the_background_warm_up_is_joined_before_any_figure_and_never_fails_the_
     fig, ax = report.figure()                      # waits for the warm-up, which failed quietly
     assert not thread.is_alive() and calls == ["warm"]
     assert report.png(fig)[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_file_shares_are_equal_and_pass_on_what_a_small_file_cannot_fill():
+    from jobs.report import file_shares
+
+    assert file_shares([100, 100, 100], 90) == [30, 30, 30]
+    assert file_shares([5, 100, 100], 90) == [5, 43, 42]       # the small file's 25 go to the others
+    assert file_shares([5, 100, 7], 1000) == [5, 100, 7]       # fewer rows than asked: every row
+    assert sum(file_shares([3, 9, 1, 40, 2], 31)) == 31
+    assert file_shares([], 10) == []
+
+
+def test_the_report_sample_takes_rows_from_every_file_and_keeps_strings_in_arrow(tmp_path, monkeypatch):
+    import pandas as pd
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from jobs import report
+
+    sizes = {("2026-01-01", 0): 50, ("2026-01-01", 1): 400, ("2026-01-02", 0): 300}
+    for (day, part), n in sizes.items():
+        folder = tmp_path / f"event_date={day}"
+        folder.mkdir(exist_ok=True)
+        pq.write_table(pa.table({
+            "event_id": [f"{day}/{part}/{i}" for i in range(n)], "query": [f"q{i % 4}" for i in range(n)],
+            "title": [f"t{i}" for i in range(n)], "position": [1 + i % 5 for i in range(n)],
+            "clicked": [i % 3 == 0 for i in range(n)], "weight": [float(i) for i in range(n)]}),
+            folder / f"part-{part}.parquet", row_group_size=128)  # several row groups a file
+    (tmp_path / "_summary.json").write_text("{}")                  # metadata is not rows
+    monkeypatch.setattr(report, "READ_BATCH_ROWS", 16)              # a share spans several batches
+    rows = report.read_rows(tmp_path, max_rows=300)
+    assert len(rows) == 300 and rows["event_id"].is_unique
+    taken = rows["event_id"].map(lambda e: e.rsplit("/", 1)[0]).value_counts().to_dict()
+    assert taken == {"2026-01-01/0": 50, "2026-01-01/1": 125, "2026-01-02/0": 125}
+    for file, n in taken.items():                                   # each file's first rows
+        assert set(rows["event_id"][rows["event_id"].str.startswith(file + "/")]) == {f"{file}/{i}" for i in range(n)}
+    assert isinstance(rows["title"].dtype, pd.ArrowDtype)
+    assert len(report.read_rows(tmp_path, max_rows=10_000)) == 750
+    # what the report does with the sample works on Arrow-backed strings
+    section = report.extremes_section(rows, "")
+    assert [t.split("**")[1] for t in section.text[1:]] == list(rows["query"].value_counts().index[:3])
+    assert report.propensity_plot(rows, {"1": 1.0, "2": 0.5})[:4] == b"\x89PNG"
