@@ -122,15 +122,15 @@ def file_shares(rows_per_file: list[int], total: int) -> list[int]:
     return shares
 
 
-def read_rows(folder: Path, max_rows: int = MAX_ROWS) -> pd.DataFrame:
-    """A sample of a score output's rows with ROW_COLUMNS, as pandas: up to max_rows, the first rows of
-    every file in equal shares (so every date and file is in it). Strings stay Arrow-backed: as Python
-    objects they cost several times Arrow's bytes."""
+def read_rows(folder: Path, max_rows: int = MAX_ROWS, columns: tuple[str, ...] = ROW_COLUMNS) -> pd.DataFrame:
+    """A sample of a score output's rows with `columns` (those it has), as pandas: up to max_rows, the
+    first rows of every file in equal shares (so every date and file is in it). Strings stay
+    Arrow-backed: as Python objects they cost several times Arrow's bytes."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     data = output_dataset(folder)
-    columns = [c for c in ROW_COLUMNS if c in data.schema.names]
+    columns = [c for c in columns if c in data.schema.names]
     fs = data.filesystem
 
     def open_file(path: str):
@@ -298,7 +298,8 @@ def pipeline_sections(folder: Path) -> list[Section]:
     for round_dir in sorted(folder.glob("round_*")):
         for scored in sorted(round_dir.glob("weighted_*")):
             if (scored / "_summary.json").is_file():
-                weights[f"{round_dir.name} {scored.name[len('weighted_'):]}"] = read_rows(scored)["weight"]
+                name = f"{round_dir.name} {scored.name[len('weighted_'):]}"
+                weights[name] = read_rows(scored, columns=("weight",))["weight"]
     if weights:
         out.append(Section("Weights per strategy", [], [("weight distributions", weight_histogram(weights))]))
     return out

@@ -105,6 +105,7 @@ def test_the_report_sample_takes_rows_from_every_file_and_keeps_strings_in_arrow
         assert set(rows["event_id"][rows["event_id"].str.startswith(file + "/")]) == {f"{file}/{i}" for i in range(n)}
     assert isinstance(rows["title"].dtype, pd.ArrowDtype)
     assert len(report.read_rows(tmp_path, max_rows=10_000)) == 750
+    assert list(report.read_rows(tmp_path, columns=("weight", "not_there")).columns) == ["weight"]
     # what the report does with the sample works on Arrow-backed strings
     section = report.extremes_section(rows, "")
     assert [t.split("**")[1] for t in section.text[1:]] == list(rows["query"].value_counts().index[:3])
