@@ -135,8 +135,8 @@ def read_rows(folder: Path, max_rows: int = MAX_ROWS, columns: tuple[str, ...] =
 
     def open_file(path: str):
         # A buffered stream, nothing pre-buffered: a row group is decoded a buffer at a time, not read
-        # whole. Through the dataset scanner, 262k rows of one 3M-row row group held 0.95 to 1.2 GB even
-        # without read-ahead; this way 0.11 GB (docs/performance.md).
+        # whole. Through the dataset scanner (read-ahead off) 500k rows of 3M-row row groups raised the
+        # peak by 1.4 GB, this way by 0.19 GB (benchmarks/report_sample_memory.py).
         return pq.ParquetFile(fs.open_input_file(path), buffer_size=READ_BUFFER_BYTES, pre_buffer=False)
 
     files = list(data.files)
