@@ -48,6 +48,7 @@ def measure(method: str, folder: str) -> dict:
     """In this process: the peak RSS of one read of the report's sample."""
     import pandas as pd  # noqa: F401  (imported before the baseline, as in the job)
     import pyarrow as pa
+    import pyarrow.dataset  # noqa: F401  (both reads' imports before the baseline)
     import pyarrow.parquet  # noqa: F401
 
     from jobs import report
