@@ -1,13 +1,16 @@
 """Where `clickweight score`'s fixed cost goes, by phase and by Spark job, against the Spark floor.
 
 On one small clickstream (10k rows, each pair in 3 rows, as docs/performance.md's fixed-cost figures),
-interleaved and repeated (f1, f2, c, f1, f2, c, ...; --repeat, default 3), each a whole process timed
+interleaved and repeated (f1, f2, f3, c, f1, ...; --repeat, default 3), each a whole process timed
 from launch to exit on an otherwise idle machine:
   (f1) the Spark floor of benchmarks/score_peers.py: read, distinct pairs through a pandas UDF that loads
        the scorer and returns 0, join back, write; what any Spark job scoring pairs pays here;
   (f2) the same with the scoring in: the distinct pairs spread over the cores and through the scorer's
        forward pass. (f1) leaves out work that grows with the pairs (3,333 here); (c) above (f2) is the
        fixed cost of everything the job adds to scoring them;
+  (f3) (f2) with the guarantees the issue names and nothing else: bad rows quarantined with a reason, a
+       pair table, the three tables read back and reconciled with the input's rows, an atomic commit.
+       (f3) above (f1) is the least any job that keeps those guarantees pays above the Spark floor here;
   (c)  `clickweight score`, with Spark's event log on.
 From each (c) run's event log: the time from launch to the Spark application's start (interpreter,
 imports, config, JVM); every Spark job with its phase (the description the score job gives its jobs,
@@ -110,8 +113,8 @@ def median_spread(values: list[float]) -> dict[str, float]:
     return {"median": round(statistics.median(values), 2), "min": round(min(values), 2), "max": round(max(values), 2)}
 
 
-def summarise(floors: list[float], runs: list[dict[str, Any]], scored_floors: list[float] | None = None
-              ) -> dict[str, Any]:
+def summarise(floors: list[float], runs: list[dict[str, Any]], scored_floors: list[float] | None = None,
+              guarantee_floors: list[float] | None = None) -> dict[str, Any]:
     order = [p for r in runs for p in r["phases"]]
     names = list(dict.fromkeys(order))
     rows: dict[str, dict[str, Any]] = {"launch to Spark start (interpreter, imports, JVM)":
@@ -129,6 +132,11 @@ def summarise(floors: list[float], runs: list[dict[str, Any]], scored_floors: li
     if scored_floors:
         out["scored_floor_wall_s"] = median_spread(scored_floors)
         out["above_scored_floor_s"] = round(statistics.median(walls) - statistics.median(scored_floors), 2)
+    if guarantee_floors:
+        out["guarantees_floor_wall_s"] = median_spread(guarantee_floors)
+        out["above_guarantees_floor_s"] = round(statistics.median(walls) - statistics.median(guarantee_floors), 2)
+        out["guarantees_floor_above_floor_s"] = round(statistics.median(guarantee_floors)
+                                                      - statistics.median(floors), 2)
     return out
 
 
@@ -142,9 +150,15 @@ def markdown(summary: dict[str, Any], repeat: int) -> str:
     if "scored_floor_wall_s" in summary:
         g = summary["scored_floor_wall_s"]
         lines.append(f"| (f2) Spark floor with the scoring | {g['median']:.2f} | {g['min']:.2f} | {g['max']:.2f} | |")
+    if "guarantees_floor_wall_s" in summary:
+        g = summary["guarantees_floor_wall_s"]
+        lines.append(f"| (f3) guarantees floor | {g['median']:.2f} | {g['min']:.2f} | {g['max']:.2f} | |")
     lines.append(f"\n(c) above the floor: {summary['above_floor_s']:.2f} s (medians)")
     if "above_scored_floor_s" in summary:
         lines.append(f"(c) above the floor with the scoring: {summary['above_scored_floor_s']:.2f} s (medians)")
+    if "guarantees_floor_wall_s" in summary:
+        lines.append(f"(f3) above the floor: {summary['guarantees_floor_above_floor_s']:.2f} s; (c) above (f3): "
+                     f"{summary['above_guarantees_floor_s']:.2f} s (medians)")
     return "\n".join(lines)
 
 
@@ -165,7 +179,8 @@ def main(argv: list[str] | None = None) -> int:
                                                 - run["phases"][run["jobs"][0]["phase"]]["driver_s"] * 1e3)
             run["app_start_ms"] = start
             run["phases"], mark = phase_times(run["jobs"], start)
-        report["summary"] = summarise(report["floors_s"], report["runs"])
+        report["summary"] = summarise(report["floors_s"], report["runs"], report.get("scored_floors_s"),
+                                      report.get("guarantee_floors_s"))
         Path(args.json).write_text(json.dumps(report, indent=2))
         print(markdown(report["summary"], report["repeat"]))
         return 0
@@ -173,19 +188,22 @@ def main(argv: list[str] | None = None) -> int:
     try:
         frame = bench_data.clickstream(bench_data.real_pairs(), args.rows, args.dup, seed=args.rows + args.dup)
         src = bench_data.write_clickstream(frame, work / "in")
-        floors, scored_floors, runs = [], [], []
+        floors, scored_floors, guarantee_floors, runs = [], [], [], []
         for k in range(args.repeat):   # interleaved: a slow minute of the machine hits all alike
             floors.append(run_peer("f1", src, str(work / f"f1_{k}"), "auto")["wall_s"])
             scored_floors.append(run_peer("f2", src, str(work / f"f2_{k}"), "auto")["wall_s"])
+            guarantee_floors.append(run_peer("f3", src, str(work / f"f3_{k}"), "auto")["wall_s"])
             runs.append(timed_c(src, work / f"c_{k}", work / f"events_{k}"))
             print(f"repetition {k}: (f1) {floors[-1]:.2f} s, (f2) {scored_floors[-1]:.2f} s, "
+                  f"(f3) {guarantee_floors[-1]:.2f} s, "
                   f"(c) {runs[-1]['wall_s']:.2f} s", flush=True)
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    summary = summarise(floors, runs, scored_floors)
+    summary = summarise(floors, runs, scored_floors, guarantee_floors)
     report = {"benchmark": "score_fixed_cost", "cores": os.cpu_count(), "rows": args.rows, "dup": args.dup,
               "distinct_pairs": int(frame[["query", "title"]].drop_duplicates().shape[0]),
-              "repeat": args.repeat, "floors_s": floors, "scored_floors_s": scored_floors, "runs": runs,
+              "repeat": args.repeat, "floors_s": floors, "scored_floors_s": scored_floors,
+              "guarantee_floors_s": guarantee_floors, "runs": runs,
               "summary": summary,
               "command": "python -m benchmarks.score_fixed_cost " + " ".join(sys.argv[1:] if argv is None else argv)}
     Path(args.json).parent.mkdir(parents=True, exist_ok=True)

@@ -14,7 +14,10 @@ is the scoring itself, so their walls are fixed costs, not throughput.
   (f0) loop floor: the loop's process, imports, scorer load, Parquet read and write; nothing scored;
   (f1) Spark floor: a Spark local job that reads the rows, sends the distinct (query, title) pairs
        through a pandas UDF that loads the scorer in each Python worker and returns 0 (no forward
-       pass), joins them back and writes Parquet: the least a Spark job scoring pairs pays.
+       pass), joins them back and writes Parquet: the least a Spark job scoring pairs pays;
+  (f2) (f1) with the scoring in (the distinct pairs' forward pass, spread over the cores);
+  (f3) (f2) with the guarantees in: quarantine, a pair table, the three tables read back and reconciled
+       with the input's rows, an atomic commit (benchmarks/score_fixed_cost.py runs f1, f2, f3 and c).
 
 All use the same model, scorer.batch_size and precision (`--precision`, default auto: bf16 autocast on
 this CPU). For (c) it also records the per-phase profile (`_summary.json` timings plus the process
@@ -51,7 +54,8 @@ from benchmarks.score_scaling import RSSSampler
 ROOT = Path(__file__).resolve().parent.parent
 PEERS = {"a": "plain loop", "a2": "drop_duplicates loop", "b": "predict_batch_udf", "c": "clickweight score",
          "f0": "loop floor (no scoring)", "f1": "Spark floor (no scoring)",
-         "f2": "Spark floor with the scoring (distinct pairs' forward pass)"}
+         "f2": "Spark floor with the scoring (distinct pairs' forward pass)",
+         "f3": "guarantees floor (f2 + quarantine, pair table, read-back reconciliation, atomic commit)"}
 CONF = str(ROOT / "conf" / "local.yaml")
 
 
@@ -131,6 +135,64 @@ def spark_floor_peer(src: str, out: str, precision: str, forward: bool = False) 
     else:
         pairs = pairs.withColumn("relevance", loaded_zero("query", "title"))
     rows.join(pairs, ["query", "title"]).write.mode("overwrite").parquet(out)
+    spark.stop()
+
+
+def guarantees_floor_peer(src: str, out: str, precision: str) -> None:
+    """(f3): (f2) plus the guarantees the issue names and nothing else, written as a competent engineer
+    would, with no weighting: rows checked once (a reason per bad row), the bad rows quarantined with it,
+    the good rows' distinct pairs scored as in (f2) and joined back (persisted: two tables read them),
+    the rows written by event date, the quarantine and a pair table (impressions, clicks, the score)
+    written beside them into a staging folder, all three read back and reconciled with the input's row
+    count (from its Parquet footers, no Spark job), then the staging folder renamed into place. What
+    `clickweight score` costs above this is its own work (calibration, click model, weights, click
+    context, token ids, provenance, report), not the guarantees'."""
+    import pyarrow.parquet as pq
+    from pyspark import StorageLevel
+    from pyspark.sql import functions as F
+    from pyspark.sql.functions import pandas_udf
+
+    from jobs.common import get_spark
+
+    cfg, settings = _settings(precision)
+    spark = get_spark(cfg)
+
+    @pandas_udf("double")
+    def cosine(queries: pd.Series, titles: pd.Series) -> pd.Series:
+        from udfs.scoring.bert import get_scorer
+
+        return pd.Series(get_scorer(settings).cosine(queries.tolist(), titles.tolist()), index=queries.index)
+
+    rows_in = sum(pq.ParquetFile(f).metadata.num_rows for f in Path(src).glob("*.parquet"))
+    def blank(column: str):
+        return F.col(column).isNull() | (F.trim(F.col(column)) == "")
+
+    reason = (F.when(blank("event_id"), "missing event_id").when(blank("query"), "missing query")
+              .when(blank("title"), "missing title")
+              .when(F.col("event_ts").isNull(), "missing event_ts")
+              .when(~F.col("position").between(1, cfg["input"]["max_position"]), "position out of range")
+              .when(~F.col("clicked").isin(0, 1), "clicked not 0/1"))
+    checked = spark.read.parquet(src).withColumn("reason", reason).persist(StorageLevel.MEMORY_AND_DISK)
+    valid = checked.filter(F.col("reason").isNull()).drop("reason")
+    pairs = (valid.select("query", "title").distinct().repartition(spark.sparkContext.defaultParallelism)
+             .withColumn("relevance", cosine("query", "title")))
+    scored = valid.join(pairs, ["query", "title"]).persist(StorageLevel.MEMORY_AND_DISK)
+    staged = f"{out}._staging"
+    shutil.rmtree(staged, ignore_errors=True)
+    scored.withColumn("event_date", F.to_date("event_ts")).write.partitionBy("event_date").parquet(staged)
+    checked.filter(F.col("reason").isNotNull()).write.parquet(f"{staged}/_quarantine")
+    (scored.groupBy("query", "title")
+           .agg(F.count(F.lit(1)).alias("impressions"), F.sum("clicked").alias("clicks"),
+                F.first("relevance").alias("relevance"))
+           .write.parquet(f"{staged}/_pairs"))
+    rows_out = spark.read.parquet(staged).count()
+    quarantined = spark.read.parquet(f"{staged}/_quarantine").count()
+    impressions = spark.read.parquet(f"{staged}/_pairs").agg(F.sum("impressions")).first()[0] or 0
+    if rows_in != rows_out + quarantined or impressions != rows_out:
+        raise RuntimeError(f"counts do not reconcile: in={rows_in} out={rows_out} quarantined={quarantined} "
+                           f"pair impressions={impressions}")
+    shutil.rmtree(out, ignore_errors=True)
+    os.rename(staged, out)
     spark.stop()
 
 
@@ -291,7 +353,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--set", action="append", default=[], dest="overrides", help="key=value for (c)'s config")
     p.add_argument("--plot", action="store_true", help="write docs/performance_profile.png")
     p.add_argument("--json", default=str(ROOT / "benchmarks" / "results" / "score_peers.json"))
-    p.add_argument("--run-peer", choices=["a", "a2", "b", "f0", "f1", "f2"], help=argparse.SUPPRESS)
+    p.add_argument("--run-peer", choices=["a", "a2", "b", "f0", "f1", "f2", "f3"], help=argparse.SUPPRESS)
     p.add_argument("--src", help=argparse.SUPPRESS)
     p.add_argument("--out", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
@@ -300,6 +362,8 @@ def main(argv: list[str] | None = None) -> int:
             predict_batch_peer(args.src, args.out, args.precision)
         elif args.run_peer == "f0":
             loop_floor_peer(args.src, args.out, args.precision)
+        elif args.run_peer == "f3":
+            guarantees_floor_peer(args.src, args.out, args.precision)
         elif args.run_peer in ("f1", "f2"):
             spark_floor_peer(args.src, args.out, args.precision, forward=args.run_peer == "f2")
         else:

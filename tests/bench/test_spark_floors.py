@@ -1,6 +1,9 @@
 """The Spark floors of benchmarks/score_peers.py, run as the benchmarks run them (a process each): (f1)
-writes every row with relevance 0; (f2) writes every row with its pair's real cosine."""
+writes every row with relevance 0; (f2) writes every row with its pair's real cosine; (f3) quarantines the
+bad rows with their reasons, writes a pair table whose impressions are the rows written, and commits."""
 from __future__ import annotations
+
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -31,3 +34,20 @@ def test_a_peer_table_cell_is_the_median_run_with_its_spread():
     assert cell["walls_s"] == [31.0, 29.5, 40.2] and (cell["wall_min_s"], cell["wall_max_s"]) == (29.5, 40.2)
     assert median_run(runs[:2])["k"] == "b"               # an even count: the lower middle, a real run
     assert median_run(runs[:1])["walls_s"] == [31.0]
+
+
+def test_f3_quarantines_bad_rows_reconciles_and_commits_atomically(tmp_path):
+    frame = bench_data.clickstream(bench_data.real_pairs(), 90, 3, seed=2)
+    frame.loc[3, "query"] = "   "
+    frame.loc[7, "position"] = 0
+    src = bench_data.write_clickstream(frame, tmp_path / "in", files=2)
+    out = tmp_path / "f3"
+    run_peer("f3", src, str(out), "fp32")
+    rows = pd.read_parquet(out, columns=["event_id", "relevance", "clicked"])
+    quarantine = pd.read_parquet(out / "_quarantine")
+    pairs = pd.read_parquet(out / "_pairs")
+    assert sorted(quarantine["reason"]) == ["missing query", "position out of range"]
+    assert len(rows) + len(quarantine) == len(frame) and not rows["event_id"].isin(quarantine["event_id"]).any()
+    assert pairs["impressions"].sum() == len(rows) and pairs["clicks"].sum() == rows["clicked"].sum()
+    assert (rows["relevance"] != 0.0).all()                        # scored, unlike (f1)
+    assert not Path(f"{out}._staging").exists()                    # renamed into place
