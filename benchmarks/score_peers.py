@@ -144,7 +144,8 @@ def guarantees_floor_peer(src: str, out: str, precision: str) -> None:
     the good rows' distinct pairs scored as in (f2) and joined back (persisted: two tables read them),
     the rows written by event date, the quarantine and a pair table (impressions, clicks, the score)
     written beside them into a staging folder, all three read back and reconciled with the input's row
-    count (from its Parquet footers, no Spark job), then the staging folder renamed into place. What
+    count (from its Parquet footers, no Spark job), then the staging folder renamed into place. No
+    duplicate-event check (the job's window over event ids): a lower bound on the guarantees' cost. What
     `clickweight score` costs above this is its own work (calibration, click model, weights, click
     context, token ids, provenance, report), not the guarantees'."""
     import pyarrow.parquet as pq
