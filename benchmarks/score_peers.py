@@ -102,6 +102,20 @@ def loop_floor_peer(src: str, out: str, precision: str) -> None:
     frame.assign(relevance=0.0).to_parquet(f"{out}/part-0.parquet", index=False)
 
 
+def pair_cosine_udf(settings):
+    """The pandas UDF (f2) and (f3) score pairs with: the scorer's cosine, loaded once per worker as the
+    job's UDF loads it. Needs an active SparkSession."""
+    from pyspark.sql.functions import pandas_udf
+
+    @pandas_udf("double")
+    def cosine(queries: pd.Series, titles: pd.Series) -> pd.Series:
+        from udfs.scoring.bert import get_scorer
+
+        return pd.Series(get_scorer(settings).cosine(queries.tolist(), titles.tolist()), index=queries.index)
+
+    return cosine
+
+
 def spark_floor_peer(src: str, out: str, precision: str, forward: bool = False) -> None:
     """(f1): the shape of a Spark job that scores distinct pairs, with the scoring left out.
     (f2, forward=True): the same with the scoring in: the pairs spread over the cores (one partition
@@ -121,12 +135,7 @@ def spark_floor_peer(src: str, out: str, precision: str, forward: bool = False) 
         get_scorer(settings).embed(["warm"])  # per worker: imports and model load, as the job's UDF
         return pd.Series(0.0, index=queries.index)
 
-    @pandas_udf("double")
-    def cosine(queries: pd.Series, titles: pd.Series) -> pd.Series:
-        from udfs.scoring.bert import get_scorer
-
-        return pd.Series(get_scorer(settings).cosine(queries.tolist(), titles.tolist()), index=queries.index)
-
+    cosine = pair_cosine_udf(settings)
     rows = spark.read.parquet(src)
     pairs = rows.select("query", "title").distinct()
     if forward:
@@ -151,20 +160,16 @@ def guarantees_floor_peer(src: str, out: str, precision: str) -> None:
     import pyarrow.parquet as pq
     from pyspark import StorageLevel
     from pyspark.sql import functions as F
-    from pyspark.sql.functions import pandas_udf
 
     from jobs.common import get_spark
 
     cfg, settings = _settings(precision)
     spark = get_spark(cfg)
 
-    @pandas_udf("double")
-    def cosine(queries: pd.Series, titles: pd.Series) -> pd.Series:
-        from udfs.scoring.bert import get_scorer
-
-        return pd.Series(get_scorer(settings).cosine(queries.tolist(), titles.tolist()), index=queries.index)
+    cosine = pair_cosine_udf(settings)
 
     rows_in = sum(pq.ParquetFile(f).metadata.num_rows for f in Path(src).glob("*.parquet"))
+
     def blank(column: str):
         return F.col(column).isNull() | (F.trim(F.col(column)) == "")
 
