@@ -53,7 +53,7 @@ from udfs.weighting.cells import prior_groups
 
 ROOT = Path(__file__).resolve().parent.parent
 CLI = str(Path(sys.executable).parent / "clickweight")
-POSITIVE = 2.0  # conf/defaults.yaml pipeline.eval_positive_threshold
+POSITIVE = {"demo": 2.0, "homedepot": 2.5}  # relevance counted positive: benchmarks.demo_seeds', benchmarks.quality's
 LABELS = ("default_offline", "pos_eb", "hybrid")
 
 
@@ -112,15 +112,15 @@ def run(cmd: list[str]) -> None:
         raise RuntimeError(f"{' '.join(cmd[:3])} failed:\n{proc.stderr[-3000:]}")
 
 
-def prepare_log(spec: str, work: Path) -> tuple[Path, list[str], Path, Path]:
+def prepare_log(spec: str, work: Path) -> tuple[Path, list[str], Path, Path, float]:
     """(naive score output, the arguments that train as naive was trained, held-out pairs, the folder for
-    this log's runs)."""
+    this log's runs, the relevance counted positive)."""
     kind, _, rest = spec.partition(":")
     if kind == "demo":
         folder = Path(rest).resolve()
         rnd = folder / "round_0"
         return (rnd / "weighted_naive", ["--conf", str(rnd / "model_naive" / "train_config.yaml")],
-                folder / "data" / "heldout.parquet", folder / "label_injection")
+                folder / "data" / "heldout.parquet", folder / "label_injection", POSITIVE["demo"])
     if kind != "homedepot":
         raise SystemExit(f"{spec}: a log is demo:<folder> or homedepot:<seed>:<click model>")
     seed_text, _, click_model = rest.partition(":")
@@ -138,10 +138,11 @@ def prepare_log(spec: str, work: Path) -> tuple[Path, list[str], Path, Path]:
         run([CLI, "score", "--input", str(log), "--output", str(weighted), "--overwrite",
              *[a for s in NAIVE_BASELINE for a in ("--set", s)]])
     # the naive baseline's trainee as benchmarks.quality trains it
-    return weighted, [a for s in NAIVE_BASELINE for a in ("--set", s)], held_path, folder
+    return weighted, [a for s in NAIVE_BASELINE for a in ("--set", s)], held_path, folder, POSITIVE["homedepot"]
 
 
-def train_label(name: str, labels: pd.Series, naive: Path, train_args: list[str], held: Path, folder: Path) -> Path:
+def train_label(name: str, labels: pd.Series, naive: Path, train_args: list[str], held: Path, folder: Path,
+                positive: float) -> Path:
     """Train on naive's score output with `labels` as the pair labels; returns the held-out predictions."""
     weighted, model, predictions = folder / f"w_{name}", folder / f"m_{name}", folder / f"heldout_{name}.parquet"
     if not (weighted / "_labels_injected").exists():
@@ -153,7 +154,7 @@ def train_label(name: str, labels: pd.Series, naive: Path, train_args: list[str]
         run([CLI, "train", *train_args, "--input", str(weighted), "--output", str(model), "--fresh", "--overwrite"])
     if not predictions.exists():
         run([CLI, "evaluate", "--model", str(model), "--input", str(held), "--label-col", "relevance",
-             "--positive-threshold", str(POSITIVE), "--output", str(predictions.with_suffix(".json")),
+             "--positive-threshold", str(positive), "--output", str(predictions.with_suffix(".json")),
              "--predictions", str(predictions)])
     return predictions
 
@@ -173,7 +174,7 @@ def main(argv: list[str] | None = None) -> int:
     per_log, draws = [], {n: [] for n in names[1:]}
     for i, spec in enumerate(args.logs):
         started = time.time()
-        naive, train_args, held, folder = prepare_log(spec, Path(args.work))
+        naive, train_args, held, folder, threshold = prepare_log(spec, Path(args.work))
         pairs = pd.concat([pd.read_parquet(f, columns=["query", "title", "p_model", "impressions",
                                                        "position_impressions", "position_clicks"])
                            for f in sorted((naive / PAIRS_DIR).rglob("*.parquet"))], ignore_index=True)
@@ -182,10 +183,10 @@ def main(argv: list[str] | None = None) -> int:
         frame = None
         for name in names:
             scores = pd.read_parquet(train_label(name, pd.Series(labels[name], index=index), naive, train_args, held,
-                                                 folder), columns=["query", "relevance", "score"])
+                                                 folder, threshold), columns=["query", "relevance", "score"])
             frame = scores[["query", "relevance"]].copy() if frame is None else frame
             frame[name] = scores["score"].to_numpy()
-        positive = frame["relevance"].to_numpy() >= POSITIVE
+        positive = frame["relevance"].to_numpy() >= threshold
         scores = {n: frame[n].to_numpy() for n in names}
         boot = bootstrap_auc_differences(frame["query"].to_numpy(), positive, scores, names[0], args.replicates, i)
         aucs = {n: auc(positive, scores[n]) for n in names}
