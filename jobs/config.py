@@ -201,6 +201,7 @@ def validate(cfg: dict[str, Any]) -> None:
     _check(w["em_prior_groups"] in ("p_model", "p_model_position", "position"),
            "weighting.em_prior_groups: p_model | p_model_position | position")
     _check(w["em_prior_fit"] in ("fixed", "empirical_bayes"), "weighting.em_prior_fit: fixed | empirical_bayes")
+    _check(w["em_within_query"] in ("fitted", "ranker"), "weighting.em_within_query: fitted | ranker")
     _check(isinstance(w["em_noise_floor"], bool) and isinstance(w["em_monotone"], bool),
            "weighting.em_noise_floor and em_monotone are true or false")
     _check(w["mlm_model"] is None or Path(w["mlm_model"]).is_dir(),

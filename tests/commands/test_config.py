@@ -68,6 +68,7 @@ def test_shuffle_partitions_grow_with_rows_past_the_configured_value_and_shrink_
     ("pipeline.strategies=naive,naive", "distinct names"),
     ("weighting.pair_label=magic", "pair_label: auto | click_model | clicks"),
     ("weighting.em_shared_fit=both", "em_shared_fit: joint | marginal"),
+    ("weighting.em_within_query=magic", "em_within_query: fitted | ranker"),
     ("weighting.em_click_context=-1", "em_click_context is a whole number from 0 to 8"),
     ("weighting.em_click_context=1.5", "em_click_context. must be int"),
     ("weighting.em_click_context=9", "em_click_context is a whole number from 0 to 8"),

@@ -234,3 +234,39 @@ def test_a_log_whose_clicks_fall_with_the_cosine_keeps_the_scorers_order(log):
     assert p["p_model"].mean() == pytest.approx(base, abs=0.01)  # b alone still matches the click rate
     unreversed = df.sparkSession.createDataFrame(frame.assign(relevance=-pair_rel, p_model=-pair_rel))
     assert calibrate(unreversed, False, None)[2]["slope_floored"] is False
+
+
+@pytest.mark.parametrize("path", ["driver", "spark"])
+def test_ranker_order_within_query_keeps_each_querys_level_and_the_second_fits_order(log, spark, path):
+    """weighting.em_within_query ranker: each query's mean label over its rows is the label as fitted, and
+    inside a query the labels differ as the ranker-prior fit's relevances do (no clip binds here)."""
+    from udfs.weighting.spark import RANKER_PRIOR, calibrate, with_pair_relevance, with_ranker_order_within_query
+
+    frame, df = log
+    if path == "driver":  # the driver's cells hold the calibrated pm (calibrate adds it), as in the score job
+        pair_rel = frame.groupby("title")["p_model"].transform("first") * 2 - 1
+        df = spark.createDataFrame(frame.assign(relevance=pair_rel, p_model=pair_rel))
+        cells = collect_cells(df, 10_000)
+        df = calibrate(df, False, cells)[0]
+    else:
+        cells = None
+    _, _, fitted = estimate_propensity(df, PARAMS, cells)
+    _, _, ranker = estimate_propensity(df, PARAMS.but(**RANKER_PRIOR), cells)
+    rows = with_pair_relevance(df, fitted, spark)
+    persisted: list = []
+    out, info = with_ranker_order_within_query(rows, PARAMS, cells, persisted, None)
+    for f in persisted:
+        f.unpersist()
+    assert info["order"] == "ranker" and info["prior_groups"] == "p_model_position" and info["prior_rows"] > 0
+    got = out.select("query", "title", "pair_relevance").toPandas()
+    before = rows.select("query", "title", "pair_relevance").toPandas()
+    second = _evidence(ranker).set_index("_bucket")["_gamma"]
+    keyed = with_pair_relevance(df, ranker, spark).select("query", "title", "pair_relevance").toPandas()
+    assert len(got) == len(frame) and got["pair_relevance"].notna().all() and len(second) == 40
+    level = got.groupby("query")["pair_relevance"].mean()
+    pd.testing.assert_series_equal(level, before.groupby("query")["pair_relevance"].mean(), rtol=1e-9, atol=1e-12)
+    per_pair = got.groupby(["query", "title"])["pair_relevance"].first()
+    order = keyed.groupby(["query", "title"])["pair_relevance"].first()
+    np.testing.assert_allclose((per_pair - per_pair.groupby("query").transform("mean")).to_numpy(),
+                               (order - order.groupby("query").transform("mean")).to_numpy(), atol=1e-9)
+    assert not np.allclose(per_pair.to_numpy(), before.groupby(["query", "title"])["pair_relevance"].first())

@@ -37,6 +37,7 @@ class WeightingSettings(ConfigSection):
     em_click_context: int              # 0: examination by position | C: by position and click context (0..C)
     em_click_context_by: str           # clicks_above | last_click_distance (udfs/weighting/spark.py with_click_context)
     pair_label: str                    # auto | click_model | clicks
+    em_within_query: str               # fitted | ranker (spark.with_ranker_order_within_query)
     denoise_weight: float
     denoise_mode: str                  # hard | soft
     denoise_model: str                 # click_model | scorer

@@ -258,6 +258,42 @@ def with_pair_relevance(df: DataFrame, cm: ClickModel, spark_session: SparkSessi
               .withColumnRenamed("_gamma", "pair_relevance").drop("_bucket"))
 
 
+RANKER_PRIOR = {"em_prior_groups": "p_model_position", "em_prior_fit": "empirical_bayes"}
+
+
+def with_ranker_order_within_query(joined: DataFrame, w: WeightingSettings, cells: pd.DataFrame | None,
+                                   persisted: list[DataFrame], frame: DataFrame | None
+                                   ) -> tuple[DataFrame, dict[str, Any]]:
+    """weighting.em_within_query ranker: each row's pair_relevance becomes the pair's relevance under a
+    second fit whose prior keeps the logging ranker's placement (RANKER_PRIOR: groups by p_model and the
+    pair's mean logged position, strength estimated from the log), minus that fit's mean over the query's
+    rows, plus the label as fitted's mean over them. The order inside a query comes from the prior that
+    reads the ranker's evidence (a pair it keeps on top is likelier relevant; with few impressions a pair
+    the clicks alone order a query's pairs poorly); the level of each query from the label as fitted,
+    whose weak prior keeps the query's own clicks (a strong prior pulls every query toward the groups'
+    means, and a held-out AUC pooled over queries rewards the level too: benchmarks/label_accuracy.py).
+    Means over rows are impression-weighted over pairs. Rows either fit left unlabelled keep theirs.
+    Returns the rows and what the second fit estimated (its prior's strength)."""
+    _, info, model = estimate_propensity(joined, w.but(**RANKER_PRIOR), cells, persisted, frame)
+    if model is None:
+        return joined, {"order": "fitted", "reason": "the ranker-prior fit found no click model"}
+    within = _evidence(model, joined.sparkSession, ["_bucket", "_gamma"]).withColumnRenamed("_gamma", "_within")
+    rows = joined.withColumn("_bucket", model.bucket).join(within, "_bucket", "left").drop("_bucket")
+    both = F.col("pair_relevance").isNotNull() & F.col("_within").isNotNull()
+    query = F.trim("query")
+    means = rows.groupBy(query.alias("_query")).agg(
+        F.avg(F.when(both, F.col("pair_relevance"))).alias("_level"),
+        F.avg(F.when(both, F.col("_within"))).alias("_within_mean"))
+    moved = F.col("_within") - F.col("_within_mean") + F.col("_level")
+    relabelled = (rows.withColumn("_query", query).join(means, "_query", "left")
+                      .withColumn("pair_relevance", F.when(both, F.least(F.greatest(moved, F.lit(weights.EPS)),
+                                                                         F.lit(1 - weights.EPS)))
+                                  .otherwise(F.col("pair_relevance")))
+                      .drop("_query", "_within", "_within_mean", "_level"))
+    return relabelled, {"order": "ranker", "prior_groups": RANKER_PRIOR["em_prior_groups"],
+                        "prior_rows": info.get("prior_rows"), "noise_floor": info.get("noise_floor")}
+
+
 SIGNAL_FIELDS = (("loss", "double"), ("info_gain", "double"), ("propensity", "double"),
                  ("noise_score", "double"), ("suspect", "boolean"), ("raw_weight", "double"))
 
@@ -599,6 +635,9 @@ def _weigh(scored: DataFrame, w: WeightingSettings, sampling: SamplingSettings, 
         elif click_model is not None:
             joined = with_pair_relevance(joined, click_model, joined.sparkSession)
             stats["pair_label"] = "click_model"
+            if w.em_within_query == "ranker":
+                joined, stats["pair_label_within_query"] = with_ranker_order_within_query(
+                    joined, w, cells, persisted, calibrated_cells)
         elif w.pair_label == "click_model":
             raise UserError("weighting.pair_label=click_model needs the EM click model, which could not be "
                             "fitted on this log (no clicks, or no position seen 20 times); "
