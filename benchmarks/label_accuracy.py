@@ -30,11 +30,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from benchmarks.bench_data import HOMEDEPOT, write_results
-from benchmarks.label_injection import LABELS, offline_labels
-from benchmarks.protocol import click_model_settings, sample_split
+from benchmarks.bench_data import write_results
+from benchmarks.label_injection import LABELS, homedepot_dev_log, offline_labels, query_mean
 from udfs.clickstream.schema import PAIRS_DIR
-from udfs.clickstream.simulate import SimulatorSettings, click_probability, simulate
+from udfs.clickstream.simulate import click_probability, simulate
 
 PAIR_COLUMNS = ["query", "title", "label", "p_model", "impressions", "position_impressions", "position_clicks"]
 
@@ -45,8 +44,7 @@ def weighted_corr(a: np.ndarray, b: np.ndarray, w: np.ndarray) -> float:
 
 
 def minus_group_mean(x: np.ndarray, group: np.ndarray, w: np.ndarray) -> np.ndarray:
-    f = pd.DataFrame({"x": x * w, "w": w, "g": group}).groupby("g")[["x", "w"]].transform("sum")
-    return x - (f["x"] / f["w"]).to_numpy()
+    return x - query_mean(x, group, w)
 
 
 def accuracy(label: np.ndarray, truth: np.ndarray, w: np.ndarray, query: np.ndarray,
@@ -75,9 +73,8 @@ def homedepot_pairs(seed: int, click_model: str) -> pd.DataFrame:
     from udfs.scoring.bert import PairScorer
     from udfs.scoring.spark import scoring_settings
 
-    train, _ = sample_split(pd.read_parquet(HOMEDEPOT), "dev", 1000, 1200, seed)
+    train, _, settings = homedepot_dev_log(seed, click_model)
     train = train.assign(query=train["query"].str.strip(), title=train["title"].str.strip())
-    settings = SimulatorSettings(**{**click_model_settings(click_model).__dict__, "sessions_per_query": 16.0})
     log = simulate(train, settings, seed)[0]
     log = log.assign(query=log["query"].str.strip(), title=log["title"].str.strip(),
                      bucket=log["position"].clip(upper=10), clicked=log["clicked"].astype(np.int64))

@@ -75,9 +75,17 @@ def pair_cells(pairs: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, np.ndarray,
 
 
 def query_mean(x: np.ndarray, query: np.ndarray, w: np.ndarray) -> np.ndarray:
-    """Each pair's query's w-weighted mean of x."""
+    """Each pair's query's (or any group's) w-weighted mean of x."""
     f = pd.DataFrame({"x": x * w, "w": w, "q": query}).groupby("q")[["x", "w"]].transform("sum")
     return (f["x"] / f["w"]).to_numpy()
+
+
+def homedepot_dev_log(seed: int, click_model: str) -> tuple[pd.DataFrame, pd.DataFrame, SimulatorSettings]:
+    """A homedepot dev log's train and held-out pairs and its click model, as benchmarks.quality draws them
+    (1000 train and 1200 held-out dev queries, 16 sessions a query)."""
+    train, held = sample_split(pd.read_parquet(HOMEDEPOT), "dev", 1000, 1200, seed)
+    settings = SimulatorSettings(**{**click_model_settings(click_model).__dict__, "sessions_per_query": 16.0})
+    return train, held, settings
 
 
 def offline_labels(pairs: pd.DataFrame, names: list[str]) -> dict[str, np.ndarray]:
@@ -127,13 +135,12 @@ def prepare_log(spec: str, work: Path) -> tuple[Path, list[str], Path, Path, flo
     seed = int(seed_text)
     folder = work / f"homedepot_s{seed}_{click_model}"
     folder.mkdir(parents=True, exist_ok=True)
-    train, held = sample_split(pd.read_parquet(HOMEDEPOT), "dev", 1000, 1200, seed)
+    train, held, settings = homedepot_dev_log(seed, click_model)
     held_path = folder / "heldout.parquet"
     if not held_path.exists():
         held[["query", "item_id", "title", "relevance"]].to_parquet(held_path)
     weighted = folder / "w_naive"
     if not (weighted / "_clickweight.json").exists():
-        settings = SimulatorSettings(**{**click_model_settings(click_model).__dict__, "sessions_per_query": 16.0})
         log = write_clickstream(simulate(train, settings, seed)[0], folder)
         run([CLI, "score", "--input", str(log), "--output", str(weighted), "--overwrite",
              *[a for s in NAIVE_BASELINE for a in ("--set", s)]])
