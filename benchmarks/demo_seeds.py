@@ -15,6 +15,9 @@ bootstrap interval over held-out queries, combined over seeds as in docs/quality
     # a candidate default beside them: the pipeline's `default` run under these settings, in its own folder
     .venv/bin/python -m benchmarks.demo_seeds --seeds 1 2 3 --tag dev \
         --variant "pos=weighting.em_prior_groups=p_model_position"
+    # ... and each variant's paired difference from the default too (finished runs are reused)
+    .venv/bin/python -m benchmarks.demo_seeds --seeds 1 2 3 --tag dev_pos --against default \
+        --variant "pos=weighting.em_prior_groups=p_model_position"
     # the whole demo under other settings (every run: zero-shot, naive, default): a longer log of the
     # same world: ~11 impressions a pair instead of ~4
     .venv/bin/python -m benchmarks.demo_seeds --seeds 1 2 3 --tag dev_x4 \
@@ -128,10 +131,20 @@ def predictions(workdir: Path, variants: dict[str, Path] | None = None) -> pd.Da
     return frame
 
 
-def paired(frames: dict[int, pd.DataFrame], replicates: int = 1000) -> dict:
-    """Per seed and combined: each model's AUC and its paired difference against naive."""
+def _interval(point: float, draws: np.ndarray) -> dict:
+    return {"mean": point, "lo": float(np.quantile(draws, 0.025)), "hi": float(np.quantile(draws, 0.975))}
+
+
+def paired(frames: dict[int, pd.DataFrame], replicates: int = 1000, against: str | None = None) -> dict:
+    """Per seed and combined: each model's AUC and its paired difference against naive; with `against`
+    (a model's name, e.g. `default` for a screen that compares a variant with today's default), also each
+    other model's paired difference against it, from the same resamples of held-out queries."""
     models = [c for c in next(iter(frames.values())).columns if c not in ("query", "relevance")]
+    if against is not None and against not in models:
+        raise ValueError(f"--against {against}: not one of the models {models}")
+    others = [m for m in models if against is not None and m not in (against, "naive", "zero-shot")]
     per_seed, draws = [], {m: [] for m in models if m != "naive"}
+    draws_against: dict[str, list] = {m: [] for m in others}
     for seed, f in frames.items():
         positive = f["relevance"].to_numpy() >= POSITIVE
         scores = {m: f[m].to_numpy() for m in models}
@@ -141,26 +154,44 @@ def paired(frames: dict[int, pd.DataFrame], replicates: int = 1000) -> dict:
         for m, d in boot.items():
             point = aucs[m] - aucs["naive"]
             draws[m].append((point, d))
-            row["minus_naive"][m] = {"mean": point, "lo": float(np.quantile(d, 0.025)),
-                                     "hi": float(np.quantile(d, 0.975))}
+            row["minus_naive"][m] = _interval(point, d)
+        if others:
+            # the same resamples: (m - naive) - (against - naive) is m - against on each draw
+            row["minus_against"] = {}
+            for m in others:
+                point, d = aucs[m] - aucs[against], boot[m] - boot[against]
+                draws_against[m].append((point, d))
+                row["minus_against"][m] = _interval(point, d)
         per_seed.append(row)
     combined = {m: combine_seeds([p for p, _ in v], [d for _, d in v]) for m, v in draws.items()}
-    return {"per_seed": per_seed, "combined": combined}
+    out = {"per_seed": per_seed, "combined": combined}
+    if others:
+        out["against"] = against
+        out["combined_against"] = {m: combine_seeds([p for p, _ in v], [d for _, d in v])
+                                   for m, v in draws_against.items()}
+    return out
+
+
+def _cell(c: dict) -> str:
+    return f"{c['mean']:+.4f} [{c['lo']:+.4f}, {c['hi']:+.4f}]"
 
 
 def markdown(result: dict) -> str:
     models = list(result["per_seed"][0]["auc"])
     others = [m for m in models if m not in ("zero-shot", "naive")]
+    against = result.get("against")
+    vs = list(result.get("combined_against", {}))
     lines = ["| generator seed | " + " | ".join(models) + " | "
-             + " | ".join(f"{m} − naive [95 % CI]" for m in others) + " |",
-             "|---|" + "---|" * (len(models) + len(others))]
+             + " | ".join(f"{m} − naive [95 % CI]" for m in others)
+             + "".join(f" | {m} − {against} [95 % CI]" for m in vs) + " |",
+             "|---|" + "---|" * (len(models) + len(others) + len(vs))]
     for r in result["per_seed"]:
         d = r["minus_naive"]
         lines.append(f"| {r['seed']} | " + " | ".join(f"{r['auc'][m]:.4f}" for m in models) + " | "
-                     + " | ".join(f"{d[m]['mean']:+.4f} [{d[m]['lo']:+.4f}, {d[m]['hi']:+.4f}]" for m in others)
-                     + " |")
-    cells = [f"{c['mean']:+.4f} [{c['lo']:+.4f}, {c['hi']:+.4f}], {c['wins']} of {c['seeds']} above"
-             for c in (result["combined"][m] for m in others)]
+                     + " | ".join(_cell(d[m]) for m in others)
+                     + "".join(f" | {_cell(r['minus_against'][m])}" for m in vs) + " |")
+    combined = [result["combined"][m] for m in others] + [result["combined_against"][m] for m in vs]
+    cells = [f"{_cell(c)}, {c['wins']} of {c['seeds']} above" for c in combined]
     lines.append(f"| combined ({len(result['per_seed'])} seeds) |" + " |" * len(models) + " "
                  + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
@@ -176,6 +207,8 @@ def main(argv: list[str] | None = None) -> int:
                    help="NAME=key=value;key=value: the default run under these settings, beside the others")
     p.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
                    help="a setting for every pipeline run (the generator's size, ...); repeatable")
+    p.add_argument("--against", default=None, metavar="MODEL",
+                   help="also each variant's (and truth's) paired difference from this model, e.g. default")
     args = p.parse_args(argv)
     variants = {}
     for item in args.variant:
@@ -192,7 +225,7 @@ def main(argv: list[str] | None = None) -> int:
             walls[seed][name] = round(run_pipeline(folders[name], seed, sets, args.sets), 1)
         frames[seed] = predictions(workdir, folders)
         print(f"generator seed {seed}: wall {walls[seed]} s (0: reused)", flush=True)
-    result = {**paired(frames, args.replicates), "pipeline_wall_s": walls, "variants": variants,
+    result = {**paired(frames, args.replicates, args.against), "pipeline_wall_s": walls, "variants": variants,
               "settings": args.sets}
     write_results(f"demo_seeds_{args.tag}", result, markdown(result))
     return 0

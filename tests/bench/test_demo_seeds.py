@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+import pytest
 
 from benchmarks import demo_seeds
 
@@ -38,8 +39,6 @@ def test_identical_models_differ_by_exactly_zero():
 
 
 def test_truth_labels_are_each_pairs_true_click_probability(tmp_path):
-    import pytest
-
     from jobs.generate import DEMO_CLICKS
     from udfs.clickstream.simulate import click_probability
     data, pairs = tmp_path / "data", tmp_path / "weighted" / "_pairs"
@@ -59,3 +58,21 @@ def test_truth_labels_are_each_pairs_true_click_probability(tmp_path):
         pairs / "part-1.parquet")
     with pytest.raises(RuntimeError, match="without a true relevance"):
         demo_seeds.truth_labels(tmp_path / "weighted", data)
+
+
+def test_against_a_model_is_the_paired_difference_from_it_on_the_same_resamples():
+    frames = {1: _frame(1, 0.2), 2: _frame(2, 0.2)}
+    for seed, f in frames.items():   # a variant that is the default, and one that is worse than it
+        f["same"] = f["default"]
+        f["worse"] = f["relevance"] + np.random.default_rng(seed + 10).normal(0, 1.5, len(f))
+    result = demo_seeds.paired(frames, replicates=200, against="default")
+    assert result["against"] == "default" and set(result["combined_against"]) == {"same", "worse"}
+    for row in result["per_seed"]:
+        same, worse = row["minus_against"]["same"], row["minus_against"]["worse"]
+        assert same["mean"] == same["lo"] == same["hi"] == 0.0
+        assert worse["hi"] < 0
+        assert worse["mean"] == pytest.approx(row["auc"]["worse"] - row["auc"]["default"])
+    assert result["combined_against"]["worse"]["wins"] == 0 and result["combined_against"]["worse"]["hi"] < 0
+    assert "worse − default [95 % CI]" in demo_seeds.markdown(result)
+    with pytest.raises(ValueError, match="not one of the models"):
+        demo_seeds.paired(frames, replicates=10, against="nothing")
