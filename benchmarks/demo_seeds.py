@@ -140,8 +140,9 @@ def paired(frames: dict[int, pd.DataFrame], replicates: int = 1000, against: str
     (a model's name, e.g. `default` for a screen that compares a variant with today's default), also each
     other model's paired difference against it, from the same resamples of held-out queries."""
     models = [c for c in next(iter(frames.values())).columns if c not in ("query", "relevance")]
-    if against is not None and against not in models:
-        raise ValueError(f"--against {against}: not one of the models {models}")
+    if against is not None and (against not in models or against == "naive"):
+        raise ValueError(f"--against {against}: not one of the models {models} other than naive "
+                         "(every model is already paired with naive)")
     others = [m for m in models if against is not None and m not in (against, "naive", "zero-shot")]
     per_seed, draws = [], {m: [] for m in models if m != "naive"}
     draws_against: dict[str, list] = {m: [] for m in others}
