@@ -36,11 +36,10 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
 from benchmarks.bench_data import write_results
-from benchmarks.protocol import bootstrap_auc_differences, combine_seeds
+from benchmarks.protocol import bootstrap_auc_differences, combine_seeds, percentile_interval
 from benchmarks.quality import set_pair_labels
 from jobs.generate import DEMO_CLICKS
 from training.metrics import auc
@@ -131,10 +130,6 @@ def predictions(workdir: Path, variants: dict[str, Path] | None = None) -> pd.Da
     return frame
 
 
-def _interval(point: float, draws: np.ndarray) -> dict:
-    return {"mean": point, "lo": float(np.quantile(draws, 0.025)), "hi": float(np.quantile(draws, 0.975))}
-
-
 def paired(frames: dict[int, pd.DataFrame], replicates: int = 1000, against: str | None = None) -> dict:
     """Per seed and combined: each model's AUC and its paired difference against naive; with `against`
     (a model's name, e.g. `default` for a screen that compares a variant with today's default), also each
@@ -155,14 +150,14 @@ def paired(frames: dict[int, pd.DataFrame], replicates: int = 1000, against: str
         for m, d in boot.items():
             point = aucs[m] - aucs["naive"]
             draws[m].append((point, d))
-            row["minus_naive"][m] = _interval(point, d)
+            row["minus_naive"][m] = percentile_interval(point, d)
         if others:
             # the same resamples: (m - naive) - (against - naive) is m - against on each draw
             row["minus_against"] = {}
             for m in others:
                 point, d = aucs[m] - aucs[against], boot[m] - boot[against]
                 draws_against[m].append((point, d))
-                row["minus_against"][m] = _interval(point, d)
+                row["minus_against"][m] = percentile_interval(point, d)
         per_seed.append(row)
     combined = {m: combine_seeds([p for p, _ in v], [d for _, d in v]) for m, v in draws.items()}
     out = {"per_seed": per_seed, "combined": combined}

@@ -42,7 +42,13 @@ import numpy as np
 import pandas as pd
 
 from benchmarks.bench_data import HOMEDEPOT, write_results
-from benchmarks.protocol import bootstrap_auc_differences, click_model_settings, combine_seeds, sample_split
+from benchmarks.protocol import (
+    bootstrap_auc_differences,
+    click_model_settings,
+    combine_seeds,
+    percentile_interval,
+    sample_split,
+)
 from benchmarks.quality import set_pair_labels, write_clickstream
 from jobs.config import NAIVE_BASELINE
 from training.metrics import auc
@@ -203,8 +209,7 @@ def main(argv: list[str] | None = None) -> int:
         for n, d in boot.items():
             point = aucs[n] - aucs[names[0]]
             draws[n].append((point, d))
-            row["minus_first"][n] = {"mean": point, "lo": float(np.quantile(d, 0.025)),
-                                     "hi": float(np.quantile(d, 0.975))}
+            row["minus_first"][n] = percentile_interval(point, d)
         per_log.append(row)
         print(json.dumps(row), flush=True)
     combined = {n: combine_seeds([pt for pt, _ in v], [d for _, d in v]) for n, v in draws.items()}

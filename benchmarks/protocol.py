@@ -192,6 +192,12 @@ T_975 = (12.7062, 4.3027, 3.1824, 2.7764, 2.5706, 2.4469, 2.3646, 2.3060, 2.2622
          2.0796, 2.0739, 2.0687, 2.0639, 2.0595, 2.0555, 2.0518, 2.0484, 2.0452, 2.0423)
 
 
+def percentile_interval(point: float, draws: np.ndarray, level: float = 0.95) -> dict:
+    """One held-out set's paired difference: its point estimate and the bootstrap draws' percentile interval."""
+    tail = (1 - level) / 2
+    return {"mean": point, "lo": float(np.quantile(draws, tail)), "hi": float(np.quantile(draws, 1 - tail))}
+
+
 def t_quantile_975(df: int) -> float:
     """Student's t 97.5 % quantile with `df` degrees of freedom (df >= 1)."""
     if df < 1:
